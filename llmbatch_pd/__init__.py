@@ -1,0 +1,36 @@
+"""Send the rows of a pandas DataFrame through LLMs: ``df.llm.apply(template, model=...)``.
+
+Importing this package registers the ``df.llm`` and ``s.llm`` accessors.
+"""
+
+from . import accessor as _accessor  # registers df.llm and s.llm
+from .accessor import last_report, last_result
+from .errors import (
+    AuthenticationError,
+    BudgetError,
+    InputError,
+    LLMBatchError,
+    ProviderError,
+    QuotaExceededError,
+    RunInterrupted,
+    TemplateError,
+)
+from .run import RunReport
+
+__version__ = "0.1.0"
+
+__all__ = [
+    "AuthenticationError",
+    "BudgetError",
+    "InputError",
+    "LLMBatchError",
+    "ProviderError",
+    "QuotaExceededError",
+    "RunInterrupted",
+    "RunReport",
+    "TemplateError",
+    "last_report",
+    "last_result",
+]
+
+del _accessor

@@ -1,0 +1,72 @@
+"""A dollar ledger that makes "never exceed the budget" hold at any concurrency.
+
+Before a request is sent its worst case (input tokens plus max_tokens at the model's price) is
+reserved; when the answer arrives the reservation is settled to the real cost. A request is
+sent only if spent + reserved + its worst case stays within the limit. A request whose fate is
+unknown (timed out, connection dropped after sending) may still have been billed, so its
+reservation stays counted as spent: the ledger errs on the side of the user's money.
+"""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import Callable
+
+from .types import Usage
+
+PriceFn = Callable[[Usage], float]
+
+
+class Ledger:
+    def __init__(self, limit: float | None, price: PriceFn, warn_at: float = 0.8) -> None:
+        self.limit = limit
+        self.price = price
+        self.warn_at = warn_at
+        self.spent = 0.0  # settled, real cost
+        self.uncertain = 0.0  # worst cases of requests whose billing we cannot know
+        self.reserved = 0.0  # worst cases of requests in flight
+        self.warned = False
+        self._settled = asyncio.Event()
+
+    @property
+    def committed(self) -> float:
+        return self.spent + self.uncertain + self.reserved
+
+    def try_reserve(self, worst: float) -> bool:
+        if self.limit is not None and self.committed + worst > self.limit + 1e-12:
+            return False
+        self.reserved += worst
+        return True
+
+    async def wait_for_settlement(self) -> None:
+        """Wait until an in-flight reservation is settled (it may free room)."""
+        self._settled.clear()
+        await self._settled.wait()
+
+    def settle(self, worst: float, usage: Usage | None) -> float:
+        """Replace a reservation by the real cost of ``usage`` (None: nothing was billed)."""
+        self.reserved = max(0.0, self.reserved - worst)
+        cost = self.price(usage) if usage is not None else 0.0
+        self.spent += cost
+        self._settled.set()
+        return cost
+
+    def keep_uncertain(self, worst: float) -> None:
+        """The request may have been billed: keep counting its worst case."""
+        self.reserved = max(0.0, self.reserved - worst)
+        self.uncertain += worst
+        self._settled.set()
+
+    def crossed_warning(self) -> bool:
+        """True once, when committed spend first passes ``warn_at`` of the limit."""
+        if self.limit and not self.warned and self.spent + self.uncertain >= self.warn_at * self.limit:
+            self.warned = True
+            return True
+        return False
+
+    def __repr__(self) -> str:
+        lim = "none" if self.limit is None else f"${self.limit:.4f}"
+        return (
+            f"Ledger(limit={lim}, spent=${self.spent:.4f}, reserved=${self.reserved:.4f}, "
+            f"uncertain=${self.uncertain:.4f})"
+        )

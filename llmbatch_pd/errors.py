@@ -1,0 +1,137 @@
+"""Errors, and what the engine should do about each.
+
+    LLMBatchError
+    ├── InputError (ValueError)        bad input, raised before any request is sent
+    │   └── TemplateError              a template field that cannot be rendered safely
+    ├── BudgetError                    the estimate alone is above the budget
+    ├── RunInterrupted (KeyboardInterrupt)  Ctrl+C / kernel interrupt; finished rows kept
+    └── ProviderError                  the provider's answer (or lack of one) for one request
+        ├── RetryableError             try again later: retryable = True
+        │   ├── RateLimitError         429
+        │   ├── OverloadedError        529 and 503-style overload
+        │   ├── ServerError            other 5xx, 408, 409
+        │   ├── TransportError         connection reset, refused, DNS
+        │   ├── RequestTimeout         no answer within the per-request timeout
+        │   └── MalformedResponse      a 2xx whose body we cannot read
+        ├── RowError                   this row's request is wrong; others may be fine
+        │   ├── BadRequestError        400, 404, 413, 422
+        │   ├── ContextLengthError     prompt longer than the model's context window
+        │   └── BudgetReached          sending this row would cross the budget
+        └── FatalError                 nothing else will work either: stop the run
+            ├── AuthenticationError    401, 403
+            └── QuotaExceededError     429 insufficient_quota
+
+Retryability is a property of the class, read by one retry policy in the engine, so the
+provider decides *what* happened and the engine alone decides *what to do*.
+"""
+
+from __future__ import annotations
+
+
+class LLMBatchError(Exception):
+    """Base of every error this library raises."""
+
+
+class InputError(LLMBatchError, ValueError):
+    """Bad arguments or data, detected before any money is spent."""
+
+
+class TemplateError(InputError):
+    """A template that cannot be rendered safely against the columns."""
+
+
+class BudgetError(LLMBatchError):
+    """The run was not started: its expected cost is above the budget."""
+
+
+class RunInterrupted(LLMBatchError, KeyboardInterrupt):
+    """The run was interrupted; ``result`` holds the rows that had finished."""
+
+    def __init__(self, message: str, result: object = None) -> None:
+        super().__init__(message)
+        self.result = result
+
+
+class ProviderError(LLMBatchError):
+    """One request did not produce an answer.
+
+    ``kind`` is a short stable label for counts and reports ("429", "5xx", "timeout", ...).
+    """
+
+    retryable = False
+    fatal = False
+    kind = "error"
+
+    def __init__(
+        self,
+        message: str,
+        *,
+        status: int | None = None,
+        retry_after: float | None = None,
+        kind: str | None = None,
+    ) -> None:
+        super().__init__(message)
+        self.message = message
+        self.status = status
+        self.retry_after = retry_after
+        if kind is not None:
+            self.kind = kind
+
+    def __str__(self) -> str:
+        return f"HTTP {self.status}: {self.message}" if self.status else self.message
+
+
+class RetryableError(ProviderError):
+    retryable = True
+
+
+class RateLimitError(RetryableError):
+    kind = "429"
+
+
+class OverloadedError(RetryableError):
+    kind = "529"
+
+
+class ServerError(RetryableError):
+    kind = "5xx"
+
+
+class TransportError(RetryableError):
+    kind = "connection"
+
+
+class RequestTimeout(RetryableError):
+    kind = "timeout"
+
+
+class MalformedResponse(RetryableError):
+    kind = "malformed"
+
+
+class RowError(ProviderError):
+    kind = "bad request"
+
+
+class BadRequestError(RowError):
+    pass
+
+
+class ContextLengthError(RowError):
+    kind = "too long"
+
+
+class BudgetReached(RowError):
+    kind = "budget"
+
+
+class FatalError(ProviderError):
+    fatal = True
+
+
+class AuthenticationError(FatalError):
+    kind = "auth"
+
+
+class QuotaExceededError(FatalError):
+    kind = "quota"

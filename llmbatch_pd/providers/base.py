@@ -1,0 +1,135 @@
+"""The provider seam: a request becomes bytes, bytes become a Reply or a classified error.
+
+Providers know nothing of scheduling; the engine owns the connection pool and the retries.
+"""
+
+from __future__ import annotations
+
+import email.utils
+import json
+import re
+import time
+from abc import ABC, abstractmethod
+from collections.abc import Mapping
+from typing import Any
+
+from .. import errors
+from ..secrets import Secret
+from ..types import RateLimitInfo, Reply, Request
+
+
+class Provider(ABC):
+    """One API dialect at one endpoint, for one model."""
+
+    name = "provider"
+    key_env: str | None = None
+
+    def __init__(self, model: str, base_url: str, api_key: Secret | None) -> None:
+        self.model = model
+        self.base_url = base_url.rstrip("/")
+        self.api_key = api_key
+
+    @property
+    def endpoint(self) -> str:
+        """What identifies this model's answers in a cache key (no secret in it)."""
+        return f"{self.name}:{self.base_url}"
+
+    @abstractmethod
+    def prepare(self, request: Request) -> tuple[str, dict[str, str], bytes]:
+        """URL, headers and body for one request."""
+
+    @abstractmethod
+    def parse(self, status: int, headers: Mapping[str, str], body: bytes) -> Reply:
+        """A Reply for a successful answer; raises a ProviderError otherwise."""
+
+    def rate_limits(self, headers: Mapping[str, str]) -> RateLimitInfo | None:
+        return None
+
+    def __repr__(self) -> str:
+        return f"{type(self).__name__}(model={self.model!r}, base_url={self.base_url!r})"
+
+    # helpers shared by the dialects -------------------------------------------------------
+
+    def _scrub(self, text: str) -> str:
+        return self.api_key.scrub(text) if self.api_key else text
+
+    def _load_json(self, body: bytes) -> dict[str, Any]:
+        try:
+            data = json.loads(body)
+        except (ValueError, UnicodeDecodeError) as exc:
+            raise errors.MalformedResponse(
+                f"unreadable response body ({len(body)} bytes): {exc}"
+            ) from None
+        if not isinstance(data, dict):
+            raise errors.MalformedResponse("response body is not a JSON object")
+        return data
+
+
+_DURATION = re.compile(r"(\d+(?:\.\d+)?)(ms|h|m|s)")
+_UNIT = {"h": 3600.0, "m": 60.0, "s": 1.0, "ms": 0.001}
+
+
+def parse_duration(text: str | None) -> float | None:
+    """OpenAI's reset durations: '6m0s', '1s', '12ms', '1m30.5s' -> seconds."""
+    if not text:
+        return None
+    parts = _DURATION.findall(text)
+    if not parts:
+        try:
+            return float(text)
+        except ValueError:
+            return None
+    return sum(float(n) * _UNIT[u] for n, u in parts)
+
+
+def parse_retry_after(headers: Mapping[str, str]) -> float | None:
+    """Seconds to wait, from retry-after-ms, else retry-after (seconds or an HTTP date)."""
+    ms = headers.get("retry-after-ms")
+    if ms:
+        try:
+            return max(0.0, float(ms) / 1000.0)
+        except ValueError:
+            pass
+    value = headers.get("retry-after")
+    if not value:
+        return None
+    try:
+        return max(0.0, float(value))
+    except ValueError:
+        pass
+    try:
+        when = email.utils.parsedate_to_datetime(value)
+    except (TypeError, ValueError):
+        return None
+    return max(0.0, when.timestamp() - time.time())
+
+
+def parse_int(value: str | None) -> int | None:
+    try:
+        return int(float(value)) if value is not None else None
+    except ValueError:
+        return None
+
+
+def classify_http_error(
+    status: int,
+    message: str,
+    code: str | None,
+    headers: Mapping[str, str],
+) -> errors.ProviderError:
+    """Map an HTTP failure to the error class that tells the engine what to do."""
+    retry_after = parse_retry_after(headers)
+    code = (code or "").lower()
+    if status in (401, 403):
+        return errors.AuthenticationError(message, status=status)
+    if status == 429:
+        if "insufficient_quota" in code or "quota" in code and "rate" not in code:
+            return errors.QuotaExceededError(message, status=status)
+        return errors.RateLimitError(message, status=status, retry_after=retry_after)
+    if status == 529 or "overloaded" in code:
+        return errors.OverloadedError(message, status=status, retry_after=retry_after)
+    if status in (408, 409) or status >= 500:
+        return errors.ServerError(message, status=status, retry_after=retry_after)
+    if "context_length" in code or "too long" in message.lower() and status == 400:
+        return errors.ContextLengthError(message, status=status)
+    return errors.BadRequestError(message, status=status)

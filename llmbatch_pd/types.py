@@ -1,0 +1,60 @@
+"""The plain values that flow between layers: what to ask, and what came back."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Any
+
+
+@dataclass(slots=True)
+class Request:
+    """One call to send. ``index`` is the caller's handle (the first row that needs it)."""
+
+    index: int
+    messages: list[dict[str, Any]]
+    params: dict[str, Any] = field(default_factory=dict)
+    key: str = ""
+    est_input_tokens: int = 0
+    max_output_tokens: int = 0
+
+
+@dataclass(slots=True)
+class Usage:
+    """Tokens normalised across providers: ``input_tokens`` counts every prompt token,
+    ``cached_tokens`` is the part of it read from the provider's prompt cache."""
+
+    input_tokens: int = 0
+    output_tokens: int = 0
+    cached_tokens: int = 0
+    cache_write_tokens: int = 0
+
+    def __add__(self, other: Usage) -> Usage:
+        return Usage(
+            self.input_tokens + other.input_tokens,
+            self.output_tokens + other.output_tokens,
+            self.cached_tokens + other.cached_tokens,
+            self.cache_write_tokens + other.cache_write_tokens,
+        )
+
+
+@dataclass(slots=True)
+class Reply:
+    """A successful answer, parsed by a provider."""
+
+    text: str | None
+    usage: Usage
+    finish_reason: str | None = None
+    model: str | None = None
+    raw: dict[str, Any] | None = None
+
+
+@dataclass(slots=True)
+class RateLimitInfo:
+    """What the provider's headers said about its limits; None where a header was absent."""
+
+    limit_requests: int | None = None
+    remaining_requests: int | None = None
+    reset_requests: float | None = None
+    limit_tokens: int | None = None
+    remaining_tokens: int | None = None
+    reset_tokens: float | None = None

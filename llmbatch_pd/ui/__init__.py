@@ -1,0 +1,1 @@
+"""Progress displays: they read a run's counters and never call HTTP."""

@@ -1,0 +1,88 @@
+"""The pacers read an injected clock, so these tests never sleep."""
+
+import pytest
+
+from llmbatch_pd.limits import BURST_SECONDS, Pacer, RateLimiter
+from llmbatch_pd.providers.base import parse_duration, parse_retry_after
+from llmbatch_pd.types import RateLimitInfo
+
+
+class Clock:
+    def __init__(self):
+        self.now = 100.0
+
+    def __call__(self):
+        return self.now
+
+
+def test_pacer_spaces_sends_at_rate():
+    clock = Clock()
+    p = Pacer(10.0, clock)
+    waits = [p.reserve() for _ in range(21)]
+    # one burst's worth goes at once, then one every 0.1 s
+    assert waits[0] == 0.0
+    assert waits[-1] == pytest.approx(20 * 0.1 - BURST_SECONDS)
+    clock.now += 10
+    assert p.reserve() == 0.0
+
+
+def test_unlimited_pacer_never_waits():
+    p = Pacer(None, Clock())
+    assert all(p.reserve() == 0.0 for _ in range(1000))
+
+
+def test_hold_until_pauses_everyone():
+    clock = Clock()
+    p = Pacer(100.0, clock)
+    p.hold_until(clock.now + 2.0)
+    assert p.reserve() == pytest.approx(2.0)
+
+
+def test_limiter_learns_limit_from_headers():
+    clock = Clock()
+    lim = RateLimiter(clock=clock)
+    assert lim.reserve(10) == 0.0
+    lim.observe(RateLimitInfo(limit_requests=600, remaining_requests=500, reset_requests=1.0))
+    assert lim.requests.rate == pytest.approx(600 / 60 * 0.98)
+    assert lim.learned_from == "headers"
+
+
+def test_told_limit_wins_over_a_larger_header():
+    lim = RateLimiter(rpm=300, clock=Clock())
+    lim.observe(RateLimitInfo(limit_requests=10_000))
+    assert lim.requests.rate == pytest.approx(5.0)
+    lim.observe(RateLimitInfo(limit_requests=120))
+    assert lim.requests.rate == pytest.approx(2.0)
+
+
+def test_429s_without_headers_halve_then_recover():
+    clock = Clock()
+    lim = RateLimiter(clock=clock)
+    lim.on_rate_limited(retry_after=0.5, recent_rate=40.0)
+    assert lim.requests.rate == pytest.approx(20.0)
+    assert lim.reserve(1) == pytest.approx(0.5, abs=0.11)
+    lim.on_rate_limited(retry_after=None, recent_rate=40.0)
+    assert lim.requests.rate == pytest.approx(10.0)
+    for _ in range(100):
+        lim.on_success()
+    assert lim.requests.rate > 12.0
+
+
+def test_token_pacer():
+    clock = Clock()
+    lim = RateLimiter(tpm=60_000, clock=clock)  # 1000 tokens/s, 1 s burst
+    assert lim.reserve(1000) == 0.0
+    assert lim.reserve(1000) == pytest.approx(0.0)
+    assert lim.reserve(1000) == pytest.approx(1.0)
+
+
+@pytest.mark.parametrize("text,seconds", [("6m0s", 360), ("1s", 1), ("12ms", 0.012), ("1m30.5s", 90.5), ("2h", 7200), ("0.5", 0.5)])
+def test_parse_duration(text, seconds):
+    assert parse_duration(text) == pytest.approx(seconds)
+
+
+def test_parse_retry_after_prefers_ms():
+    assert parse_retry_after({"retry-after-ms": "250", "retry-after": "3"}) == pytest.approx(0.25)
+    assert parse_retry_after({"retry-after": "3"}) == 3.0
+    assert parse_retry_after({"retry-after": "Wed, 21 Oct 2015 07:28:00 GMT"}) == 0.0
+    assert parse_retry_after({}) is None
