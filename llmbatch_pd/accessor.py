@@ -88,6 +88,8 @@ class _Apply:
         colmap = _column_map(df, parsed.fields)
         ref = parse_model(model, base_url=base_url)
         provider = make_provider(ref, base_url=base_url, api_key=api_key)
+        if temperature is not None and (isinstance(temperature, bool) or not isinstance(temperature, (int, float))):
+            raise errors.InputError(f"temperature= must be a number, not {temperature!r}")
         if max_tokens is not None and (not isinstance(max_tokens, int) or max_tokens < 1):
             raise errors.InputError(f"max_tokens= must be a positive integer, not {max_tokens!r}")
         spec = RunSpec(template=parsed, model=ref, provider=provider, system=system,

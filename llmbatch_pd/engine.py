@@ -183,7 +183,7 @@ class Engine:
                 stats.by_kind[exc.kind] += 1
                 self._settle_failure(exc, worst)
                 if isinstance(exc, errors.RateLimitError):
-                    self.limiter.on_rate_limited(exc.retry_after, self._recent_rate())
+                    self.limiter.on_rate_limited(exc.retry_after)
                 if exc.fatal:
                     self.stop(exc)
                 elif exc.retryable and attempt < self.retry.max_retries and self._stop is None:
@@ -244,10 +244,6 @@ class Engine:
         if isinstance(stop, errors.BudgetReached):
             return stop
         return errors.RowError(f"not sent: the run stopped ({stop})", kind="stopped")
-
-    def _recent_rate(self) -> float | None:
-        elapsed = self.stats.elapsed
-        return self.stats.sent / elapsed if elapsed > 0.5 else None
 
     async def _send(self, request: Request) -> Reply:
         url, headers, body = self.provider.prepare(request)

@@ -12,6 +12,7 @@ success earns a little back (additive increase, multiplicative decrease).
 from __future__ import annotations
 
 import time
+from collections import deque
 from collections.abc import Callable
 
 from .types import RateLimitInfo
@@ -56,7 +57,19 @@ class Pacer:
 
 
 class RateLimiter:
-    """Paces requests and tokens, adapting to headers and 429s."""
+    """Paces requests and tokens, adapting to headers and to sustained 429s.
+
+    A lone 429 only delays its own request (the engine honours its Retry-After). The pace
+    changes only under *pressure*: more than ``PRESSURE_SHARE`` of the last responses were
+    429s. Then, if no header told us the limit, the pace drops to ``BACKOFF`` times the rate
+    we were sending at and everyone waits out the server's hint once; calm responses raise
+    the pace again until it no longer binds.
+    """
+
+    WINDOW = 50
+    MIN_SAMPLE = 20
+    PRESSURE_SHARE = 0.15
+    BACKOFF = 0.7
 
     def __init__(
         self,
@@ -70,13 +83,40 @@ class RateLimiter:
         self.requests = Pacer(rpm / 60.0 if rpm else None, clock)
         self.tokens = Pacer(tpm / 60.0 if tpm else None, clock, burst_seconds=1.0)
         self.learned_from: str | None = "you" if rpm or tpm else None
+        self._recent: deque[int] = deque(maxlen=self.WINDOW)
+        self._limited = 0  # 429s among _recent
+        self._sends: deque[float] = deque()  # send times over the last SEND_WINDOW seconds
+        self._calm_until = 0.0
+
+    SEND_WINDOW = 2.0
 
     def reserve(self, tokens: int) -> float:
         """Seconds to wait before sending a request expected to use ``tokens``."""
         wait = self.requests.reserve(1.0)
         if self.tokens.rate:
             wait = max(wait, self.tokens.reserve(float(tokens)))
+        if self.learned_from in (None, "429s"):
+            self._sends.append(self._clock() + wait)
+            self._send_rate()  # trims the window, so it never grows with the run
         return wait
+
+    @property
+    def pressure(self) -> float:
+        """Share of 429s among the last responses (0 until there are enough to judge)."""
+        n = len(self._recent)
+        return self._limited / n if n >= self.MIN_SAMPLE else 0.0
+
+    def _record(self, limited: int) -> None:
+        if len(self._recent) == self._recent.maxlen:
+            self._limited -= self._recent[0]
+        self._recent.append(limited)
+        self._limited += limited
+
+    def _send_rate(self) -> float | None:
+        now = self._clock()
+        while self._sends and self._sends[0] < now - self.SEND_WINDOW:
+            self._sends.popleft()
+        return len(self._sends) / self.SEND_WINDOW if self._sends else None
 
     def observe(self, info: RateLimitInfo | None) -> None:
         """Learn from a response's rate-limit headers: they are the authority."""
@@ -98,20 +138,37 @@ class RateLimiter:
             if info.remaining_tokens is not None and info.remaining_tokens <= 0 and info.reset_tokens:
                 self.tokens.hold_until(now + min(info.reset_tokens, 60.0))
 
-    def on_rate_limited(self, retry_after: float | None, recent_rate: float | None) -> None:
-        """A 429: pause until the server's hint, and slow down if we had no limit to follow."""
+    def on_rate_limited(self, retry_after: float | None) -> None:
+        """A 429. Under sustained pressure, slow down; otherwise leave the pace alone."""
+        self._record(1)
         now = self._clock()
-        pause = retry_after if retry_after is not None else 1.0
-        self.requests.hold_until(now + min(pause, 60.0))
+        if self.pressure < self.PRESSURE_SHARE or now < self._calm_until:
+            return
+        # act once per episode: give the new pace time to show before judging again
+        pause = min(retry_after if retry_after is not None else 1.0, 10.0)
+        self._calm_until = now + pause + self.SEND_WINDOW
+        self.requests.hold_until(now + pause)
+        self._recent.clear()
+        self._limited = 0
         if self.learned_from in (None, "429s"):
-            base = self.requests.rate or recent_rate or 1.0
-            self.requests.rate = max(base * 0.5, 0.1)
+            current = self.requests.rate or self._send_rate() or 1.0
+            self.requests.rate = max(current * self.BACKOFF, 0.2)
             self.learned_from = "429s"
 
     def on_success(self) -> None:
-        """Additive increase while the pace was only guessed from 429s."""
-        if self.learned_from == "429s" and self.requests.rate:
-            self.requests.rate += 0.02 + self.requests.rate * 0.002
+        """Calm answers win back the pace that 429s took, until it no longer binds."""
+        self._record(0)
+        if self.learned_from != "429s" or not self.requests.rate:
+            return
+        if len(self._recent) >= self.MIN_SAMPLE and self.pressure < self.PRESSURE_SHARE / 2:
+            self.requests.rate *= 1.01
+            sending = self._send_rate()
+            if sending and self.requests.rate > 4 * sending:
+                self.requests.rate = None  # far above what we send: the limit is gone
+                self.learned_from = None
 
     def __repr__(self) -> str:
-        return f"RateLimiter(requests={self.requests!r}, tokens={self.tokens!r}, from={self.learned_from})"
+        return (
+            f"RateLimiter(requests={self.requests!r}, tokens={self.tokens!r}, "
+            f"from={self.learned_from}, pressure={self.pressure:.0%})"
+        )

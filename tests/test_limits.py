@@ -55,17 +55,36 @@ def test_told_limit_wins_over_a_larger_header():
     assert lim.requests.rate == pytest.approx(2.0)
 
 
-def test_429s_without_headers_halve_then_recover():
+def test_lone_429s_do_not_slow_everyone():
     clock = Clock()
     lim = RateLimiter(clock=clock)
-    lim.on_rate_limited(retry_after=0.5, recent_rate=40.0)
-    assert lim.requests.rate == pytest.approx(20.0)
-    assert lim.reserve(1) == pytest.approx(0.5, abs=0.11)
-    lim.on_rate_limited(retry_after=None, recent_rate=40.0)
-    assert lim.requests.rate == pytest.approx(10.0)
-    for _ in range(100):
+    for i in range(200):  # 5 % random 429s: no pressure, no pause, no pace
+        clock.now += 0.01
+        lim.reserve(1)
+        if i % 20 == 0:
+            lim.on_rate_limited(retry_after=1.0)
+        else:
+            lim.on_success()
+    assert lim.requests.rate is None and lim.reserve(1) == 0.0
+
+
+def test_sustained_429s_slow_down_then_recover():
+    clock = Clock()
+    lim = RateLimiter(clock=clock)
+    for _ in range(100):  # sending 100/s
+        clock.now += 0.01
+        lim.reserve(1)
+    for _ in range(30):
         lim.on_success()
-    assert lim.requests.rate > 12.0
+    for _ in range(8):
+        lim.on_rate_limited(retry_after=0.5)
+    assert lim.learned_from == "429s"
+    assert lim.requests.rate == pytest.approx(0.7 * 50, rel=0.05)  # 70 % of the measured pace
+    assert lim.reserve(1) == pytest.approx(0.5, abs=0.11)  # waits out the server's hint once
+    slowed = lim.requests.rate
+    for _ in range(60):
+        lim.on_success()
+    assert lim.requests.rate > slowed * 1.3
 
 
 def test_token_pacer():

@@ -1,0 +1,17 @@
+"""A loopback OpenAI-compatible provider for tests, demos and benchmarks.
+
+It answers ``POST /v1/chat/completions`` deterministically, counts tokens, sleeps a
+configurable latency, enforces RPM/TPM buckets with OpenAI's headers and 429s, and injects
+faults (429, 5xx, 529, hangs, connection resets, malformed bodies) at seeded rates, so every
+test of the engine runs here without a network or an API key. It imports nothing from the
+rest of llmbatch_pd.
+
+    with Simulator(fault_429=0.05) as sim:
+        client = openai.OpenAI(base_url=sim.base_url, api_key="sk-test")
+"""
+
+from .config import SimConfig
+from .server import SimServer, serve
+from .simulator import Simulator
+
+__all__ = ["SimConfig", "SimServer", "Simulator", "serve"]

@@ -1,0 +1,124 @@
+"""Every knob of the simulator in one dataclass.
+
+The config travels as a plain dict (to a subprocess, over ``POST /_sim/config``), so
+``from_dict`` checks names and types itself instead of trusting the sender.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import types
+import typing
+from dataclasses import dataclass, field
+from typing import Any
+
+FAULTS = ("fault_429", "fault_5xx", "fault_529", "fault_hang", "fault_reset", "fault_malformed")
+"""The fault knobs, in the order a request's single random draw walks them."""
+
+
+@dataclass(frozen=True)
+class SimConfig:
+    """How the simulated provider behaves. Every field has a harmless default."""
+
+    # Latency: ttft + completion_tokens / tokens_per_s + uniform(0, jitter).
+    ttft_ms: float = 100.0
+    tokens_per_s: float = 0.0  # 0 means the whole answer arrives with the first token
+    jitter_ms: float = 0.0
+    # Answers: mean length of free-text answers, varied +-50 % by the prompt's hash.
+    answer_tokens: int = 40
+    # Rate limits per minute, None = unlimited; enforced over burst_seconds like OpenAI.
+    rpm: int | None = None
+    tpm: int | None = None
+    burst_seconds: float = 1.0
+    # Faults: per-request probabilities (their sum must stay <= 1), drawn from Random(seed).
+    seed: int = 0
+    fault_429: float = 0.0
+    fault_5xx: float = 0.0
+    fault_529: float = 0.0
+    fault_hang: float = 0.0
+    fault_reset: float = 0.0
+    fault_malformed: float = 0.0
+    fault_retry_after_s: float = 1.0
+    hang_seconds: float = 300.0
+    # Account: required bearer key (None accepts anything) and successful requests allowed.
+    api_key: str | None = field(default=None, repr=False)
+    quota_requests: int | None = None
+    # Bookkeeping.
+    log: bool = True
+    models: tuple[str, ...] = ("gpt-4.1-mini", "gpt-4.1-nano", "gpt-4o-mini", "sim-small")
+
+    def __post_init__(self) -> None:
+        hints = typing.get_type_hints(type(self))
+        for f in dataclasses.fields(self):
+            object.__setattr__(self, f.name, _coerce(f.name, hints[f.name], getattr(self, f.name)))
+        self._check_ranges()
+
+    def _check_ranges(self) -> None:
+        for name in FAULTS:
+            if not 0.0 <= getattr(self, name) <= 1.0:
+                raise ValueError(f"SimConfig.{name} must be between 0 and 1")
+        if sum(getattr(self, name) for name in FAULTS) > 1.0 + 1e-9:
+            raise ValueError("SimConfig fault rates must add up to at most 1")
+        for name in ("rpm", "tpm", "quota_requests"):
+            value = getattr(self, name)
+            if value is not None and value < 0:
+                raise ValueError(f"SimConfig.{name} must be >= 0 or None")
+        nonneg = ("ttft_ms", "tokens_per_s", "jitter_ms", "fault_retry_after_s", "hang_seconds")
+        for name in nonneg:
+            if getattr(self, name) < 0:
+                raise ValueError(f"SimConfig.{name} must be >= 0")
+        if self.burst_seconds <= 0:
+            raise ValueError("SimConfig.burst_seconds must be > 0")
+        if self.answer_tokens < 1:
+            raise ValueError("SimConfig.answer_tokens must be >= 1")
+
+    def to_dict(self) -> dict[str, Any]:
+        """All knobs as JSON-ready values (the api_key included: the caller owns it)."""
+        out = dataclasses.asdict(self)
+        out["models"] = list(self.models)
+        return out
+
+    @classmethod
+    def from_dict(cls, data: dict[str, Any]) -> SimConfig:
+        """Build a config from a dict; unknown names raise ValueError, bad types TypeError."""
+        return cls().replace(**data)
+
+    def replace(self, **changes: Any) -> SimConfig:
+        """A copy with some knobs changed, validated like a new config."""
+        unknown = sorted(set(changes) - {f.name for f in dataclasses.fields(self)})
+        if unknown:
+            raise ValueError(f"unknown SimConfig knob(s): {', '.join(unknown)}")
+        return dataclasses.replace(self, **changes)
+
+    def public_dict(self) -> dict[str, Any]:
+        """``to_dict`` with the api_key masked, for anything a person may read."""
+        out = self.to_dict()
+        if self.api_key is not None:
+            out["api_key"] = "***"
+        return out
+
+
+def _coerce(name: str, hint: Any, value: Any) -> Any:
+    """Check one value against its annotation, widening int to float and list to tuple."""
+    args = typing.get_args(hint)
+    if isinstance(hint, types.UnionType) and type(None) in args:
+        if value is None:
+            return None
+        (hint,) = (a for a in args if a is not type(None))
+    ok: Any = None
+    if isinstance(value, bool):
+        ok = value if hint is bool else None
+    elif hint is float and isinstance(value, int | float):
+        ok = float(value)
+    elif hint is int and isinstance(value, int):
+        ok = value
+    elif hint is int and isinstance(value, float) and value.is_integer():
+        ok = int(value)
+    elif hint is str and isinstance(value, str):
+        ok = value
+    elif typing.get_origin(hint) is tuple and isinstance(value, list | tuple):
+        if all(isinstance(v, str) for v in value):
+            ok = tuple(value)
+    if ok is None:
+        raise TypeError(f"SimConfig.{name} must be {hint.__name__}, got {value!r}")
+    return ok

@@ -1,0 +1,19 @@
+import pytest
+
+import llmbatch_pd  # noqa: F401  (registers df.llm)
+from llmbatch_pd.sim import Simulator
+
+MODEL = "openai/gpt-4.1-mini"
+KEY = "sk-test-0123456789abcdefSECRET"
+
+
+@pytest.fixture
+def sim():
+    with Simulator(ttft_ms=5, api_key=KEY) as s:
+        yield s
+
+
+@pytest.fixture
+def llm(sim):
+    """Keyword arguments that point a run at the simulator."""
+    return {"model": MODEL, "base_url": sim.base_url, "api_key": KEY, "progress": False}

@@ -1,0 +1,148 @@
+"""df.llm.apply end to end, over real HTTP against the loopback simulator."""
+
+import asyncio
+
+import numpy as np
+import pandas as pd
+import pytest
+
+import llmbatch_pd
+from llmbatch_pd import InputError, TemplateError
+
+
+def frame(n=20):
+    return pd.DataFrame(
+        {"title": [f"Item {i}" for i in range(n)], "price": np.arange(n) * 1.5},
+        index=pd.Index([f"r{i}" for i in range(n)], name="rid"),
+    )
+
+
+def test_apply_returns_new_frame_on_same_index(llm, sim):
+    df = frame()
+    before = df.copy()
+    out = df.llm.apply("Describe {title} costing {price:.2f}", output="desc", **llm)
+    pd.testing.assert_frame_equal(df, before)  # input never mutated
+    assert list(out.index) == list(df.index) and out.index.name == "rid"
+    assert list(out.columns) == ["title", "price", "desc", "desc_error"]
+    assert out["desc"].notna().all() and out["desc_error"].isna().all()
+    assert str(out["desc"].dtype) == "string"
+    prompts = {e["prompt_sha"] for e in sim.log}
+    assert len(prompts) == 20
+    assert out.llm.report.answered_rows == 20
+
+
+def test_answers_are_per_row_and_deterministic(llm):
+    df = pd.DataFrame({"t": ["I love it, great", "broken and bad", "I love it, great"]})
+    a = df.llm.apply("Classify as positive, negative or neutral: {t}", **llm)
+    assert a.loc[0, "llm_output"] == a.loc[2, "llm_output"]
+    assert set(a["llm_output"]) <= {"positive", "negative", "neutral"}
+
+
+def test_duplicates_are_sent_once(llm, sim):
+    df = pd.DataFrame({"t": ["same"] * 50 + ["other"]})
+    out = df.llm.apply("Echo {t}", **llm)
+    assert out["llm_output"].notna().all()
+    assert len(sim.log) == 2
+    assert out.llm.report.duplicates == 49
+
+
+def test_missing_values_skip_without_request(llm, sim):
+    df = pd.DataFrame({"t": ["a", None, np.nan, pd.NA, "b"]}, dtype=object)
+    out = df.llm.apply("Echo {t}", **llm)
+    assert out["llm_output"].isna().tolist() == [False, True, True, True, False]
+    assert out.loc[1, "llm_output_error"].startswith("missing value in column 't'")
+    assert len(sim.log) == 2
+    out2 = df.llm.apply("Echo [{t}]", missing="empty", **llm)
+    assert out2["llm_output"].notna().all()
+
+
+def test_series_apply(llm):
+    s = pd.Series(["xin chào", "hello"], name="greeting", index=[10, 20])
+    out = s.llm.apply("Translate: {}", **llm)
+    assert list(out.index) == [10, 20]
+    assert list(out.columns) == ["greeting", "llm_output", "llm_output_error"]
+    out2 = s.llm.apply("Translate: {value}", **llm)
+    assert out2["llm_output"].tolist() == out["llm_output"].tolist()
+
+
+def test_aapply_inside_running_loop(llm):
+    async def main():
+        return await frame(5).llm.aapply("Describe {title}", **llm)
+
+    out = asyncio.run(main())
+    assert out["llm_output"].notna().all()
+
+
+def test_apply_inside_running_loop_uses_private_thread(llm):
+    """A sync apply() called from a coroutine (a Jupyter cell) must not need nest-asyncio."""
+
+    async def cell():
+        return frame(5).llm.apply("Describe {title}", **llm)
+
+    out = asyncio.run(cell())
+    assert out["llm_output"].notna().all()
+
+
+def test_empty_frame_sends_nothing(llm, sim):
+    out = frame(0).llm.apply("Describe {title}", **llm)
+    assert len(out) == 0 and "llm_output" in out.columns
+    assert sim.log == []
+
+
+@pytest.mark.parametrize(
+    "template,error",
+    [("{nope}", TemplateError), ("{title.__class__}", TemplateError), ("{title[0]}", TemplateError),
+     (42, TemplateError)],
+)
+def test_bad_templates_fail_before_any_request(llm, sim, template, error):
+    with pytest.raises(error):
+        frame().llm.apply(template, **llm)
+    assert sim.log == []
+
+
+@pytest.mark.parametrize(
+    "options",
+    [{"concurrency": 0}, {"max_retries": -1}, {"timeout": 0}, {"missing": "drop"},
+     {"budget": -1}, {"output": ""}, {"max_tokens": 0}, {"temperature": "hot"}, {"model": "nosuchvendor/x", "base_url": None}],
+)
+def test_bad_options_fail_before_any_request(llm, sim, options):
+    with pytest.raises(InputError):
+        frame().llm.apply("{title}", **{**llm, **options})
+    assert sim.log == []
+
+
+def test_missing_key_for_remote_provider_is_an_input_error(monkeypatch):
+    monkeypatch.delenv("OPENAI_API_KEY", raising=False)
+    monkeypatch.delenv("OPENAI_BASE_URL", raising=False)
+    with pytest.raises(InputError, match="OPENAI_API_KEY"):
+        frame().llm.apply("{title}", model="openai/gpt-4.1-mini", progress=False)
+
+
+def test_environment_variables_pick_endpoint_and_key(monkeypatch, sim):
+    from tests.conftest import KEY
+
+    monkeypatch.setenv("OPENAI_BASE_URL", sim.base_url)
+    monkeypatch.setenv("OPENAI_API_KEY", KEY)
+    out = frame(3).llm.apply("Describe {title}", model="openai/gpt-4.1-mini", progress=False)
+    assert out["llm_output"].notna().all()
+
+
+def test_max_tokens_and_temperature_are_sent(llm, sim):
+    out = frame(2).llm.apply("Write a long essay about {title}", max_tokens=3, temperature=0.2, **llm)
+    assert out["llm_output"].notna().all()
+    assert all(e["completion_tokens"] <= 3 for e in sim.log)
+
+
+def test_non_string_cells(llm):
+    df = pd.DataFrame({
+        "n": [1, 2], "d": pd.to_datetime(["2026-01-01", "2026-02-03"]),
+        "l": [[1, 2], ["á"]], "m": [{"k": 1}, {}],
+    })
+    out = df.llm.apply("{n} {d} {l} {m}", **llm)
+    assert out["llm_output"].notna().all()
+
+
+def test_last_result_and_report(llm):
+    out = frame(4).llm.apply("Describe {title}", **llm)
+    pd.testing.assert_frame_equal(llmbatch_pd.last_result(), out)
+    assert "4 rows" in llmbatch_pd.last_report().summary()

@@ -1,0 +1,130 @@
+"""Faults over real HTTP: every row ends with an answer or an explicit error, nothing raises."""
+
+import os
+import signal
+import subprocess
+import sys
+import textwrap
+import time
+
+import pandas as pd
+import pytest
+
+from llmbatch_pd.sim import Simulator
+
+from .conftest import KEY, MODEL
+
+
+def rows(n):
+    return pd.DataFrame({"t": [f"review number {i}" for i in range(n)]})
+
+
+def test_2000_rows_survive_mixed_faults():
+    with Simulator(ttft_ms=20, api_key=KEY, fault_429=0.05, fault_retry_after_s=0.2, fault_5xx=0.02,
+                   fault_hang=0.005, hang_seconds=30, fault_reset=0.005, seed=3, log=True) as sim:
+        out = rows(2000).llm.apply(
+            "Summarise: {t}", model=MODEL, base_url=sim.base_url, api_key=KEY, progress=False,
+            concurrency=100, timeout=1.0,
+        )
+        stats = sim.stats()
+    answered = out["llm_output"].notna()
+    errored = out["llm_output_error"].notna()
+    assert (answered ^ errored).all(), "every row has exactly one of answer / error"
+    assert answered.mean() >= 0.995
+    faults = stats["by_fault"]
+    assert faults.get("429", 0) > 50 and faults.get("hang", 0) > 3 and faults.get("reset", 0) > 3
+    report = out.llm.report
+    assert report.stats.by_kind["429"] > 50 and report.stats.by_kind["timeout"] > 3
+
+
+def test_bad_key_stops_after_first_answer():
+    with Simulator(ttft_ms=5, api_key=KEY) as sim:
+        out = rows(500).llm.apply("Summarise: {t}", model=MODEL, base_url=sim.base_url,
+                                  api_key="sk-wrong-key-000", progress=False, concurrency=50)
+        sent = len(sim.log)
+    assert sent == 1  # the first request goes alone, so a bad key costs one request
+    assert out["llm_output"].isna().all()
+    first = out["llm_output_error"].iloc[0]
+    assert "401" in first and "api_key" in first
+    assert "sk-wrong-key-000" not in " ".join(out["llm_output_error"])
+    assert out["llm_output_error"].iloc[1].startswith("not sent: the run stopped")
+    assert "stopped early" in out.llm.report.summary()
+
+
+def test_bad_key_from_environment_names_the_variable(monkeypatch):
+    with Simulator(ttft_ms=5, api_key=KEY) as sim:
+        monkeypatch.setenv("OPENAI_API_KEY", "sk-from-env-wrong")
+        out = rows(3).llm.apply("{t}", model=MODEL, base_url=sim.base_url, progress=False)
+    assert "$OPENAI_API_KEY" in out["llm_output_error"].iloc[0]
+
+
+def test_insufficient_quota_is_not_retried_and_stops():
+    with Simulator(ttft_ms=5, quota_requests=30) as sim:
+        out = rows(300).llm.apply("{t}", model=MODEL, base_url=sim.base_url, api_key=KEY,
+                                  progress=False, concurrency=10)
+        statuses = [e["status"] for e in sim.log]
+    assert out["llm_output"].notna().sum() == 30
+    assert statuses.count(429) <= 10  # at most the requests already in flight
+    assert out["llm_output_error"].str.contains("quota").sum() >= 1
+
+
+def test_non_retryable_400_is_a_row_error_not_a_stop():
+    with Simulator(ttft_ms=5) as sim:
+        # a temperature out of the API's range: the simulator answers 400, like OpenAI
+        out = rows(5).llm.apply("{t}", model=MODEL, base_url=sim.base_url, api_key=KEY,
+                                progress=False, temperature=2.5)
+    assert out["llm_output"].isna().all()
+    assert out["llm_output_error"].str.contains("400").all()
+    assert len(sim.log) == 5  # each tried once, none retried
+
+
+def test_retries_exhausted_gives_explicit_error():
+    with Simulator(ttft_ms=5, fault_5xx=1.0) as sim:
+        out = rows(3).llm.apply("{t}", model=MODEL, base_url=sim.base_url, api_key=KEY,
+                                progress=False, max_retries=2)
+        assert len(sim.log) == 9
+    assert out["llm_output_error"].str.contains("HTTP 5").all()
+
+
+def test_ctrl_c_ends_promptly_and_keeps_finished_rows(tmp_path):
+    """A real SIGINT to a script mid-run: it stops within a second and keeps finished rows."""
+    script = tmp_path / "run.py"
+    script.write_text(textwrap.dedent(f"""
+        import sys, pandas as pd, llmbatch_pd
+        from llmbatch_pd.sim import Simulator
+        df = pd.DataFrame({{"t": [f"row {{i}}" for i in range(2000)]}})
+        with Simulator(ttft_ms=200) as sim:
+            print("ready", flush=True)
+            try:
+                df.llm.apply("{{t}}", model="{MODEL}", base_url=sim.base_url, api_key="k",
+                             progress=False, concurrency=20)
+            except llmbatch_pd.RunInterrupted as exc:
+                part = exc.result
+                done = int(part["llm_output"].notna().sum())
+                assert done == int(llmbatch_pd.last_result()["llm_output"].notna().sum())
+                assert part["llm_output_error"].str.startswith("cancelled").sum() == 2000 - done
+                print("kept", done, flush=True)
+                sys.exit(0)
+        print("not interrupted", flush=True)
+    """))
+    proc = subprocess.Popen([sys.executable, str(script)], stdout=subprocess.PIPE, text=True,
+                            cwd=os.getcwd())
+    assert proc.stdout.readline().strip() == "ready"
+    time.sleep(1.5)
+    sent = time.monotonic()
+    proc.send_signal(signal.SIGINT)
+    out, _ = proc.communicate(timeout=20)
+    assert time.monotonic() - sent < 5
+    assert proc.returncode == 0, out
+    kept = int(out.split("kept")[1])
+    assert 20 <= kept < 2000
+
+
+@pytest.mark.parametrize("fault", ["fault_malformed", "fault_reset", "fault_529"])
+def test_each_retryable_fault_recovers(fault):
+    with Simulator(ttft_ms=5, seed=1, **{fault: 0.3}) as sim:
+        out = rows(60).llm.apply("{t}", model=MODEL, base_url=sim.base_url, api_key=KEY,
+                                 progress=False, max_retries=8)
+        faults = sim.stats()["by_fault"]
+    assert out["llm_output"].notna().all()
+    assert sum(faults.values()) > 5
