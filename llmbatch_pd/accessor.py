@@ -11,7 +11,7 @@ from typing import Any
 
 import pandas as pd
 
-from . import errors
+from . import errors, store
 from .loop_thread import run_sync
 from .models import make_provider, parse_model
 from .prompts import MISSING_POLICIES, Template
@@ -81,7 +81,8 @@ class _Apply:
                  max_tokens: int | None = None, base_url: str | None = None, api_key: str | None = None,
                  concurrency: int = 64, rpm: float | None = None, tpm: float | None = None,
                  max_retries: int = 6, timeout: float = 120.0, progress: bool | None = None,
-                 missing: str = "skip", budget: float | None = None, value_field: str | None = None):
+                 missing: str = "skip", budget: float | None = None, cache: bool | str | None = True,
+                 value_field: str | None = None):
         _check_options(output, concurrency, max_retries, timeout, missing, budget)
         parsed = Template.parse(template, value_field=value_field)
         parsed.check_columns(list(df.columns))
@@ -95,7 +96,7 @@ class _Apply:
         spec = RunSpec(template=parsed, model=ref, provider=provider, system=system,
                        temperature=temperature, max_tokens=max_tokens, concurrency=concurrency,
                        rpm=rpm, tpm=tpm, max_retries=max_retries, timeout=timeout, missing=missing,
-                       budget=budget)
+                       budget=budget, cache_path=store.resolve(cache))
         self.df, self.output, self.progress = df, output, progress
         self.run = Run(spec, _iter_rows(df, parsed.fields, colmap), len(df))
 

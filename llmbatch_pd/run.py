@@ -8,9 +8,11 @@ arrive, so an interrupted run still has every row that finished.
 from __future__ import annotations
 
 import asyncio
+import sqlite3
 import warnings
 from collections.abc import Callable, Iterable, Iterator, Mapping
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import Any
 
 from . import errors
@@ -20,6 +22,7 @@ from .limits import RateLimiter
 from .models import ModelRef
 from .prompts import MissingValue, Template, build_messages, request_key
 from .providers.base import Provider
+from .store import Store
 from .types import Reply, Request, Usage
 
 
@@ -41,6 +44,7 @@ class RunSpec:
     missing: str = "skip"
     budget: float | None = None
     price: Callable[[Usage], float] | None = None
+    cache_path: Path | None = None
     extra: dict[str, Any] = field(default_factory=dict)
 
     @property
@@ -106,6 +110,7 @@ class Run:
         self.stats = self.report.stats
         self._followers: dict[int, list[int]] = {}
         self.engine: Engine | None = None
+        self.store: Store | None = None
         self.warnings: list[str] = []
 
     def _requests(self) -> Iterator[Request]:
@@ -133,6 +138,11 @@ class Run:
                 continue
             leaders[key] = i
             report.requests += 1
+            hit = self.store.get(key) if self.store is not None else None
+            if hit is not None:
+                report.cached += 1
+                self._record(i, hit, None, [i])
+                continue
             yield Request(
                 index=i,
                 messages=messages,
@@ -143,23 +153,28 @@ class Run:
             )
 
     def _on_done(self, request: Request, reply: Reply | None, exc: errors.ProviderError | None) -> None:
-        rows = [request.index, *self._followers.get(request.index, ())]
         if reply is not None and reply.text is None:
             reply, exc = None, errors.RowError(f"the model returned no text (finish_reason={reply.finish_reason})")
+        if reply is not None and self.store is not None:
+            try:
+                self.store.put(request.key, self.spec.provider.model, reply)
+            except sqlite3.Error as err:  # the answer is still in memory; say so once
+                self.store = None
+                self._warn(f"cache write failed, caching is off for the rest of this run: {err}")
+        rows = [request.index, *self._followers.pop(request.index, ())]
+        self._record(request.index, reply, exc, rows)
+
+    def _record(self, leader: int, reply: Reply | None, exc: errors.ProviderError | None, rows: list[int]) -> None:
         for i in rows:
             if reply is not None:
                 self.answers[i] = reply.text
-                self.usages[i] = reply.usage if i == request.index else Usage()
+                self.usages[i] = reply.usage if i == leader else Usage()
             else:
                 self.errors[i] = str(exc)
         if reply is not None:
             self.report.answered_rows += len(rows)
         else:
             self.report.failed_rows += len(rows)
-        self._followers.pop(request.index, None)
-
-    def _is_finished(self, i: int) -> bool:
-        return self.answers[i] is not None or self.errors[i] is not None
 
     def _copy_row(self, leader: int, i: int) -> None:
         self.answers[i], self.errors[i] = self.answers[leader], self.errors[leader]
@@ -168,6 +183,9 @@ class Run:
             self.report.answered_rows += 1
         else:
             self.report.failed_rows += 1
+
+    def _is_finished(self, i: int) -> bool:
+        return self.answers[i] is not None or self.errors[i] is not None
 
     def _warn(self, message: str) -> None:
         self.warnings.append(message)
@@ -189,12 +207,17 @@ class Run:
             on_warning=self._warn,
         )
         self.stats.total = self.n
+        if spec.cache_path is not None:
+            self.store = Store(spec.cache_path)
         try:
             await self.engine.run(self._requests(), self._on_done)
         except asyncio.CancelledError:
             self.report.interrupted = True
             self._close_unfinished("cancelled: the run was interrupted before this row finished")
             raise
+        finally:
+            if self.store is not None:
+                self.store.close()
         self._close_unfinished(
             f"not sent: the run stopped ({self.stats.stop_reason})" if self.stats.stop_reason
             else "not sent"

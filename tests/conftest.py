@@ -7,6 +7,14 @@ MODEL = "openai/gpt-4.1-mini"
 KEY = "sk-test-0123456789abcdefSECRET"
 
 
+@pytest.fixture(autouse=True)
+def private_cache(tmp_path, monkeypatch):
+    """Each test gets its own cache file; none touches the user's cache directory."""
+    path = tmp_path / "cache.sqlite"
+    monkeypatch.setenv("LLMBATCH_PD_CACHE", str(path))
+    return path
+
+
 @pytest.fixture
 def sim():
     with Simulator(ttft_ms=5, api_key=KEY) as s:
