@@ -6,6 +6,8 @@ Accessors keep no state (pandas 3 builds a new one on every access).
 from __future__ import annotations
 
 import asyncio
+import signal
+import threading
 from collections.abc import Iterator
 from typing import Any
 
@@ -119,13 +121,7 @@ class _Apply:
         try:
             run_sync(self.run.execute(), tick=shown.update if shown else None)
         except KeyboardInterrupt:
-            partial = self.result()
-            report = self.run.report
-            raise errors.RunInterrupted(
-                f"interrupted: {report.answered_rows} of {report.rows} rows had finished and are "
-                "kept (llmbatch_pd.last_result() gives them)",
-                result=partial,
-            ) from None
+            raise self._interrupted(self.result()) from None
         finally:
             if shown:
                 shown.close()
@@ -134,15 +130,57 @@ class _Apply:
     async def run_async(self) -> pd.DataFrame:
         shown = self.display()
         ticker = asyncio.ensure_future(_tick(shown)) if shown else None
+        interrupted = _CancelOnSigint(asyncio.current_task())
         try:
             await self.run.execute()
+        except asyncio.CancelledError:
+            if not interrupted.fired:
+                raise
+            partial = self.result()
+            raise self._interrupted(partial) from None
         finally:
+            interrupted.restore()
             if ticker:
                 ticker.cancel()
             if shown:
                 shown.close()
-            self.result()
         return self.result()
+
+    def _interrupted(self, partial: pd.DataFrame) -> errors.RunInterrupted:
+        report = self.run.report
+        return errors.RunInterrupted(
+            f"interrupted: {report.answered_rows} of {report.rows} rows had finished and are "
+            "kept (llmbatch_pd.last_result() gives them)",
+            result=partial,
+        )
+
+
+class _CancelOnSigint:
+    """While an awaited run is going, Ctrl+C cancels it (keeping finished rows) instead of
+    escaping the event loop and leaving the run suspended, as IPython's autoawait would."""
+
+    def __init__(self, task: asyncio.Task | None) -> None:
+        self.fired = False
+        self._installed = False
+        self._loop = asyncio.get_running_loop()
+        if task is None or threading.current_thread() is not threading.main_thread():
+            return
+        self._previous = signal.getsignal(signal.SIGINT)
+        try:
+            self._loop.add_signal_handler(signal.SIGINT, self._fire, task)
+            self._installed = True
+        except (NotImplementedError, RuntimeError, ValueError):
+            pass
+
+    def _fire(self, task: asyncio.Task) -> None:
+        self.fired = True
+        task.cancel()
+
+    def restore(self) -> None:
+        if self._installed:
+            self._installed = False
+            self._loop.remove_signal_handler(signal.SIGINT)
+            signal.signal(signal.SIGINT, self._previous if self._previous is not None else signal.default_int_handler)
 
 
 async def _tick(shown, interval: float = 0.1) -> None:

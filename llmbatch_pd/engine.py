@@ -18,6 +18,7 @@ from time import monotonic
 import aiohttp
 
 from . import errors
+from .breaker import CircuitBreaker
 from .budget import Ledger
 from .limits import RateLimiter
 from .providers.base import Provider
@@ -94,6 +95,7 @@ class Engine:
         stats: EngineStats | None = None,
         session: aiohttp.ClientSession | None = None,
         on_warning: Callable[[str], None] | None = None,
+        breaker: CircuitBreaker | None = None,
     ) -> None:
         if concurrency < 1:
             raise errors.InputError("concurrency must be at least 1")
@@ -107,6 +109,7 @@ class Engine:
         self.stats = stats or EngineStats()
         self.on_warning = on_warning
         self._session = session
+        self.breaker = breaker
         self._stop: errors.ProviderError | None = None
 
     def stop(self, reason: errors.ProviderError) -> None:
@@ -114,6 +117,8 @@ class Engine:
         if self._stop is None:
             self._stop = reason
             self.stats.stop_reason = str(reason)
+            if self.breaker is not None:
+                self.breaker.release()
 
     @property
     def stopped(self) -> errors.ProviderError | None:
@@ -171,6 +176,11 @@ class Engine:
                         f"${self.ledger.limit:.4f}; this request could cost up to ${worst:.4f}"
                     ))
                     continue
+            probe = await self.breaker.admit() if self.breaker is not None else False
+            if self._stop is not None:
+                if self.ledger is not None:
+                    self.ledger.settle(worst, None)
+                continue
             wait = self.limiter.reserve(request.est_input_tokens + request.max_output_tokens)
             if wait > 0:
                 await asyncio.sleep(wait)
@@ -184,6 +194,11 @@ class Engine:
                 self._settle_failure(exc, worst)
                 if isinstance(exc, errors.RateLimitError):
                     self.limiter.on_rate_limited(exc.retry_after)
+                elif exc.retryable and self.breaker is not None and self.breaker.on_failure(probe):
+                    self.stop(errors.ProviderDown(
+                        f"the provider is failing: {self.breaker.consecutive} failures in a row "
+                        f"and {self.breaker.failed_probes} failed probes (last: {exc})"
+                    ))
                 if exc.fatal:
                     self.stop(exc)
                 elif exc.retryable and attempt < self.retry.max_retries and self._stop is None:
@@ -212,6 +227,8 @@ class Engine:
             stats.input_tokens += reply.usage.input_tokens
             stats.output_tokens += reply.usage.output_tokens
             self.limiter.on_success()
+            if self.breaker is not None:
+                self.breaker.on_success()
             self._finish(request, reply, None, on_done)
             return
 

@@ -19,7 +19,8 @@
         │   └── BudgetReached          sending this row would cross the budget
         └── FatalError                 nothing else will work either: stop the run
             ├── AuthenticationError    401, 403
-            └── QuotaExceededError     429 insufficient_quota
+            ├── QuotaExceededError     429 insufficient_quota
+            └── ProviderDown           the circuit breaker gave up on a failing provider
 
 Retryability is a property of the class, read by one retry policy in the engine, so the
 provider decides *what* happened and the engine alone decides *what to do*.
@@ -135,3 +136,7 @@ class AuthenticationError(FatalError):
 
 class QuotaExceededError(FatalError):
     kind = "quota"
+
+
+class ProviderDown(FatalError):
+    kind = "down"

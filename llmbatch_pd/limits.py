@@ -60,10 +60,11 @@ class RateLimiter:
     """Paces requests and tokens, adapting to headers and to sustained 429s.
 
     A lone 429 only delays its own request (the engine honours its Retry-After). The pace
-    changes only under *pressure*: more than ``PRESSURE_SHARE`` of the last responses were
-    429s. Then, if no header told us the limit, the pace drops to ``BACKOFF`` times the rate
-    we were sending at and everyone waits out the server's hint once; calm responses raise
-    the pace again until it no longer binds.
+    changes only under *pressure*: more than ``threshold`` of the last responses were 429s.
+    Then everyone waits out the server's hint once and, if no header told us the limit, the
+    pace drops to ``BACKOFF`` times the rate we were sending at; calm responses raise it again
+    until it no longer binds. If slowing down does not lower the share of 429s, they are not
+    about our pace: the cut is undone and the threshold raised.
     """
 
     WINDOW = 50
@@ -87,6 +88,9 @@ class RateLimiter:
         self._limited = 0  # 429s among _recent
         self._sends: deque[float] = deque()  # send times over the last SEND_WINDOW seconds
         self._calm_until = 0.0
+        self._first_send = 0.0
+        self.threshold = self.PRESSURE_SHARE
+        self._cut: tuple[float | None, float] | None = None  # (pace before, pressure then)
 
     SEND_WINDOW = 2.0
 
@@ -96,7 +100,10 @@ class RateLimiter:
         if self.tokens.rate:
             wait = max(wait, self.tokens.reserve(float(tokens)))
         if self.learned_from in (None, "429s"):
-            self._sends.append(self._clock() + wait)
+            now = self._clock()
+            if not self._first_send:
+                self._first_send = now
+            self._sends.append(now + wait)
             self._send_rate()  # trims the window, so it never grows with the run
         return wait
 
@@ -116,7 +123,10 @@ class RateLimiter:
         now = self._clock()
         while self._sends and self._sends[0] < now - self.SEND_WINDOW:
             self._sends.popleft()
-        return len(self._sends) / self.SEND_WINDOW if self._sends else None
+        if not self._sends:
+            return None
+        span = min(self.SEND_WINDOW, max(now - self._first_send, 0.1))
+        return len(self._sends) / span
 
     def observe(self, info: RateLimitInfo | None) -> None:
         """Learn from a response's rate-limit headers: they are the authority."""
@@ -142,14 +152,25 @@ class RateLimiter:
         """A 429. Under sustained pressure, slow down; otherwise leave the pace alone."""
         self._record(1)
         now = self._clock()
-        if self.pressure < self.PRESSURE_SHARE or now < self._calm_until:
+        pressure = self.pressure
+        if pressure < self.threshold or now < self._calm_until:
+            return
+        self._recent.clear()
+        self._limited = 0
+        if self._cut is not None and pressure >= 0.8 * self._cut[1]:
+            # the last slow-down did not lower the share of 429s: they are not about our pace
+            # (an overloaded shared pool, injected faults). Undo it and ask for more evidence.
+            self.requests.rate = self._cut[0]
+            self.threshold = min(0.6, pressure + 0.1)
+            self._cut = None
+            self._calm_until = now + self.SEND_WINDOW
             return
         # act once per episode: give the new pace time to show before judging again
         pause = min(retry_after if retry_after is not None else 1.0, 10.0)
         self._calm_until = now + pause + self.SEND_WINDOW
         self.requests.hold_until(now + pause)
-        self._recent.clear()
-        self._limited = 0
+        # remember the pace before the first cut of a chain, so an undo restores all of it
+        self._cut = (self._cut[0] if self._cut else self.requests.rate, pressure)
         if self.learned_from in (None, "429s"):
             current = self.requests.rate or self._send_rate() or 1.0
             self.requests.rate = max(current * self.BACKOFF, 0.2)
@@ -160,8 +181,10 @@ class RateLimiter:
         self._record(0)
         if self.learned_from != "429s" or not self.requests.rate:
             return
-        if len(self._recent) >= self.MIN_SAMPLE and self.pressure < self.PRESSURE_SHARE / 2:
-            self.requests.rate *= 1.01
+        if len(self._recent) >= self.MIN_SAMPLE and self.pressure < self.threshold / 2:
+            if len(self._recent) == self.WINDOW:
+                self._cut = None  # calm over a whole window: the slow-down worked
+            self.requests.rate *= 1.02
             sending = self._send_rate()
             if sending and self.requests.rate > 4 * sending:
                 self.requests.rate = None  # far above what we send: the limit is gone

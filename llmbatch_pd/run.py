@@ -16,6 +16,7 @@ from pathlib import Path
 from typing import Any
 
 from . import errors
+from .breaker import CircuitBreaker
 from .budget import Ledger
 from .engine import Engine, EngineStats, RetryPolicy
 from .limits import RateLimiter
@@ -205,6 +206,7 @@ class Run:
             ledger=ledger,
             stats=self.stats,
             on_warning=self._warn,
+            breaker=CircuitBreaker(),
         )
         self.stats.total = self.n
         if spec.cache_path is not None:

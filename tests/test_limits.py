@@ -79,7 +79,7 @@ def test_sustained_429s_slow_down_then_recover():
     for _ in range(8):
         lim.on_rate_limited(retry_after=0.5)
     assert lim.learned_from == "429s"
-    assert lim.requests.rate == pytest.approx(0.7 * 50, rel=0.05)  # 70 % of the measured pace
+    assert lim.requests.rate == pytest.approx(0.7 * 100, rel=0.05)  # 70 % of the measured pace
     assert lim.reserve(1) == pytest.approx(0.5, abs=0.11)  # waits out the server's hint once
     slowed = lim.requests.rate
     for _ in range(60):
