@@ -1,0 +1,194 @@
+"""Before anything is sent: how many requests, how many tokens, how many dollars, how long.
+
+The estimate walks the same request stream as the run (render, skip NA rows, de-duplicate,
+answer from the cache), so its counts are the run's counts. Input tokens come from
+``tokens.py`` (exact with tiktoken where available offline, otherwise a calibrated estimate
+with a wider range). Output tokens come from a pilot when one was run, else from
+``DEFAULT_OUTPUT_TOKENS``; ``max_tokens`` (or ``DEFAULT_MAX_OUTPUT``) bounds the high end.
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import asdict, dataclass, field
+from typing import Any
+
+from .pricing import Price, cost
+from .types import Usage
+
+# Without a pilot we assume this many output tokens per answer (a sentence or two).
+DEFAULT_OUTPUT_TOKENS = 100
+# Without max_tokens we assume at most this many; a run under budget= sends it as max_tokens
+# so that the worst case the budget reserves is a real bound.
+DEFAULT_MAX_OUTPUT = 4096
+# Without a pilot we assume a request takes this long, plus its output at OUTPUT_TOKENS_PER_S.
+DEFAULT_LATENCY_S = 1.0
+OUTPUT_TOKENS_PER_S = 100.0
+# Input-token range around the count: exact counts only miss the chat framing; the
+# heuristic is within about 15 % on calibrated scripts (see benchmarks/calibrate_tokens.py).
+INPUT_RANGE_EXACT = (0.98, 1.05)
+INPUT_RANGE_ESTIMATED = (0.8, 1.35)
+
+
+@dataclass
+class Pilot:
+    """Real usage from the first few requests, to extrapolate from."""
+
+    requests: int = 0
+    input_tokens: int = 0  # as the provider counted them
+    estimated_input_tokens: int = 0  # as we counted the same prompts
+    output_tokens: int = 0
+    max_output_tokens: int = 0
+    latency_s: float = 0.0  # mean seconds per request
+
+    @property
+    def input_ratio(self) -> float:
+        if not self.estimated_input_tokens:
+            return 1.0
+        return self.input_tokens / self.estimated_input_tokens
+
+
+@dataclass
+class Estimate:
+    """One model's plan. Costs are dollars; ``None`` where the model has no price."""
+
+    model: str
+    rows: int = 0
+    requests: int = 0
+    duplicates: int = 0
+    cached: int = 0
+    skipped: int = 0
+    too_long: int = 0
+    input_tokens: int = 0
+    input_tokens_low: int = 0
+    input_tokens_high: int = 0
+    output_tokens_low: int = 0
+    output_tokens: int = 0
+    output_tokens_high: int = 0
+    cost_low: float | None = None
+    cost: float | None = None
+    cost_high: float | None = None
+    batch_cost_low: float | None = None
+    batch_cost: float | None = None
+    batch_cost_high: float | None = None
+    cache_saves: float | None = None  # dollars the cached rows would have cost
+    wall_time_s: float = 0.0
+    budget: float | None = None
+    token_counting: str = ""
+    output_basis: str = ""
+    price: Price | None = field(default=None, repr=False)
+
+    def as_row(self) -> dict[str, Any]:
+        row = asdict(self)
+        row.pop("price")
+        return row
+
+    def summary(self) -> str:
+        money = "no price known"
+        if self.cost is not None:
+            money = f"${self.cost:.4f} expected (${self.cost_low:.4f}–${self.cost_high:.4f})"
+            if self.budget is not None:
+                money += f", budget ${self.budget:.2f}"
+        return (
+            f"{self.model}: {self.rows} rows -> {self.requests} requests "
+            f"({self.duplicates} duplicates, {self.cached} cached, {self.skipped} skipped"
+            f"{f', {self.too_long} too long' if self.too_long else ''}); "
+            f"{self.input_tokens:,} input + ~{self.output_tokens:,} output tokens; {money}; "
+            f"~{_duration(self.wall_time_s)}"
+        )
+
+
+def build(
+    model: str,
+    *,
+    rows: int,
+    duplicates: int,
+    cached: int,
+    skipped: int,
+    too_long: int,
+    input_counts: list[int],
+    exact: bool,
+    token_counting: str,
+    price: Price | None,
+    max_tokens: int | None,
+    concurrency: int,
+    rpm: float | None,
+    tpm: float | None,
+    budget: float | None,
+    cached_usage: Usage | None = None,
+    pilot: Pilot | None = None,
+) -> Estimate:
+    """The numbers, from the counts of one pass over the request stream."""
+    requests = len(input_counts)
+    counted = sum(input_counts)
+    low_f, high_f = INPUT_RANGE_EXACT if exact else INPUT_RANGE_ESTIMATED
+    ratio = pilot.input_ratio if pilot and pilot.requests else 1.0
+    input_expected = round(counted * ratio)
+    input_low = round(counted * min(low_f, ratio))
+    input_high = math.ceil(counted * max(high_f, ratio * 1.05))
+    cap = max_tokens or DEFAULT_MAX_OUTPUT
+    if pilot and pilot.requests:
+        per_answer = pilot.output_tokens / pilot.requests
+        basis = f"pilot of {pilot.requests} requests: {per_answer:.0f} output tokens per answer"
+        low_per = min(per_answer * 0.5, cap)
+        latency = pilot.latency_s or DEFAULT_LATENCY_S
+    else:
+        per_answer = min(DEFAULT_OUTPUT_TOKENS, cap)
+        basis = f"default: {per_answer} output tokens per answer (run a pilot for a better figure)"
+        low_per = 1
+        latency = DEFAULT_LATENCY_S + per_answer / OUTPUT_TOKENS_PER_S
+    est = Estimate(
+        model=model,
+        rows=rows,
+        requests=requests,
+        duplicates=duplicates,
+        cached=cached,
+        skipped=skipped,
+        too_long=too_long,
+        input_tokens=input_expected,
+        input_tokens_low=input_low,
+        input_tokens_high=input_high,
+        output_tokens_low=round(low_per * requests),
+        output_tokens=round(per_answer * requests),
+        output_tokens_high=cap * requests,
+        budget=budget,
+        token_counting=token_counting,
+        output_basis=basis,
+        price=price,
+    )
+    if price is not None:
+        for suffix, inp, out in (("_low", input_low, est.output_tokens_low),
+                                 ("", input_expected, est.output_tokens),
+                                 ("_high", input_high, est.output_tokens_high)):
+            usage = Usage(inp, out)
+            setattr(est, f"cost{suffix}", cost(usage, price))
+            setattr(est, f"batch_cost{suffix}", cost(usage, price, batch=True))
+        if cached_usage is not None:
+            est.cache_saves = cost(cached_usage, price)
+    est.wall_time_s = wall_time(requests, latency, concurrency, rpm, tpm,
+                                (input_expected + est.output_tokens) / requests if requests else 0)
+    return est
+
+
+def wall_time(requests: int, latency: float, concurrency: int, rpm: float | None,
+              tpm: float | None, tokens_per_request: float) -> float:
+    """Seconds, from the tightest of concurrency, request rate and token rate."""
+    if not requests:
+        return 0.0
+    rates = [concurrency / latency]
+    if rpm:
+        rates.append(rpm / 60.0)
+    if tpm and tokens_per_request:
+        rates.append(tpm / 60.0 / tokens_per_request)
+    return requests / min(rates) + latency
+
+
+def _duration(seconds: float) -> str:
+    seconds = max(0.0, seconds)
+    if seconds < 60:
+        return f"{seconds:.0f}s"
+    minutes, sec = divmod(int(round(seconds)), 60)
+    if minutes < 60:
+        return f"{minutes}m {sec:02d}s"
+    hours, minutes = divmod(minutes, 60)
+    return f"{hours}h {minutes:02d}m"
