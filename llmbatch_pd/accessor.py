@@ -8,12 +8,14 @@ from __future__ import annotations
 import asyncio
 import signal
 import threading
+import warnings
 from collections.abc import Iterator
 from typing import Any
 
 import pandas as pd
 
-from . import errors, store
+from . import errors, plan, pricing, store
+from .budget import Ledger
 from .loop_thread import run_sync
 from .models import make_provider, parse_model
 from .prompts import MISSING_POLICIES, Template
@@ -60,7 +62,7 @@ def _iter_rows(df: pd.DataFrame, fields: tuple[str, ...], colmap: dict[str, Any]
 
 
 def _check_options(output: str, concurrency: int, max_retries: int, timeout: float, missing: str,
-                   budget: float | None) -> None:
+                   budget: float | None, temperature: Any, max_tokens: Any, pilot: Any) -> None:
     if not isinstance(output, str) or not output:
         raise errors.InputError("output= must be a non-empty column name")
     if not isinstance(concurrency, int) or concurrency < 1:
@@ -71,36 +73,116 @@ def _check_options(output: str, concurrency: int, max_retries: int, timeout: flo
         raise errors.InputError(f"timeout= must be a positive number of seconds, not {timeout!r}")
     if missing not in MISSING_POLICIES:
         raise errors.InputError(f"missing= must be one of {MISSING_POLICIES}, not {missing!r}")
-    if budget is not None and (not isinstance(budget, (int, float)) or budget < 0):
+    if budget is not None and (isinstance(budget, bool) or not isinstance(budget, (int, float)) or budget < 0):
         raise errors.InputError(f"budget= must be a number of dollars, not {budget!r}")
+    if temperature is not None and (isinstance(temperature, bool) or not isinstance(temperature, (int, float))):
+        raise errors.InputError(f"temperature= must be a number, not {temperature!r}")
+    if max_tokens is not None and (isinstance(max_tokens, bool) or not isinstance(max_tokens, int) or max_tokens < 1):
+        raise errors.InputError(f"max_tokens= must be a positive integer, not {max_tokens!r}")
+    if pilot is not None and (isinstance(pilot, bool) or not isinstance(pilot, int) or pilot < 1):
+        raise errors.InputError(f"pilot= must be a positive number of rows, not {pilot!r}")
+
+
+def _spec(df: pd.DataFrame, template: str, *, model: str, system: str | None = None,
+          temperature: float | None = None, max_tokens: int | None = None,
+          base_url: str | None = None, api_key: str | None = None, concurrency: int = 64,
+          rpm: float | None = None, tpm: float | None = None, max_retries: int = 6,
+          timeout: float = 120.0, missing: str = "skip", budget: float | None = None,
+          cache: bool | str | None = True, prices: dict | None = None,
+          value_field: str | None = None) -> tuple[RunSpec, Any]:
+    """Validate everything and build the run's spec and row source; nothing is sent."""
+    parsed = Template.parse(template, value_field=value_field)
+    parsed.check_columns(list(df.columns))
+    colmap = _column_map(df, parsed.fields)
+    ref = parse_model(model, base_url=base_url)
+    provider = make_provider(ref, base_url=base_url, api_key=api_key)
+    try:
+        price = pricing.price_for(ref.provider, ref.model, prices)
+    except ValueError as exc:
+        raise errors.InputError(str(exc)) from None
+    if budget is not None and price is None:
+        raise errors.InputError(
+            f"no price is known for {ref.full}, so it cannot run under budget=: pass "
+            f"prices={{{ref.full!r}: (input_per_million, output_per_million)}}"
+        )
+    if budget is not None and max_tokens is None:
+        max_tokens = plan.DEFAULT_MAX_OUTPUT  # a real bound for the worst case the budget reserves
+    spec = RunSpec(template=parsed, model=ref, provider=provider, system=system,
+                   temperature=temperature, max_tokens=max_tokens, concurrency=concurrency,
+                   rpm=rpm, tpm=tpm, max_retries=max_retries, timeout=timeout, missing=missing,
+                   budget=budget, price=price,
+                   context_window=pricing.context_window(ref.provider, ref.model),
+                   cache_path=store.resolve(cache))
+
+    def rows(positions: list[int] | None = None):
+        frame = df if positions is None else df.iloc[positions]
+        return _iter_rows(frame, parsed.fields, colmap)
+
+    return spec, rows
+
+
+def _pilot_positions(n: int, size: int) -> list[int]:
+    """Evenly spread rows, so a sorted frame still gives a representative pilot."""
+    size = min(size, n)
+    return sorted({int(i * n / size) for i in range(size)}) if size else []
 
 
 class _Apply:
-    """The shared body of apply/aapply for a DataFrame."""
+    """The shared body of apply/aapply for a DataFrame: validate, estimate, pilot, run."""
 
     def __init__(self, df: pd.DataFrame, template: str, *, model: str, output: str = "llm_output",
-                 system: str | None = None, temperature: float | None = None,
-                 max_tokens: int | None = None, base_url: str | None = None, api_key: str | None = None,
-                 concurrency: int = 64, rpm: float | None = None, tpm: float | None = None,
-                 max_retries: int = 6, timeout: float = 120.0, progress: bool | None = None,
-                 missing: str = "skip", budget: float | None = None, cache: bool | str | None = True,
-                 value_field: str | None = None):
-        _check_options(output, concurrency, max_retries, timeout, missing, budget)
-        parsed = Template.parse(template, value_field=value_field)
-        parsed.check_columns(list(df.columns))
-        colmap = _column_map(df, parsed.fields)
-        ref = parse_model(model, base_url=base_url)
-        provider = make_provider(ref, base_url=base_url, api_key=api_key)
-        if temperature is not None and (isinstance(temperature, bool) or not isinstance(temperature, (int, float))):
-            raise errors.InputError(f"temperature= must be a number, not {temperature!r}")
-        if max_tokens is not None and (not isinstance(max_tokens, int) or max_tokens < 1):
-            raise errors.InputError(f"max_tokens= must be a positive integer, not {max_tokens!r}")
-        spec = RunSpec(template=parsed, model=ref, provider=provider, system=system,
-                       temperature=temperature, max_tokens=max_tokens, concurrency=concurrency,
-                       rpm=rpm, tpm=tpm, max_retries=max_retries, timeout=timeout, missing=missing,
-                       budget=budget, cache_path=store.resolve(cache))
-        self.df, self.output, self.progress = df, output, progress
-        self.run = Run(spec, _iter_rows(df, parsed.fields, colmap), len(df))
+                 progress: bool | str | None = None, usage: bool = False, pilot: int | None = None,
+                 check_budget: bool = True, **options: Any) -> None:
+        _check_options(output, options.get("concurrency", 64), options.get("max_retries", 6),
+                       options.get("timeout", 120.0), options.get("missing", "skip"),
+                       options.get("budget"), options.get("temperature"),
+                       options.get("max_tokens"), pilot)
+        self.spec, self.rows = _spec(df, template, model=model, **options)
+        self.df, self.output, self.progress, self.usage = df, output, progress, usage
+        self.pilot_size = pilot
+        self.pilot_measured: plan.Pilot | None = None
+        self.check_budget = check_budget
+        self.run = Run(self.spec, self.rows, len(df))
+        # with a pilot, judge the budget on the pilot's figures (the ledger bounds the pilot)
+        self.estimate = self._plan(check=not pilot)
+
+    def _plan(self, pilot: plan.Pilot | None = None, check: bool = True) -> plan.Estimate:
+        estimate = Run(self.spec, self.rows, len(self.df)).plan(pilot)
+        budget = self.spec.budget
+        if (check and self.check_budget and budget is not None and estimate.cost is not None
+                and estimate.cost > budget):
+            raise errors.BudgetError(
+                f"not started: the expected cost is above the budget of ${budget:.2f}.\n"
+                f"{estimate.summary()}\nRaise budget=, lower max_tokens=, or use fewer rows."
+            )
+        return estimate
+
+    async def _execute(self) -> None:
+        """The pilot (if asked), a fresh estimate from it, then the rest of the rows."""
+        ledger = Ledger(self.spec.budget, self.spec.cost) if self.spec.price is not None else None
+        if self.pilot_size and len(self.df):
+            await self._pilot(ledger)
+            self.estimate = self._plan(self.pilot_measured)
+        self.run.report.estimate = self.estimate
+        if self.run.stats.stop_reason:
+            self.run._close_unfinished(f"not sent: {self.run.stats.stop_reason}")
+            return
+        await self.run.execute(ledger)
+
+    async def _pilot(self, ledger: Ledger | None) -> None:
+        """Run a few evenly spread rows first; their answers are kept for the main run."""
+        positions = _pilot_positions(len(self.df), self.pilot_size)
+        pilot_run = Run(self.spec, lambda: self.rows(positions), len(positions))
+        pilot_run.keep_replies = True
+        await pilot_run.execute(ledger)
+        self.spec.prefill = pilot_run.replies
+        stats = self.run.stats
+        if pilot_run.stats.stop_reason:  # a bad key or a dead provider: no point going on
+            stats.stop_reason = pilot_run.stats.stop_reason
+        for name in ("sent", "input_tokens", "output_tokens", "cost"):
+            setattr(stats, name, getattr(pilot_run.stats, name))
+        stats.by_kind.update(pilot_run.stats.by_kind)
+        self.pilot_measured = pilot_run.as_pilot()
 
     def display(self):
         if self.progress is False:
@@ -110,16 +192,26 @@ class _Apply:
 
     def result(self) -> pd.DataFrame:
         out = self.df.copy()
-        out[self.output] = pd.array(self.run.answers, dtype="string")
-        out[f"{self.output}_error"] = pd.array(self.run.errors, dtype="string")
-        out.attrs[REPORT_ATTR] = self.run.report
-        _last["result"], _last["report"] = out, self.run.report
+        run = self.run
+        out[self.output] = pd.array(run.answers, dtype="string")
+        out[f"{self.output}_error"] = pd.array(run.errors, dtype="string")
+        if self.usage:
+            paid = [u if u is not None else None for u in run.usages]
+            out[f"{self.output}_input_tokens"] = pd.array(
+                [u.input_tokens if u else None for u in paid], dtype="Int64")
+            out[f"{self.output}_output_tokens"] = pd.array(
+                [u.output_tokens if u else None for u in paid], dtype="Int64")
+            out[f"{self.output}_cost"] = pd.array(
+                [self.spec.cost(u) if u and self.spec.price else None for u in paid], dtype="Float64")
+        run.report.estimate = run.report.estimate or self.estimate
+        out.attrs[REPORT_ATTR] = run.report
+        _last["result"], _last["report"] = out, run.report
         return out
 
     def sync(self) -> pd.DataFrame:
         shown = self.display()
         try:
-            run_sync(self.run.execute(), tick=shown.update if shown else None)
+            run_sync(self._execute(), tick=shown.update if shown else None)
         except KeyboardInterrupt:
             raise self._interrupted(self.result()) from None
         finally:
@@ -132,12 +224,11 @@ class _Apply:
         ticker = asyncio.ensure_future(_tick(shown)) if shown else None
         interrupted = _CancelOnSigint(asyncio.current_task())
         try:
-            await self.run.execute()
+            await self._execute()
         except asyncio.CancelledError:
             if not interrupted.fired:
                 raise
-            partial = self.result()
-            raise self._interrupted(partial) from None
+            raise self._interrupted(self.result()) from None
         finally:
             interrupted.restore()
             if ticker:
@@ -183,6 +274,27 @@ class _CancelOnSigint:
             signal.signal(signal.SIGINT, self._previous if self._previous is not None else signal.default_int_handler)
 
 
+def _estimate(df: pd.DataFrame, template: str, model: str | list[str], pilot: int | None,
+              options: dict[str, Any]) -> pd.DataFrame:
+    models = [model] if isinstance(model, str) else list(model)
+    if not models:
+        raise errors.InputError("model= needs at least one model name")
+    options.pop("progress", None)
+    rows = []
+    for name in models:
+        job = _Apply(df, template, model=name, progress=False, pilot=pilot, check_budget=False, **options)
+        if pilot and len(df):
+            if job.spec.cache_path is None:
+                warnings.warn("pilot= with cache=False: the pilot's answers cannot be kept", stacklevel=3)
+            run_sync(job._pilot(None))
+            job.estimate = job._plan(job.pilot_measured)
+        row = job.estimate.as_row()
+        budget = job.spec.budget
+        row["within_budget"] = None if budget is None or row["cost"] is None else row["cost"] <= budget
+        rows.append(row)
+    return pd.DataFrame(rows).set_index("model")
+
+
 async def _tick(shown, interval: float = 0.1) -> None:
     while True:
         shown.update()
@@ -213,6 +325,15 @@ class DataFrameLLM:
         """``apply`` for code that already runs an event loop."""
         return await _Apply(self._df, template, model=model, output=output, **options).run_async()
 
+    def estimate(self, template: str, *, model: str | list[str], pilot: int | None = None,
+                 **options: Any) -> pd.DataFrame:
+        """What ``apply`` would send and cost, one row per model, before anything is sent.
+
+        ``pilot=N`` first runs N evenly spread rows for real and extrapolates from their
+        usage; their answers go to the cache, so the ``apply`` that follows does not pay twice.
+        """
+        return _estimate(self._df, template, model, pilot, options)
+
 
 @pd.api.extensions.register_series_accessor("llm")
 class SeriesLLM:
@@ -235,6 +356,10 @@ class SeriesLLM:
 
     async def aapply(self, template: str, *, model: str, output: str = "llm_output", **options: Any) -> pd.DataFrame:
         return await _Apply(self._frame(), template, model=model, output=output, **self._options(options)).run_async()
+
+    def estimate(self, template: str, *, model: str | list[str], pilot: int | None = None,
+                 **options: Any) -> pd.DataFrame:
+        return _estimate(self._frame(), template, model, pilot, self._options(options))
 
 
 __all__ = ["DataFrameLLM", "SeriesLLM", "RunReport", "last_report", "last_result"]

@@ -25,6 +25,7 @@ class Ledger:
         self.spent = 0.0  # settled, real cost
         self.uncertain = 0.0  # worst cases of requests whose billing we cannot know
         self.reserved = 0.0  # worst cases of requests in flight
+        self.holds = 0  # how many requests hold a reservation (floats cannot say "none")
         self.warned = False
         self._settled = asyncio.Event()
 
@@ -36,7 +37,12 @@ class Ledger:
         if self.limit is not None and self.committed + worst > self.limit + 1e-12:
             return False
         self.reserved += worst
+        self.holds += 1
         return True
+
+    def _release(self, worst: float) -> None:
+        self.holds -= 1
+        self.reserved = max(0.0, self.reserved - worst) if self.holds else 0.0
 
     async def wait_for_settlement(self) -> None:
         """Wait until an in-flight reservation is settled (it may free room)."""
@@ -45,7 +51,7 @@ class Ledger:
 
     def settle(self, worst: float, usage: Usage | None) -> float:
         """Replace a reservation by the real cost of ``usage`` (None: nothing was billed)."""
-        self.reserved = max(0.0, self.reserved - worst)
+        self._release(worst)
         cost = self.price(usage) if usage is not None else 0.0
         self.spent += cost
         self._settled.set()
@@ -53,7 +59,7 @@ class Ledger:
 
     def keep_uncertain(self, worst: float) -> None:
         """The request may have been billed: keep counting its worst case."""
-        self.reserved = max(0.0, self.reserved - worst)
+        self._release(worst)
         self.uncertain += worst
         self._settled.set()
 

@@ -61,6 +61,7 @@ class EngineStats:
     cost: float = 0.0
     by_kind: Counter = field(default_factory=Counter)
     errors: Counter = field(default_factory=Counter)
+    latency_total: float = 0.0  # seconds spent waiting for successful answers
     started: float | None = None
     finished: float | None = None
     stop_reason: str | None = None
@@ -186,6 +187,7 @@ class Engine:
                 await asyncio.sleep(wait)
             stats.in_flight += 1
             stats.sent += 1
+            sent_at = monotonic()
             try:
                 reply = await self._send(request)
             except errors.ProviderError as exc:
@@ -218,6 +220,7 @@ class Engine:
                     self.ledger.keep_uncertain(worst)  # cancelled mid-flight: may be billed
                 raise
             stats.in_flight -= 1
+            stats.latency_total += monotonic() - sent_at
             if self.ledger is not None:
                 stats.cost += self.ledger.settle(worst, reply.usage)
                 if self.ledger.crossed_warning() and self.on_warning:
@@ -236,7 +239,7 @@ class Engine:
         """Reserve the worst case; if in-flight reservations block it, wait for them."""
         ledger = self.ledger
         while not ledger.try_reserve(worst):
-            if ledger.reserved <= 0 or self._stop is not None:
+            if ledger.holds == 0 or self._stop is not None:
                 return False
             await ledger.wait_for_settlement()
         return True
@@ -258,9 +261,7 @@ class Engine:
 
     def _stop_error(self) -> errors.ProviderError:
         stop = self._stop
-        if isinstance(stop, errors.BudgetReached):
-            return stop
-        return errors.RowError(f"not sent: the run stopped ({stop})", kind="stopped")
+        return errors.RowError(f"not sent: {stop}", kind=stop.kind if stop else "stopped")
 
     async def _send(self, request: Request) -> Reply:
         url, headers, body = self.provider.prepare(request)

@@ -38,7 +38,6 @@ class Pilot:
     input_tokens: int = 0  # as the provider counted them
     estimated_input_tokens: int = 0  # as we counted the same prompts
     output_tokens: int = 0
-    max_output_tokens: int = 0
     latency_s: float = 0.0  # mean seconds per request
 
     @property
@@ -115,7 +114,6 @@ def build(
     rpm: float | None,
     tpm: float | None,
     budget: float | None,
-    cached_usage: Usage | None = None,
     pilot: Pilot | None = None,
 ) -> Estimate:
     """The numbers, from the counts of one pass over the request stream."""
@@ -163,8 +161,6 @@ def build(
             usage = Usage(inp, out)
             setattr(est, f"cost{suffix}", cost(usage, price))
             setattr(est, f"batch_cost{suffix}", cost(usage, price, batch=True))
-        if cached_usage is not None:
-            est.cache_saves = cost(cached_usage, price)
     est.wall_time_s = wall_time(requests, latency, concurrency, rpm, tpm,
                                 (input_expected + est.output_tokens) / requests if requests else 0)
     return est

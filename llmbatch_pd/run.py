@@ -1,13 +1,16 @@
 """One run, from rows of field values to answers per row. No pandas here.
 
 Rows stream through: render, skip rows with missing values, de-duplicate identical requests,
-answer from the cache, and hand the rest to the engine. Answers land in per-row lists as they
-arrive, so an interrupted run still has every row that finished.
+answer from earlier answers (a pilot's, then the cache's), flag prompts too long for the
+model, and hand the rest to the engine. Answers land in per-row lists as they arrive, so an
+interrupted run still has every row that finished. ``plan()`` walks the same stream without
+sending anything, so the estimate counts exactly what the run will send.
 """
 
 from __future__ import annotations
 
 import asyncio
+import math
 import sqlite3
 import warnings
 from collections.abc import Callable, Iterable, Iterator, Mapping
@@ -15,16 +18,20 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from . import errors
+from . import errors, plan
 from .breaker import CircuitBreaker
 from .budget import Ledger
 from .engine import Engine, EngineStats, RetryPolicy
 from .limits import RateLimiter
 from .models import ModelRef
+from .pricing import Price, cost
 from .prompts import MissingValue, Template, build_messages, request_key
 from .providers.base import Provider
 from .store import Store
+from .tokens import TokenCounter, counter_for
 from .types import Reply, Request, Usage
+
+RowSource = Callable[[], Iterable[Mapping[str, Any]]]
 
 
 @dataclass
@@ -44,13 +51,31 @@ class RunSpec:
     timeout: float = 120.0
     missing: str = "skip"
     budget: float | None = None
-    price: Callable[[Usage], float] | None = None
+    price: Price | None = None
+    context_window: int | None = None
     cache_path: Path | None = None
+    prefill: dict[str, Reply] = field(default_factory=dict)  # answers a pilot already paid for
     extra: dict[str, Any] = field(default_factory=dict)
 
     @property
     def params(self) -> dict[str, Any]:
         return {"temperature": self.temperature, "max_tokens": self.max_tokens, **self.extra}
+
+    @property
+    def counter(self) -> TokenCounter:
+        return counter_for(self.model.full)
+
+    def cost(self, usage: Usage) -> float:
+        return cost(usage, self.price) if self.price is not None else 0.0
+
+    def worst_cost(self, request: Request) -> float:
+        """An upper bound on what one request can cost, reserved before it is sent."""
+        if self.price is None:
+            return 0.0
+        margin = plan.INPUT_RANGE_EXACT[1] if self.counter.exact else plan.INPUT_RANGE_ESTIMATED[1] * 1.2
+        worst = Usage(math.ceil(request.est_input_tokens * margin) + 16,
+                      request.max_output_tokens or plan.DEFAULT_MAX_OUTPUT)
+        return cost(worst, self.price)
 
 
 @dataclass
@@ -63,24 +88,39 @@ class RunReport:
     duplicates: int = 0
     skipped: int = 0
     cached: int = 0
+    prefilled: int = 0
+    too_long: int = 0
     answered_rows: int = 0
     failed_rows: int = 0
+    saved_by_cache: float = 0.0
+    saved_by_dedup: float = 0.0
+    budget: float | None = None
+    estimate: plan.Estimate | None = None
     stats: EngineStats = field(default_factory=EngineStats)
     interrupted: bool = False
+    warnings: list[str] = field(default_factory=list)
 
     @property
     def finished_rows(self) -> int:
         return self.answered_rows + self.failed_rows
+
+    @property
+    def cost(self) -> float:
+        return self.stats.cost
 
     def summary(self) -> str:
         s = self.stats
         rate = s.finished_count / s.elapsed if s.elapsed > 0 else 0.0
         lines = [
             f"model {self.model}: {self.rows} rows, {self.requests} requests "
-            f"({self.duplicates} duplicates, {self.cached} cached, {self.skipped} skipped)",
+            f"({self.duplicates} duplicates, {self.cached} cached, {self.skipped} skipped"
+            f"{f', {self.too_long} too long' if self.too_long else ''})",
             f"answered {self.answered_rows} rows, failed {self.failed_rows}; "
             f"{s.sent} sends, retries after: {dict(s.by_kind) or 'none'}",
-            f"tokens in {s.input_tokens:,} / out {s.output_tokens:,}; cost ${s.cost:.4f}; "
+            f"tokens in {s.input_tokens:,} / out {s.output_tokens:,}; cost ${s.cost:.4f}"
+            + (f" of ${self.budget:.2f} budget" if self.budget is not None else "")
+            + (f" (estimated ${self.estimate.cost:.4f})" if self.estimate and self.estimate.cost is not None else "")
+            + f"; saved ${self.saved_by_cache:.4f} by cache, ${self.saved_by_dedup:.4f} by de-duplication",
             f"{s.elapsed:.1f}s ({rate:.1f} requests/s)",
         ]
         if s.stop_reason:
@@ -92,40 +132,39 @@ class RunReport:
     __str__ = summary
 
 
-def estimate_tokens(messages: list[dict[str, Any]]) -> int:
-    """Cheap token guess for pacing (about 4 characters a token, plus the chat overhead)."""
-    return sum(len(str(m.get("content", ""))) // 4 + 4 for m in messages) + 3
-
-
 class Run:
-    """A run over ``n`` rows whose field values come from ``rows``."""
+    """A run over ``n`` rows whose field values come from ``rows()``."""
 
-    def __init__(self, spec: RunSpec, rows: Iterable[Mapping[str, Any]], n: int) -> None:
+    def __init__(self, spec: RunSpec, rows: RowSource, n: int) -> None:
         self.spec = spec
         self.rows = rows
         self.n = n
         self.answers: list[str | None] = [None] * n
         self.errors: list[str | None] = [None] * n
         self.usages: list[Usage | None] = [None] * n
-        self.report = RunReport(model=spec.model.full, rows=n)
+        self.report = RunReport(model=spec.model.full, rows=n, budget=spec.budget)
         self.stats = self.report.stats
         self._followers: dict[int, list[int]] = {}
         self.engine: Engine | None = None
         self.store: Store | None = None
-        self.warnings: list[str] = []
+        self.keep_replies = False  # a pilot keeps its answers (by key) for the main run
+        self.replies: dict[str, Reply] = {}
+        self.sent_estimated_tokens = 0  # our count of the prompts that were answered
+
+    # the request stream ------------------------------------------------------------------
 
     def _requests(self) -> Iterator[Request]:
         spec, report = self.spec, self.report
         params = spec.params
         endpoint, model = spec.provider.endpoint, spec.provider.model
+        counter, window = spec.counter, spec.context_window
         leaders: dict[str, int] = {}
-        for i, values in enumerate(self.rows):
+        for i, values in enumerate(self.rows()):
             try:
                 prompt = spec.template.render(values, spec.missing)
             except MissingValue as exc:
-                self.errors[i] = str(exc)
+                self._fail(i, str(exc))
                 report.skipped += 1
-                report.failed_rows += 1
                 continue
             messages = build_messages(prompt, spec.system)
             key = request_key(endpoint, model, messages, params)
@@ -139,19 +178,34 @@ class Run:
                 continue
             leaders[key] = i
             report.requests += 1
+            earlier = spec.prefill.get(key)
+            if earlier is not None:
+                report.prefilled += 1
+                self._record(i, earlier, None, [i])
+                continue
             hit = self.store.get(key) if self.store is not None else None
             if hit is not None:
                 report.cached += 1
-                self._record(i, hit, None, [i])
+                report.saved_by_cache += spec.cost(hit.usage)
+                self._record(i, hit, None, [i], paid=False)
+                continue
+            tokens = counter.count_messages(messages)
+            if window and tokens > window:
+                report.too_long += 1
+                self._fail(i, str(errors.ContextLengthError(
+                    f"prompt of about {tokens:,} tokens exceeds {model}'s context window of "
+                    f"{window:,}: not sent")))
                 continue
             yield Request(
                 index=i,
                 messages=messages,
                 params=params,
                 key=key,
-                est_input_tokens=estimate_tokens(messages),
+                est_input_tokens=tokens,
                 max_output_tokens=spec.max_tokens or 0,
             )
+
+    # outcomes ----------------------------------------------------------------------------
 
     def _on_done(self, request: Request, reply: Reply | None, exc: errors.ProviderError | None) -> None:
         if reply is not None and reply.text is None:
@@ -162,41 +216,91 @@ class Run:
             except sqlite3.Error as err:  # the answer is still in memory; say so once
                 self.store = None
                 self._warn(f"cache write failed, caching is off for the rest of this run: {err}")
+        if reply is not None:
+            self.sent_estimated_tokens += request.est_input_tokens
+            if self.keep_replies:
+                self.replies[request.key] = reply
         rows = [request.index, *self._followers.pop(request.index, ())]
         self._record(request.index, reply, exc, rows)
 
-    def _record(self, leader: int, reply: Reply | None, exc: errors.ProviderError | None, rows: list[int]) -> None:
+    def _record(self, leader: int, reply: Reply | None, exc: errors.ProviderError | None,
+                rows: list[int], paid: bool = True) -> None:
+        if reply is None:
+            for i in rows:
+                self._fail(i, str(exc))
+            return
         for i in rows:
-            if reply is not None:
-                self.answers[i] = reply.text
-                self.usages[i] = reply.usage if i == leader else Usage()
-            else:
-                self.errors[i] = str(exc)
-        if reply is not None:
-            self.report.answered_rows += len(rows)
-        else:
-            self.report.failed_rows += len(rows)
+            self.answers[i] = reply.text
+            self.usages[i] = reply.usage if (i == leader and paid) else Usage()
+        self.report.answered_rows += len(rows)
+        if len(rows) > 1:
+            self.report.saved_by_dedup += (len(rows) - 1) * self.spec.cost(reply.usage)
 
     def _copy_row(self, leader: int, i: int) -> None:
-        self.answers[i], self.errors[i] = self.answers[leader], self.errors[leader]
-        if self.answers[i] is not None:
-            self.usages[i] = Usage()
-            self.report.answered_rows += 1
-        else:
-            self.report.failed_rows += 1
+        if self.answers[leader] is None:
+            self._fail(i, self.errors[leader])
+            return
+        self.answers[i], self.usages[i] = self.answers[leader], Usage()
+        self.report.answered_rows += 1
+        self.report.saved_by_dedup += self.spec.cost(self.usages[leader] or Usage())
+
+    def _fail(self, i: int, message: str | None) -> None:
+        self.errors[i] = message
+        self.report.failed_rows += 1
 
     def _is_finished(self, i: int) -> bool:
         return self.answers[i] is not None or self.errors[i] is not None
 
     def _warn(self, message: str) -> None:
-        self.warnings.append(message)
+        self.report.warnings.append(message)
         warnings.warn(message, stacklevel=2)
 
-    async def execute(self) -> RunReport:
+    # planning and running ----------------------------------------------------------------
+
+    def as_pilot(self) -> plan.Pilot:
+        """What this (finished) run measured, to extrapolate the rest from."""
+        s = self.stats
+        answered = s.done
+        return plan.Pilot(
+            requests=answered,
+            input_tokens=s.input_tokens,
+            estimated_input_tokens=self.sent_estimated_tokens,
+            output_tokens=s.output_tokens,
+            latency_s=s.latency_total / answered if answered else 0.0,
+        )
+
+    def plan(self, pilot: plan.Pilot | None = None) -> plan.Estimate:
+        """Walk the request stream without sending anything and estimate the run."""
         spec = self.spec
-        ledger = None
-        if spec.budget is not None or spec.price is not None:
-            ledger = Ledger(spec.budget, spec.price or (lambda u: 0.0))
+        self._open_store()
+        try:
+            counts = [r.est_input_tokens for r in self._requests()]
+        finally:
+            self._close_store()
+        r = self.report
+        estimate = plan.build(
+            spec.model.full, rows=self.n, duplicates=r.duplicates, cached=r.cached + r.prefilled,
+            skipped=r.skipped, too_long=r.too_long, input_counts=counts, exact=spec.counter.exact,
+            token_counting=spec.counter.name, price=spec.price, max_tokens=spec.max_tokens,
+            concurrency=spec.concurrency, rpm=spec.rpm, tpm=spec.tpm, budget=spec.budget,
+            pilot=pilot,
+        )
+        estimate.cache_saves = r.saved_by_cache if spec.price is not None else None
+        return estimate
+
+    def _open_store(self) -> None:
+        if self.spec.cache_path is not None:
+            self.store = Store(self.spec.cache_path)
+
+    def _close_store(self) -> None:
+        if self.store is not None:
+            self.store.close()
+            self.store = None
+
+    async def execute(self, ledger: Ledger | None = None) -> RunReport:
+        spec = self.spec
+        if ledger is None and spec.price is not None:
+            ledger = Ledger(spec.budget, spec.cost)
         self.engine = Engine(
             spec.provider,
             concurrency=spec.concurrency,
@@ -204,13 +308,13 @@ class Run:
             retry=RetryPolicy(max_retries=spec.max_retries),
             timeout=spec.timeout,
             ledger=ledger,
+            worst_cost=spec.worst_cost,
             stats=self.stats,
             on_warning=self._warn,
             breaker=CircuitBreaker(),
         )
         self.stats.total = self.n
-        if spec.cache_path is not None:
-            self.store = Store(spec.cache_path)
+        self._open_store()
         try:
             await self.engine.run(self._requests(), self._on_done)
         except asyncio.CancelledError:
@@ -218,17 +322,17 @@ class Run:
             self._close_unfinished("cancelled: the run was interrupted before this row finished")
             raise
         finally:
-            if self.store is not None:
-                self.store.close()
-        self._close_unfinished(
-            f"not sent: the run stopped ({self.stats.stop_reason})" if self.stats.stop_reason
-            else "not sent"
-        )
+            self._close_store()
+        self._close_unfinished(f"not sent: {self.stats.stop_reason or 'the run ended first'}")
         return self.report
+
+    def cancel(self, reason: str = "cancelled") -> None:
+        """Send nothing more (a Cancel button); requests in flight finish and are kept."""
+        if self.engine is not None:
+            self.engine.stop(errors.RowError(reason, kind="cancelled"))
 
     def _close_unfinished(self, reason: str) -> None:
         """Every row ends with an answer or an explicit error."""
         for i in range(self.n):
             if self.answers[i] is None and self.errors[i] is None:
-                self.errors[i] = reason
-                self.report.failed_rows += 1
+                self._fail(i, reason)

@@ -1,0 +1,131 @@
+"""Estimates, budgets and accounting, against the simulator's own record of what it billed."""
+
+import random
+
+import numpy as np
+import pandas as pd
+import pytest
+
+from llmbatch_pd import BudgetError, InputError
+from llmbatch_pd.pricing import cost, price_for
+from llmbatch_pd.sim import Simulator
+from llmbatch_pd.types import Usage
+
+from .conftest import KEY, MODEL
+
+PRICE = price_for("openai", "gpt-4.1-mini")
+
+
+def billed(log) -> float:
+    """Dollars for every answer the simulator gave, at the model's price."""
+    return sum(cost(Usage(e["prompt_tokens"], e["completion_tokens"]), PRICE)
+               for e in log if e["status"] == 200)
+
+
+def varied_texts(n, seed=0):
+    rng = random.Random(seed)
+    words = ["phở", "great", "giao hàng", "slow", "quality", "tuyệt vời", "broken", "price",
+             "đóng gói", "recommend", "😊", "shop", "không", "fresh", "coffee"]
+    return [" ".join(rng.choice(words) for _ in range(rng.randint(3, 120))) for _ in range(n)]
+
+
+def test_expected_cost_within_15_percent_and_actual_below_high():
+    df = pd.DataFrame({"text": varied_texts(1000)})
+    with Simulator(ttft_ms=5, answer_tokens=60) as sim:
+        opts = dict(model=MODEL, base_url=sim.base_url, api_key=KEY, max_tokens=200, concurrency=100)
+        est = df.llm.estimate("Summarise this review: {text}", pilot=20, **opts).iloc[0]
+        out = df.llm.apply("Summarise this review: {text}", progress=False, **opts)
+        actual = billed(sim.log)
+    assert out["llm_output"].notna().all()
+    report = out.llm.report
+    assert report.cost == pytest.approx(actual - billed(sim.log[:20]), rel=1e-6)  # pilot came from cache
+    total = actual
+    assert abs(est["cost"] - total) / total <= 0.15, (est["cost"], total)
+    assert total <= est["cost_high"]
+    assert est["cost_low"] <= total
+
+
+def test_twenty_random_runs_never_exceed_tight_budgets():
+    """Answers far longer than the estimate assumes, so every run meets its budget mid-way."""
+    rng = random.Random(42)
+    stopped_runs = 0
+    for trial in range(20):
+        n = rng.randint(50, 300)
+        concurrency = rng.choice([1, 4, 16, 64, 200])
+        df = pd.DataFrame({"text": varied_texts(n, seed=trial)})
+        with Simulator(ttft_ms=rng.choice([1, 5, 20]), jitter_ms=10, answer_tokens=rng.randint(250, 450),
+                       seed=trial, fault_429=0.02, fault_retry_after_s=0.05) as sim:
+            opts = dict(model=MODEL, base_url=sim.base_url, api_key=KEY, max_tokens=500, cache=False)
+            expected = df.llm.estimate("Write at length about: {text}", **opts).iloc[0]["cost"]
+            budget = round(expected * rng.uniform(1.0, 1.6), 6)
+            out = df.llm.apply("Write at length about: {text}", budget=budget, concurrency=concurrency,
+                               progress=False, **opts)
+            spent = billed(sim.log)
+        assert spent <= budget + 1e-12, (trial, spent, budget)
+        assert out.llm.report.cost == pytest.approx(spent)
+        assert (out["llm_output"].notna() ^ out["llm_output_error"].notna()).all()
+        reached = out["llm_output_error"].str.contains("budget reached", na=False)
+        if reached.any():
+            stopped_runs += 1
+            assert "budget reached" in out.llm.report.summary()
+            assert spent >= 0.5 * budget  # it used the budget, not stopped needlessly early
+    assert stopped_runs >= 15
+
+
+def test_budget_refuses_to_start_when_expected_cost_is_above_it(llm, sim):
+    df = pd.DataFrame({"text": varied_texts(200)})
+    with pytest.raises(BudgetError, match="expected cost is above the budget"):
+        df.llm.apply("Summarise: {text}", budget=0.0001, **llm)
+    assert sim.log == []
+
+
+def test_unknown_model_cannot_run_under_budget_without_prices(sim):
+    df = pd.DataFrame({"text": ["a"]})
+    opts = dict(base_url=sim.base_url, api_key=KEY, progress=False)
+    with pytest.raises(InputError, match="prices="):
+        df.llm.apply("{text}", model="my-local-model", budget=1.0, **opts)
+    out = df.llm.apply("{text}", model="my-local-model", **opts)  # without a budget it runs
+    assert out["llm_output"].notna().all()
+    out = df.llm.apply("{text}", model="my-local-model", budget=1.0, prices={"my-local-model": (1.0, 2.0)},
+                       usage=True, **opts)
+    row = out.iloc[0]
+    assert row["llm_output_cost"] == pytest.approx(
+        (row["llm_output_input_tokens"] * 1.0 + row["llm_output_output_tokens"] * 2.0) / 1e6)
+
+
+def test_usage_columns_and_report_totals(llm, sim):
+    df = pd.DataFrame({"text": ["alpha", "beta", "alpha", None]})
+    out = df.llm.apply("Say {text}", usage=True, **llm)
+    assert str(out["llm_output_input_tokens"].dtype) == "Int64"
+    assert str(out["llm_output_cost"].dtype) == "Float64"
+    # the duplicate row paid nothing; the skipped row has no usage
+    assert out.loc[2, "llm_output_cost"] == 0 and pd.isna(out.loc[3, "llm_output_cost"])
+    assert out["llm_output_cost"].sum() == pytest.approx(billed(sim.log))
+    report = out.llm.report
+    assert report.cost == pytest.approx(billed(sim.log))
+    assert report.saved_by_dedup == pytest.approx(out.loc[0, "llm_output_cost"])
+    again = df.llm.apply("Say {text}", usage=True, **llm)
+    assert again.llm.report.saved_by_cache == pytest.approx(billed(sim.log))
+    assert again.llm.report.cost == 0
+
+
+def test_estimate_compares_models_side_by_side(llm, sim):
+    df = pd.DataFrame({"text": varied_texts(50)})
+    models = ["openai/gpt-4.1-mini", "openai/gpt-4o-mini", "deepseek/deepseek-chat", "gemini/gemini-2.5-flash"]
+    est = df.llm.estimate("Classify: {text}", model=models, base_url=sim.base_url, api_key=KEY, max_tokens=5)
+    assert list(est.index) == models
+    assert (est["requests"] == 50).all()
+    assert np.allclose(est["batch_cost"], est["cost"] / 2)
+    assert (est["cost_low"] <= est["cost"]).all() and (est["cost"] <= est["cost_high"]).all()
+    assert est.loc["openai/gpt-4o-mini", "cost"] < est.loc["openai/gpt-4.1-mini", "cost"]
+    assert sim.log == []  # an estimate without a pilot sends nothing
+
+
+def test_pilot_answers_are_kept_not_paid_twice(llm, sim):
+    df = pd.DataFrame({"text": varied_texts(100)})
+    est = df.llm.estimate("Summarise: {text}", pilot=10, **{k: v for k, v in llm.items() if k != "progress"})
+    assert len(sim.log) == 10
+    assert est.iloc[0]["output_basis"].startswith("pilot of 10")
+    out = df.llm.apply("Summarise: {text}", **llm)
+    assert len(sim.log) == 100  # the pilot's 10 came from the cache
+    assert out.llm.report.cached == 10
