@@ -16,7 +16,7 @@ import pandas as pd
 
 from . import errors, plan, pricing, store
 from .budget import Ledger
-from .loop_thread import run_sync
+from .loop_thread import Call, run_sync
 from .models import make_provider, parse_model
 from .prompts import MISSING_POLICIES, Template
 from .run import Run, RunReport, RunSpec
@@ -295,6 +295,87 @@ def _estimate(df: pd.DataFrame, template: str, model: str | list[str], pilot: in
     return pd.DataFrame(rows).set_index("model")
 
 
+class Job:
+    """A run going on in the background (``df.llm.submit``): the notebook stays usable.
+
+    It runs on the engine's own loop thread, so it keeps going while other cells run.
+    ``result()`` blocks until it is done, ``await job`` waits without blocking a loop,
+    ``cancel()`` stops sending and keeps every finished row.
+    """
+
+    def __init__(self, apply: _Apply, *, start: bool = True) -> None:
+        self._apply = apply
+        self._call: Call | None = None
+        self._shown = None
+        if start:
+            self.start()
+
+    @property
+    def report(self) -> RunReport:
+        return self._apply.run.report
+
+    @property
+    def estimate(self) -> plan.Estimate:
+        return self._apply.estimate
+
+    def start(self) -> None:
+        """Begin sending (with ``confirm=True`` this is what the Run button does)."""
+        if self._call is not None:
+            return
+        self._call = Call(self._main())
+
+    async def _main(self) -> None:
+        shown = self._shown
+        ticker = asyncio.ensure_future(_tick(shown)) if shown else None
+        try:
+            await self._apply._execute()
+        finally:
+            if ticker:
+                ticker.cancel()
+            if shown:
+                shown.close()
+
+    def done(self) -> bool:
+        return self._call is not None and self._call.done()
+
+    def cancel(self) -> None:
+        """Stop sending; requests in flight finish and every finished row is kept."""
+        run = self._apply.run
+        if self._call is None:  # never started: every row is cancelled, nothing was sent
+            run._close_unfinished("not sent: cancelled before the run started")
+            self._call = Call(_noop())
+            return
+        run.cancel("cancelled by the user")
+
+    def wait(self, timeout: float | None = None) -> bool:
+        if self._call is None:
+            raise RuntimeError("the job has not started: call job.start() (or click Run)")
+        return self._call.wait(timeout)
+
+    def result(self, timeout: float | None = None) -> pd.DataFrame:
+        """The DataFrame, once the run is done (blocks until then)."""
+        if not self.wait(timeout):
+            raise TimeoutError(f"the job is still running ({self.report.finished_rows} of {self.report.rows} rows)")
+        self._call.result()  # re-raise what the run raised, if anything
+        return self._apply.result()
+
+    def __await__(self):
+        async def wait_here() -> pd.DataFrame:
+            await asyncio.get_running_loop().run_in_executor(None, self.wait)
+            return self.result()
+
+        return wait_here().__await__()
+
+    def __repr__(self) -> str:
+        r = self.report
+        state = "done" if self.done() else ("waiting to start" if self._call is None else "running")
+        return f"<llmbatch_pd.Job {r.model}: {state}, {r.finished_rows}/{r.rows} rows>"
+
+
+async def _noop() -> None:
+    return None
+
+
 async def _tick(shown, interval: float = 0.1) -> None:
     while True:
         shown.update()
@@ -324,6 +405,14 @@ class DataFrameLLM:
     async def aapply(self, template: str, *, model: str, output: str = "llm_output", **options: Any) -> pd.DataFrame:
         """``apply`` for code that already runs an event loop."""
         return await _Apply(self._df, template, model=model, output=output, **options).run_async()
+
+    def submit(self, template: str, *, model: str, output: str = "llm_output",
+               confirm: bool = False, **options: Any) -> Job:
+        """Start ``apply`` in the background and return a :class:`Job` at once.
+
+        With ``confirm=True`` nothing is sent until ``job.start()`` (or the panel's Run button).
+        """
+        return Job(_Apply(self._df, template, model=model, output=output, **options), start=not confirm)
 
     def estimate(self, template: str, *, model: str | list[str], pilot: int | None = None,
                  **options: Any) -> pd.DataFrame:
@@ -362,4 +451,4 @@ class SeriesLLM:
         return _estimate(self._frame(), template, model, pilot, self._options(options))
 
 
-__all__ = ["DataFrameLLM", "SeriesLLM", "RunReport", "last_report", "last_result"]
+__all__ = ["DataFrameLLM", "Job", "SeriesLLM", "RunReport", "last_report", "last_result"]
