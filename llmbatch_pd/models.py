@@ -14,6 +14,7 @@ from dataclasses import dataclass
 from urllib.parse import urlsplit
 
 from .errors import InputError
+from .providers.anthropic import AnthropicMessages
 from .providers.base import Provider
 from .providers.openai import OpenAIChat
 from .secrets import Secret, secret_from
@@ -31,6 +32,9 @@ class Preset:
 PRESETS: dict[str, Preset] = {
     "openai": Preset(OpenAIChat, "https://api.openai.com/v1", "OPENAI_API_KEY", "OPENAI_BASE_URL",
                      max_tokens_field="max_completion_tokens"),
+    # Anthropic's native Messages API; its base URL is the root, the dialect adds /v1/messages.
+    "anthropic": Preset(AnthropicMessages, "https://api.anthropic.com", "ANTHROPIC_API_KEY",
+                        "ANTHROPIC_BASE_URL"),
     "deepseek": Preset(OpenAIChat, "https://api.deepseek.com", "DEEPSEEK_API_KEY", "DEEPSEEK_BASE_URL"),
     "gemini": Preset(OpenAIChat, "https://generativelanguage.googleapis.com/v1beta/openai",
                      "GEMINI_API_KEY", "GEMINI_BASE_URL"),
@@ -71,7 +75,7 @@ def _provider_from_catalogue(name: str) -> str | None:
     lowered = name.lower()
     for prefix, provider in (("gpt-", "openai"), ("o1", "openai"), ("o3", "openai"), ("o4", "openai"),
                              ("text-embedding-", "openai"), ("deepseek-", "deepseek"),
-                             ("gemini-", "gemini")):
+                             ("gemini-", "gemini"), ("claude-", "anthropic")):
         if lowered.startswith(prefix):
             return provider
     return None

@@ -665,3 +665,48 @@ def test_config_round_trips_and_rejects_bad_knobs() -> None:
         SimConfig(fault_429=0.6, fault_5xx=0.6)
     with pytest.raises(ValueError):
         Simulator(fault_hang=-1)
+
+
+# -- request capture and the Anthropic endpoint alongside -------------------------------
+
+
+def test_capture_keeps_the_last_requests_with_credentials_masked() -> None:
+    with Simulator(ttft_ms=0, api_key=KEY, capture_requests=2) as sim:
+        assert sim.captured == []
+        client(sim).chat.completions.create(model="m", messages=user("first"))
+        post(sim, chat_body("second"))
+        post(sim, b"{not json")
+        first, last = sim.captured  # the oldest was dropped
+        assert first["path"] == "/v1/chat/completions" and first["method"] == "POST"
+        assert first["body"] == chat_body("second")
+        assert first["headers"]["authorization"] == "Bearer sk-te***89"
+        assert last["body"] == "{not json"
+        assert KEY not in json.dumps(sim.captured)
+        with urllib.request.urlopen(sim.root_url + "/_sim/requests") as response:
+            assert json.loads(response.read()) == sim.captured
+        sim.configure(capture_requests=5)
+        assert len(sim.captured) == 2  # growing keeps what was captured
+        sim.reset()
+        assert sim.captured == []
+    with Simulator(ttft_ms=0) as sim:  # off by default: nothing kept, nothing read twice
+        post(sim, chat_body("hi"))
+        assert sim.captured == []
+    with pytest.raises(ValueError):
+        SimConfig(capture_requests=-1)
+
+
+def test_both_endpoints_share_limits_faults_and_log_in_process_mode() -> None:
+    with Simulator(process=True, ttft_ms=0, api_key=KEY, rpm=6000, capture_requests=5) as sim:
+        assert post(sim, chat_body("hi"))[0] == 200
+        request = urllib.request.Request(
+            sim.root_url + "/v1/messages",
+            data=json.dumps({"model": "claude-x", "max_tokens": 5, "messages": user("hi")}).encode(),
+            headers={"x-api-key": KEY, "anthropic-version": "2026-10-21"},
+        )
+        with urllib.request.urlopen(request, timeout=5) as response:
+            headers = {k.lower(): v for k, v in response.headers.items()}
+            assert json.loads(response.read())["type"] == "message"
+        assert headers["anthropic-ratelimit-requests-limit"] == "6000"
+        assert headers["anthropic-ratelimit-requests-remaining"] == "98"  # 100 per bucket, 2 used
+        assert [e["path"] for e in sim.log] == ["/v1/chat/completions", "/v1/messages"]
+        assert sim.captured[-1]["headers"]["x-api-key"] == "sk-te***89"

@@ -50,6 +50,14 @@ class Provider(ABC):
 
     # helpers shared by the dialects -------------------------------------------------------
 
+    def _key_hint(self) -> str:
+        """Where the key came from, for a 401's message (never the key itself)."""
+        if self.api_key is not None and self.api_key.source != "api_key=":
+            return f"the key in ${self.api_key.source}"
+        if self.api_key is not None:
+            return "the api_key= you passed"
+        return f"${self.key_env}, which is not set" if self.key_env else "the API key"
+
     def _scrub(self, text: str) -> str:
         return self.api_key.scrub(text) if self.api_key else text
 

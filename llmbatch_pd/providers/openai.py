@@ -85,10 +85,3 @@ class OpenAIChat(Provider):
         if isinstance(exc, errors.AuthenticationError):
             exc.message += f" (check {self._key_hint()})"
         return exc
-
-    def _key_hint(self) -> str:
-        if self.api_key is not None and self.api_key.source != "api_key=":
-            return f"the key in ${self.api_key.source}"
-        if self.api_key is not None:
-            return "the api_key= you passed"
-        return f"${self.key_env}, which is not set" if self.key_env else "the API key"

@@ -1,13 +1,14 @@
-"""A loopback OpenAI-compatible provider for tests, demos and benchmarks.
+"""A loopback OpenAI- and Anthropic-compatible provider for tests, demos and benchmarks.
 
-It answers ``POST /v1/chat/completions`` deterministically, counts tokens, sleeps a
-configurable latency, enforces RPM/TPM buckets with OpenAI's headers and 429s, and injects
-faults (429, 5xx, 529, hangs, connection resets, malformed bodies) at seeded rates, so every
-test of the engine runs here without a network or an API key. It imports nothing from the
-rest of llmbatch_pd.
+It answers ``POST /v1/chat/completions`` (OpenAI) and ``POST /v1/messages`` (Anthropic)
+deterministically, counts tokens, sleeps a configurable latency, enforces RPM/TPM buckets
+with each API's rate-limit headers and 429s, and injects faults (429, 5xx, 529, hangs,
+connection resets, malformed bodies) at seeded rates, so every test of the engine runs here
+without a network or an API key. It imports nothing from the rest of llmbatch_pd.
 
     with Simulator(fault_429=0.05) as sim:
         client = openai.OpenAI(base_url=sim.base_url, api_key="sk-test")
+        claude = anthropic.Anthropic(base_url=sim.anthropic_url, api_key="sk-test")
 """
 
 from .config import SimConfig

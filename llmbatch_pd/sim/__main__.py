@@ -28,7 +28,7 @@ _ALIASES = {"ttft_ms": ["--latency-ms"]}
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="python -m llmbatch_pd.sim",
-        description="Loopback OpenAI-compatible provider simulator.",
+        description="Loopback OpenAI- and Anthropic-compatible provider simulator.",
         argument_default=argparse.SUPPRESS,  # only flags actually given override the config
     )
     parser.add_argument("--host", default="127.0.0.1")

@@ -43,8 +43,10 @@ class SimConfig:
     # Account: required bearer key (None accepts anything) and successful requests allowed.
     api_key: str | None = field(default=None, repr=False)
     quota_requests: int | None = None
-    # Bookkeeping.
+    # Bookkeeping. capture_requests keeps the last N requests' headers (credentials masked)
+    # and bodies, to compare what different clients send (``Simulator.captured``).
     log: bool = True
+    capture_requests: int = 0
     models: tuple[str, ...] = ("gpt-4.1-mini", "gpt-4.1-nano", "gpt-4o-mini", "sim-small")
 
     def __post_init__(self) -> None:
@@ -69,6 +71,8 @@ class SimConfig:
                 raise ValueError(f"SimConfig.{name} must be >= 0")
         if self.burst_seconds <= 0:
             raise ValueError("SimConfig.burst_seconds must be > 0")
+        if self.capture_requests < 0:
+            raise ValueError("SimConfig.capture_requests must be >= 0")
         if self.answer_tokens < 1:
             raise ValueError("SimConfig.answer_tokens must be >= 1")
 

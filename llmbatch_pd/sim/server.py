@@ -1,14 +1,17 @@
-"""The simulator's aiohttp application: OpenAI's chat endpoint plus ``/_sim/*`` controls.
+"""The simulator's aiohttp application: OpenAI's and Anthropic's completion endpoints plus
+``/_sim/*`` controls.
 
-A request passes, in order: auth, body checks, quota, fault injection, the rate limiter,
-then sleeps its latency and answers. Everything lives on one event loop, so the state
-below needs no locks; ``Simulator`` calls ``reset``/``configure`` on that loop.
+A request passes, in order: auth, required headers, body checks, quota, fault injection, the
+rate limiter, then sleeps its latency and answers. One pipeline serves both APIs; a
+``Dialect`` supplies the wire format. Everything lives on one event loop, so the state below
+needs no locks; ``Simulator`` calls ``reset``/``configure`` on that loop.
 """
 
 from __future__ import annotations
 
 import asyncio
-import math
+import collections
+import json
 import random
 import socket
 import struct
@@ -20,31 +23,21 @@ from typing import Any
 from aiohttp import web
 
 from .answers import make_answer, prompt_sha
+from .anthropic import Messages
 from .config import SimConfig
+from .dialect import ChatCompletions, Dialect
 from .faults import pick_fault
 from .limits import RateLimiter
 from .log import RequestLog
-from .responses import (
-    MALFORMED,
-    OVERLOADED,
-    QUOTA_MESSAGE,
-    SERVER_ERRORS,
-    bad_key_body,
-    completion_body,
-    error_body,
-    models_body,
-)
+from .responses import SERVER_ERRORS, error_body, mask_key, models_body
 from .tokens import count_prompt_tokens
-from .validate import check_chat
 
 Entry = dict[str, Any]
 _Handler = Callable[[web.Request, Entry], Awaitable[web.StreamResponse]]
 
-_NOT_JSON = (
-    "We could not parse the JSON body of your request. (HINT: This likely means you aren't "
-    "using your HTTP library correctly. The OpenAI API expects a JSON payload, but what was "
-    "sent was not valid JSON.)"
-)
+OPENAI = ChatCompletions()
+ANTHROPIC = Messages()
+_SECRET_HEADERS = frozenset({"authorization", "x-api-key", "api-key", "proxy-authorization"})
 
 
 class SimServer:
@@ -57,6 +50,7 @@ class SimServer:
         self.port = 0
         self._runner: web.AppRunner | None = None
         self._tasks: set[asyncio.Task[Any]] = set()
+        self.captured: collections.deque[dict[str, Any]] = collections.deque(maxlen=0)
         self.reset()
 
     # -- state -------------------------------------------------------------------------
@@ -70,6 +64,7 @@ class SimServer:
         self._jitter = random.Random(f"jitter-{cfg.seed}")
         self._used = 0
         self.log.clear()
+        self.captured = collections.deque(maxlen=cfg.capture_requests)
 
     def configure(self, **knobs: Any) -> SimConfig:
         """Change knobs at runtime; limits and seed changes start fresh buckets and dice."""
@@ -80,6 +75,8 @@ class SimServer:
         if old.seed != new.seed:
             self._faults = random.Random(new.seed)
             self._jitter = random.Random(f"jitter-{new.seed}")
+        if old.capture_requests != new.capture_requests:
+            self.captured = collections.deque(self.captured, maxlen=new.capture_requests)
         return new
 
     def stats(self) -> dict[str, Any]:
@@ -92,9 +89,11 @@ class SimServer:
         """The routes; anything else gets OpenAI's JSON 404 rather than aiohttp's text one."""
         app = web.Application(client_max_size=64 * 1024 * 1024)
         app.router.add_post("/v1/chat/completions", self._tracked(self._chat))
+        app.router.add_post("/v1/messages", self._tracked(self._messages))
         app.router.add_get("/v1/models", self._tracked(self._models))
         app.router.add_get("/_sim/log", self._get_log)
         app.router.add_get("/_sim/stats", self._get_stats)
+        app.router.add_get("/_sim/requests", self._get_requests)
         app.router.add_post("/_sim/reset", self._post_reset)
         app.router.add_get("/_sim/config", self._get_config)
         app.router.add_post("/_sim/config", self._post_config)
@@ -143,6 +142,8 @@ class SimServer:
                 "completion_tokens": 0,
             }
             try:
+                if self.captured.maxlen:
+                    await self._capture(request)
                 response = await handler(request, entry)
                 entry["status"] = None if entry["fault"] == "reset" else response.status
                 return response
@@ -153,56 +154,78 @@ class SimServer:
 
         return run
 
+    async def _capture(self, request: web.Request) -> None:
+        """Keep the request's headers (secrets masked) and body, for comparing clients."""
+        raw = await request.read()  # aiohttp keeps it: the handler reads it again for free
+        try:
+            body: Any = json.loads(raw)
+        except ValueError:
+            body = raw[:2000].decode("utf-8", "replace")
+        headers = {k.lower(): _mask_header(k.lower(), v) for k, v in request.headers.items()}
+        self.captured.append(
+            {"method": request.method, "path": request.path, "headers": headers, "body": body}
+        )
+
     async def _models(self, request: web.Request, entry: Entry) -> web.StreamResponse:
-        return self._auth_error(request) or web.json_response(models_body(self.config.models))
+        denied = OPENAI.denied(request.headers, self.config.api_key)
+        return denied or web.json_response(models_body(self.config.models))
 
     async def _chat(self, request: web.Request, entry: Entry) -> web.StreamResponse:
+        return await self._complete(request, entry, OPENAI)
+
+    async def _messages(self, request: web.Request, entry: Entry) -> web.StreamResponse:
+        return await self._complete(request, entry, ANTHROPIC)
+
+    async def _complete(
+        self, request: web.Request, entry: Entry, dialect: Dialect
+    ) -> web.StreamResponse:
         cfg = self.config
-        if denied := self._auth_error(request):
+        if denied := dialect.denied(request.headers, cfg.api_key):
             return denied
+        if refused := dialect.bad_headers(request.headers):
+            return refused
         try:
             body = await request.json()
         except ValueError:
-            return _error(400, _NOT_JSON)
-        if problem := check_chat(body):
-            return _error(400, problem.message, param=problem.param, code=problem.code)
-        model, messages = body["model"], body["messages"]
+            return dialect.not_json()
+        if invalid := dialect.invalid(body):
+            return invalid
+        model, messages = body["model"], dialect.messages(body)
         entry["model"] = sys.intern(model)
         entry["prompt_sha"] = sha = prompt_sha(messages)
         entry["prompt_tokens"] = prompt_tokens = count_prompt_tokens(messages)
         if body.get("stream"):
-            return _error(400, "streaming not supported by the simulator", param="stream")
+            return dialect.error(400, "streaming not supported by the simulator", param="stream")
         if cfg.quota_requests is not None and self._used >= cfg.quota_requests:
-            return _error(429, QUOTA_MESSAGE, "insufficient_quota", code="insufficient_quota")
+            return dialect.out_of_quota()
 
         entry["fault"] = fault = pick_fault(self._faults, cfg)
         if fault == "hang":
             await asyncio.sleep(cfg.hang_seconds)  # then carry on: a very slow success
         elif fault is not None:
-            return self._fault(fault, request, cfg)
+            return self._fault(fault, request, cfg, dialect)
 
-        max_tokens = body.get("max_completion_tokens") or body.get("max_tokens")
+        max_tokens = dialect.max_tokens(body)
         answer = make_answer(
             messages,
             model,
             answer_tokens=cfg.answer_tokens,
             max_tokens=max_tokens,
-            response_format=body.get("response_format"),
+            response_format=dialect.response_format(body),
             sha=sha,
         )
         now = time.monotonic()
         # Like OpenAI, the tokens limit is charged up front with prompt + max_tokens.
-        estimate = prompt_tokens + (max_tokens or answer.completion_tokens)
+        estimate = prompt_tokens + (answer.completion_tokens if max_tokens is None else max_tokens)
         if refusal := self._limiter.acquire(estimate, now, model):
-            headers = self._limiter.headers(now) | _retry_headers(refusal.retry_after)
-            return _error(
-                429, refusal.message, refusal.kind, code="rate_limit_exceeded", headers=headers
-            )
-        headers = self._limiter.headers(now)
+            headers = dialect.limit_headers(self._limiter, now)
+            headers |= dialect.retry_headers(refusal.retry_after)
+            return dialect.rate_limited(refusal, headers)
+        headers = dialect.limit_headers(self._limiter, now)
         self._used += 1
         await asyncio.sleep(self._latency(cfg, answer.completion_tokens))
         entry["completion_tokens"] = answer.completion_tokens
-        return web.json_response(completion_body(model, answer, prompt_tokens), headers=headers)
+        return web.json_response(dialect.answer(model, answer, prompt_tokens), headers=headers)
 
     def _latency(self, cfg: SimConfig, completion_tokens: int) -> float:
         seconds = cfg.ttft_ms / 1000
@@ -212,28 +235,20 @@ class SimServer:
             seconds += self._jitter.uniform(0, cfg.jitter_ms) / 1000
         return seconds
 
-    def _auth_error(self, request: web.Request) -> web.Response | None:
-        expected = self.config.api_key
-        if expected is None:
-            return None
-        scheme, _, key = request.headers.get("Authorization", "").partition(" ")
-        if scheme.lower() == "bearer" and key.strip() == expected:
-            return None
-        return web.json_response(bad_key_body(key.strip() or None), status=401)
-
-    def _fault(self, fault: str, request: web.Request, cfg: SimConfig) -> web.StreamResponse:
-        headers = self._limiter.headers(time.monotonic())
+    def _fault(
+        self, fault: str, request: web.Request, cfg: SimConfig, dialect: Dialect
+    ) -> web.StreamResponse:
+        headers = dialect.limit_headers(self._limiter, time.monotonic())
         if fault == "429":
-            message = "Rate limit reached for requests (simulated fault). Please try again later."
-            headers |= _retry_headers(cfg.fault_retry_after_s)
-            return _error(429, message, "requests", code="rate_limit_exceeded", headers=headers)
+            return dialect.fault_429(headers | dialect.retry_headers(cfg.fault_retry_after_s))
         if fault == "5xx":
-            status = self._faults.choice(sorted(SERVER_ERRORS))
-            return _error(status, SERVER_ERRORS[status], "server_error", headers=headers)
+            return dialect.server_error(self._faults.choice(sorted(SERVER_ERRORS)), headers)
         if fault == "529":
-            return web.json_response(OVERLOADED, status=529, headers=headers)
+            return dialect.overloaded(headers)
         if fault == "malformed":
-            return web.Response(body=MALFORMED, content_type="application/json", headers=headers)
+            return web.Response(
+                body=dialect.malformed, content_type="application/json", headers=headers
+            )
         _reset_connection(request)
         return web.Response(status=500)  # never sent: the socket is already gone
 
@@ -244,6 +259,9 @@ class SimServer:
 
     async def _get_stats(self, request: web.Request) -> web.Response:
         return web.json_response(self.stats())
+
+    async def _get_requests(self, request: web.Request) -> web.Response:
+        return web.json_response(list(self.captured))
 
     async def _post_reset(self, request: web.Request) -> web.Response:
         self.reset()
@@ -285,28 +303,19 @@ async def serve(
         await server.stop()
 
 
-def _error(
-    status: int,
-    message: str,
-    type_: str = "invalid_request_error",
-    *,
-    param: str | None = None,
-    code: str | None = None,
-    headers: dict[str, str] | None = None,
-) -> web.Response:
-    return web.json_response(
-        error_body(message, type_, param, code), status=status, headers=headers
-    )
+def _error(status: int, message: str) -> web.Response:
+    """OpenAI's error envelope, for the control routes and unknown paths."""
+    return web.json_response(error_body(message), status=status)
 
 
-def _retry_headers(seconds: float) -> dict[str, str]:
-    """``retry-after`` in whole seconds (rounded up) and ``retry-after-ms`` to the ms."""
-    if seconds == float("inf"):
-        return {}
-    return {
-        "retry-after": str(max(1, math.ceil(seconds))),
-        "retry-after-ms": str(max(1, round(seconds * 1000))),
-    }
+def _mask_header(name: str, value: str) -> str:
+    """A credential header with its secret masked but its scheme kept: "Bearer sk-ab***yz"."""
+    if name not in _SECRET_HEADERS:
+        return value
+    scheme, sep, token = value.partition(" ")
+    if sep and scheme.lower() in ("bearer", "basic"):
+        return f"{scheme} {mask_key(token.strip())}"
+    return mask_key(value.strip())
 
 
 def _reset_connection(request: web.Request) -> None:

@@ -35,10 +35,11 @@ _T = TypeVar("_T")
 
 
 class Simulator:
-    """A loopback OpenAI-compatible provider with latency, rate limits and faults.
+    """A loopback OpenAI- and Anthropic-compatible provider with latency, rate limits and faults.
 
     >>> with Simulator(fault_429=0.05, rpm=600) as sim:  # doctest: +SKIP
     ...     client = openai.OpenAI(base_url=sim.base_url, api_key="sk-test")
+    ...     claude = anthropic.Anthropic(base_url=sim.anthropic_url, api_key="sk-test")
     """
 
     def __init__(
@@ -74,6 +75,12 @@ class Simulator:
     def base_url(self) -> str:
         """What an OpenAI client takes as ``base_url``: ``http://127.0.0.1:PORT/v1``."""
         return f"{self.root_url}/v1"
+
+    @property
+    def anthropic_url(self) -> str:
+        """What an Anthropic client takes as ``base_url``: the root, as its paths start
+        with ``/v1`` (``POST /v1/messages``)."""
+        return self.root_url
 
     @property
     def config(self) -> SimConfig:
@@ -142,6 +149,15 @@ class Simulator:
             entries: list[dict[str, Any]] = self._http("GET", "/_sim/log")
             return entries
         return self._require_server().log.entries
+
+    @property
+    def captured(self) -> list[dict[str, Any]]:
+        """The last ``capture_requests`` requests as received: method, path, headers
+        (lower-cased, credentials masked but their scheme kept) and JSON body."""
+        if self._mode == "process":
+            captured: list[dict[str, Any]] = self._http("GET", "/_sim/requests")
+            return captured
+        return self._on_loop(lambda: list(self._require_server().captured))
 
     def stats(self) -> dict[str, Any]:
         """Totals by status and by fault, requests in flight and the most seen at once."""

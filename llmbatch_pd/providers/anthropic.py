@@ -1,0 +1,181 @@
+"""Anthropic's native Messages API: ``POST {base_url}/v1/messages``.
+
+The wire format follows what the official ``anthropic`` SDK 2.14 sends (its source is the
+reference, checked by tests/test_anthropic.py against the simulator): the key as
+``authorization: Bearer`` (``_client.py``, ``_api_key_auth``), the ``anthropic-version:
+2026-10-21`` header (``_constants.py``), a root base URL with ``/v1`` in the path
+(``resources/messages/messages.py``), and a required ``max_tokens``.
+
+Our requests are chat-shaped (``[{role, content}]``), so ``system`` (and ``developer``)
+messages move to the top-level ``system`` field. Usage is normalised to our meaning:
+Anthropic's ``input_tokens`` leaves out cache reads and cache writes, ours counts them.
+"""
+
+from __future__ import annotations
+
+import json
+import time
+from collections.abc import Mapping
+from datetime import UTC, datetime
+from typing import Any
+
+from .. import errors
+from ..types import RateLimitInfo, Reply, Request, Usage
+from .base import Provider, classify_http_error, parse_int
+
+API_VERSION = "2026-10-21"
+"""``anthropic-version``, as the SDK 2.14 sends it (anthropic/_constants.py)."""
+
+DEFAULT_MAX_TOKENS = 1024
+"""Sent when the run sets no ``max_tokens=``: the API refuses a request without one. It
+bounds an answer (longer ones stop with finish_reason "length"), so set ``max_tokens=`` for
+long outputs."""
+
+_FINISH = {"end_turn": "stop", "max_tokens": "length"}
+_SYSTEM_ROLES = ("system", "developer")
+
+
+class AnthropicMessages(Provider):
+    name = "anthropic"
+    key_env = "ANTHROPIC_API_KEY"
+    api_version = API_VERSION
+    max_tokens_field = "max_tokens"
+
+    def __init__(self, model, base_url, api_key, *, max_tokens_field: str | None = None) -> None:
+        # The SDK's base_url is the root (https://api.anthropic.com) and its paths carry /v1;
+        # a base_url written OpenAI-style with /v1 at the end means the same server.
+        super().__init__(model, base_url.rstrip("/").removesuffix("/v1"), api_key)
+        if max_tokens_field:
+            self.max_tokens_field = max_tokens_field
+        self._url = f"{self.base_url}/v1/messages"
+        self._headers = {
+            "content-type": "application/json",
+            "anthropic-version": self.api_version,
+        }
+        if api_key is not None:
+            self._headers["authorization"] = f"Bearer {api_key.reveal()}"
+
+    def prepare(self, request: Request) -> tuple[str, dict[str, str], bytes]:
+        system, messages = split_system(request.messages)
+        body: dict[str, Any] = {"model": self.model, "max_tokens": DEFAULT_MAX_TOKENS}
+        if system is not None:
+            body["system"] = system
+        body["messages"] = messages
+        for name, value in request.params.items():
+            if value is None:
+                continue
+            if name == "max_tokens":
+                body[self.max_tokens_field] = value
+            elif name == "stop":  # OpenAI's spelling
+                body["stop_sequences"] = [value] if isinstance(value, str) else value
+            else:
+                body[name] = value
+        return self._url, self._headers, json.dumps(body, ensure_ascii=False).encode()
+
+    def parse(self, status: int, headers: Mapping[str, str], body: bytes) -> Reply:
+        if status >= 400:
+            raise self._error(status, headers, body)
+        data = self._load_json(body)
+        try:
+            if data.get("type") == "error":  # an error envelope on a 2xx (a broken proxy)
+                raise self._error(500, headers, body)
+            blocks = data["content"]
+            texts = [b["text"] for b in blocks if b.get("type") == "text"]
+            stop = data.get("stop_reason")
+            u = data.get("usage") or {}
+            read = int(u.get("cache_read_input_tokens") or 0)
+            write = int(u.get("cache_creation_input_tokens") or 0)
+            usage = Usage(
+                input_tokens=int(u.get("input_tokens") or 0) + read + write,
+                output_tokens=int(u.get("output_tokens") or 0),
+                cached_tokens=read,
+                cache_write_tokens=write,
+            )
+        except (KeyError, TypeError, AttributeError, ValueError) as exc:
+            raise errors.MalformedResponse(f"unexpected response shape: {exc!r}") from None
+        # No text block at all (a refusal, max_tokens=0) is no answer; the usage still counts.
+        text = "".join(texts) if texts else None
+        return Reply(text, usage, _FINISH.get(stop, stop), data.get("model"))
+
+    def rate_limits(self, headers: Mapping[str, str]) -> RateLimitInfo | None:
+        """``anthropic-ratelimit-*``: requests, and ``tokens`` (the tightest token limit in
+        force) or, when absent, ``input-tokens``; resets are RFC 3339 times."""
+        def get(kind: str, field: str) -> str | None:
+            return headers.get(f"anthropic-ratelimit-{kind}-{field}")
+
+        tokens = "tokens" if get("tokens", "limit") is not None else "input-tokens"
+        if get("requests", "limit") is None and get(tokens, "limit") is None:
+            return None
+        return RateLimitInfo(
+            limit_requests=parse_int(get("requests", "limit")),
+            remaining_requests=parse_int(get("requests", "remaining")),
+            reset_requests=seconds_until(get("requests", "reset")),
+            limit_tokens=parse_int(get(tokens, "limit")),
+            remaining_tokens=parse_int(get(tokens, "remaining")),
+            reset_tokens=seconds_until(get(tokens, "reset")),
+        )
+
+    def _error(self, status: int, headers: Mapping[str, str], body: bytes) -> errors.ProviderError:
+        message, kind = f"HTTP {status}", ""
+        try:
+            data = json.loads(body)
+            err = data.get("error", data) if isinstance(data, dict) else {}
+            if isinstance(err, dict):
+                message = str(err.get("message") or message)
+                kind = str(err.get("type") or "")
+            elif isinstance(err, str):
+                message = err
+        except (ValueError, UnicodeDecodeError):
+            text = body[:200].decode("utf-8", "replace").strip()
+            if text:
+                message = text
+        message = self._scrub(message)
+        # Out of credit is a 400 invalid_request_error (or billing_error / 402): nothing else
+        # will pass either, so it stops the run instead of failing every row in turn.
+        if status == 402 or kind == "billing_error" or "credit balance is too low" in message:
+            return errors.QuotaExceededError(message, status=status)
+        exc = classify_http_error(status, message, kind, headers)
+        if isinstance(exc, errors.AuthenticationError):
+            exc.message += f" (check {self._key_hint()})"
+        return exc
+
+
+System = str | list[dict[str, Any]] | None
+
+
+def split_system(messages: list[dict[str, Any]]) -> tuple[System, list[dict[str, Any]]]:
+    """Chat messages -> (Anthropic's top-level ``system``, the user/assistant turns).
+
+    Several system messages are joined in order; text stays a plain string unless one of
+    them is a list of content blocks, which is kept as blocks (cache_control and all).
+    """
+    system: list[Any] = []
+    turns: list[dict[str, Any]] = []
+    for message in messages:
+        role = message.get("role")
+        if role in _SYSTEM_ROLES:
+            if message.get("content"):
+                system.append(message["content"])
+        else:
+            turns.append({"role": role, "content": message.get("content")})
+    if not system:
+        return None, turns
+    if all(isinstance(part, str) for part in system):
+        return "\n\n".join(system), turns
+    blocks: list[dict[str, Any]] = []
+    for part in system:
+        blocks.extend([{"type": "text", "text": part}] if isinstance(part, str) else part)
+    return blocks, turns
+
+
+def seconds_until(when: str | None) -> float | None:
+    """An RFC 3339 time ("2026-01-15T12:00:30Z") -> seconds from now (0 if already past)."""
+    if not when:
+        return None
+    try:
+        moment = datetime.fromisoformat(when.strip())
+    except ValueError:
+        return None
+    if moment.tzinfo is None:  # the API always says UTC; read a bare time as UTC too
+        moment = moment.replace(tzinfo=UTC)
+    return max(0.0, moment.timestamp() - time.time())
