@@ -16,10 +16,11 @@ import pandas as pd
 
 from . import errors, plan, pricing, store
 from .budget import Ledger
-from .loop_thread import Call, run_sync
+from .loop_thread import Call, engine_loop, run_sync
 from .models import make_provider, parse_model
 from .prompts import MISSING_POLICIES, Template
 from .run import Run, RunReport, RunSpec
+from .ui import choose_display
 
 CHUNK = 2048
 REPORT_ATTR = "llm_report"
@@ -141,6 +142,7 @@ class _Apply:
         self.df, self.output, self.progress, self.usage = df, output, progress, usage
         self.pilot_size = pilot
         self.pilot_measured: plan.Pilot | None = None
+        self.cancelled = False
         self.check_budget = check_budget
         self.run = Run(self.spec, self.rows, len(df))
         # with a pilot, judge the budget on the pilot's figures (the ledger bounds the pilot)
@@ -164,6 +166,8 @@ class _Apply:
             await self._pilot(ledger)
             self.estimate = self._plan(self.pilot_measured)
         self.run.report.estimate = self.estimate
+        if self.cancelled and not self.run.stats.stop_reason:
+            self.run.stats.stop_reason = "cancelled from the panel"
         if self.run.stats.stop_reason:
             self.run._close_unfinished(f"not sent: {self.run.stats.stop_reason}")
             return
@@ -185,10 +189,14 @@ class _Apply:
         self.pilot_measured = pilot_run.as_pilot()
 
     def display(self):
-        if self.progress is False:
-            return None
-        from .ui.console import ConsoleProgress
-        return ConsoleProgress(self.run.report)
+        """The panel in a notebook, a tqdm bar elsewhere, or nothing (``progress=False``)."""
+
+        def on_cancel() -> None:  # may come from the kernel's shell thread: hand it to the loop
+            self.cancelled = True
+            engine_loop().call_soon_threadsafe(self.run.cancel, "cancelled from the panel")
+
+        return choose_display(self.run.report, self.estimate, self.spec.budget, self.progress,
+                              on_cancel=on_cancel)
 
     def result(self) -> pd.DataFrame:
         out = self.df.copy()
@@ -306,7 +314,7 @@ class Job:
     def __init__(self, apply: _Apply, *, start: bool = True) -> None:
         self._apply = apply
         self._call: Call | None = None
-        self._shown = None
+        self._shown = apply.display()  # created here; updated from the engine's loop thread
         if start:
             self.start()
 

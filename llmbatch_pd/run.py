@@ -131,6 +131,16 @@ class RunReport:
 
     __str__ = summary
 
+    def _repr_html_(self) -> str:
+        from .ui.report import report_html
+
+        return report_html(self)
+
+    def to_markdown(self) -> str:
+        from .ui.report import report_markdown
+
+        return report_markdown(self)
+
 
 class Run:
     """A run over ``n`` rows whose field values come from ``rows()``."""

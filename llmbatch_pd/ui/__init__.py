@@ -1,1 +1,86 @@
-"""Progress displays: they read a run's counters and never call HTTP."""
+"""Progress displays and the static run summary. They read a run's counters and report; they
+never call HTTP and never touch pandas.
+
+``choose_display`` picks the display for the place the code runs in: the widget panel in a
+Jupyter kernel that can show widgets, a tqdm bar anywhere else (terminal IPython, scripts, CI).
+"""
+
+from __future__ import annotations
+
+import sys
+from collections.abc import Callable
+from typing import TYPE_CHECKING, Any, Literal
+
+from .console import ConsoleProgress
+from .report import report_html, report_markdown, report_text
+
+if TYPE_CHECKING:
+    from ..plan import Estimate
+    from ..run import RunReport
+    from .panel import Panel
+
+Progress = bool | None | Literal["auto", "widget", "tqdm"]
+PROGRESS_CHOICES = (None, True, False, "auto", "widget", "tqdm")
+
+
+def in_notebook() -> bool:
+    """True inside a Jupyter kernel whose frontend can show widgets (as far as one can tell
+    from the kernel side) and with ipywidgets importable."""
+    ipython = sys.modules.get("IPython")
+    if ipython is None:  # never import IPython just to find out: scripts stay light
+        return False
+    try:
+        shell = ipython.get_ipython()
+    except Exception:  # pragma: no cover (a broken IPython install)
+        return False
+    if shell is None:
+        return False
+    kernel = any(cls.__name__ == "ZMQInteractiveShell" for cls in type(shell).__mro__)
+    try:
+        kernel = kernel or "IPKernelApp" in shell.config
+    except Exception:  # pragma: no cover
+        pass
+    if not kernel or "spyder_kernels" in sys.modules:  # Spyder's console shows no widgets
+        return False
+    try:
+        import ipywidgets  # noqa: F401
+    except ImportError:
+        return False
+    return True
+
+
+def choose_display(
+    report: RunReport,
+    estimate: Estimate | None = None,
+    budget: float | None = None,
+    progress: Progress = None,
+    *,
+    on_cancel: Callable[[], Any] | None = None,
+    show: bool = True,
+) -> Panel | ConsoleProgress | None:
+    """The progress display for ``progress=``: ``False`` none; ``"widget"`` the panel;
+    ``"tqdm"`` the bar; ``None``, ``True`` or ``"auto"`` the panel in a Jupyter kernel with
+    ipywidgets, else the bar. The display is shown (with the estimate, if any) unless
+    ``show=False``; drive it with ``update()`` and end it with ``close()``."""
+    if progress not in PROGRESS_CHOICES or (progress is not None and not isinstance(progress, (bool, str))):
+        from ..errors import InputError
+
+        raise InputError(f"progress= must be True, False, None, 'widget' or 'tqdm', not {progress!r}")
+    if progress is False:
+        return None
+    kind = progress if progress in ("widget", "tqdm") else ("widget" if in_notebook() else "tqdm")
+    display: Panel | ConsoleProgress
+    if kind == "widget":
+        from .panel import Panel
+
+        display = Panel(report, estimate, budget, on_cancel=on_cancel)
+    else:
+        display = ConsoleProgress(report, estimate, budget)
+    if show:
+        display.show()
+        if estimate is not None:
+            display.show_estimate()
+    return display
+
+
+__all__ = ["ConsoleProgress", "choose_display", "in_notebook", "report_html", "report_markdown", "report_text"]

@@ -1,35 +1,99 @@
-"""A tqdm bar for terminals and scripts, with the key figures in its postfix."""
+"""A tqdm bar for terminals, scripts and CI, with the key figures in its postfix.
+
+``ok=… failed=… retrying=… 429=… 5xx=… $=spent/budget``: zero figures other than ok and failed
+are left out so the line stays short. Redraws are throttled (``update()`` may be called ten
+times a second; the bar redraws at most every ``min_interval`` seconds).
+"""
 
 from __future__ import annotations
 
-from typing import TYPE_CHECKING
+import sys
+import time
+from typing import TYPE_CHECKING, Any
 
 from tqdm import tqdm
 
+from . import format as fmt
+from .report import budget_of, estimate_text, mode_of
+
 if TYPE_CHECKING:
+    from ..plan import Estimate
     from ..run import RunReport
+
+POSTFIX_KINDS = ("429", "5xx", "529", "timeout", "connection")
 
 
 class ConsoleProgress:
-    def __init__(self, report: RunReport, *, file=None) -> None:
-        self.report = report
-        self.bar = tqdm(total=report.rows, desc=report.model, unit="row", file=file,
-                        dynamic_ncols=True, mininterval=0.25, smoothing=0.1)
+    """Same interface as ``Panel``: ``update()``, ``close()``, ``show_estimate()``, ``finish()``."""
 
-    def update(self) -> None:
+    def __init__(self, report: RunReport, estimate: Estimate | None = None, budget: float | None = None,
+                 *, file: Any = None, min_interval: float = 0.25) -> None:
+        self.report = report
+        self.estimate = estimate
+        self.budget = budget_of(report, estimate, budget)
+        self.file = file
+        self.min_interval = min_interval
+        self._last = 0.0
+        self._closed = False
+        self._bar: tqdm | None = None
+
+    @property
+    def bar(self) -> tqdm:
+        """Made on first use, so a plan written by ``show_estimate()`` comes above it."""
+        if self._bar is None:
+            self._bar = tqdm(total=self.report.rows, desc=self.report.model, unit="row", file=self.file,
+                             dynamic_ncols=True, mininterval=self.min_interval, smoothing=0.1)
+        return self._bar
+
+    def show(self) -> ConsoleProgress:
+        return self
+
+    def show_estimate(self, estimate: Estimate | None = None) -> None:
+        """Write the plan above the bar (one figure a line)."""
+        if estimate is not None:
+            self.estimate = estimate
+            self.budget = budget_of(self.report, estimate, self.budget)
+        if self.estimate is not None:
+            mode = mode_of(self.report, self.estimate)
+            tqdm.write(f"plan for {self.estimate.model} ({mode}):\n"
+                           + estimate_text(self.estimate, budget=self.budget, mode=mode),
+                           file=self.file or sys.stderr)
+
+    def postfix(self) -> dict[str, Any]:
         r, s = self.report, self.report.stats
-        self.bar.n = r.finished_rows
-        post = {"ok": r.answered_rows, "failed": r.failed_rows}
+        post: dict[str, Any] = {"ok": r.answered_rows, "failed": r.failed_rows}
         if s.retrying:
             post["retrying"] = s.retrying
-        for kind in ("429", "5xx", "529", "timeout"):
+        for kind in POSTFIX_KINDS:
             if s.by_kind.get(kind):
                 post[kind] = s.by_kind[kind]
-        if s.cost:
-            post["$"] = f"{s.cost:.4f}"
-        self.bar.set_postfix(post, refresh=False)
+        if self.budget is not None:
+            post["$"] = f"{fmt.money(s.cost)[1:]}/{fmt.money(self.budget)[1:]}"
+        elif s.cost:
+            post["$"] = fmt.money(s.cost)[1:]
+        if s.stop_reason:
+            post["stopping"] = s.stop_reason[:40]
+        return post
+
+    def update(self, *, force: bool = False) -> None:
+        if self._closed:
+            return
+        now = time.monotonic()
+        if not force and now - self._last < self.min_interval:
+            return
+        self._last = now
+        self.bar.n = min(self.report.finished_rows, self.report.rows)
+        self.bar.set_postfix(self.postfix(), refresh=False)
         self.bar.refresh()
 
-    def close(self) -> None:
-        self.update()
+    def finish(self) -> None:
+        if self._closed:
+            return
+        self.update(force=True)
+        self._closed = True
         self.bar.close()
+
+    close = finish
+
+
+__all__ = ["ConsoleProgress"]

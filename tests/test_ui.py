@@ -1,0 +1,467 @@
+"""The UI layer without a browser: formatters, the static report, the widget panel's states,
+the display chooser, the tqdm bar, and an nbclient-executed notebook exported with nbconvert."""
+
+from __future__ import annotations
+
+import io
+import re
+import sys
+import textwrap
+import time
+
+import ipywidgets as w
+import pytest
+
+from llmbatch_pd.engine import EngineStats
+from llmbatch_pd.errors import InputError
+from llmbatch_pd.plan import Estimate
+from llmbatch_pd.run import RunReport
+from llmbatch_pd.ui import (
+    ConsoleProgress,
+    choose_display,
+    report_html,
+    report_markdown,
+    report_text,
+)
+from llmbatch_pd.ui import format as fmt
+from llmbatch_pd.ui.panel import Panel
+from llmbatch_pd.ui.report import AMBER, BLUE, GREEN, RED
+
+EVIL = '<script>alert("x")</script> & <img src=x onerror=alert(1)>'
+
+# -- formatters -----------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize("value, text", [
+    (12.345, "$12.35"), (1234.5, "$1,234.50"), (0.0123, "$0.0123"), (0.000045, "$0.000045"),
+    (0.5, "$0.50"), (0.1234, "$0.123"), (0, "$0.00"), (0.99996, "$1.00"), (-0.02, "-$0.02"),
+    (None, "—"), (float("nan"), "—"),
+])
+def test_money(value, text):
+    assert fmt.money(value) == text
+
+
+@pytest.mark.parametrize("value, text", [
+    (0, "0"), (950, "950"), (999.6, "1k"), (1234, "1.23k"), (12400, "12.4k"), (123456, "123k"),
+    (999_999, "1M"), (1_200_000, "1.2M"), (3_000_000_000, "3B"), (None, "—"),
+])
+def test_tokens(value, text):
+    assert fmt.tokens(value) == text
+
+
+@pytest.mark.parametrize("value, text", [
+    (0.012, "12ms"), (0.4, "0.4s"), (4.25, "4.2s"), (45, "45s"), (59.7, "1m 00s"), (200, "3m 20s"),
+    (3900, "1h 05m"), (86_399, "1d 00h"), (200_000, "2d 07h"), (None, "—"), (float("inf"), "—"),
+])
+def test_duration(value, text):
+    assert fmt.duration(value) == text
+
+
+def test_rate_count_percent():
+    assert fmt.rate(35.24) == "35.2 rows/s"
+    assert fmt.rate(1234, "requests") == "1,234 requests/s"
+    assert fmt.rate(0.05) == "3 rows/min"
+    assert fmt.rate(0.0001) == "0.36 rows/h"
+    assert fmt.rate(0) == "0 rows/s"
+    assert fmt.rate(None) == "—"
+    assert fmt.count(12345) == "12,345"
+    assert fmt.count(None) == "—"
+    assert fmt.percent(0.4213) == "42%"
+    assert fmt.percent(0.004) == "0.4%"
+    assert fmt.percent(0.996) == "99%"  # unfinished work never shows 100%
+    assert fmt.percent(1) == "100%"
+    assert fmt.money_range(0.95, 4.1) == "$0.95–$4.10"
+    assert fmt.plural(1, "row") == "1 row" and fmt.plural(2000, "row") == "2,000 rows"
+
+
+# -- fixtures -------------------------------------------------------------------------------
+
+
+def estimate(**over) -> Estimate:
+    values = dict(model="openai/gpt-4.1-mini", rows=1000, requests=800, duplicates=200, cached=50,
+                  input_tokens=120_000, input_tokens_low=110_000, input_tokens_high=140_000,
+                  output_tokens_low=800, output_tokens=80_000, output_tokens_high=3_200_000,
+                  cost_low=0.05, cost=0.123, cost_high=4.1, cache_saves=0.01, wall_time_s=200,
+                  budget=1.0, token_counting="exact", output_basis="default")
+    values.update(over)
+    return Estimate(**values)
+
+
+def running_report(**over) -> RunReport:
+    r = RunReport(model="openai/gpt-4.1-mini", rows=1000, requests=800, duplicates=200, cached=50)
+    r.stats = EngineStats(total=1000)
+    for k, v in over.items():
+        setattr(r, k, v)
+    return r
+
+
+def finished_report() -> RunReport:
+    r = running_report(answered_rows=990, failed_rows=10, skipped=2)
+    s = r.stats
+    s.started, s.finished = time.monotonic() - 100, time.monotonic()
+    s.done, s.failed, s.sent = 740, 10, 790
+    s.input_tokens, s.output_tokens, s.cost = 118_000, 60_000, 0.1
+    s.by_kind.update({"429": 12, "5xx": 3})
+    s.errors.update({EVIL: 7, "timeout | after 120s": 3})
+    s.stop_reason = "budget reached: $1.00 <b>"
+    r.saved_by_cache, r.saved_by_dedup = 0.01, 0.02
+    return r
+
+
+class Clock:
+    def __init__(self) -> None:
+        self.t = 1000.0
+
+    def __call__(self) -> float:
+        return self.t
+
+
+def all_widgets(panel: Panel) -> list[w.Widget]:
+    found: list[w.Widget] = []
+
+    def walk(widget: w.Widget) -> None:
+        found.append(widget)
+        for part in ("layout", "style"):
+            sub = getattr(widget, part, None)
+            if isinstance(sub, w.Widget):
+                found.append(sub)
+        for child in getattr(widget, "children", ()):
+            walk(child)
+
+    walk(panel.widget)
+    return found
+
+
+def count_changes(panel: Panel) -> list:
+    changes: list = []
+    for widget in all_widgets(panel):
+        widget.observe(changes.append)
+    return changes
+
+
+# -- the static report ----------------------------------------------------------------------
+
+
+def test_report_html_escapes_and_is_self_contained():
+    r = finished_report()
+    r.model = "evil/<b>model</b>"
+    out = report_html(r, estimate())
+    assert "<script" not in out and "<img" not in out and "<b>model" not in out
+    assert "&lt;script&gt;alert(&quot;x&quot;)&lt;/script&gt;" in out
+    assert "evil/&lt;b&gt;model&lt;/b&gt;" in out
+    assert "budget reached: <span>$</span>1.00 &lt;b&gt;" in out
+    assert "http" not in out and "@import" not in out  # no external resources
+    for label in ("Answered", "Failed", "Requests sent", "Duplicates", "Cached", "Errors by kind",
+                  "Tokens", "Cost", "Saved", "Wall time", "Throughput", "Stopped early", "Top errors"):
+        assert label in out
+    # MathJax would typeset "$0.10 ... $0.123" as math: no text run holds two dollar signs
+    for run in re.findall(r">([^<>]*)<", out):
+        assert run.count("$") <= 1
+    assert "429 ×12 · 5xx ×3" in out and "×7" in out
+
+
+def test_report_markdown_and_text():
+    r = finished_report()
+    md = report_markdown(r, estimate())
+    assert "| Failed | 10 (2 skipped (missing values)) |" in md
+    assert "timeout \\| after 120s" in md  # pipes cannot break the table
+    assert "&lt;script&gt;" in md and "<script" not in md
+    assert "\\$0.10" in md and " $0.1" not in md.replace("\\$", "")  # no bare $ for MathJax
+    text = report_text(r, estimate())
+    assert "expected $0.123, range $0.05–$4.10" in text
+    assert "$0.01 by the cache · $0.02 by de-duplication" in text
+    assert "Stopped early" in text and EVIL in text  # plain text is not HTML: kept as is
+    assert text.splitlines()[0].endswith("· stopped")
+
+
+def test_report_without_estimate_or_stats():
+    r = RunReport(model="m", rows=0)
+    assert "Wall time" in report_text(r)
+    assert "llmbatch-report" in report_html(r)
+    r.estimate = estimate(cost=None, cost_low=None, cost_high=None)
+    assert "no price known" in report_text(r)  # the report's own estimate is used
+
+
+# -- the panel ------------------------------------------------------------------------------
+
+
+def test_panel_shows_estimate_before_the_run():
+    p = Panel(running_report(), estimate(), on_cancel=lambda: None)
+    assert "ESTIMATE" in p.header.value.upper()
+    plan = p.plan.value
+    for text in ("Requests", "800", "Cache hits", "120k", "$0.123", "$0.05–$4.10", "$1.00", "~3m 20s"):
+        assert text in plan
+    assert p.budget == 1.0 and p.budget_bar.layout.display is None
+    assert p.progress.value == 0 and p.progress.max == 1000
+    assert "waiting to start" in p.progress_label.value
+    assert p.summary.layout.display == "none"
+
+
+def test_panel_progress_counts_and_budget_colour():
+    clock = Clock()
+    r = running_report()
+    p = Panel(r, estimate(), budget=1.0, clock=clock)
+    s = r.stats
+    s.started = time.monotonic() - 5
+    r.answered_rows, r.failed_rows = 400, 20
+    s.retrying, s.in_flight, s.cost = 3, 16, 0.5
+    s.by_kind.update({"429": 4, "5xx": 2, "timeout": 1})
+    s.errors.update({EVIL: 20})
+    s.input_tokens, s.output_tokens = 12_400, 5_000
+    clock.t += 1
+    p.update()
+    assert p.progress.value == 420 and p.progress.max == 1000
+    assert "RUNNING" in p.header.value.upper()
+    assert p.progress.style.bar_color == BLUE
+    assert "420</b> / 1,000 rows · 42%" in p.progress_label.value and "ETA" in p.progress_label.value
+    counts = p.counts.value
+    for text in ("400</b> answered", "20</b> failed", "3</b> retrying", "429 ×4", "5xx ×2", "timeout ×1",
+                 "12.4k in", "$0.50 of $1.00"):
+        assert text in counts
+    assert "&lt;script&gt;" in p.errors.value and "<script" not in p.errors.value
+    assert p.budget_bar.value == 0.5 and p.budget_bar.style.bar_color == BLUE
+    s.cost = 0.79
+    clock.t += 1
+    p.update()
+    assert p.budget_bar.style.bar_color == BLUE
+    s.cost = 0.80
+    clock.t += 1
+    p.update()
+    assert p.budget_bar.style.bar_color == AMBER and "80%" in p.budget_label.value
+    s.cost = 1.0
+    clock.t += 1
+    p.update()
+    assert p.budget_bar.style.bar_color == RED
+
+
+def test_cancel_calls_back_once_and_writes_no_widget_from_the_click():
+    calls = []
+    clock = Clock()
+    r = running_report()
+    r.stats.started = time.monotonic()
+    p = Panel(r, None, on_cancel=lambda: calls.append(1), clock=clock)
+    changes = count_changes(p)
+    p.cancel_button.click()  # as a click delivered on the kernel's shell thread would
+    assert calls == [1] and p.cancelled
+    assert changes == []  # the click wrote nothing; the next update shows it
+    p.cancel_button.click()
+    assert calls == [1]
+    p.update()  # forced: not throttled after a click
+    assert p.cancel_button.disabled and p.cancel_button.description == "Stopping…"
+    assert "STOPPING" in p.header.value.upper() and "Stopping" in p.note.value
+
+
+def test_cancel_callback_error_is_shown_not_raised():
+    def boom():
+        raise RuntimeError("engine gone")
+
+    p = Panel(running_report(), None, on_cancel=boom)
+    p.cancel_button.click()
+    p.update()
+    assert "Cancel failed: RuntimeError: engine gone" in p.note.value
+
+
+def test_finish_shows_summary_and_disables_cancel():
+    r = finished_report()
+    p = Panel(r, estimate(), on_cancel=lambda: None)
+    p.finish()
+    assert p.summary.layout.display is None and p.counts.layout.display == "none"
+    assert p.cancel_button.disabled and p.actions.layout.display == "none"
+    assert "Errors by kind" in p.summary.value and "&lt;script&gt;" in p.summary.value
+    assert "STOPPED" in p.header.value.upper() and p.progress.style.bar_color == RED
+    assert p.progress.value == 1000
+    renders = p.renders
+    p.finish()
+    p.close()
+    p.update()
+    assert p.renders == renders  # finished: nothing more is written
+
+
+def test_finish_of_a_clean_run_is_green():
+    r = running_report(answered_rows=1000)
+    r.stats.started, r.stats.finished = time.monotonic() - 3, time.monotonic()
+    p = Panel(r, estimate())
+    p.close()
+    assert "DONE" in p.header.value.upper() and p.progress.style.bar_color == GREEN
+    assert "100%" in p.progress_label.value
+
+
+def test_updates_are_throttled_and_send_only_changes():
+    clock = Clock()
+    r = running_report()
+    s = r.stats
+    s.started = time.monotonic()
+    p = Panel(r, estimate(), budget=1.0, clock=clock)
+    p.update()
+    changes = count_changes(p)
+    renders = p.renders
+    for i in range(1000):  # a tight loop: 1,000 calls within 0.1 s, every counter moving
+        r.answered_rows = i
+        s.cost = i / 2000
+        s.input_tokens += 100
+        clock.t += 0.0001
+        p.update()
+    assert p.renders - renders <= 1
+    assert len(changes) <= 12, [c["name"] for c in changes]
+    # four renders a second at most
+    renders = p.renders
+    for _ in range(100):
+        clock.t += 0.01
+        p.update()
+    assert p.renders - renders <= 4
+    # no counter moved: only the pace and ETA line (time passes) may be sent
+    s.finished = s.started + 10  # freeze the elapsed time
+    clock.t += 1
+    p.update()
+    changes.clear()
+    clock.t += 1
+    p.update()
+    assert all(c["owner"] is p.progress_label for c in changes)
+
+
+def test_show_and_export_bundles(monkeypatch):
+    import IPython.display
+
+    shown = {}
+
+    class Handle:
+        def update(self, obj, raw=False):
+            shown["final"] = obj
+
+    def fake_display(obj, raw=False, display_id=None):
+        shown["live"], shown["raw"], shown["id"] = obj, raw, display_id
+        return Handle()
+
+    monkeypatch.setattr(IPython.display, "display", fake_display)
+    view = "application/vnd.jupyter.widget-view+json"
+
+    p = Panel(finished_report(), estimate()).show()
+    assert shown["raw"] and shown["id"] is True
+    assert shown["live"][view]["model_id"] == p.widget.model_id
+    assert "llmbatch-report" in shown["live"]["text/html"]  # a mid-run save shows the plan
+    p.finish()
+    assert set(shown["final"]) == {"text/html", "text/plain"}  # survives nbconvert and reloads
+    assert "Errors by kind" in shown["final"]["text/html"] and "Errors by kind" in shown["final"]["text/plain"]
+    assert p.widget.comm is None  # its models were freed
+
+    p = Panel(finished_report(), estimate(), keep_widget=True).show()
+    p.finish()
+    assert set(shown["final"]) == {view, "text/html", "text/plain"}
+    assert shown["final"][view]["model_id"] == p.widget.model_id
+
+
+def test_panel_reads_the_estimate_the_run_attached():
+    r = running_report()
+    p = Panel(r, estimate(cost=0.5))
+    assert "$0.50" in p.plan.value
+    r.estimate = estimate(cost=0.25)  # refined after a pilot
+    p.show_estimate()
+    assert "$0.25" in p.plan.value
+
+
+# -- choosing a display ---------------------------------------------------------------------
+
+
+def test_choose_display(monkeypatch):
+    r = running_report()
+    assert choose_display(r, None, None, False) is None
+    assert isinstance(choose_display(r, None, None, "tqdm", show=False), ConsoleProgress)
+    assert isinstance(choose_display(r, None, None, "widget", show=False), Panel)
+    assert isinstance(choose_display(r, None, None, None, show=False), ConsoleProgress)  # not a kernel
+    with pytest.raises(InputError):
+        choose_display(r, None, None, "fancy")
+    with pytest.raises(InputError):
+        choose_display(r, None, None, 1)
+
+    import IPython
+
+    class ZMQInteractiveShell:
+        config: dict = {}
+
+    monkeypatch.setattr(IPython, "get_ipython", lambda: ZMQInteractiveShell())
+    monkeypatch.delitem(sys.modules, "spyder_kernels", raising=False)
+    assert isinstance(choose_display(r, None, None, True, show=False), Panel)
+    assert isinstance(choose_display(r, None, None, "tqdm", show=False), ConsoleProgress)
+
+    class TerminalInteractiveShell:
+        config: dict = {}
+
+    monkeypatch.setattr(IPython, "get_ipython", lambda: TerminalInteractiveShell())
+    assert isinstance(choose_display(r, None, None, None, show=False), ConsoleProgress)
+
+
+def test_console_progress_postfix_and_plan():
+    out = io.StringIO()
+    r = running_report()
+    bar = ConsoleProgress(r, estimate(), budget=2.0, file=out)
+    monkey_write = io.StringIO()
+    import tqdm
+
+    orig = tqdm.tqdm.write
+    try:
+        tqdm.tqdm.write = classmethod(lambda cls, s, file=None, **kw: monkey_write.write(s))
+        bar.show_estimate()
+    finally:
+        tqdm.tqdm.write = orig
+    assert "Requests" in monkey_write.getvalue() and "$0.123" in monkey_write.getvalue()
+    s = r.stats
+    r.answered_rows, r.failed_rows = 10, 2
+    s.retrying, s.cost = 1, 0.0123
+    s.by_kind.update({"429": 3, "5xx": 1})
+    bar.update(force=True)
+    assert bar.postfix() == {"ok": 10, "failed": 2, "retrying": 1, "429": 3, "5xx": 1, "$": "0.0123/2.00"}
+    bar.close()
+    bar.close()
+    text = out.getvalue()
+    assert "12/1000" in text and "ok=10" in text and "$=0.0123/2.00" in text
+
+
+# -- export through nbclient and nbconvert --------------------------------------------------
+
+NOTEBOOK = '''
+import time
+from llmbatch_pd.engine import EngineStats
+from llmbatch_pd.plan import Estimate
+from llmbatch_pd.run import RunReport
+from llmbatch_pd.ui.panel import Panel
+
+report = RunReport(model="openai/gpt-4.1-mini", rows=300, requests=250, duplicates=50)
+est = Estimate(model="openai/gpt-4.1-mini", rows=300, requests=250, duplicates=50, cost_low=0.01,
+               cost=0.02, cost_high=0.5, input_tokens=9000, output_tokens=25000, wall_time_s=12)
+panel = Panel(report, est, budget=1.0, on_cancel=lambda: None, min_interval=0.05).show()
+s = report.stats
+s.started = time.monotonic()
+for i in range(30):
+    report.answered_rows += 9
+    report.failed_rows += 1 if i % 10 == 0 else 0
+    s.cost += 0.001
+    s.by_kind["429"] += i % 2
+    panel.update()
+    time.sleep(0.01)
+s.errors["<script>alert(1)</script> bad " + "gateway"] += 3
+s.finished = time.monotonic()
+panel.finish()
+'''
+
+
+@pytest.mark.slow  # a real kernel: 2-3 s on an idle machine
+def test_nbconvert_export_of_an_nbclient_run_shows_the_static_summary(tmp_path):
+    nbformat = pytest.importorskip("nbformat")
+    nbclient = pytest.importorskip("nbclient")
+    nbconvert = pytest.importorskip("nbconvert")
+    nb = nbformat.v4.new_notebook(cells=[nbformat.v4.new_code_cell(textwrap.dedent(NOTEBOOK))])
+    nbclient.NotebookClient(nb, kernel_name="python3", timeout=60, resources={"metadata": {"path": str(tmp_path)}}).execute()
+    outputs = nb.cells[0].outputs
+    displays = [o for o in outputs if o.output_type == "display_data"]
+    assert len(displays) == 1, outputs  # the live panel was replaced in place
+    data = displays[0].data
+    assert "application/vnd.jupyter.widget-view+json" not in data
+    assert "llmbatch-report" in data["text/html"] and "Errors by kind" in data["text/plain"]
+    html, _ = nbconvert.HTMLExporter().from_notebook_node(nb)
+    # rendered as an output (not only present inside some saved widget state)
+    output_html = html[html.index('jp-OutputArea-output" data-mime-type="text/html"'):]
+    assert '<div class="llmbatch-report' in output_html
+    for text in ("Answered", "Errors by kind", "429 ×15", "Top errors", "bad gateway"):
+        assert text in output_html
+    assert "&lt;script&gt;alert(1)&lt;/script&gt; bad gateway" in html
+    assert "<script>alert(1)" not in html
