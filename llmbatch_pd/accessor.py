@@ -195,8 +195,10 @@ class _Apply:
             self.cancelled = True
             engine_loop().call_soon_threadsafe(self.run.cancel, "cancelled from the panel")
 
-        return choose_display(self.run.report, self.estimate, self.spec.budget, self.progress,
-                              on_cancel=on_cancel)
+        shown = choose_display(self.run.report, self.estimate, self.spec.budget, self.progress,
+                               on_cancel=on_cancel)
+        self.run.warnings_shown_elsewhere = type(shown).__name__ == "Panel"
+        return shown
 
     def result(self) -> pd.DataFrame:
         out = self.df.copy()

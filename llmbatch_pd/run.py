@@ -157,6 +157,7 @@ class Run:
         self._followers: dict[int, list[int]] = {}
         self.engine: Engine | None = None
         self.store: Store | None = None
+        self.warnings_shown_elsewhere = False
         self.keep_replies = False  # a pilot keeps its answers (by key) for the main run
         self.replies: dict[str, Reply] = {}
         self.sent_estimated_tokens = 0  # our count of the prompts that were answered
@@ -263,7 +264,8 @@ class Run:
 
     def _warn(self, message: str) -> None:
         self.report.warnings.append(message)
-        warnings.warn(message, stacklevel=2)
+        if not self.warnings_shown_elsewhere:  # the notebook panel shows them in place
+            warnings.warn(message, stacklevel=2)
 
     # planning and running ----------------------------------------------------------------
 
