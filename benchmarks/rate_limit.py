@@ -1,0 +1,187 @@
+"""Rate limits: how close to a provider's RPM limit does df.llm.apply run, and how many 429s?
+
+The simulator (in its own process) enforces ``--rpm`` requests per minute the way OpenAI
+does: a bucket holding ``burst_seconds`` worth of requests (default 1 s), refilled
+continuously, ``x-ratelimit-*`` headers on every answer and a 429 with ``retry-after-ms`` when
+the bucket is empty. Two runs, each against fresh buckets:
+
+- told: ``apply(..., rpm=LIMIT)``;
+- not told: the engine learns the limit from the headers (and from 429s).
+
+Achieved rate, from the simulator's log: successful requests between the first and the last
+success, ``(n - 1) / (t_last - t_first) × 60``; the steady rate leaves out the first
+``--settle`` seconds (where the bucket's initial burst may be spent), and the wall rate is
+rows / wall time of the whole ``apply`` call × 60.
+
+    .venv/bin/python benchmarks/rate_limit.py
+    .venv/bin/python benchmarks/rate_limit.py --rows 600 --rpm 1200
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+from _common import KEY, MODEL, Meter, machine_line, table, yes_no
+
+
+def run_once(sim, rows: int, concurrency: int, rpm: int | None, tag: str) -> dict:
+    import pandas as pd
+
+    import llmbatch_pd  # noqa: F401
+
+    df = pd.DataFrame(
+        {
+            "text": [
+                f"Summarise ticket {i} ({tag}): the printer on floor 3 jams on duplex jobs."
+                for i in range(rows)
+            ]
+        }
+    )
+    sim.reset()
+    with tempfile.TemporaryDirectory() as tmp, Meter() as m:
+        out = df.llm.apply(
+            "{text}",
+            model=MODEL,
+            base_url=sim.base_url,
+            api_key=KEY,
+            concurrency=concurrency,
+            rpm=rpm,
+            progress=False,
+            cache=str(Path(tmp) / "cache.sqlite"),  # cache on, cold
+        )
+    report = out.llm.report
+    return {
+        "wall": m.timing.wall,
+        "cpu": m.timing.cpu,
+        "log": sim.log,
+        "stats": sim.stats(),
+        "answered": int(out["llm_output"].notna().sum()),
+        "errors": int(out["llm_output_error"].notna().sum()),
+        "retries": dict(report.stats.by_kind),
+        "sent": report.stats.sent,
+    }
+
+
+def rate_from_log(times: list[float], settle: float = 0.0) -> float | None:
+    """Requests per minute between the first and the last time, after ``settle`` seconds."""
+    if not times:
+        return None
+    times = [t for t in times if t >= times[0] + settle]
+    if len(times) < 2 or times[-1] <= times[0]:
+        return None
+    return (len(times) - 1) / (times[-1] - times[0]) * 60
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(
+        description=__doc__.split("\n\n")[0], formatter_class=argparse.RawDescriptionHelpFormatter
+    )
+    ap.add_argument("--rows", type=int, default=1500)
+    ap.add_argument("--concurrency", type=int, default=100)
+    ap.add_argument(
+        "--rpm", type=int, default=3000, help="the simulator's requests-per-minute limit"
+    )
+    ap.add_argument("--latency-ms", type=float, default=100.0, help="simulator ttft_ms")
+    ap.add_argument(
+        "--burst-seconds",
+        type=float,
+        default=1.0,
+        help="simulator bucket size in seconds of the limit",
+    )
+    ap.add_argument(
+        "--settle",
+        type=float,
+        default=2.0,
+        help="seconds left out at the start for the steady rate",
+    )
+    args = ap.parse_args()
+
+    from llmbatch_pd.sim import Simulator
+
+    print(machine_line())
+    ideal = args.rows / args.rpm * 60
+    print(
+        f"rate limit: {args.rows} rows, {args.concurrency} in flight, simulator (own process) limited to "
+        f"{args.rpm:,} requests/min (burst {args.burst_seconds:g} s), answering in {args.latency_ms:g} ms; "
+        f"one run each; ideal wall ≈ {ideal:.1f} s\n"
+    )
+
+    runs = {}
+    with Simulator(
+        ttft_ms=args.latency_ms,
+        rpm=args.rpm,
+        burst_seconds=args.burst_seconds,
+        process=True,
+        log=True,
+        api_key=KEY,
+    ) as sim:
+        for name, told in (("told rpm=", args.rpm), ("not told (headers, 429s)", None)):
+            runs[name] = run_once(sim, args.rows, args.concurrency, told, tag=name)
+            print(f"  {name}: {runs[name]['wall']:.1f} s", file=sys.stderr, flush=True)
+
+    rows, checks = [], []
+    targets = {"told rpm=": (0.95, 0.01), "not told (headers, 429s)": (0.90, 0.05)}
+    for name, r in runs.items():
+        ok_times = sorted(e["t"] for e in r["log"] if e["status"] == 200)
+        log_rpm = rate_from_log(ok_times)
+        steady = rate_from_log(ok_times, args.settle)
+        total = r["stats"]["total"]
+        n429 = r["stats"]["by_status"].get("429", 0)
+        share429 = n429 / total if total else 0.0
+        wall_rpm = args.rows / r["wall"] * 60
+        label = f"told rpm={args.rpm}" if name.startswith("told") else name
+        rows.append(
+            [
+                label,
+                f"{r['wall']:.1f} s",
+                f"{wall_rpm:,.0f}",
+                f"{log_rpm:,.0f}" if log_rpm else None,
+                f"{log_rpm / args.rpm:.1%}" if log_rpm else None,
+                f"{steady:,.0f} ({steady / args.rpm:.1%})" if steady else None,
+                total,
+                f"{n429} ({share429:.2%})",
+                r["errors"],
+                ", ".join(f"{k}: {v}" for k, v in r["retries"].items()) or "none",
+            ]
+        )
+        want_rate, want_429 = targets[name]
+        achieved = (log_rpm or 0) / args.rpm
+        checks.append(
+            [
+                label,
+                f"≥ {want_rate:.0%} of the limit, ≤ {want_429:.0%} 429s",
+                f"{achieved:.1%}, {share429:.2%} 429s",
+                yes_no(achieved >= want_rate and share429 <= want_429 and r["errors"] == 0),
+            ]
+        )
+
+    print(
+        table(
+            [
+                "run",
+                "wall",
+                "rows/wall ×60",
+                "rpm (log, 1st→last success)",
+                "% of limit",
+                f"steady rpm (after {args.settle:g} s)",
+                "requests at server",
+                "429s",
+                "failed rows",
+                "retried after",
+            ],
+            rows,
+        )
+    )
+    print("\n" + table(["target", "wanted", "measured", "met"], checks))
+    print(f"\nload average at the end: {' / '.join(f'{x:.2f}' for x in os.getloadavg())}")
+
+
+if __name__ == "__main__":
+    t0 = time.perf_counter()
+    main()
+    print(f"(benchmark took {time.perf_counter() - t0:.0f} s)")
