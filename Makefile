@@ -14,8 +14,14 @@ $(STAMP): pyproject.toml
 	$(BIN)/python -m pip install --quiet -e '.[dev]'
 	@touch $(STAMP)
 
+# The demo runs against the loopback simulator: with the provider keys and endpoints unset the
+# notebook starts its own simulator, so nothing reaches the internet.
+OFFLINE := env -u OPENAI_API_KEY -u OPENAI_BASE_URL -u ANTHROPIC_API_KEY -u ANTHROPIC_BASE_URL \
+	-u DEEPSEEK_API_KEY -u GEMINI_API_KEY
+
 demo: $(STAMP)
-	$(BIN)/python -m llmbatch_pd.demo
+	$(OFFLINE) $(BIN)/python -m llmbatch_pd.demo
+	$(OFFLINE) $(BIN)/python tools/run_notebook.py notebooks/quickstart.ipynb --html build/quickstart.html
 
 test: $(STAMP)
 	$(BIN)/python -m pytest -q

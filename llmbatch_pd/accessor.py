@@ -23,6 +23,7 @@ from .run import Run, RunReport, RunSpec
 from .ui import choose_display
 
 CHUNK = 2048
+MODES = ("realtime", "batch")
 REPORT_ATTR = "llm_report"
 _last: dict[str, Any] = {}
 
@@ -90,13 +91,23 @@ def _spec(df: pd.DataFrame, template: str, *, model: str, system: str | None = N
           rpm: float | None = None, tpm: float | None = None, max_retries: int = 6,
           timeout: float = 120.0, missing: str = "skip", budget: float | None = None,
           cache: bool | str | None = True, prices: dict | None = None,
-          value_field: str | None = None) -> tuple[RunSpec, Any]:
+          value_field: str | None = None, mode: str = "realtime",
+          poll_interval: float = 30.0) -> tuple[RunSpec, Any]:
     """Validate everything and build the run's spec and row source; nothing is sent."""
+    if mode not in MODES:
+        raise errors.InputError(f"mode= must be one of {MODES}, not {mode!r}")
+    if (isinstance(poll_interval, bool) or not isinstance(poll_interval, (int, float))
+            or not poll_interval > 0):
+        raise errors.InputError(f"poll_interval= must be a positive number of seconds, not {poll_interval!r}")
     parsed = Template.parse(template, value_field=value_field)
     parsed.check_columns(list(df.columns))
     colmap = _column_map(df, parsed.fields)
     ref = parse_model(model, base_url=base_url)
     provider = make_provider(ref, base_url=base_url, api_key=api_key)
+    if mode == "batch" and not provider.supports_batch:
+        raise errors.InputError(
+            f"mode='batch': {ref.full} has no batch API here (batch jobs work with openai/ and "
+            "anthropic/ models); use mode='realtime'")
     try:
         price = pricing.price_for(ref.provider, ref.model, prices)
     except ValueError as exc:
@@ -113,7 +124,7 @@ def _spec(df: pd.DataFrame, template: str, *, model: str, system: str | None = N
                    rpm=rpm, tpm=tpm, max_retries=max_retries, timeout=timeout, missing=missing,
                    budget=budget, price=price,
                    context_window=pricing.context_window(ref.provider, ref.model),
-                   cache_path=store.resolve(cache))
+                   cache_path=store.resolve(cache), mode=mode, poll_interval=float(poll_interval))
 
     def rows(positions: list[int] | None = None):
         frame = df if positions is None else df.iloc[positions]
@@ -126,6 +137,20 @@ def _pilot_positions(n: int, size: int) -> list[int]:
     """Evenly spread rows, so a sorted frame still gives a representative pilot."""
     size = min(size, n)
     return sorted({int(i * n / size) for i in range(size)}) if size else []
+
+
+def _may_repeat(df: pd.DataFrame, fields: tuple[str, ...]):
+    """Per row, whether its template values occur more than once (pandas hashes them in C):
+    only those rows need a place in the run's de-duplication map. None (track every row)
+    when a value is unhashable. Rows whose different values render the same prompt are then
+    sent twice, which costs a request, never a wrong answer."""
+    if not fields:
+        return None
+    try:
+        cols = [c for c in df.columns if str(c) in fields]
+        return df[cols].duplicated(keep=False).to_numpy()
+    except TypeError:
+        return None
 
 
 class _Apply:
@@ -144,15 +169,30 @@ class _Apply:
         self.pilot_measured: plan.Pilot | None = None
         self.cancelled = False
         self.check_budget = check_budget
-        self.run = Run(self.spec, self.rows, len(df))
-        # with a pilot, judge the budget on the pilot's figures (the ledger bounds the pilot)
-        self.estimate = self._plan(check=not pilot)
+        self.may_repeat = _may_repeat(df, self.spec.template.fields)
+        self.run = Run(self.spec, self.rows, len(df), self.may_repeat)
+        # with a pilot, judge the budget on the pilot's figures (the ledger bounds the pilot).
+        # The plan walks every row (render, key, token count, cache lookup) before anything is
+        # sent: do it only when something needs it before the run (the budget, a display).
+        needed = self.spec.budget is not None or progress is not False
+        self._estimate = self._plan(check=not pilot) if needed else None
+
+    @property
+    def estimate(self) -> plan.Estimate:
+        if self._estimate is None:  # asked for after all (df.llm.estimate, submit's panel)
+            self._estimate = self._plan(check=False)
+        return self._estimate
+
+    @estimate.setter
+    def estimate(self, value: plan.Estimate) -> None:
+        self._estimate = value
 
     def _plan(self, pilot: plan.Pilot | None = None, check: bool = True) -> plan.Estimate:
-        estimate = Run(self.spec, self.rows, len(self.df)).plan(pilot)
+        estimate = Run(self.spec, self.rows, len(self.df), self.may_repeat).plan(pilot)
         budget = self.spec.budget
-        if (check and self.check_budget and budget is not None and estimate.cost is not None
-                and estimate.cost > budget):
+        expected = estimate.batch_cost if self.spec.mode == "batch" else estimate.cost
+        if (check and self.check_budget and budget is not None and expected is not None
+                and expected > budget):
             raise errors.BudgetError(
                 f"not started: the expected cost is above the budget of ${budget:.2f}.\n"
                 f"{estimate.summary()}\nRaise budget=, lower max_tokens=, or use fewer rows."
@@ -165,7 +205,7 @@ class _Apply:
         if self.pilot_size and len(self.df):
             await self._pilot(ledger)
             self.estimate = self._plan(self.pilot_measured)
-        self.run.report.estimate = self.estimate
+        self.run.report.estimate = self._estimate
         if self.cancelled and not self.run.stats.stop_reason:
             self.run.stats.stop_reason = "cancelled from the panel"
         if self.run.stats.stop_reason:
@@ -188,15 +228,16 @@ class _Apply:
         stats.by_kind.update(pilot_run.stats.by_kind)
         self.pilot_measured = pilot_run.as_pilot()
 
-    def display(self):
-        """The panel in a notebook, a tqdm bar elsewhere, or nothing (``progress=False``)."""
+    def cancel(self, reason: str = "cancelled from the panel") -> None:
+        """Stop sending (from any thread: the loop does it); also stops after a pilot."""
+        self.cancelled = True
+        engine_loop().call_soon_threadsafe(self.run.cancel, reason)
 
-        def on_cancel() -> None:  # may come from the kernel's shell thread: hand it to the loop
-            self.cancelled = True
-            engine_loop().call_soon_threadsafe(self.run.cancel, "cancelled from the panel")
-
-        shown = choose_display(self.run.report, self.estimate, self.spec.budget, self.progress,
-                               on_cancel=on_cancel)
+    def display(self, *, on_cancel=None, on_run=None, background: bool = False):
+        """The panel in a notebook, a tqdm bar elsewhere, or nothing (``progress=False``).
+        ``on_cancel`` replaces what Cancel does; ``on_run`` adds a Run button (``confirm=True``)."""
+        shown = choose_display(self.run.report, self._estimate, self.spec.budget, self.progress,
+                               on_cancel=on_cancel or self.cancel, on_run=on_run, background=background)
         self.run.warnings_shown_elsewhere = type(shown).__name__ == "Panel"
         return shown
 
@@ -213,7 +254,7 @@ class _Apply:
                 [u.output_tokens if u else None for u in paid], dtype="Int64")
             out[f"{self.output}_cost"] = pd.array(
                 [self.spec.cost(u) if u and self.spec.price else None for u in paid], dtype="Float64")
-        run.report.estimate = run.report.estimate or self.estimate
+        run.report.estimate = run.report.estimate or self._estimate
         out.attrs[REPORT_ATTR] = run.report
         _last["result"], _last["report"] = out, run.report
         return out
@@ -257,31 +298,53 @@ class _Apply:
 
 
 class _CancelOnSigint:
-    """While an awaited run is going, Ctrl+C cancels it (keeping finished rows) instead of
-    escaping the event loop and leaving the run suspended, as IPython's autoawait would."""
+    """While awaited runs are going, Ctrl+C cancels them (keeping finished rows) instead of
+    escaping the event loop and leaving them suspended, as IPython's autoawait would.
+
+    One hook serves every awaited run on the loop: the first run installs it (saving the
+    handler it replaces), Ctrl+C cancels them all, and the last run to end puts the saved
+    handler back. A loop that already has its own SIGINT handler is left alone.
+    """
+
+    _runs: set[_CancelOnSigint] = set()
+    _hook: tuple[asyncio.AbstractEventLoop, Any] | None = None  # (loop, handler it replaced)
 
     def __init__(self, task: asyncio.Task | None) -> None:
         self.fired = False
-        self._installed = False
-        self._loop = asyncio.get_running_loop()
+        self._task = task
         if task is None or threading.current_thread() is not threading.main_thread():
             return
-        self._previous = signal.getsignal(signal.SIGINT)
-        try:
-            self._loop.add_signal_handler(signal.SIGINT, self._fire, task)
-            self._installed = True
-        except (NotImplementedError, RuntimeError, ValueError):
-            pass
+        loop = asyncio.get_running_loop()
+        cls = type(self)
+        if cls._hook is None:
+            if signal.SIGINT in getattr(loop, "_signal_handlers", {}):
+                return  # the application handles Ctrl+C on this loop itself
+            previous = signal.getsignal(signal.SIGINT)
+            try:
+                loop.add_signal_handler(signal.SIGINT, cls._fire_all)
+            except (NotImplementedError, RuntimeError, ValueError):
+                return
+            cls._hook = (loop, previous)
+        elif cls._hook[0] is not loop:
+            return
+        cls._runs.add(self)
 
-    def _fire(self, task: asyncio.Task) -> None:
-        self.fired = True
-        task.cancel()
+    @classmethod
+    def _fire_all(cls) -> None:
+        for run in list(cls._runs):
+            run.fired = True
+            run._task.cancel()
 
     def restore(self) -> None:
-        if self._installed:
-            self._installed = False
-            self._loop.remove_signal_handler(signal.SIGINT)
-            signal.signal(signal.SIGINT, self._previous if self._previous is not None else signal.default_int_handler)
+        cls = type(self)
+        if self not in cls._runs:
+            return
+        cls._runs.discard(self)
+        if not cls._runs and cls._hook is not None:
+            loop, previous = cls._hook
+            cls._hook = None
+            loop.remove_signal_handler(signal.SIGINT)
+            signal.signal(signal.SIGINT, previous if previous is not None else signal.default_int_handler)
 
 
 def _estimate(df: pd.DataFrame, template: str, model: str | list[str], pilot: int | None,
@@ -316,7 +379,11 @@ class Job:
     def __init__(self, apply: _Apply, *, start: bool = True) -> None:
         self._apply = apply
         self._call: Call | None = None
-        self._shown = apply.display()  # created here; updated from the engine's loop thread
+        self._lock = threading.Lock()  # start() and cancel() may come from a click and a cell at once
+        # Created here; updated from the engine's loop thread. With confirm=True the panel shows
+        # Run: a click reaches the kernel once the cell that called submit() has returned.
+        self._shown = apply.display(on_cancel=lambda: self._cancel("cancelled from the panel"),
+                                    on_run=None if start else self.start, background=True)
         if start:
             self.start()
 
@@ -330,9 +397,9 @@ class Job:
 
     def start(self) -> None:
         """Begin sending (with ``confirm=True`` this is what the Run button does)."""
-        if self._call is not None:
-            return
-        self._call = Call(self._main())
+        with self._lock:
+            if self._call is None:  # once; and never after cancel()
+                self._call = Call(self._main())
 
     async def _main(self) -> None:
         shown = self._shown
@@ -349,13 +416,23 @@ class Job:
         return self._call is not None and self._call.done()
 
     def cancel(self) -> None:
-        """Stop sending; requests in flight finish and every finished row is kept."""
+        """Stop sending; requests in flight finish and every finished row is kept. Before
+        ``start()`` (``confirm=True``) nothing is ever sent."""
+        self._cancel("cancelled by the user")
+
+    def _cancel(self, reason: str) -> None:
+        with self._lock:
+            if self._call is None:  # never started: on the loop (it owns the panel from now on)
+                self._call = Call(self._never_started(reason))
+                return
+        self._apply.cancel(reason)
+
+    async def _never_started(self, reason: str) -> None:
         run = self._apply.run
-        if self._call is None:  # never started: every row is cancelled, nothing was sent
-            run._close_unfinished("not sent: cancelled before the run started")
-            self._call = Call(_noop())
-            return
-        run.cancel("cancelled by the user")
+        run.stats.stop_reason = run.stats.stop_reason or f"{reason} before the run started"
+        run._close_unfinished(f"not sent: {reason} before the run started")
+        if self._shown:
+            self._shown.close()
 
     def wait(self, timeout: float | None = None) -> bool:
         if self._call is None:
@@ -380,10 +457,6 @@ class Job:
         r = self.report
         state = "done" if self.done() else ("waiting to start" if self._call is None else "running")
         return f"<llmbatch_pd.Job {r.model}: {state}, {r.finished_rows}/{r.rows} rows>"
-
-
-async def _noop() -> None:
-    return None
 
 
 async def _tick(shown, interval: float = 0.1) -> None:

@@ -10,7 +10,6 @@ from __future__ import annotations
 
 import asyncio
 import random
-from collections import Counter
 from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass, field
 from time import monotonic
@@ -22,12 +21,12 @@ from .breaker import CircuitBreaker
 from .budget import Ledger
 from .limits import RateLimiter
 from .providers.base import Provider
+from .stats import RECENT_ERRORS, EngineStats  # noqa: F401  (re-exported)
 from .types import Reply, Request
 
 OnDone = Callable[[Request, Reply | None, errors.ProviderError | None], None]
 WorstCost = Callable[[Request], float]
 
-RECENT_ERRORS = 5
 
 
 @dataclass
@@ -44,42 +43,6 @@ class RetryPolicy:
         if retry_after is not None:
             return min(retry_after, 60.0) + self.rng.random() * min(0.25, 0.1 + retry_after * 0.1)
         return backoff
-
-
-@dataclass
-class EngineStats:
-    """Live counters, read by progress displays without any callback on the hot path."""
-
-    total: int = 0
-    done: int = 0
-    failed: int = 0
-    in_flight: int = 0
-    retrying: int = 0
-    sent: int = 0
-    input_tokens: int = 0
-    output_tokens: int = 0
-    cost: float = 0.0
-    by_kind: Counter = field(default_factory=Counter)
-    errors: Counter = field(default_factory=Counter)
-    latency_total: float = 0.0  # seconds spent waiting for successful answers
-    started: float | None = None
-    finished: float | None = None
-    stop_reason: str | None = None
-
-    @property
-    def finished_count(self) -> int:
-        return self.done + self.failed
-
-    @property
-    def elapsed(self) -> float:
-        if self.started is None:
-            return 0.0
-        return (self.finished or monotonic()) - self.started
-
-    def note_error(self, exc: errors.ProviderError) -> None:
-        self.errors[str(exc)[:200]] += 1
-        if len(self.errors) > 50:  # keep the most common; a run of unique errors stays small
-            self.errors = Counter(dict(self.errors.most_common(RECENT_ERRORS * 2)))
 
 
 class Engine:

@@ -27,14 +27,15 @@ class Preset:
     key_env: str
     base_url_env: str | None = None
     max_tokens_field: str = "max_tokens"
+    batch: bool = False  # has a batch API that mode="batch" can use
 
 
 PRESETS: dict[str, Preset] = {
     "openai": Preset(OpenAIChat, "https://api.openai.com/v1", "OPENAI_API_KEY", "OPENAI_BASE_URL",
-                     max_tokens_field="max_completion_tokens"),
+                     max_tokens_field="max_completion_tokens", batch=True),
     # Anthropic's native Messages API; its base URL is the root, the dialect adds /v1/messages.
     "anthropic": Preset(AnthropicMessages, "https://api.anthropic.com", "ANTHROPIC_API_KEY",
-                        "ANTHROPIC_BASE_URL"),
+                        "ANTHROPIC_BASE_URL", batch=True),
     "deepseek": Preset(OpenAIChat, "https://api.deepseek.com", "DEEPSEEK_API_KEY", "DEEPSEEK_BASE_URL"),
     "gemini": Preset(OpenAIChat, "https://generativelanguage.googleapis.com/v1beta/openai",
                      "GEMINI_API_KEY", "GEMINI_BASE_URL"),
@@ -92,6 +93,7 @@ def make_provider(ref: ModelRef, *, base_url: str | None = None, api_key: str | 
         )
     provider = preset.dialect(ref.model, url, key, max_tokens_field=preset.max_tokens_field)
     provider.key_env = preset.key_env
+    provider.supports_batch = preset.batch
     return provider
 
 

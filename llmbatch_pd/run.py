@@ -16,20 +16,24 @@ import warnings
 from collections.abc import Callable, Iterable, Iterator, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from . import errors, plan
 from .breaker import CircuitBreaker
 from .budget import Ledger
-from .engine import Engine, EngineStats, RetryPolicy
 from .limits import RateLimiter
 from .models import ModelRef
 from .pricing import Price, cost
 from .prompts import MissingValue, Template, build_messages, request_key
 from .providers.base import Provider
+from .stats import EngineStats
 from .store import Store
 from .tokens import TokenCounter, counter_for
 from .types import Reply, Request, Usage
+
+if TYPE_CHECKING:  # loaded on the first run: aiohttp alone costs ~200 ms of import
+    from .batch import BatchRunner
+    from .engine import Engine
 
 RowSource = Callable[[], Iterable[Mapping[str, Any]]]
 
@@ -56,6 +60,8 @@ class RunSpec:
     cache_path: Path | None = None
     prefill: dict[str, Reply] = field(default_factory=dict)  # answers a pilot already paid for
     extra: dict[str, Any] = field(default_factory=dict)
+    mode: str = "realtime"  # or "batch": the provider's batch API, half price, within 24 h
+    poll_interval: float = 30.0  # seconds between batch status checks (backing off)
 
     @property
     def params(self) -> dict[str, Any]:
@@ -65,8 +71,12 @@ class RunSpec:
     def counter(self) -> TokenCounter:
         return counter_for(self.model.full)
 
+    @property
+    def batch(self) -> bool:
+        return self.mode == "batch"
+
     def cost(self, usage: Usage) -> float:
-        return cost(usage, self.price) if self.price is not None else 0.0
+        return cost(usage, self.price, batch=self.batch) if self.price is not None else 0.0
 
     def worst_cost(self, request: Request) -> float:
         """An upper bound on what one request can cost, reserved before it is sent."""
@@ -75,7 +85,7 @@ class RunSpec:
         margin = plan.INPUT_RANGE_EXACT[1] if self.counter.exact else plan.INPUT_RANGE_ESTIMATED[1] * 1.2
         worst = Usage(math.ceil(request.est_input_tokens * margin) + 16,
                       request.max_output_tokens or plan.DEFAULT_MAX_OUTPUT)
-        return cost(worst, self.price)
+        return cost(worst, self.price, batch=self.batch)
 
 
 @dataclass
@@ -92,6 +102,7 @@ class RunReport:
     too_long: int = 0
     answered_rows: int = 0
     failed_rows: int = 0
+    not_sent: int = 0  # of failed_rows: closed unsent because the run stopped first (cancel, budget)
     saved_by_cache: float = 0.0
     saved_by_dedup: float = 0.0
     budget: float | None = None
@@ -99,6 +110,7 @@ class RunReport:
     stats: EngineStats = field(default_factory=EngineStats)
     interrupted: bool = False
     warnings: list[str] = field(default_factory=list)
+    mode: str = "realtime"
 
     @property
     def finished_rows(self) -> int:
@@ -119,10 +131,12 @@ class RunReport:
             f"{s.sent} sends, retries after: {dict(s.by_kind) or 'none'}",
             f"tokens in {s.input_tokens:,} / out {s.output_tokens:,}; cost ${s.cost:.4f}"
             + (f" of ${self.budget:.2f} budget" if self.budget is not None else "")
-            + (f" (estimated ${self.estimate.cost:.4f})" if self.estimate and self.estimate.cost is not None else "")
+            + (f" (estimated ${self._estimated_cost:.4f})" if self._estimated_cost is not None else "")
             + f"; saved ${self.saved_by_cache:.4f} by cache, ${self.saved_by_dedup:.4f} by de-duplication",
             f"{s.elapsed:.1f}s ({rate:.1f} requests/s)",
         ]
+        if s.batch_ids:
+            lines.append(f"batch jobs {', '.join(s.batch_ids)}: {s.batch_status}")
         if s.stop_reason:
             lines.append(f"stopped early: {s.stop_reason}")
         if self.interrupted:
@@ -130,6 +144,12 @@ class RunReport:
         return "\n".join(lines)
 
     __str__ = summary
+
+    @property
+    def _estimated_cost(self) -> float | None:
+        if self.estimate is None:
+            return None
+        return self.estimate.batch_cost if self.mode == "batch" else self.estimate.cost
 
     def _repr_html_(self) -> str:
         from .ui.report import report_html
@@ -145,22 +165,25 @@ class RunReport:
 class Run:
     """A run over ``n`` rows whose field values come from ``rows()``."""
 
-    def __init__(self, spec: RunSpec, rows: RowSource, n: int) -> None:
+    def __init__(self, spec: RunSpec, rows: RowSource, n: int, may_repeat: Any = None) -> None:
+        self.may_repeat = may_repeat  # per row: False = its values appear once, no dedupe entry
         self.spec = spec
         self.rows = rows
         self.n = n
         self.answers: list[str | None] = [None] * n
         self.errors: list[str | None] = [None] * n
         self.usages: list[Usage | None] = [None] * n
-        self.report = RunReport(model=spec.model.full, rows=n, budget=spec.budget)
+        self.report = RunReport(model=spec.model.full, rows=n, budget=spec.budget, mode=spec.mode)
         self.stats = self.report.stats
         self._followers: dict[int, list[int]] = {}
         self.engine: Engine | None = None
+        self.batcher: BatchRunner | None = None
         self.store: Store | None = None
         self.warnings_shown_elsewhere = False
         self.keep_replies = False  # a pilot keeps its answers (by key) for the main run
         self.replies: dict[str, Reply] = {}
         self.sent_estimated_tokens = 0  # our count of the prompts that were answered
+        self._unsaved: list = []
 
     # the request stream ------------------------------------------------------------------
 
@@ -170,6 +193,7 @@ class Run:
         endpoint, model = spec.provider.endpoint, spec.provider.model
         counter, window = spec.counter, spec.context_window
         leaders: dict[str, int] = {}
+        may_repeat = self.may_repeat
         for i, values in enumerate(self.rows()):
             try:
                 prompt = spec.template.render(values, spec.missing)
@@ -179,7 +203,8 @@ class Run:
                 continue
             messages = build_messages(prompt, spec.system)
             key = request_key(endpoint, model, messages, params)
-            leader = leaders.get(key)
+            tracked = may_repeat is None or may_repeat[i]
+            leader = leaders.get(key) if tracked else None
             if leader is not None:
                 report.duplicates += 1
                 if self._is_finished(leader):  # its answer is here already: share it now
@@ -187,7 +212,8 @@ class Run:
                 else:
                     self._followers.setdefault(leader, []).append(i)
                 continue
-            leaders[key] = i
+            if tracked:
+                leaders[key] = i
             report.requests += 1
             earlier = spec.prefill.get(key)
             if earlier is not None:
@@ -222,17 +248,27 @@ class Run:
         if reply is not None and reply.text is None:
             reply, exc = None, errors.RowError(f"the model returned no text (finish_reason={reply.finish_reason})")
         if reply is not None and self.store is not None:
-            try:
-                self.store.put(request.key, self.spec.provider.model, reply)
-            except sqlite3.Error as err:  # the answer is still in memory; say so once
-                self.store = None
-                self._warn(f"cache write failed, caching is off for the rest of this run: {err}")
+            # written at the end of this loop iteration together with every other answer
+            # that arrived in it: one commit per batch instead of one per answer
+            if not self._unsaved:
+                asyncio.get_running_loop().call_soon(self._save)
+            self._unsaved.append((request.key, self.spec.provider.model, reply))
         if reply is not None:
             self.sent_estimated_tokens += request.est_input_tokens
             if self.keep_replies:
                 self.replies[request.key] = reply
         rows = [request.index, *self._followers.pop(request.index, ())]
         self._record(request.index, reply, exc, rows)
+
+    def _save(self) -> None:
+        items, self._unsaved = self._unsaved, []
+        if not items or self.store is None:
+            return
+        try:
+            self.store.put_many(items)
+        except sqlite3.Error as err:  # the answers are still in memory; say so once
+            self.store = None
+            self._warn(f"cache write failed, caching is off for the rest of this run: {err}")
 
     def _record(self, leader: int, reply: Reply | None, exc: errors.ProviderError | None,
                 rows: list[int], paid: bool = True) -> None:
@@ -305,6 +341,7 @@ class Run:
             self.store = Store(self.spec.cache_path)
 
     def _close_store(self) -> None:
+        self._save()
         if self.store is not None:
             self.store.close()
             self.store = None
@@ -313,6 +350,10 @@ class Run:
         spec = self.spec
         if ledger is None and spec.price is not None:
             ledger = Ledger(spec.budget, spec.cost)
+        if spec.batch:
+            return await self._execute_batch(ledger)
+        from .engine import Engine, RetryPolicy  # the HTTP stack loads on the first run only
+
         self.engine = Engine(
             spec.provider,
             concurrency=spec.concurrency,
@@ -338,13 +379,42 @@ class Run:
         self._close_unfinished(f"not sent: {self.stats.stop_reason or 'the run ended first'}")
         return self.report
 
+    async def _execute_batch(self, ledger: Ledger | None) -> RunReport:
+        """mode="batch": the same request stream and outcomes, through batch jobs."""
+        from .batch import BatchRunner
+        from .engine import RetryPolicy
+
+        spec = self.spec
+        self.stats.total = self.n
+        self._open_store()
+        try:
+            self.batcher = BatchRunner(
+                spec.provider, on_done=self._on_done, stats=self.stats, store=self.store,
+                ledger=ledger, worst_cost=spec.worst_cost, poll_interval=spec.poll_interval,
+                timeout=spec.timeout, retry=RetryPolicy(max_retries=spec.max_retries),
+                on_warning=self._warn,
+            )
+            await self.batcher.run(list(self._requests()))
+        except asyncio.CancelledError:
+            self.report.interrupted = True
+            self._close_unfinished("cancelled: the run was interrupted before this row finished")
+            raise
+        finally:
+            self._close_store()
+        self._close_unfinished(f"not sent: {self.stats.stop_reason or 'the run ended first'}")
+        return self.report
+
     def cancel(self, reason: str = "cancelled") -> None:
-        """Send nothing more (a Cancel button); requests in flight finish and are kept."""
+        """Send nothing more (a Cancel button); requests in flight finish and are kept.
+        In batch mode: stop waiting; submitted jobs keep running and a re-run collects them."""
         if self.engine is not None:
             self.engine.stop(errors.RowError(reason, kind="cancelled"))
+        if self.batcher is not None:
+            self.batcher.stop(errors.RowError(reason, kind="cancelled"))
 
     def _close_unfinished(self, reason: str) -> None:
         """Every row ends with an answer or an explicit error."""
         for i in range(self.n):
             if self.answers[i] is None and self.errors[i] is None:
                 self._fail(i, reason)
+                self.report.not_sent += reason.startswith("not sent")

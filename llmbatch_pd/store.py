@@ -4,14 +4,21 @@ One SQLite file in WAL mode, shared safely by several processes (two notebooks a
 Keys are digests of everything that changes an answer (provider, endpoint, model, messages,
 parameters), never the API key. Errors are not cached: a re-run re-sends only failed rows.
 Schema changes are small numbered migrations recorded in the file itself.
+
+Batch jobs (``mode="batch"``) are recorded here the moment the provider creates them, with
+the keys of the requests they carry, so a re-run after a crash or a kernel restart re-attaches
+to the running job instead of submitting (and paying for) the same requests again.
 """
 
 from __future__ import annotations
 
+import hashlib
+import json
 import os
 import sqlite3
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterable
+from dataclasses import dataclass
 from pathlib import Path
 
 from .errors import InputError
@@ -36,7 +43,47 @@ def _v1(db: sqlite3.Connection) -> None:
     )
 
 
-MIGRATIONS: list[Callable[[sqlite3.Connection], None]] = [_v1]
+def _v2(db: sqlite3.Connection) -> None:
+    """Batch jobs: which provider job carries which request keys, and whether its results
+    have all been collected (``collected`` = 1: nothing more to fetch from it)."""
+    db.execute(
+        """CREATE TABLE batches (
+            id TEXT PRIMARY KEY,
+            provider TEXT NOT NULL,
+            endpoint TEXT NOT NULL,
+            model TEXT NOT NULL,
+            keys TEXT NOT NULL,
+            keys_digest TEXT NOT NULL,
+            size INTEGER NOT NULL,
+            status TEXT NOT NULL,
+            collected INTEGER NOT NULL DEFAULT 0,
+            created REAL NOT NULL,
+            updated REAL NOT NULL
+        )"""
+    )
+    db.execute("CREATE INDEX batches_open ON batches (endpoint, model, collected)")
+
+
+MIGRATIONS: list[Callable[[sqlite3.Connection], None]] = [_v1, _v2]
+
+
+def keys_digest(keys: Iterable[str]) -> str:
+    """One short digest of a set of request keys (order does not matter)."""
+    return hashlib.sha256("\n".join(sorted(keys)).encode()).hexdigest()[:32]
+
+
+@dataclass(frozen=True)
+class BatchRecord:
+    """A provider batch job as recorded when it was created."""
+
+    id: str
+    provider: str
+    endpoint: str
+    model: str
+    keys: tuple[str, ...]
+    status: str
+    created: float
+    collected: bool = False
 
 
 def default_path() -> Path:
@@ -109,6 +156,60 @@ class Store:
             (key, model, reply.text, reply.finish_reason, u.input_tokens, u.output_tokens,
              u.cached_tokens, u.cache_write_tokens, time.time()),
         )
+
+    # batch jobs -------------------------------------------------------------------------
+
+    def add_batch(self, batch_id: str, *, provider: str, endpoint: str, model: str,
+                  keys: list[str], status: str) -> None:
+        """Record a job the provider has just created (autocommit, before anything else)."""
+        now = time.time()
+        self.db.execute(
+            "INSERT OR REPLACE INTO batches (id, provider, endpoint, model, keys, keys_digest, "
+            "size, status, collected, created, updated) VALUES (?, ?, ?, ?, ?, ?, ?, ?, 0, ?, ?)",
+            (batch_id, provider, endpoint, model, json.dumps(keys), keys_digest(keys), len(keys),
+             status, now, now),
+        )
+
+    def open_batches(self, endpoint: str, model: str) -> list[BatchRecord]:
+        """Jobs for this endpoint and model whose results have not all been collected."""
+        rows = self.db.execute(
+            "SELECT id, provider, endpoint, model, keys, status, created FROM batches "
+            "WHERE endpoint = ? AND model = ? AND collected = 0 ORDER BY created",
+            (endpoint, model),
+        ).fetchall()
+        return [BatchRecord(r[0], r[1], r[2], r[3], tuple(json.loads(r[4])), r[5], r[6]) for r in rows]
+
+    def get_batch(self, batch_id: str) -> BatchRecord | None:
+        r = self.db.execute(
+            "SELECT id, provider, endpoint, model, keys, status, created, collected FROM batches "
+            "WHERE id = ?", (batch_id,),
+        ).fetchone()
+        if r is None:
+            return None
+        return BatchRecord(r[0], r[1], r[2], r[3], tuple(json.loads(r[4])), r[5], r[6], bool(r[7]))
+
+    def set_batch_status(self, batch_id: str, status: str, *, collected: bool = False) -> None:
+        """The job's latest status; ``collected=True`` once every result is in the cache
+        (or known to be missing), so no later run attaches to it again."""
+        self.db.execute(
+            "UPDATE batches SET status = ?, collected = MAX(collected, ?), updated = ? WHERE id = ?",
+            (status, int(collected), time.time(), batch_id),
+        )
+
+    def put_many(self, items: list[tuple[str, str, Reply]]) -> None:
+        """Write several answers in one transaction (one WAL commit instead of one each)."""
+        now = time.time()
+        self.db.execute("BEGIN")
+        try:
+            self.db.executemany(
+                "INSERT OR REPLACE INTO answers VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?)",
+                [(key, model, r.text, r.finish_reason, r.usage.input_tokens, r.usage.output_tokens,
+                  r.usage.cached_tokens, r.usage.cache_write_tokens, now) for key, model, r in items],
+            )
+            self.db.execute("COMMIT")
+        except BaseException:
+            self.db.execute("ROLLBACK")
+            raise
 
     def __len__(self) -> int:
         return self.db.execute("SELECT COUNT(*) FROM answers").fetchone()[0]

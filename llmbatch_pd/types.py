@@ -58,3 +58,24 @@ class RateLimitInfo:
     limit_tokens: int | None = None
     remaining_tokens: int | None = None
     reset_tokens: float | None = None
+
+
+BATCH_COUNTS = ("total", "processing", "succeeded", "errored", "expired", "canceled")
+"""The request counts of a batch job, in one vocabulary for every provider."""
+
+
+@dataclass(slots=True)
+class BatchInfo:
+    """A provider's batch job as its API last described it, normalised.
+
+    ``status`` is the provider's own word (OpenAI: validating ... completed / expired; Anthropic:
+    in_progress / canceling / ended). ``ended`` means nothing more will be processed and
+    ``result_urls`` (if any) can be downloaded. ``counts`` uses :data:`BATCH_COUNTS`.
+    """
+
+    id: str
+    status: str
+    ended: bool = False
+    counts: dict[str, int] = field(default_factory=dict)
+    result_urls: list[str] = field(default_factory=list)
+    error: str | None = None  # why the whole job failed, when it did

@@ -83,7 +83,7 @@ def test_migrations_are_recorded_once(tmp_path):
     Store(path).close()
     Store(path).close()
     db = sqlite3.connect(path)
-    assert db.execute("SELECT version FROM migrations").fetchall() == [(1,)]
+    assert db.execute("SELECT version FROM migrations").fetchall() == [(1,), (2,)]
 
 
 def test_two_processes_share_one_cache_file(tmp_path):

@@ -350,6 +350,119 @@ def test_show_and_export_bundles(monkeypatch):
     assert shown["final"][view]["model_id"] == p.widget.model_id
 
 
+def test_run_button_only_with_on_run():
+    p = Panel(running_report(), estimate(), on_cancel=lambda: None)
+    assert p.run_button not in p.actions.children and not p.waiting
+    assert "interrupt the kernel" in p.hint.value
+    p = Panel(running_report(), estimate(), on_cancel=lambda: None, background=True)
+    assert "background" in p.hint.value and "interrupt" not in p.hint.value
+
+
+def test_run_button_waits_then_starts_once_and_writes_no_widget_from_the_click():
+    calls = []
+    clock = Clock()
+    r = running_report()
+    p = Panel(r, estimate(), on_cancel=lambda: None, on_run=lambda: calls.append(1), background=True,
+              clock=clock)
+    assert list(p.actions.children[:2]) == [p.run_button, p.cancel_button]
+    assert p.waiting and p.run_button.layout.display is None and not p.run_button.disabled
+    assert p.run_button.button_style == "primary"
+    assert "ESTIMATE" in p.header.value.upper() and "Requests" in p.plan.value  # the full plan
+    assert "Nothing is sent until you click Run" in p.hint.value
+    assert "waiting for Run" in p.progress_label.value
+    changes = count_changes(p)
+    p.run_button.click()  # as a click delivered on the kernel's shell thread would
+    assert calls == [1] and not p.waiting
+    assert changes == []  # the run that starts renders the panel, not the click
+    p.run_button.click()
+    assert calls == [1]
+    p.update()  # forced after the click
+    assert p.run_button.layout.display == "none" and p.cancel_button.layout.display is None
+    assert "starting" in p.progress_label.value and "background" in p.hint.value
+    r.stats.started = time.monotonic()
+    r.answered_rows = 10
+    clock.t += 1
+    p.update()
+    assert "RUNNING" in p.header.value.upper() and p.progress.value == 10
+    p.finish()
+    assert p.actions.layout.display == "none"
+
+
+def test_cancel_before_run_hides_run_and_a_late_run_click_does_nothing():
+    calls = []
+    p = Panel(running_report(), estimate(), on_cancel=lambda: calls.append("cancel"),
+              on_run=lambda: calls.append("run"))
+    p.cancel_button.click()
+    p.run_button.click()
+    assert calls == ["cancel"] and not p.waiting
+    p.update()
+    assert p.run_button.layout.display == "none" and p.cancel_button.disabled
+    p.finish()
+    assert "CANCELLED" in p.header.value.upper()
+
+
+def test_run_callback_error_is_shown_and_run_can_be_clicked_again():
+    attempts = []
+
+    def start():
+        attempts.append(1)
+        if len(attempts) == 1:
+            raise RuntimeError("engine gone")
+
+    p = Panel(running_report(), estimate(), on_cancel=lambda: None, on_run=start)
+    p.run_button.click()
+    assert "Run failed: RuntimeError: engine gone" in p.note.value  # rendered by the click itself
+    assert p.waiting and p.run_button.layout.display is None
+    p.run_button.click()
+    assert len(attempts) == 2 and not p.waiting
+
+
+def _rows(n):
+    import pandas as pd
+
+    return pd.DataFrame({"t": [f"confirm row {i}" for i in range(n)]})
+
+
+def test_submit_confirm_shows_run_and_sends_nothing_until_it_is_clicked(llm, sim, capsys):
+    job = _rows(6).llm.submit("Echo {t}", confirm=True, **{**llm, "progress": "widget"})
+    panel = job._shown
+    assert isinstance(panel, Panel) and panel.waiting
+    assert panel.run_button in panel.actions.children and panel.cancel_button in panel.actions.children
+    assert "Nothing is sent until you click Run" in panel.hint.value
+    time.sleep(0.5)
+    assert sim.log == [] and "waiting to start" in repr(job) and not job.done()
+    with pytest.raises(RuntimeError, match="has not started"):
+        job.wait(0)
+    panel.run_button.click()  # what the click does: job.start()
+    out = job.result(timeout=30)
+    assert out["llm_output"].notna().all() and len(sim.log) == 6
+    assert "DONE" in panel.header.value.upper() and panel.actions.layout.display == "none"
+    panel.run_button.click()  # too late: nothing more happens
+    assert len(sim.log) == 6
+
+
+def test_submit_confirm_cancel_before_run_sends_nothing(llm, sim, capsys):
+    job = _rows(6).llm.submit("Echo {t}", confirm=True, **{**llm, "progress": "widget"})
+    panel = job._shown
+    panel.cancel_button.click()
+    out = job.result(timeout=10)
+    assert job.done() and out["llm_output"].isna().all()
+    assert out["llm_output_error"].str.contains("not sent: cancelled from the panel before the run").all()
+    assert "CANCELLED" in panel.header.value.upper()
+    panel.run_button.click()
+    job.start()
+    time.sleep(0.3)
+    assert sim.log == []
+
+
+def test_submit_confirm_start_from_code_hides_run(llm, sim, capsys):
+    job = _rows(3).llm.submit("Echo {t}", confirm=True, **{**llm, "progress": "widget"})
+    job.start()  # a headless run (nbclient, papermill, a script) starts it this way
+    job.result(timeout=30)
+    assert len(sim.log) == 3 and not job._shown.waiting
+    assert job._shown.run_button.layout.display == "none"
+
+
 def test_panel_reads_the_estimate_the_run_attached():
     r = running_report()
     p = Panel(r, estimate(cost=0.5))

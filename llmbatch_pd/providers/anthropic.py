@@ -9,19 +9,27 @@ reference, checked by tests/test_anthropic.py against the simulator): the key as
 Our requests are chat-shaped (``[{role, content}]``), so ``system`` (and ``developer``)
 messages move to the top-level ``system`` field. Usage is normalised to our meaning:
 Anthropic's ``input_tokens`` leaves out cache reads and cache writes, ours counts them.
+
+Message Batches (``mode="batch"``): ``POST /v1/messages/batches`` with ``requests:
+[{custom_id, params}]`` (params: the same body as ``/v1/messages``), ``GET
+/v1/messages/batches/{id}`` for ``processing_status`` (in_progress, canceling, ended) and
+``request_counts``, then the JSONL at ``results_url``, one ``{custom_id, result}`` per request
+with result type succeeded, errored, canceled or expired. At most 100,000 requests or 256 MB
+per job. ``custom_id`` must match ``^[a-zA-Z0-9_-]{1,64}$``: our request keys are 32 hex
+digits.
 """
 
 from __future__ import annotations
 
 import json
 import time
-from collections.abc import Mapping
+from collections.abc import AsyncIterator, Mapping
 from datetime import UTC, datetime
 from typing import Any
 
 from .. import errors
-from ..types import RateLimitInfo, Reply, Request, Usage
-from .base import Provider, classify_http_error, parse_int
+from ..types import BatchInfo, RateLimitInfo, Reply, Request, Usage
+from .base import BatchHTTP, BatchOutcome, Provider, classify_http_error, load_line, parse_int
 
 API_VERSION = "2026-10-21"
 """``anthropic-version``, as the SDK 2.14 sends it (anthropic/_constants.py)."""
@@ -55,7 +63,7 @@ class AnthropicMessages(Provider):
         if api_key is not None:
             self._headers["authorization"] = f"Bearer {api_key.reveal()}"
 
-    def prepare(self, request: Request) -> tuple[str, dict[str, str], bytes]:
+    def _body(self, request: Request) -> dict[str, Any]:
         system, messages = split_system(request.messages)
         body: dict[str, Any] = {"model": self.model, "max_tokens": DEFAULT_MAX_TOKENS}
         if system is not None:
@@ -70,15 +78,21 @@ class AnthropicMessages(Provider):
                 body["stop_sequences"] = [value] if isinstance(value, str) else value
             else:
                 body[name] = value
-        return self._url, self._headers, json.dumps(body, ensure_ascii=False).encode()
+        return body
+
+    def prepare(self, request: Request) -> tuple[str, dict[str, str], bytes]:
+        return self._url, self._headers, json.dumps(self._body(request), ensure_ascii=False).encode()
 
     def parse(self, status: int, headers: Mapping[str, str], body: bytes) -> Reply:
         if status >= 400:
             raise self._error(status, headers, body)
         data = self._load_json(body)
+        if data.get("type") == "error":  # an error envelope on a 2xx (a broken proxy)
+            raise self._error(500, headers, body)
+        return self._reply(data)
+
+    def _reply(self, data: dict[str, Any]) -> Reply:
         try:
-            if data.get("type") == "error":  # an error envelope on a 2xx (a broken proxy)
-                raise self._error(500, headers, body)
             blocks = data["content"]
             texts = [b["text"] for b in blocks if b.get("type") == "text"]
             stop = data.get("stop_reason")
@@ -96,6 +110,91 @@ class AnthropicMessages(Provider):
         # No text block at all (a refusal, max_tokens=0) is no answer; the usage still counts.
         text = "".join(texts) if texts else None
         return Reply(text, usage, _FINISH.get(stop, stop), data.get("model"))
+
+    # batch jobs ------------------------------------------------------------------------------
+
+    max_batch_requests = 100_000
+    max_batch_bytes = 256 * 1024 * 1024
+
+    def batch_line(self, request: Request) -> bytes:
+        return json.dumps({"custom_id": request.key, "params": self._body(request)},
+                          ensure_ascii=False).encode()
+
+    async def create_batch(self, http: BatchHTTP, lines: list[bytes]) -> BatchInfo:
+        body = b'{"requests": [' + b",".join(lines) + b"]}"
+        # resend=False: a timed-out create may have created the job; sending it again could
+        # pay for every request twice.
+        job = await http.call("POST", f"{self.base_url}/v1/messages/batches", self._headers, body,
+                              self._parse_object, resend=False)
+        return self._batch_info(job)
+
+    async def get_batch(self, http: BatchHTTP, batch_id: str) -> BatchInfo:
+        job = await http.call("GET", f"{self.base_url}/v1/messages/batches/{batch_id}",
+                              self._headers, None, self._parse_object)
+        return self._batch_info(job)
+
+    async def cancel_batch(self, http: BatchHTTP, batch_id: str) -> BatchInfo:
+        job = await http.call("POST", f"{self.base_url}/v1/messages/batches/{batch_id}/cancel",
+                              self._headers, None, self._parse_object)
+        return self._batch_info(job)
+
+    async def batch_results(self, http: BatchHTTP, info: BatchInfo) -> AsyncIterator[BatchOutcome]:
+        for url in info.result_urls:
+            async for line in http.lines(url, self._headers, self._error):
+                try:
+                    obj = load_line(line)
+                except errors.MalformedResponse:
+                    continue  # its request gets "no result" from the runner
+                yield self.parse_batch_result(obj)
+
+    def parse_batch_result(self, obj: dict[str, Any]) -> BatchOutcome:
+        """``{custom_id, result: {type, message | error}}`` -> (custom_id, reply, error)."""
+        custom_id = str(obj.get("custom_id") or "")
+        result = obj.get("result")
+        kind = result.get("type") if isinstance(result, dict) else None
+        if kind == "succeeded":
+            try:
+                return custom_id, self._reply(result.get("message") or {}), None
+            except errors.ProviderError as exc:
+                return custom_id, None, exc
+        if kind == "errored":
+            envelope = result.get("error") or {}
+            err = envelope.get("error", envelope) if isinstance(envelope, dict) else {}
+            err_type = str(err.get("type") or "error") if isinstance(err, dict) else "error"
+            message = str(err.get("message") or err_type) if isinstance(err, dict) else str(err)
+            if err_type == "invalid_request_error":
+                return custom_id, None, errors.BadRequestError(self._scrub(message))
+            return custom_id, None, errors.RowError(self._scrub(f"{err_type}: {message}"), kind=err_type)
+        if kind == "canceled":
+            return custom_id, None, errors.RowError(
+                "canceled: the batch was canceled before this request was processed", kind="cancelled")
+        if kind == "expired":
+            return custom_id, None, errors.RowError(
+                "expired: the batch ended (24 h) before this request was processed", kind="expired")
+        return custom_id, None, errors.MalformedResponse(f"unknown batch result type {kind!r}")
+
+    def _parse_object(self, status: int, headers: Mapping[str, str], body: bytes) -> dict[str, Any]:
+        if status >= 400:
+            raise self._error(status, headers, body)
+        data = self._load_json(body)
+        if data.get("type") == "error":
+            raise self._error(500, headers, body)
+        return data
+
+    def _batch_info(self, job: dict[str, Any]) -> BatchInfo:
+        try:
+            status = str(job["processing_status"])
+            counts_in = job.get("request_counts") or {}
+            counts = {name: int(counts_in.get(name) or 0)
+                      for name in ("processing", "succeeded", "errored", "canceled", "expired")}
+            info = BatchInfo(id=str(job["id"]), status=status, ended=status == "ended")
+        except (KeyError, TypeError, ValueError, AttributeError) as exc:
+            raise errors.MalformedResponse(f"unexpected batch object: {exc!r}") from None
+        info.counts = {"total": sum(counts.values()), **counts}
+        url = job.get("results_url")
+        if info.ended and isinstance(url, str) and url:
+            info.result_urls = [url if "://" in url else f"{self.base_url}/{url.lstrip('/')}"]
+        return info
 
     def rate_limits(self, headers: Mapping[str, str]) -> RateLimitInfo | None:
         """``anthropic-ratelimit-*``: requests, and ``tokens`` (the tightest token limit in

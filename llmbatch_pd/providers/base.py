@@ -1,6 +1,9 @@
 """The provider seam: a request becomes bytes, bytes become a Reply or a classified error.
 
 Providers know nothing of scheduling; the engine owns the connection pool and the retries.
+Batch jobs (``mode="batch"``) use the same seam: a provider with a batch API writes its lines
+and reads its job and result objects, and talks HTTP only through the :class:`BatchHTTP` it
+is handed (``llmbatch_pd.batch`` owns the session, the retries and the polling).
 """
 
 from __future__ import annotations
@@ -9,13 +12,37 @@ import email.utils
 import json
 import re
 import time
+import uuid
 from abc import ABC, abstractmethod
-from collections.abc import Mapping
-from typing import Any
+from collections.abc import AsyncIterator, Callable, Mapping
+from typing import Any, Protocol, TypeVar
 
 from .. import errors
 from ..secrets import Secret
-from ..types import RateLimitInfo, Reply, Request
+from ..types import BatchInfo, RateLimitInfo, Reply, Request
+
+T = TypeVar("T")
+Parse = Callable[[int, Mapping[str, str], bytes], T]
+"""(status, headers, body) -> a value, or raise a classified ProviderError."""
+BatchOutcome = tuple[str, Reply | None, "errors.ProviderError | None"]
+"""(custom_id, reply, error): one line of a batch's results."""
+
+
+class BatchHTTP(Protocol):
+    """What a provider may ask of the batch runner's HTTP client."""
+
+    async def call(self, method: str, url: str, headers: Mapping[str, str], body: bytes | None,
+                   parse: Parse[T], *, resend: bool = True) -> T:
+        """Send, and hand the answer to ``parse``. Retryable errors are retried; with
+        ``resend=False`` only those the server clearly refused (429, 5xx), never a timeout
+        or a dropped connection after which the request may have taken effect."""
+        ...
+
+    def lines(self, url: str, headers: Mapping[str, str],
+              on_error: Callable[[int, Mapping[str, str], bytes], errors.ProviderError]
+              ) -> AsyncIterator[bytes]:
+        """The non-empty lines of a (JSONL) download, as they arrive."""
+        ...
 
 
 class Provider(ABC):
@@ -45,6 +72,36 @@ class Provider(ABC):
     def rate_limits(self, headers: Mapping[str, str]) -> RateLimitInfo | None:
         return None
 
+    # batch jobs: only dialects with a batch API override these ------------------------------
+
+    supports_batch = False
+    """Set per preset (models.py): DeepSeek speaks OpenAI's dialect but has no batch API."""
+    max_batch_requests = 0
+    max_batch_bytes = 0
+
+    def batch_line(self, request: Request) -> bytes:
+        """One request as a line of a batch (its custom_id is ``request.key``)."""
+        raise NotImplementedError(f"{self.name} has no batch API")
+
+    async def create_batch(self, http: BatchHTTP, lines: list[bytes]) -> BatchInfo:
+        """Submit ``lines`` (from :meth:`batch_line`) as one job."""
+        raise NotImplementedError(f"{self.name} has no batch API")
+
+    async def get_batch(self, http: BatchHTTP, batch_id: str) -> BatchInfo:
+        raise NotImplementedError(f"{self.name} has no batch API")
+
+    async def cancel_batch(self, http: BatchHTTP, batch_id: str) -> BatchInfo:
+        raise NotImplementedError(f"{self.name} has no batch API")
+
+    async def batch_results(self, http: BatchHTTP, info: BatchInfo) -> AsyncIterator[BatchOutcome]:
+        """Every result line of an ended job, parsed, as it is downloaded."""
+        raise NotImplementedError(f"{self.name} has no batch API")
+        yield  # pragma: no cover
+
+    def parse_batch_result(self, obj: dict[str, Any]) -> BatchOutcome:
+        """One result line (parsed JSON) -> (custom_id, reply, error)."""
+        raise NotImplementedError(f"{self.name} has no batch API")
+
     def __repr__(self) -> str:
         return f"{type(self).__name__}(model={self.model!r}, base_url={self.base_url!r})"
 
@@ -71,6 +128,34 @@ class Provider(ABC):
         if not isinstance(data, dict):
             raise errors.MalformedResponse("response body is not a JSON object")
         return data
+
+
+def multipart(fields: Mapping[str, str], file_field: str, filename: str, data: bytes,
+              content_type: str = "application/octet-stream") -> tuple[str, bytes]:
+    """A multipart/form-data body: (its content-type header, the bytes)."""
+    boundary = f"llmbatch{uuid.uuid4().hex}"
+    parts = [
+        f'--{boundary}\r\nContent-Disposition: form-data; name="{name}"\r\n\r\n{value}\r\n'.encode()
+        for name, value in fields.items()
+    ]
+    parts.append(
+        f'--{boundary}\r\nContent-Disposition: form-data; name="{file_field}"; '
+        f'filename="{filename}"\r\nContent-Type: {content_type}\r\n\r\n'.encode()
+    )
+    return f"multipart/form-data; boundary={boundary}", b"".join(
+        [*parts, data, f"\r\n--{boundary}--\r\n".encode()]
+    )
+
+
+def load_line(line: bytes) -> dict[str, Any]:
+    """One JSONL line -> a JSON object, or MalformedResponse."""
+    try:
+        obj = json.loads(line)
+    except (ValueError, UnicodeDecodeError) as exc:
+        raise errors.MalformedResponse(f"unreadable batch result line: {exc}") from None
+    if not isinstance(obj, dict):
+        raise errors.MalformedResponse("batch result line is not a JSON object")
+    return obj
 
 
 _DURATION = re.compile(r"(\d+(?:\.\d+)?)(ms|h|m|s)")

@@ -1,14 +1,35 @@
 """OpenAI chat completions, and every API that speaks it (DeepSeek, Gemini's OpenAI
-endpoint, gateways, vLLM, Ollama, the simulator)."""
+endpoint, gateways, vLLM, Ollama, the simulator).
+
+OpenAI's Batch API (``mode="batch"``): the requests go as JSONL lines ``{custom_id, method,
+url, body}`` in a file uploaded with ``POST /files`` (multipart, ``purpose=batch``); ``POST
+/batches`` starts the job (``completion_window: "24h"``); ``GET /batches/{id}`` reports its
+status (validating, in_progress, finalizing, then completed, failed, expired or cancelled) and
+``request_counts``; the answers are JSONL files (``output_file_id`` for successes,
+``error_file_id`` for failures and expired requests) read with ``GET /files/{id}/content``
+and matched by ``custom_id``. At most 50,000 requests and 200 MB per job.
+"""
 
 from __future__ import annotations
 
 import json
-from collections.abc import Mapping
+from collections.abc import AsyncIterator, Mapping
+from typing import Any
 
 from .. import errors
-from ..types import RateLimitInfo, Reply, Request, Usage
-from .base import Provider, classify_http_error, parse_duration, parse_int
+from ..types import BatchInfo, RateLimitInfo, Reply, Request, Usage
+from .base import (
+    BatchHTTP,
+    BatchOutcome,
+    Provider,
+    classify_http_error,
+    load_line,
+    multipart,
+    parse_duration,
+    parse_int,
+)
+
+BATCH_ENDED = frozenset({"completed", "failed", "expired", "cancelled"})
 
 
 class OpenAIChat(Provider):
@@ -22,22 +43,28 @@ class OpenAIChat(Provider):
         if max_tokens_field:
             self.max_tokens_field = max_tokens_field
         self._url = f"{self.base_url}/chat/completions"
-        self._headers = {"content-type": "application/json"}
+        self._auth: dict[str, str] = {}
         if api_key is not None:
-            self._headers["authorization"] = f"Bearer {api_key.reveal()}"
+            self._auth["authorization"] = f"Bearer {api_key.reveal()}"
+        self._headers = {"content-type": "application/json", **self._auth}
 
-    def prepare(self, request: Request) -> tuple[str, dict[str, str], bytes]:
+    def _body(self, request: Request) -> dict[str, Any]:
         body: dict = {"model": self.model, "messages": request.messages}
         for name, value in request.params.items():
             if value is None:
                 continue
             body[self.max_tokens_field if name == "max_tokens" else name] = value
-        return self._url, self._headers, json.dumps(body, ensure_ascii=False).encode()
+        return body
+
+    def prepare(self, request: Request) -> tuple[str, dict[str, str], bytes]:
+        return self._url, self._headers, json.dumps(self._body(request), ensure_ascii=False).encode()
 
     def parse(self, status: int, headers: Mapping[str, str], body: bytes) -> Reply:
         if status >= 400:
             raise self._error(status, headers, body)
-        data = self._load_json(body)
+        return self._reply(self._load_json(body))
+
+    def _reply(self, data: dict[str, Any]) -> Reply:
         try:
             choice = data["choices"][0]
             message = choice.get("message") or {}
@@ -54,6 +81,112 @@ class OpenAIChat(Provider):
         except (KeyError, IndexError, TypeError, AttributeError, ValueError) as exc:
             raise errors.MalformedResponse(f"unexpected response shape: {exc!r}") from None
         return Reply(text, usage, choice.get("finish_reason"), data.get("model"))
+
+    # batch jobs ------------------------------------------------------------------------------
+
+    max_batch_requests = 50_000
+    max_batch_bytes = 200 * 1024 * 1024
+    batch_endpoint = "/v1/chat/completions"
+    """The ``url`` of every line and the job's ``endpoint``: OpenAI's literal path, whatever
+    prefix the base URL has."""
+
+    def batch_line(self, request: Request) -> bytes:
+        line = {"custom_id": request.key, "method": "POST", "url": self.batch_endpoint,
+                "body": self._body(request)}
+        return json.dumps(line, ensure_ascii=False).encode()
+
+    async def create_batch(self, http: BatchHTTP, lines: list[bytes]) -> BatchInfo:
+        ctype, data = multipart({"purpose": "batch"}, "file", "llmbatch_pd.jsonl",
+                                b"\n".join(lines) + b"\n", "application/jsonl")
+        upload = await http.call("POST", f"{self.base_url}/files", self._auth | {"content-type": ctype},
+                                 data, self._parse_object)
+        file_id = upload.get("id")
+        if not isinstance(file_id, str):
+            raise errors.MalformedResponse("the file upload's answer has no id")
+        body = json.dumps({"input_file_id": file_id, "endpoint": self.batch_endpoint,
+                           "completion_window": "24h",
+                           "metadata": {"created_by": "llmbatch_pd"}}).encode()
+        # resend=False: a timed-out create may have created the job; sending it again could
+        # pay for every request twice.
+        job = await http.call("POST", f"{self.base_url}/batches", self._headers, body,
+                              self._parse_object, resend=False)
+        return self._batch_info(job)
+
+    async def get_batch(self, http: BatchHTTP, batch_id: str) -> BatchInfo:
+        job = await http.call("GET", f"{self.base_url}/batches/{batch_id}", self._auth, None,
+                              self._parse_object)
+        return self._batch_info(job)
+
+    async def cancel_batch(self, http: BatchHTTP, batch_id: str) -> BatchInfo:
+        job = await http.call("POST", f"{self.base_url}/batches/{batch_id}/cancel", self._auth,
+                              None, self._parse_object)
+        return self._batch_info(job)
+
+    async def batch_results(self, http: BatchHTTP, info: BatchInfo) -> AsyncIterator[BatchOutcome]:
+        for url in info.result_urls:
+            async for line in http.lines(url, self._auth, self._error):
+                try:
+                    obj = load_line(line)
+                except errors.MalformedResponse:
+                    continue  # its request gets "no result" from the runner
+                yield self.parse_batch_result(obj)
+
+    def parse_batch_result(self, obj: dict[str, Any]) -> BatchOutcome:
+        """``{custom_id, response: {status_code, body}, error}`` -> (custom_id, reply, error)."""
+        custom_id = str(obj.get("custom_id") or "")
+        failure, response = obj.get("error"), obj.get("response")
+        if failure:
+            if not isinstance(failure, dict):
+                return custom_id, None, errors.RowError(f"batch request failed: {failure}")
+            code = str(failure.get("code") or "")
+            message = str(failure.get("message") or code or "batch request failed")
+            kind = {"batch_expired": "expired", "batch_cancelled": "cancelled"}.get(code, "bad request")
+            return custom_id, None, errors.RowError(
+                self._scrub(f"{message} ({code})" if code else message), kind=kind)
+        if not isinstance(response, dict):
+            return custom_id, None, errors.MalformedResponse("batch result has no response")
+        try:
+            status = int(response.get("status_code") or 0)
+        except (TypeError, ValueError):
+            status = 0
+        body = response.get("body")
+        if status >= 400 or not isinstance(body, dict):
+            raw = json.dumps(body).encode() if body is not None else b""
+            return custom_id, None, self._error(status if status >= 400 else 500, {}, raw)
+        try:
+            return custom_id, self._reply(body), None
+        except errors.ProviderError as exc:
+            return custom_id, None, exc
+
+    def _parse_object(self, status: int, headers: Mapping[str, str], body: bytes) -> dict[str, Any]:
+        if status >= 400:
+            raise self._error(status, headers, body)
+        return self._load_json(body)
+
+    def _batch_info(self, job: dict[str, Any]) -> BatchInfo:
+        try:
+            status = str(job["status"])
+            counts_in = job.get("request_counts") or {}
+            total = int(counts_in.get("total") or 0)
+            succeeded = int(counts_in.get("completed") or 0)
+            errored = int(counts_in.get("failed") or 0)
+            info = BatchInfo(id=str(job["id"]), status=status, ended=status in BATCH_ENDED)
+        except (KeyError, TypeError, ValueError, AttributeError) as exc:
+            raise errors.MalformedResponse(f"unexpected batch object: {exc!r}") from None
+        left = max(0, total - succeeded - errored)
+        counts = dict(total=total, processing=left, succeeded=succeeded, errored=errored,
+                      expired=0, canceled=0)
+        if info.ended:
+            counts["processing"] = 0
+            counts[{"expired": "expired", "cancelled": "canceled"}.get(status, "errored")] += left
+            info.result_urls = [f"{self.base_url}/files/{job[name]}/content"
+                                for name in ("output_file_id", "error_file_id") if job.get(name)]
+        info.counts = counts
+        if status == "failed":
+            found = (job.get("errors") or {}).get("data") or []
+            reasons = [str(e.get("message") or e.get("code")) for e in found if isinstance(e, dict)]
+            info.error = self._scrub("; ".join(reasons) or "the batch failed")
+        return info
 
     def rate_limits(self, headers: Mapping[str, str]) -> RateLimitInfo | None:
         if "x-ratelimit-limit-requests" not in headers and "x-ratelimit-limit-tokens" not in headers:

@@ -4,7 +4,9 @@ It answers ``POST /v1/chat/completions`` (OpenAI) and ``POST /v1/messages`` (Ant
 deterministically, counts tokens, sleeps a configurable latency, enforces RPM/TPM buckets
 with each API's rate-limit headers and 429s, and injects faults (429, 5xx, 529, hangs,
 connection resets, malformed bodies) at seeded rates, so every test of the engine runs here
-without a network or an API key. It imports nothing from the rest of llmbatch_pd.
+without a network or an API key. It also serves both batch APIs (OpenAI's Files + Batches,
+Anthropic's Message Batches; ``batches.py``), whose jobs run for ``batch_seconds``. It imports
+nothing from the rest of llmbatch_pd.
 
     with Simulator(fault_429=0.05) as sim:
         client = openai.OpenAI(base_url=sim.base_url, api_key="sk-test")

@@ -43,6 +43,12 @@ class SimConfig:
     # Account: required bearer key (None accepts anything) and successful requests allowed.
     api_key: str | None = field(default=None, repr=False)
     quota_requests: int | None = None
+    # Batch jobs: how long one takes from creation to its end (validating 10 %, in_progress,
+    # finalizing 10 %), the share of its lines that fail (seeded dice per job and line), and
+    # the share left unprocessed when it expires (its last lines; 0 = it never expires).
+    batch_seconds: float = 1.0
+    batch_fail_rate: float = 0.0
+    batch_expire: float = 0.0
     # Bookkeeping. capture_requests keeps the last N requests' headers (credentials masked)
     # and bodies, to compare what different clients send (``Simulator.captured``).
     log: bool = True
@@ -65,7 +71,11 @@ class SimConfig:
             value = getattr(self, name)
             if value is not None and value < 0:
                 raise ValueError(f"SimConfig.{name} must be >= 0 or None")
-        nonneg = ("ttft_ms", "tokens_per_s", "jitter_ms", "fault_retry_after_s", "hang_seconds")
+        for name in ("batch_fail_rate", "batch_expire"):
+            if not 0.0 <= getattr(self, name) <= 1.0:
+                raise ValueError(f"SimConfig.{name} must be between 0 and 1")
+        nonneg = ("ttft_ms", "tokens_per_s", "jitter_ms", "fault_retry_after_s", "hang_seconds",
+                  "batch_seconds")
         for name in nonneg:
             if getattr(self, name) < 0:
                 raise ValueError(f"SimConfig.{name} must be >= 0")

@@ -1,5 +1,5 @@
-"""The simulator's aiohttp application: OpenAI's and Anthropic's completion endpoints plus
-``/_sim/*`` controls.
+"""The simulator's aiohttp application: OpenAI's and Anthropic's completion endpoints, their
+batch APIs (``batches.py``), plus ``/_sim/*`` controls.
 
 A request passes, in order: auth, required headers, body checks, quota, fault injection, the
 rate limiter, then sleeps its latency and answers. One pipeline serves both APIs; a
@@ -24,6 +24,7 @@ from aiohttp import web
 
 from .answers import make_answer, prompt_sha
 from .anthropic import Messages
+from .batches import BatchDesk
 from .config import SimConfig
 from .dialect import ChatCompletions, Dialect
 from .faults import pick_fault
@@ -51,6 +52,8 @@ class SimServer:
         self._runner: web.AppRunner | None = None
         self._tasks: set[asyncio.Task[Any]] = set()
         self.captured: collections.deque[dict[str, Any]] = collections.deque(maxlen=0)
+        # Files and batch jobs outlive reset(), as they outlive a client at the provider.
+        self.batches = BatchDesk(lambda: self.config)
         self.reset()
 
     # -- state -------------------------------------------------------------------------
@@ -91,6 +94,20 @@ class SimServer:
         app.router.add_post("/v1/chat/completions", self._tracked(self._chat))
         app.router.add_post("/v1/messages", self._tracked(self._messages))
         app.router.add_get("/v1/models", self._tracked(self._models))
+        desk, oa, an = self.batches, self._openai_auth, self._anthropic_auth
+        app.router.add_post("/v1/files", self._tracked(oa(desk.upload)))
+        app.router.add_get("/v1/files/{file_id}", self._tracked(oa(desk.file)))
+        app.router.add_get("/v1/files/{file_id}/content", self._tracked(oa(desk.file_content)))
+        app.router.add_post("/v1/batches", self._tracked(oa(desk.openai_create)))
+        app.router.add_get("/v1/batches/{batch_id}", self._tracked(oa(desk.openai_get)))
+        app.router.add_post("/v1/batches/{batch_id}/cancel", self._tracked(oa(desk.openai_cancel)))
+        app.router.add_post("/v1/messages/batches", self._tracked(an(desk.anthropic_create)))
+        app.router.add_get("/v1/messages/batches/{batch_id}", self._tracked(an(desk.anthropic_get)))
+        app.router.add_get("/v1/messages/batches/{batch_id}/results",
+                           self._tracked(an(desk.anthropic_results)))
+        app.router.add_post("/v1/messages/batches/{batch_id}/cancel",
+                            self._tracked(an(desk.anthropic_cancel)))
+        app.router.add_get("/_sim/batches", self._get_batches)
         app.router.add_get("/_sim/log", self._get_log)
         app.router.add_get("/_sim/stats", self._get_stats)
         app.router.add_get("/_sim/requests", self._get_requests)
@@ -165,6 +182,20 @@ class SimServer:
         self.captured.append(
             {"method": request.method, "path": request.path, "headers": headers, "body": body}
         )
+
+    def _openai_auth(self, handler: _Handler) -> _Handler:
+        async def checked(request: web.Request, entry: Entry) -> web.StreamResponse:
+            return OPENAI.denied(request.headers, self.config.api_key) or await handler(request, entry)
+
+        return checked
+
+    def _anthropic_auth(self, handler: _Handler) -> _Handler:
+        async def checked(request: web.Request, entry: Entry) -> web.StreamResponse:
+            refused = ANTHROPIC.denied(request.headers, self.config.api_key) or ANTHROPIC.bad_headers(
+                request.headers)
+            return refused or await handler(request, entry)
+
+        return checked
 
     async def _models(self, request: web.Request, entry: Entry) -> web.StreamResponse:
         denied = OPENAI.denied(request.headers, self.config.api_key)
@@ -256,6 +287,9 @@ class SimServer:
 
     async def _get_log(self, request: web.Request) -> web.Response:
         return web.json_response(self.log.entries)
+
+    async def _get_batches(self, request: web.Request) -> web.Response:
+        return web.json_response(self.batches.summary())
 
     async def _get_stats(self, request: web.Request) -> web.Response:
         return web.json_response(self.stats())

@@ -144,7 +144,8 @@ class Simulator:
 
     @property
     def log(self) -> list[dict[str, Any]]:
-        """One dict per request: t, path, model, prompt_sha, status, fault, token counts."""
+        """One dict per request: t, path, model, prompt_sha, status, fault, token counts.
+        A batch job's creation also carries ``batch`` (its id) and ``batch_requests``."""
         if self._mode == "process":
             entries: list[dict[str, Any]] = self._http("GET", "/_sim/log")
             return entries
@@ -158,6 +159,15 @@ class Simulator:
             captured: list[dict[str, Any]] = self._http("GET", "/_sim/requests")
             return captured
         return self._on_loop(lambda: list(self._require_server().captured))
+
+    @property
+    def batches(self) -> list[dict[str, Any]]:
+        """One dict per batch job created (either API): id, api, requests, model, status."""
+        if self._mode == "process":
+            jobs: list[dict[str, Any]] = self._http("GET", "/_sim/batches")
+            return jobs
+        server = self._require_server()
+        return self._on_loop(server.batches.summary)
 
     def stats(self) -> dict[str, Any]:
         """Totals by status and by fault, requests in flight and the most seen at once."""

@@ -56,12 +56,16 @@ def choose_display(
     progress: Progress = None,
     *,
     on_cancel: Callable[[], Any] | None = None,
+    on_run: Callable[[], Any] | None = None,
+    background: bool = False,
     show: bool = True,
 ) -> Panel | ConsoleProgress | None:
     """The progress display for ``progress=``: ``False`` none; ``"widget"`` the panel;
     ``"tqdm"`` the bar; ``None``, ``True`` or ``"auto"`` the panel in a Jupyter kernel with
     ipywidgets, else the bar. The display is shown (with the estimate, if any) unless
-    ``show=False``; drive it with ``update()`` and end it with ``close()``."""
+    ``show=False``; drive it with ``update()`` and end it with ``close()``. ``on_run`` gives the
+    panel a Run button (the run waits for it; the tqdm bar has none: call ``start()`` there);
+    ``background`` marks a run that goes on while other cells run."""
     if progress not in PROGRESS_CHOICES or (progress is not None and not isinstance(progress, (bool, str))):
         from ..errors import InputError
 
@@ -73,7 +77,7 @@ def choose_display(
     if kind == "widget":
         from .panel import Panel
 
-        display = Panel(report, estimate, budget, on_cancel=on_cancel)
+        display = Panel(report, estimate, budget, on_cancel=on_cancel, on_run=on_run, background=background)
     else:
         display = ConsoleProgress(report, estimate, budget)
     if show:

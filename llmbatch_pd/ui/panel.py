@@ -7,6 +7,12 @@ thread (``run_sync`` ticks on the cell's thread; widget messages sent from there
 browser while the cell blocks, ipykernel >= 7.0.1). A Cancel click only sets a flag and calls
 ``on_cancel``; the next ``update()`` shows it.
 
+Run (``on_run``, for ``submit(confirm=True)``): the panel shows the estimate with Run and Cancel
+and nothing is sent until Run is clicked. A click reaches the kernel only once the cell that
+showed the panel has returned, which is the case for ``submit``; a headless run (nbclient,
+papermill, a script) never clicks, so only ``job.start()`` starts it there. A click on Run calls
+``on_run`` and writes no widget either: the run it starts renders the panel from then on.
+
 Traffic stays small however many rows there are: ``update()`` renders at most once every
 ``min_interval`` seconds (4 per second by default; it may be called far more often), and only
 traits whose value changed are written, so an unchanged figure sends nothing.
@@ -49,6 +55,7 @@ from .report import (
     expected_cost,
     header_html,
     mode_of,
+    not_sent,
     report_html,
     report_text,
     status,
@@ -89,7 +96,9 @@ class Panel:
 
     ``report`` is read live (the engine mutates its stats); ``estimate`` is the plan made before
     the run (or None); ``budget`` is in dollars (default: ``estimate.budget``); ``on_cancel`` is
-    called (once, on whatever thread delivers the click) when Cancel is clicked.
+    called (once, on whatever thread delivers the click) when Cancel is clicked. With ``on_run``
+    the panel waits: it shows a Run button, and a click calls ``on_run`` (once) to start sending.
+    ``background`` says the run goes on while other cells run (``submit``), which the hint says.
     """
 
     def __init__(
@@ -99,6 +108,8 @@ class Panel:
         budget: float | None = None,
         *,
         on_cancel: Callable[[], Any] | None = None,
+        on_run: Callable[[], Any] | None = None,
+        background: bool = False,
         keep_widget: bool = False,
         min_interval: float = 0.25,
         rate_window: float = 10.0,
@@ -108,6 +119,8 @@ class Panel:
         self._estimate = estimate
         self.budget = budget_of(report, estimate, budget)
         self.on_cancel = on_cancel
+        self.on_run = on_run
+        self.background = background
         self.keep_widget = keep_widget
         self.min_interval = min_interval
         self.rate_window = rate_window
@@ -117,6 +130,8 @@ class Panel:
         self._finished = False
         self._cancelled = False
         self._cancel_error: str | None = None
+        self._run_clicked = False
+        self._run_error: str | None = None
         self._handle: Any = None
         self._samples: deque[tuple[float, int]] = deque(maxlen=256)
         self._answered = self._failed = 0
@@ -138,6 +153,10 @@ class Panel:
         self.errors = _html()
         self.note = _html()
         self.summary = _html(display="none")
+        self.run_button = w.Button(description="Run", icon="play", button_style="primary",
+                                   tooltip="Start sending the requests shown in the estimate",
+                                   layout=w.Layout(width="auto", margin="0 8px 0 0", flex="0 0 auto"))
+        self.run_button.on_click(self._run_click)
         self.cancel_button = w.Button(description="Cancel", icon="stop", button_style="",
                                       tooltip="Stop sending; requests in flight finish and finished rows are kept",
                                       layout=w.Layout(width="auto", margin="0 10px 0 0", flex="0 0 auto"))
@@ -147,12 +166,11 @@ class Panel:
                                     self.note, self.summary]
         # While a cell blocks, most frontends deliver a click only after the cell ends, so the
         # way to stop that always works (interrupting the kernel) is named beside the button.
-        self.hint = w.HTML(value=self._small(
-            ("or interrupt" if on_cancel is not None else "Interrupt")
-            + " the kernel (■) to stop early: finished rows are kept", MUTED),
-            layout=w.Layout(margin="0", width="auto"))
-        self.actions = w.HBox([self.cancel_button, self.hint] if on_cancel is not None else [self.hint],
-                              layout=w.Layout(margin="6px 0 0 0", align_items="center", width="100%"))
+        self.hint = w.HTML(value="", layout=w.Layout(margin="0", width="auto", flex="1 1 auto"))
+        buttons = ([self.run_button] if on_run is not None else []) + (
+            [self.cancel_button] if on_cancel is not None else [])
+        self.actions = w.HBox([*buttons, self.hint],
+                              layout=w.Layout(margin="8px 0 0 0", align_items="center", width="100%"))
         children.append(self.actions)
         self.widget = w.VBox(children, layout=w.Layout(
             border=f"1px solid {BORDER}", padding="8px 14px 10px 14px", max_width="760px", width="100%",
@@ -212,6 +230,26 @@ class Panel:
             except Exception as exc:  # shown by the next update; never raised into the comm handler
                 self._cancel_error = f"{type(exc).__name__}: {exc}"
 
+    def run(self) -> None:
+        """What a click on Run does: flag it, call ``on_run`` once. If ``on_run`` fails, nothing
+        started that would render the panel, so the error is shown from here."""
+        if self.on_run is None or self._run_clicked or self._cancelled or self._finished:
+            return
+        self._run_clicked = True
+        self._force = True
+        try:
+            self.on_run()
+        except Exception as exc:  # shown in the panel; never raised into the comm handler
+            self._run_error = f"{type(exc).__name__}: {exc}"
+            self._run_clicked = False
+            self._render(final=False)
+
+    @property
+    def waiting(self) -> bool:
+        """True while the panel waits for Run (``on_run`` given, not clicked, not cancelled)."""
+        return (self.on_run is not None and not self._run_clicked and not self._cancelled
+                and not self._finished and self.report.stats.started is None)
+
     @property
     def estimate(self) -> Estimate | None:
         """The plan shown: the run's own (refined after a pilot) once it has one."""
@@ -230,6 +268,9 @@ class Panel:
 
     def _clicked(self, _button: w.Button) -> None:
         self.cancel()  # no widget write here: this may run on the kernel's shell thread
+
+    def _run_click(self, _button: w.Button) -> None:
+        self.run()  # no widget write either: the run it starts renders the panel
 
     def _budget_max(self) -> float:
         return max(float(self.budget or 0.0), 1e-9)
@@ -265,7 +306,7 @@ class Panel:
         self.renders += 1
         r, s = self.report, self.report.stats
         # one reading of the row counts per render (the engine's thread moves them meanwhile)
-        self._answered, self._failed = r.answered_rows, r.failed_rows
+        self._answered, self._failed = r.answered_rows, r.failed_rows - not_sent(r)  # unsent: not done
         mode = mode_of(r, self.estimate)
         label, tone = status(r, cancelled=self._cancelled, final=final)
         running = s.started is not None
@@ -310,6 +351,7 @@ class Panel:
             self._show(self.summary, True)
         else:
             self._set(self.counts, "value", self._counts_html())
+            self._show(self.counts, running)  # before the run they would all be zero
             errs = top_errors(s, 3)
             self._set(self.errors, "value", errors_html(errs, title="Errors so far") if errs else "")
             self._show(self.errors, bool(errs))
@@ -318,8 +360,11 @@ class Panel:
         self._set(self.note, "value", note)
         self._show(self.note, bool(note))
 
-        # Cancel: disabled once clicked, gone when finished
+        # Run: only while waiting for it; Cancel: disabled once clicked, gone when finished
         self._show(self.actions, not final)
+        self._set(self.hint, "value", self._hint())
+        if self.on_run is not None:
+            self._show(self.run_button, self.waiting)
         if self.on_cancel is not None:
             self._set(self.cancel_button, "disabled", self._cancelled or final)
             self._set(self.cancel_button, "description",
@@ -327,6 +372,15 @@ class Panel:
             self._show(self.cancel_button, not final)
 
     # -- pieces of HTML -------------------------------------------------------------------
+
+    def _hint(self) -> str:
+        if self.waiting:
+            return self._small("Nothing is sent until you click Run.", MUTED)
+        if self.background:
+            return self._small("Runs in the background: the notebook stays usable. "
+                               "Cancel keeps every finished row.", MUTED)
+        return self._small(("or interrupt" if self.on_cancel is not None else "Interrupt")
+                           + " the kernel (■) to stop early: finished rows are kept", MUTED)
 
     @staticmethod
     def _small(inner: str, color: str = TEXT) -> str:
@@ -355,7 +409,9 @@ class Panel:
             tail = f" · {fmt.duration(s.elapsed)}" + (f" · {fmt.rate(rows_s)}" if rows_s else "")
             return self._small(head + f'<span style="color:{MUTED}">{tail}</span>')
         if s.started is None:
-            return self._small(head + f'<span style="color:{MUTED}"> · waiting to start</span>')
+            waiting = ("waiting for Run" if self.waiting
+                       else "starting…" if self._run_clicked and not self._cancelled else "waiting to start")
+            return self._small(head + f'<span style="color:{MUTED}"> · {waiting}</span>')
         rate = self._rate(finished)
         remaining = max(rows - finished, 0)
         eta = remaining / rate if rate else None
@@ -395,6 +451,8 @@ class Panel:
         lines = []
         if self._cancel_error:
             lines.append((RED, f"Cancel failed: {self._cancel_error}"))
+        if self._run_error:
+            lines.append((RED, f"Run failed: {self._run_error}"))
         if not final:
             if self._cancelled:
                 lines.append((AMBER_TEXT, "Stopping: nothing more is sent; requests in flight finish "
@@ -451,7 +509,8 @@ class Panel:
 
     def _close_widgets(self) -> None:
         """Free the widget models in the kernel and the browser once the summary replaced them."""
-        for widget in (*self.widget.children, *self.actions.children, self.widget):
+        for widget in (*self.widget.children, self.run_button, self.cancel_button, self.hint,
+                       self.widget):
             for part in (getattr(widget, "style", None), getattr(widget, "layout", None), widget):
                 if isinstance(part, w.Widget):
                     part.close()

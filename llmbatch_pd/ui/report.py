@@ -18,9 +18,9 @@ from typing import TYPE_CHECKING, Any
 from . import format as fmt
 
 if TYPE_CHECKING:
-    from ..engine import EngineStats
     from ..plan import Estimate
     from ..run import RunReport
+    from ..stats import EngineStats
 
 # -- look -----------------------------------------------------------------------------------
 # Fixed accent colours read well on light and dark themes; text and surfaces follow
@@ -201,7 +201,13 @@ def throughput(report: RunReport) -> tuple[float | None, float | None]:
     elapsed = s.elapsed
     if elapsed <= 0:
         return None, None
-    return report.finished_rows / elapsed, s.finished_count / elapsed
+    return (report.finished_rows - not_sent(report)) / elapsed, s.finished_count / elapsed
+
+
+def not_sent(report: Any) -> int:
+    """Rows closed unsent because the run stopped first (cancelled, budget reached): counted in
+    ``failed_rows`` but shown apart, as they neither failed nor cost anything."""
+    return getattr(report, "not_sent", 0) or 0
 
 
 def plan_lines(estimate: Estimate, *, budget: float | None = None, mode: str = "real time") -> list[Line]:
@@ -263,7 +269,11 @@ def summary_lines(report: RunReport, estimate: Estimate | None = None, *,
     if too_long:
         failed_notes.append(f"{fmt.count(too_long)} too long for the model")
     failed_note = ", ".join(failed_notes)
-    lines.append(Line("Failed", fmt.count(report.failed_rows), failed_note, "bad" if report.failed_rows else ""))
+    unsent = not_sent(report)
+    failed = report.failed_rows - unsent
+    lines.append(Line("Failed", fmt.count(failed), failed_note, "bad" if failed else ""))
+    if unsent:
+        lines.append(Line("Not sent", fmt.count(unsent), "the run stopped before sending them", "warn"))
     lines.append(Line("Requests sent", fmt.count(s.sent),
                       f"for {fmt.plural(report.requests, 'unique request')}" if report.requests != s.sent else ""))
     lines.append(Line("Duplicates", fmt.count(report.duplicates),
@@ -337,7 +347,7 @@ def summary_body_html(report: RunReport, estimate: Estimate | None = None, *,
                       budget: float | None = None, errors: int = 5) -> str:
     """The summary without its card and header: bar, table of figures, top errors, warnings."""
     rows = max(report.rows, 1)
-    bar = bar_html([(report.answered_rows / rows, GREEN), (report.failed_rows / rows, RED)])
+    bar = bar_html([(report.answered_rows / rows, GREEN), ((report.failed_rows - not_sent(report)) / rows, RED)])
     return (bar + table_html(summary_lines(report, estimate, budget=budget))
             + errors_html(top_errors(report.stats, errors)) + warnings_html(warnings_of(report)))
 

@@ -1,0 +1,554 @@
+"""Batch jobs (``mode="batch"``): the same requests at half price, answered within 24 hours.
+
+The requests after rendering, de-duplication and the cache (``Run._requests()``) are split
+into jobs no larger than the provider allows, each job is submitted once, polled until it
+ends, and its results are handed to ``on_done`` (which writes them to the cache) as they are
+downloaded. No pandas here; the provider supplies the wire format, this module the HTTP
+session, the retries, the polling and the bookkeeping.
+
+Never pay twice:
+
+- A job is recorded in the store (``Store.add_batch``) the moment the provider has created
+  it, with the keys of its requests. A run that finds a job still open for some of its
+  requests (same endpoint, same model, same keys: the same call after a kernel restart)
+  re-attaches to it instead of submitting those requests again. Creating a job and
+  recording it is shielded from Ctrl+C; only a SIGKILL in the milliseconds between the
+  provider's answer and the SQLite write can lose a job's record.
+- Results go to the cache as they are downloaded; a job is marked collected only once every
+  result has been read, so a download cut short is read again by the next run. Results of an
+  attached job that this run does not need (a re-run on fewer rows) are cached too: they
+  were paid for.
+- Requests that failed or expired are not cached, so the same ``apply`` run again submits a
+  new job for exactly those rows.
+
+A job cannot be stopped part-way once submitted, so the budget must hold the worst case of
+every request (at batch prices) before anything is sent; otherwise ``BudgetError``.
+Cancelling the run (Ctrl+C, ``Job.cancel()``) stops waiting, not the jobs: they keep running
+at the provider, and the same call run again collects them.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import sqlite3
+from collections import Counter
+from collections.abc import AsyncIterator, Callable, Iterable, Mapping
+from dataclasses import dataclass, field
+from time import monotonic
+from typing import TypeVar
+
+import aiohttp
+
+from . import errors
+from .budget import Ledger
+from .engine import EngineStats, OnDone, RetryPolicy, WorstCost
+from .providers.base import Parse, Provider
+from .store import Store
+from .types import BATCH_COUNTS, BatchInfo, Reply, Request
+
+T = TypeVar("T")
+
+DEFAULT_POLL_INTERVAL = 30.0
+MAX_POLL_INTERVAL = 300.0
+MAX_POLL_FAILURES = 20  # consecutive polls that failed before a job is given up (it stays open)
+ENVELOPE_BYTES = 4096  # room for the multipart / JSON wrapping around the lines
+
+
+class _HTTP:
+    """The runner's side of ``providers.base.BatchHTTP``: one session, retries, timeouts."""
+
+    def __init__(self, provider: Provider, session: aiohttp.ClientSession, timeout: float,
+                 retry: RetryPolicy) -> None:
+        self.provider = provider
+        self.session = session
+        self.timeout = aiohttp.ClientTimeout(total=timeout)
+        # Uploads and downloads may be hundreds of MB: bound the silences, not the total.
+        self.transfer_timeout = aiohttp.ClientTimeout(total=None, sock_connect=timeout, sock_read=timeout)
+        self.retry = retry
+
+    async def call(self, method: str, url: str, headers: Mapping[str, str], body: bytes | None,
+                   parse: Parse[T], *, resend: bool = True) -> T:
+        attempt = 0
+        big = body is not None and len(body) > 1 << 20
+        while True:
+            try:
+                try:
+                    async with self.session.request(
+                        method, url, data=body, headers=dict(headers),
+                        timeout=self.transfer_timeout if big else self.timeout,
+                    ) as resp:
+                        data = await resp.read()
+                        status, resp_headers = resp.status, resp.headers
+                except TimeoutError:
+                    raise errors.RequestTimeout(f"no answer from {method} {url} in time") from None
+                except aiohttp.ClientError as exc:
+                    raise errors.TransportError(
+                        self.provider._scrub(f"{type(exc).__name__}: {exc}")) from None
+                return parse(status, resp_headers, data)
+            except errors.ProviderError as exc:
+                # Without resend, only what the server clearly refused is sent again: after a
+                # timeout or a dropped connection the request may have taken effect.
+                unknown = isinstance(exc, (errors.RequestTimeout, errors.TransportError,
+                                           errors.MalformedResponse))
+                if (not exc.retryable or attempt >= self.retry.max_retries
+                        or (unknown and not resend)):
+                    raise
+                await asyncio.sleep(self.retry.delay(attempt, exc.retry_after))
+                attempt += 1
+
+    async def lines(self, url: str, headers: Mapping[str, str],
+                    on_error: Callable[[int, Mapping[str, str], bytes], errors.ProviderError]
+                    ) -> AsyncIterator[bytes]:
+        try:
+            async with self.session.get(url, headers=dict(headers), timeout=self.transfer_timeout) as resp:
+                if resp.status >= 400:
+                    raise on_error(resp.status, resp.headers, await resp.read())
+                pending: list[bytes] = []
+                async for chunk in resp.content.iter_chunked(1 << 16):
+                    if b"\n" not in chunk:
+                        pending.append(chunk)
+                        continue
+                    *complete, rest = b"".join([*pending, chunk]).split(b"\n")
+                    pending = [rest]
+                    for line in complete:
+                        if line.strip():
+                            yield line
+                last = b"".join(pending)
+                if last.strip():
+                    yield last
+        except TimeoutError:
+            raise errors.RequestTimeout(f"the download of {url} stalled") from None
+        except aiohttp.ClientError as exc:
+            raise errors.TransportError(self.provider._scrub(f"{type(exc).__name__}: {exc}")) from None
+
+
+@dataclass
+class _Job:
+    info: BatchInfo
+    waiting: dict[str, Request]  # this run's requests in the job, not yet answered
+    keys: frozenset[str]  # every request key in the job
+    attached: bool = False
+    poll_failures: int = 0
+    finished: bool = False  # collected, or given up for this run
+    submitted_at: float = field(default_factory=monotonic)
+
+
+class BatchRunner:
+    """Submit, poll and collect one run's batch jobs. ``stop()`` ends the waiting."""
+
+    def __init__(
+        self,
+        provider: Provider,
+        *,
+        on_done: OnDone,
+        stats: EngineStats | None = None,
+        store: Store | None = None,
+        ledger: Ledger | None = None,
+        worst_cost: WorstCost | None = None,
+        poll_interval: float = DEFAULT_POLL_INTERVAL,
+        max_poll_interval: float | None = None,
+        max_requests: int | None = None,
+        max_bytes: int | None = None,
+        timeout: float = 120.0,
+        retry: RetryPolicy | None = None,
+        on_warning: Callable[[str], None] | None = None,
+        session: aiohttp.ClientSession | None = None,
+    ) -> None:
+        if not provider.supports_batch:
+            raise errors.InputError(f"{provider.name} at {provider.base_url} has no batch API")
+        if not poll_interval or poll_interval <= 0:
+            raise errors.InputError(f"poll_interval= must be a positive number of seconds, not {poll_interval!r}")
+        self.provider = provider
+        self.on_done = on_done
+        self.stats = stats or EngineStats()
+        self.store = store
+        self.ledger = ledger
+        self.worst_cost = worst_cost
+        self.poll_interval = float(poll_interval)
+        self.max_poll_interval = max_poll_interval or max(
+            self.poll_interval, min(10 * self.poll_interval, MAX_POLL_INTERVAL))
+        self.max_requests = max_requests or provider.max_batch_requests
+        self.max_bytes = max_bytes or provider.max_batch_bytes
+        self.timeout = timeout
+        self.retry = retry or RetryPolicy()
+        self.on_warning = on_warning
+        self._session = session
+        self._stop: errors.ProviderError | None = None
+        self._loop: asyncio.AbstractEventLoop | None = None
+        self._wake: asyncio.Event | None = None
+        self._worst: dict[str, float] = {}
+        self.jobs: list[_Job] = []
+
+    def __repr__(self) -> str:
+        return (f"BatchRunner({self.provider!r}, jobs={[j.info.id for j in self.jobs]}, "
+                f"status={self.stats.batch_status!r})")
+
+    # control -------------------------------------------------------------------------------
+
+    def stop(self, reason: errors.ProviderError) -> None:
+        """Stop submitting and waiting (from any thread). Jobs already submitted keep running
+        at the provider; their rows are told so, and the same call run again collects them."""
+        if self._stop is None:
+            self._stop = reason
+            self.stats.stop_reason = str(reason)
+        if self._loop is not None and self._wake is not None:
+            self._loop.call_soon_threadsafe(self._wake.set)
+
+    @property
+    def stopped(self) -> errors.ProviderError | None:
+        return self._stop
+
+    # the run -------------------------------------------------------------------------------
+
+    async def run(self, requests: Iterable[Request]) -> None:
+        """Answer every request through batch jobs (until stopped), reporting each to
+        ``on_done``. Raises BudgetError, before anything is sent, if the worst case of the
+        jobs does not fit the budget."""
+        stats = self.stats
+        stats.started = stats.started or monotonic()
+        self._loop, self._wake = asyncio.get_running_loop(), asyncio.Event()
+        pending = {r.key: r for r in requests}
+        owns_session = self._session is None
+        if owns_session:
+            self._session = aiohttp.ClientSession(auto_decompress=True)
+        http = _HTTP(self.provider, self._session, self.timeout, self.retry)
+        try:
+            if not pending:
+                return
+            stats.batch_status = "preparing"
+            self.jobs = await self._attach(http, pending)
+            attached = {k for job in self.jobs for k in job.waiting}
+            self._reserve(pending, attached)
+            fresh = [r for k, r in pending.items() if k not in attached]
+            for chunk in self._split(fresh):
+                if self._stop is not None:
+                    self._fail_all([r for r, _ in chunk], self._not_sent())
+                    continue
+                await self._submit(http, chunk)  # the job joins self.jobs
+            self._update_stats()
+            await self._poll(http)
+        except asyncio.CancelledError:
+            self._give_up_waiting("cancelled: the run was interrupted")
+            raise
+        finally:
+            stats.finished = monotonic()
+            stats.in_flight = 0
+            if owns_session and self._session is not None:
+                await self._session.close()
+                self._session = None
+
+    # re-attaching to jobs recorded by an earlier run -----------------------------------------
+
+    async def _attach(self, http: _HTTP, pending: dict[str, Request]) -> list[_Job]:
+        if self.store is None:
+            return []
+        p = self.provider
+        try:
+            records = self.store.open_batches(p.endpoint, p.model)
+        except sqlite3.Error as exc:
+            self._warn(f"could not read the batch jobs recorded in the cache: {exc}")
+            return []
+        jobs: list[_Job] = []
+        taken: set[str] = set()
+        for record in records:
+            mine = [k for k in record.keys if k in pending and k not in taken]
+            if not mine:
+                continue
+            try:
+                info = await p.get_batch(http, record.id)
+            except errors.ProviderError as exc:
+                if exc.fatal:
+                    self.stop(exc)
+                    return jobs
+                if exc.retryable:  # the provider is briefly unwell: the polls will retry
+                    info = BatchInfo(id=record.id, status=record.status)
+                else:  # gone (404: another account, deleted): submit those requests again
+                    self._warn(f"batch {record.id} recorded in the cache cannot be read ({exc}); "
+                               "its requests are submitted again")
+                    self._set_status(record.id, f"unreadable: {exc}"[:200], collected=True)
+                    continue
+            taken.update(mine)
+            jobs.append(_Job(info, {k: pending[k] for k in mine}, frozenset(record.keys), attached=True))
+            self.stats.batch_ids.append(record.id)
+        return jobs
+
+    # budget ----------------------------------------------------------------------------------
+
+    def _reserve(self, pending: dict[str, Request], attached: set[str]) -> None:
+        """Reserve the worst case of every request at once: a job cannot be stopped part-way."""
+        if self.worst_cost is not None:
+            self._worst = {k: self.worst_cost(r) for k, r in pending.items()}
+        ledger = self.ledger
+        if ledger is None:
+            return
+        total = sum(self._worst.values())
+        if ledger.try_reserve(total):
+            ledger.holds += len(pending) - 1  # one hold per request, settled one by one
+            return
+        new = len(pending) - len(attached)
+        caps = {r.max_output_tokens for r in pending.values()}
+        cap = f"{caps.pop():,}" if len(caps) == 1 else "max_tokens"
+        raise errors.BudgetError(
+            f"not started: a batch job cannot be stopped part-way, so its worst case must fit "
+            f"the budget before it is sent. {len(pending):,} requests"
+            + (f" ({new:,} new, {len(attached):,} in jobs already running)" if attached else "")
+            + f" could cost up to ${total:.4f} at batch prices (input plus {cap} output tokens "
+            f"each), and ${ledger.committed:.4f} is already committed of the ${ledger.limit:.2f} "
+            "budget. Raise budget=, lower max_tokens=, or use fewer rows."
+        )
+
+    # submitting ------------------------------------------------------------------------------
+
+    def _split(self, requests: list[Request]) -> Iterable[list[tuple[Request, bytes]]]:
+        """Jobs of at most ``max_requests`` requests and ``max_bytes`` bytes."""
+        chunk: list[tuple[Request, bytes]] = []
+        size = 0
+        room = max(1, self.max_bytes - ENVELOPE_BYTES)
+        for request in requests:
+            line = self.provider.batch_line(request)
+            n = len(line) + 1
+            if n > room:
+                self._finish(request, None, errors.RowError(
+                    f"this request is {n / 1e6:.1f} MB, more than a batch job can carry "
+                    f"({self.max_bytes / 1e6:.0f} MB): not sent", kind="too large"))
+                continue
+            if chunk and (len(chunk) >= self.max_requests or size + n > room):
+                yield chunk
+                chunk, size = [], 0
+            chunk.append((request, line))
+            size += n
+        if chunk:
+            yield chunk
+
+    async def _submit(self, http: _HTTP, chunk: list[tuple[Request, bytes]]) -> _Job | None:
+        requests = [r for r, _ in chunk]
+        self.stats.batch_status = "submitting"
+        # Shielded: once the provider may have created the job, wait for its answer and its
+        # record in the store even if the run is cancelled meanwhile.
+        task = asyncio.ensure_future(self._create(http, chunk))
+        try:
+            info = await asyncio.shield(task)
+        except asyncio.CancelledError:
+            if not task.done():
+                try:
+                    await task
+                except BaseException:
+                    pass
+            if task.done() and not task.cancelled() and task.exception() is None:
+                self._add_job(task.result(), requests)
+            raise
+        except errors.ProviderError as exc:
+            if exc.fatal:
+                self.stop(exc)
+            may_exist = isinstance(exc, (errors.RequestTimeout, errors.TransportError, errors.MalformedResponse))
+            reason = errors.RowError(
+                f"the batch job could not be created: {exc}"
+                + (" (it may exist at the provider all the same: check before running again)" if may_exist else ""),
+                kind=exc.kind)
+            self._fail_all(requests, reason, uncertain=may_exist)
+            return None
+        return self._add_job(info, requests)
+
+    async def _create(self, http: _HTTP, chunk: list[tuple[Request, bytes]]) -> BatchInfo:
+        p = self.provider
+        info = await p.create_batch(http, [line for _, line in chunk])
+        if self.store is not None:
+            try:
+                self.store.add_batch(info.id, provider=p.name, endpoint=p.endpoint, model=p.model,
+                                     keys=[r.key for r, _ in chunk], status=info.status)
+            except sqlite3.Error as exc:
+                self._warn(f"batch {info.id} could not be recorded in the cache ({exc}): if this "
+                           "run is interrupted, running it again would submit those requests again")
+        return info
+
+    def _add_job(self, info: BatchInfo, requests: list[Request]) -> _Job:
+        job = _Job(info, {r.key: r for r in requests}, frozenset(r.key for r in requests))
+        self.stats.sent += len(requests)
+        self.stats.batch_ids.append(info.id)
+        self.jobs.append(job)
+        return job
+
+    # polling and collecting ------------------------------------------------------------------
+
+    async def _poll(self, http: _HTTP) -> None:
+        interval = self.poll_interval
+        while True:
+            active = [j for j in self.jobs if not j.finished]
+            if not active:
+                break
+            if self._stop is not None:
+                self._give_up_waiting(f"not collected: {self._stop}")
+                break
+            changed = False
+            for job in active:
+                if not job.info.ended:
+                    changed |= await self._refresh(http, job)
+                if job.info.ended and not job.finished:
+                    await self._collect(http, job)
+                    changed = True
+                self._update_stats()
+                if self._stop is not None:
+                    break
+            if all(j.finished for j in self.jobs):
+                break
+            interval = self.poll_interval if changed else min(interval * 1.5, self.max_poll_interval)
+            assert self._wake is not None
+            try:
+                await asyncio.wait_for(self._wake.wait(), interval)
+            except TimeoutError:
+                pass
+        self._update_stats()
+
+    async def _refresh(self, http: _HTTP, job: _Job) -> bool:
+        """Ask the provider how the job is doing; True if anything changed."""
+        try:
+            info = await self.provider.get_batch(http, job.info.id)
+        except errors.ProviderError as exc:
+            job.poll_failures += 1
+            if exc.fatal:
+                self.stop(exc)
+            elif not exc.retryable or job.poll_failures >= MAX_POLL_FAILURES:
+                self._warn(f"batch {job.info.id} could not be read ({exc}); its rows are left "
+                           "unanswered and the same call run again tries it again")
+                self._abandon(job, errors.RowError(
+                    f"batch {job.info.id} could not be read: {exc}; run the same call again to "
+                    "collect it", kind=exc.kind))
+            return False
+        job.poll_failures = 0
+        changed = (info.status, info.counts) != (job.info.status, job.info.counts)
+        job.info = info
+        if changed:
+            self._set_status(info.id, info.status)
+        return changed
+
+    async def _collect(self, http: _HTTP, job: _Job) -> None:
+        """Read every result of an ended job; mark it collected once all were read."""
+        attempt = 0
+        while True:
+            try:
+                async for key, reply, exc in self.provider.batch_results(http, job.info):
+                    request = job.waiting.pop(key, None)
+                    if request is not None:
+                        self._finish(request, reply, exc)
+                    elif reply is not None and key in job.keys:
+                        self._cache(key, reply)  # not this run's row, but paid for: keep it
+                break
+            except errors.ProviderError as exc:
+                if exc.retryable and attempt < self.retry.max_retries and self._stop is None:
+                    await asyncio.sleep(self.retry.delay(attempt, exc.retry_after))
+                    attempt += 1
+                    continue
+                self._warn(f"the results of batch {job.info.id} could not be downloaded ({exc}); "
+                           "the same call run again tries again")
+                self._abandon(job, errors.RowError(
+                    f"the results of batch {job.info.id} could not be downloaded: {exc}", kind=exc.kind))
+                return
+        info = job.info
+        if job.waiting:  # no line for them: the job failed, expired or was cancelled first
+            kind = {"expired": "expired", "cancelled": "cancelled", "canceled": "cancelled"}.get(info.status, "batch")
+            why = f": {info.error}" if info.error else ""
+            missing = errors.RowError(
+                f"no result in batch {info.id} (status {info.status}{why}); "
+                "run the same call again to submit this row again", kind=kind)
+            for request in list(job.waiting.values()):
+                self._finish(request, None, missing)
+            job.waiting.clear()
+        job.finished = True
+        self._set_status(info.id, info.status, collected=True)
+
+    # outcomes --------------------------------------------------------------------------------
+
+    def _finish(self, request: Request, reply: Reply | None, exc: errors.ProviderError | None,
+                uncertain: bool = False) -> None:
+        stats, ledger = self.stats, self.ledger
+        worst = self._worst.pop(request.key, 0.0)
+        if reply is not None:
+            stats.done += 1
+            stats.input_tokens += reply.usage.input_tokens
+            stats.output_tokens += reply.usage.output_tokens
+            if ledger is not None:
+                stats.cost += ledger.settle(worst, reply.usage)
+                if ledger.crossed_warning():
+                    self._warn(f"80% of the budget is committed (${ledger.spent:.4f} of ${ledger.limit:.2f})")
+        else:
+            if exc is None:
+                exc = errors.RowError("no answer")
+            stats.failed += 1
+            stats.note_error(exc)
+            if ledger is not None:
+                if uncertain:
+                    ledger.keep_uncertain(worst)
+                else:
+                    ledger.settle(worst, None)
+        self.on_done(request, reply, exc)
+
+    def _fail_all(self, requests: list[Request], exc: errors.ProviderError, uncertain: bool = False) -> None:
+        for request in requests:
+            self._finish(request, None, exc, uncertain)
+
+    def _abandon(self, job: _Job, exc: errors.ProviderError) -> None:
+        """Stop waiting for a job this run; it stays open in the store for the next run."""
+        self._fail_all(list(job.waiting.values()), exc, uncertain=True)
+        job.waiting.clear()
+        job.finished = True
+
+    def _give_up_waiting(self, why: str) -> None:
+        for job in self.jobs:
+            if not job.finished and job.waiting:
+                self._abandon(job, errors.RowError(
+                    f"{why}; batch {job.info.id} keeps running at the provider: run the same "
+                    "call again to collect its answers (they are not paid twice)", kind="cancelled"))
+        self._update_stats()
+
+    def _not_sent(self) -> errors.ProviderError:
+        stop = self._stop
+        return errors.RowError(f"not sent: {stop}", kind=stop.kind if stop else "stopped")
+
+    def _cache(self, key: str, reply: Reply) -> None:
+        if self.store is None or reply.text is None:
+            return
+        try:
+            self.store.put(key, self.provider.model, reply)
+        except sqlite3.Error:
+            pass  # this run does not need it; the answers it needs are written by on_done
+
+    def _set_status(self, batch_id: str, status: str, collected: bool = False) -> None:
+        if self.store is None:
+            return
+        try:
+            self.store.set_batch_status(batch_id, status, collected=collected)
+        except sqlite3.Error as exc:
+            self._warn(f"could not record the status of batch {batch_id}: {exc}")
+
+    def _warn(self, message: str) -> None:
+        if self.on_warning is not None:
+            self.on_warning(message)
+
+    def _update_stats(self) -> None:
+        stats = self.stats
+        stats.in_flight = sum(len(j.waiting) for j in self.jobs if not j.finished)
+        if not self.jobs:
+            return
+        totals: Counter[str] = Counter({name: 0 for name in BATCH_COUNTS})
+        for job in self.jobs:
+            totals.update(job.info.counts)
+        stats.batch_counts = {name: totals[name] for name in BATCH_COUNTS}
+        stats.batch_status = summarize([j.info.status for j in self.jobs])
+
+
+def summarize(statuses: list[str]) -> str:
+    """One job: its status. Several: "completed 2, in_progress 1" (most common first)."""
+    counts = Counter(statuses)
+    if len(counts) == 1:
+        (status, n), = counts.items()
+        return status if n == 1 else f"{status} ({n} jobs)"
+    return ", ".join(f"{status} {n}" for status, n in counts.most_common())
+
+
+async def run_batches(provider: Provider, requests: Iterable[Request], *, on_done: OnDone,
+                      **options) -> BatchRunner:
+    """Answer ``requests`` through the provider's batch API; see :class:`BatchRunner` for the
+    options (store, stats, ledger, worst_cost, poll_interval, max_requests, max_bytes, ...)."""
+    runner = BatchRunner(provider, on_done=on_done, **options)
+    await runner.run(requests)
+    return runner

@@ -1,0 +1,526 @@
+"""Batch jobs, as OpenAI's Batch API and Anthropic's Message Batches serve them.
+
+OpenAI: ``POST /v1/files`` (multipart, ``purpose=batch``) keeps the JSONL in memory, ``POST
+/v1/batches`` starts a job on it, ``GET /v1/batches/{id}`` reports it, ``POST
+/v1/batches/{id}/cancel`` cancels it, and ``GET /v1/files/{id}/content`` serves the output and
+error files. Anthropic: ``POST /v1/messages/batches`` with ``{"requests": [{custom_id,
+params}]}``, ``GET /v1/messages/batches/{id}``, ``.../results`` (JSONL) and ``.../cancel``.
+
+A job's life is driven by the clock and the ``batch_seconds`` knob, read when it is created:
+OpenAI's goes validating (first 10 %), in_progress (its ``request_counts`` climbing), finalizing
+(last 10 %), then completed; Anthropic's is in_progress, then ended. ``batch_fail_rate`` turns
+that share of the lines into errors (dice seeded by the job and the line, so a job submitted
+again gets fresh dice); ``batch_expire`` makes the job expire with that share of its lines (the
+last ones) never processed. Answers come from the same deterministic pipeline as the real-time
+endpoints, so a prompt gets the same answer either way. Nothing runs in the background: a job's
+state is worked out from the clock whenever it is asked for.
+"""
+
+from __future__ import annotations
+
+import email.policy
+import hashlib
+import json
+import math
+import random
+import re
+import time
+import uuid
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from datetime import UTC, datetime
+from email.parser import BytesParser
+from typing import Any
+
+from aiohttp import web
+
+from .answers import make_answer, prompt_sha
+from .anthropic import chat_messages, check_messages, message_body
+from .anthropic import error_body as anthropic_error
+from .config import SimConfig
+from .responses import SERVER_ERRORS, completion_body, error_body
+from .tokens import count_prompt_tokens
+from .validate import check_chat
+
+OPENAI_ENDPOINT = "/v1/chat/completions"
+CUSTOM_ID = re.compile(r"^[a-zA-Z0-9_-]{1,64}$")
+FILE_PURPOSES = ("assistants", "batch", "fine-tune", "vision", "user_data", "evals")
+EXPIRED_MESSAGE = "This request could not be executed before the completion window expired."
+CANCELLED_MESSAGE = "This request was not executed because the batch was cancelled."
+DAY = 86400
+
+
+@dataclass
+class Line:
+    custom_id: str
+    body: dict[str, Any]
+    outcome: str  # "ok", "fail" (a simulated server error) or "invalid: <message>"
+
+
+@dataclass
+class Job:
+    id: str
+    api: str  # "openai" or "anthropic"
+    lines: list[Line]
+    model: str
+    seconds: float
+    expire: float
+    created: float  # monotonic
+    created_wall: float
+    input_file_id: str | None = None
+    metadata: dict[str, Any] | None = None
+    failure: list[dict[str, Any]] | None = None  # OpenAI: the file failed validation
+    cancelled_at: float | None = None
+    ended: dict[str, Any] | None = None  # filled once, when the job ends
+    results: list[dict[str, Any]] = field(default_factory=list)
+
+    @property
+    def n(self) -> int:
+        return len(self.lines)
+
+
+def _wall(seconds: float) -> int:
+    return int(seconds)
+
+
+def _rfc3339(seconds: float) -> str:
+    return datetime.fromtimestamp(seconds, UTC).strftime("%Y-%m-%dT%H:%M:%S.%fZ")
+
+
+class BatchDesk:
+    """Files and batch jobs for both APIs; the server routes requests here."""
+
+    def __init__(self, config: Callable[[], SimConfig]) -> None:
+        self.config = config
+        self.files: dict[str, dict[str, Any]] = {}
+        self.jobs: dict[str, Job] = {}
+
+    def summary(self) -> list[dict[str, Any]]:
+        """One row per job: id, api, requests, status (for tests and ``/_sim/batches``)."""
+        now = time.monotonic()
+        return [{"id": j.id, "api": j.api, "requests": j.n, "model": j.model,
+                 "status": self._status(j, now)[0]} for j in self.jobs.values()]
+
+    # -- the clock ------------------------------------------------------------------------
+
+    def _status(self, job: Job, now: float) -> tuple[str, int]:
+        """(status, lines processed so far) at ``now``."""
+        span = max(job.seconds, 1e-6)
+        if job.cancelled_at is not None:
+            done = self._processed(job, job.cancelled_at)
+            grace = min(0.5, 0.1 * job.seconds)
+            if now < job.cancelled_at + grace:
+                return ("cancelling" if job.api == "openai" else "canceling"), done
+            return ("cancelled" if job.api == "openai" else "ended"), done
+        f = (now - job.created) / span
+        if job.failure is not None:
+            return ("validating", 0) if f < 0.1 else ("failed", 0)
+        if f >= 1:
+            done = job.n - math.ceil(job.expire * job.n) if job.expire > 0 else job.n
+            if job.api == "openai":
+                return ("expired" if done < job.n else "completed"), done
+            return "ended", done
+        done = self._processed(job, now)
+        if job.api == "anthropic":
+            return "in_progress", done
+        if f < 0.1:
+            return "validating", 0
+        return ("in_progress" if f < 0.9 else "finalizing"), done
+
+    def _processed(self, job: Job, when: float) -> int:
+        f = (when - job.created) / max(job.seconds, 1e-6)
+        share = min(1.0, max(0.0, (f - 0.1) / 0.8))
+        limit = job.n - math.ceil(job.expire * job.n) if job.expire > 0 else job.n
+        return min(limit, math.floor(job.n * share))
+
+    def _advance(self, job: Job) -> tuple[str, int]:
+        status, done = self._status(job, time.monotonic())
+        if job.ended is None and status in ("completed", "expired", "cancelled", "failed", "ended"):
+            job.ended = {"status": status, "done": done, "at": time.time()}
+            self._finish(job, done)
+        return status, done
+
+    def _finish(self, job: Job, done: int) -> None:
+        """Answer the processed lines; the rest expired or were cancelled."""
+        if job.failure is not None:
+            return
+        cfg = self.config()
+        unprocessed = "canceled" if job.cancelled_at is not None else "expired"
+        for i, line in enumerate(job.lines):
+            if i >= done:
+                job.results.append({"custom_id": line.custom_id, "type": unprocessed})
+            elif line.outcome == "ok":
+                job.results.append({"custom_id": line.custom_id, "type": "succeeded",
+                                    "body": self._answer(job.api, line.body, cfg)})
+            elif line.outcome == "fail":
+                job.results.append({"custom_id": line.custom_id, "type": "errored", "status": 500,
+                                    "message": SERVER_ERRORS[500]})
+            else:
+                job.results.append({"custom_id": line.custom_id, "type": "errored", "status": 400,
+                                    "message": line.outcome.removeprefix("invalid: ")})
+        # Results come in no particular order (both APIs say so): match by custom_id.
+        random.Random(job.id).shuffle(job.results)
+        if job.api == "openai":
+            self._write_openai_files(job)
+
+    @staticmethod
+    def _answer(api: str, body: dict[str, Any], cfg: SimConfig) -> dict[str, Any]:
+        if api == "openai":
+            messages = list(body["messages"])
+            max_tokens = body.get("max_completion_tokens") or body.get("max_tokens")
+            response_format = body.get("response_format")
+        else:
+            messages = chat_messages(body)
+            max_tokens, response_format = body["max_tokens"], None
+        sha = prompt_sha(messages)
+        answer = make_answer(messages, body["model"], answer_tokens=cfg.answer_tokens,
+                             max_tokens=int(max_tokens) if max_tokens is not None else None,
+                             response_format=response_format, sha=sha)
+        prompt_tokens = count_prompt_tokens(messages)
+        if api == "openai":
+            return completion_body(body["model"], answer, prompt_tokens)
+        return message_body(body["model"], answer, prompt_tokens)
+
+    @staticmethod
+    def _dice(job_id: str, seed: int, custom_id: str) -> float:
+        digest = hashlib.sha256(f"{seed}\n{job_id}\n{custom_id}".encode()).hexdigest()
+        return int(digest[:13], 16) / 16**13
+
+    # -- OpenAI: files ----------------------------------------------------------------------
+
+    async def upload(self, request: web.Request, entry: dict[str, Any]) -> web.Response:
+        # Parsed from the raw bytes (which aiohttp keeps), so request capture, which reads
+        # the body first, does not leave the form empty.
+        fields, files = parse_form(request.headers.get("Content-Type", ""), await request.read())
+        purpose = fields.get("purpose")
+        if purpose not in FILE_PURPOSES:
+            return _oa_error(400, f"'{purpose}' is not one of {list(FILE_PURPOSES)} - 'purpose'",
+                             param="purpose")
+        if "file" not in files:
+            return _oa_error(400, "Missing required parameter: 'file'.", param="file")
+        filename, data = files["file"]
+        file = self._add_file(data, filename, purpose)
+        return web.json_response(self._file_object(file))
+
+    def _add_file(self, data: bytes, filename: str, purpose: str) -> dict[str, Any]:
+        file_id = f"file-{uuid.uuid4().hex[:24]}"
+        self.files[file_id] = {"id": file_id, "data": data, "filename": filename,
+                               "purpose": purpose, "created_at": int(time.time())}
+        return self.files[file_id]
+
+    @staticmethod
+    def _file_object(file: dict[str, Any]) -> dict[str, Any]:
+        return {"id": file["id"], "object": "file", "bytes": len(file["data"]),
+                "created_at": file["created_at"], "filename": file["filename"],
+                "purpose": file["purpose"], "status": "processed", "expires_at": None,
+                "status_details": None}
+
+    async def file(self, request: web.Request, entry: dict[str, Any]) -> web.Response:
+        file = self.files.get(request.match_info["file_id"])
+        if file is None:
+            return _oa_error(404, f"No such File object: {request.match_info['file_id']}",
+                             param="id")
+        return web.json_response(self._file_object(file))
+
+    async def file_content(self, request: web.Request, entry: dict[str, Any]) -> web.Response:
+        file = self.files.get(request.match_info["file_id"])
+        if file is None:
+            return _oa_error(404, f"No such File object: {request.match_info['file_id']}",
+                             param="id")
+        return web.Response(body=file["data"], content_type="application/octet-stream")
+
+    # -- OpenAI: batches --------------------------------------------------------------------
+
+    async def openai_create(self, request: web.Request, entry: dict[str, Any]) -> web.Response:
+        try:
+            body = await request.json()
+        except ValueError:
+            return _oa_error(400, "We could not parse the JSON body of your request.")
+        if not isinstance(body, dict):
+            return _oa_error(400, "Invalid type for request body: expected an object.")
+        for name in ("input_file_id", "endpoint", "completion_window"):
+            if not body.get(name):
+                return _oa_error(400, f"Missing required parameter: '{name}'.", param=name)
+        if body["endpoint"] != OPENAI_ENDPOINT:
+            return _oa_error(400, f"Invalid value: '{body['endpoint']}'. The simulator batches "
+                             f"only {OPENAI_ENDPOINT}.", param="endpoint")
+        if body["completion_window"] != "24h":
+            return _oa_error(400, f"Invalid value: '{body['completion_window']}'. Supported "
+                             "values are: '24h'.", param="completion_window")
+        file = self.files.get(body["input_file_id"])
+        if file is None:
+            return _oa_error(404, f"No such File object: {body['input_file_id']}",
+                             param="input_file_id")
+        if file["purpose"] != "batch":
+            return _oa_error(400, "The input file must be uploaded with purpose 'batch'.",
+                             param="input_file_id")
+        cfg = self.config()
+        job_id = f"batch_{uuid.uuid4().hex[:24]}"
+        lines, failure, model = self._read_jsonl(file["data"], job_id, cfg)
+        job = Job(job_id, "openai", lines, model, cfg.batch_seconds, cfg.batch_expire,
+                  time.monotonic(), time.time(), input_file_id=file["id"],
+                  metadata=body.get("metadata"), failure=failure)
+        self.jobs[job_id] = job
+        entry.update(model=model or None, batch=job_id, batch_requests=len(lines))
+        return web.json_response(self._openai_object(job))
+
+    def _read_jsonl(self, data: bytes, job_id: str, cfg: SimConfig
+                    ) -> tuple[list[Line], list[dict[str, Any]] | None, str]:
+        lines: list[Line] = []
+        problems: list[dict[str, Any]] = []
+        seen: set[str] = set()
+        models: set[str] = set()
+        for number, raw in enumerate(data.splitlines(), start=1):
+            if not raw.strip():
+                continue
+            try:
+                obj = json.loads(raw)
+            except ValueError:
+                problems.append(_line_error("invalid_json_line", "This line is not parseable as valid JSON.", number))
+                continue
+            if not isinstance(obj, dict):
+                problems.append(_line_error("invalid_request", "Each line must be a JSON object.", number))
+                continue
+            custom_id, body = obj.get("custom_id"), obj.get("body")
+            if not isinstance(custom_id, str) or not custom_id:
+                problems.append(_line_error("missing_required_parameter", "Missing required parameter: 'custom_id'.", number))
+                continue
+            if custom_id in seen:
+                problems.append(_line_error("duplicate_custom_id", f"The custom_id for this request is a duplicate of another request: {custom_id}", number))
+                continue
+            seen.add(custom_id)
+            if obj.get("method") != "POST" or obj.get("url") != OPENAI_ENDPOINT:
+                problems.append(_line_error("invalid_url", f"The URL provided for this request does not match the batch endpoint {OPENAI_ENDPOINT}.", number))
+                continue
+            if not isinstance(body, dict):
+                problems.append(_line_error("invalid_request", "Missing required parameter: 'body'.", number))
+                continue
+            if isinstance(body.get("model"), str):
+                models.add(body["model"])
+            invalid = check_chat(body)
+            outcome = f"invalid: {invalid.message}" if invalid else self._outcome(job_id, cfg, custom_id)
+            lines.append(Line(custom_id, body, outcome))
+        if len(models) > 1:
+            problems.append(_line_error("mismatched_model", "The provided model does not match the model of other requests in this batch.", None))
+        if not lines and not problems:
+            problems.append(_line_error("empty_file", "The batch input file is empty.", None))
+        return lines, (problems or None), (sorted(models)[0] if models else "")
+
+    def _outcome(self, job_id: str, cfg: SimConfig, custom_id: str) -> str:
+        if cfg.batch_fail_rate > 0 and self._dice(job_id, cfg.seed, custom_id) < cfg.batch_fail_rate:
+            return "fail"
+        return "ok"
+
+    def _openai_object(self, job: Job) -> dict[str, Any]:
+        status, done = self._advance(job)
+        ok = sum(1 for line in job.lines[:done] if line.outcome == "ok")
+        ended = job.ended
+        at = int(job.created_wall)
+        out: dict[str, Any] = {
+            "id": job.id, "object": "batch", "endpoint": OPENAI_ENDPOINT, "model": job.model or None,
+            "errors": {"object": "list", "data": job.failure} if job.failure else None,
+            "input_file_id": job.input_file_id, "completion_window": "24h", "status": status,
+            "output_file_id": None, "error_file_id": None, "created_at": at,
+            "in_progress_at": None, "expires_at": at + DAY, "finalizing_at": None,
+            "completed_at": None, "failed_at": None, "expired_at": None, "cancelling_at": None,
+            "cancelled_at": None,
+            "request_counts": {"total": job.n, "completed": ok, "failed": done - ok},
+            "metadata": job.metadata,
+        }
+        if status not in ("validating", "failed"):
+            out["in_progress_at"] = at + _wall(0.1 * job.seconds)
+        if job.cancelled_at is not None:
+            out["cancelling_at"] = int(job.created_wall + job.cancelled_at - job.created)
+        if ended is not None:
+            when = int(ended["at"])
+            out[{"completed": "completed_at", "failed": "failed_at", "expired": "expired_at",
+                 "cancelled": "cancelled_at"}[status]] = when
+            if status in ("completed", "expired"):
+                out["finalizing_at"] = when
+            out["output_file_id"] = ended.get("output_file_id")
+            out["error_file_id"] = ended.get("error_file_id")
+        return out
+
+    def _write_openai_files(self, job: Job) -> None:
+        output, failed = [], []
+        for r in job.results:
+            line: dict[str, Any] = {"id": f"batch_req_{uuid.uuid4().hex[:24]}", "custom_id": r["custom_id"],
+                                    "response": None, "error": None}
+            if r["type"] == "succeeded":
+                line["response"] = {"status_code": 200, "request_id": f"req_{uuid.uuid4().hex[:24]}",
+                                    "body": r["body"]}
+                output.append(line)
+                continue
+            if r["type"] == "errored":
+                line["response"] = {
+                    "status_code": r["status"], "request_id": f"req_{uuid.uuid4().hex[:24]}",
+                    "body": error_body(r["message"], "server_error" if r["status"] >= 500
+                                       else "invalid_request_error"),
+                }
+            elif r["type"] == "expired":
+                line["error"] = {"code": "batch_expired", "message": EXPIRED_MESSAGE}
+            else:
+                line["error"] = {"code": "batch_cancelled", "message": CANCELLED_MESSAGE}
+            failed.append(line)
+        assert job.ended is not None
+        for key, lines in (("output_file_id", output), ("error_file_id", failed)):
+            if lines:
+                data = b"".join(json.dumps(x).encode() + b"\n" for x in lines)
+                name = "batch_output.jsonl" if key == "output_file_id" else "batch_errors.jsonl"
+                job.ended[key] = self._add_file(data, name, "batch_output")["id"]
+
+    async def openai_get(self, request: web.Request, entry: dict[str, Any]) -> web.Response:
+        job = self.jobs.get(request.match_info["batch_id"])
+        if job is None or job.api != "openai":
+            return _oa_error(404, f"No such Batch object: {request.match_info['batch_id']}", param="id")
+        return web.json_response(self._openai_object(job))
+
+    async def openai_cancel(self, request: web.Request, entry: dict[str, Any]) -> web.Response:
+        job = self.jobs.get(request.match_info["batch_id"])
+        if job is None or job.api != "openai":
+            return _oa_error(404, f"No such Batch object: {request.match_info['batch_id']}", param="id")
+        status, _ = self._advance(job)
+        if status in ("completed", "failed", "expired", "cancelled"):
+            return _oa_error(409, f"Cannot cancel a batch with status '{status}'.")
+        if job.cancelled_at is None:
+            job.cancelled_at = time.monotonic()
+        return web.json_response(self._openai_object(job))
+
+    # -- Anthropic --------------------------------------------------------------------------
+
+    async def anthropic_create(self, request: web.Request, entry: dict[str, Any]) -> web.Response:
+        try:
+            body = await request.json()
+        except ValueError:
+            return _an_error(400, "There was an error parsing the body of your request.")
+        requests = body.get("requests") if isinstance(body, dict) else None
+        if not isinstance(requests, list):
+            return _an_error(400, "requests: Field required")
+        if not requests:
+            return _an_error(400, "requests: List should have at least 1 item after validation, not 0")
+        if len(requests) > 100_000:
+            return _an_error(400, "requests: List should have at most 100000 items")
+        cfg = self.config()
+        job_id = f"msgbatch_{uuid.uuid4().hex[:24]}"
+        lines: list[Line] = []
+        seen: set[str] = set()
+        for i, item in enumerate(requests):
+            if not isinstance(item, dict):
+                return _an_error(400, f"requests.{i}: Input should be a valid dictionary")
+            custom_id, params = item.get("custom_id"), item.get("params")
+            if not isinstance(custom_id, str) or not CUSTOM_ID.match(custom_id):
+                return _an_error(400, f"requests.{i}.custom_id: String should match pattern "
+                                 "'^[a-zA-Z0-9_-]{1,64}$'")
+            if custom_id in seen:
+                return _an_error(400, f"Duplicate custom_id: '{custom_id}'. Each request in a "
+                                 "batch must have a unique custom_id.")
+            seen.add(custom_id)
+            if problem := check_messages(params):
+                return _an_error(400, f"requests.{i}.params.{problem}")
+            if params.get("stream"):
+                return _an_error(400, f"requests.{i}.params.stream: streaming is not supported in batches")
+            lines.append(Line(custom_id, params, self._outcome(job_id, cfg, custom_id)))
+        model = lines[0].body["model"]
+        job = Job(job_id, "anthropic", lines, model, cfg.batch_seconds, cfg.batch_expire,
+                  time.monotonic(), time.time())
+        self.jobs[job_id] = job
+        entry.update(model=model, batch=job_id, batch_requests=len(lines))
+        return web.json_response(self._anthropic_object(job, request))
+
+    def _anthropic_object(self, job: Job, request: web.Request) -> dict[str, Any]:
+        status, done = self._advance(job)
+        counts = {"processing": job.n, "succeeded": 0, "errored": 0, "canceled": 0, "expired": 0}
+        ended = job.ended
+        if ended is not None:
+            counts = {"processing": 0, "succeeded": 0, "errored": 0, "canceled": 0, "expired": 0}
+            for r in job.results:
+                counts[r["type"]] += 1
+        out: dict[str, Any] = {
+            "id": job.id, "type": "message_batch", "processing_status": status,
+            "request_counts": counts, "ended_at": None, "created_at": _rfc3339(job.created_wall),
+            "expires_at": _rfc3339(job.created_wall + DAY), "archived_at": None,
+            "cancel_initiated_at": None, "results_url": None,
+        }
+        if job.cancelled_at is not None:
+            out["cancel_initiated_at"] = _rfc3339(job.created_wall + job.cancelled_at - job.created)
+        if ended is not None:
+            out["ended_at"] = _rfc3339(ended["at"])
+            origin = f"{request.scheme}://{request.host}"
+            out["results_url"] = f"{origin}/v1/messages/batches/{job.id}/results"
+        return out
+
+    def _anthropic_job(self, request: web.Request) -> Job | None:
+        job = self.jobs.get(request.match_info["batch_id"])
+        return job if job is not None and job.api == "anthropic" else None
+
+    async def anthropic_get(self, request: web.Request, entry: dict[str, Any]) -> web.Response:
+        job = self._anthropic_job(request)
+        if job is None:
+            return _an_error(404, "Not found", "not_found_error")
+        return web.json_response(self._anthropic_object(job, request))
+
+    async def anthropic_cancel(self, request: web.Request, entry: dict[str, Any]) -> web.Response:
+        job = self._anthropic_job(request)
+        if job is None:
+            return _an_error(404, "Not found", "not_found_error")
+        status, _ = self._advance(job)
+        if status == "ended":
+            return _an_error(400, f"Batch {job.id} has already ended and cannot be canceled.")
+        if job.cancelled_at is None:
+            job.cancelled_at = time.monotonic()
+        return web.json_response(self._anthropic_object(job, request))
+
+    async def anthropic_results(self, request: web.Request, entry: dict[str, Any]) -> web.Response:
+        job = self._anthropic_job(request)
+        if job is None:
+            return _an_error(404, "Not found", "not_found_error")
+        status, _ = self._advance(job)
+        if job.ended is None:
+            return _an_error(400, f"Batch {job.id} has not ended: results are available once "
+                             f"processing ends (processing_status: {status}).")
+        lines = []
+        for r in job.results:
+            result: dict[str, Any] = {"type": r["type"]}
+            if r["type"] == "succeeded":
+                result["message"] = r["body"]
+            elif r["type"] == "errored":
+                kind = "api_error" if r["status"] >= 500 else "invalid_request_error"
+                result["error"] = anthropic_error(kind, r["message"]) | {"request_id": None}
+            lines.append(json.dumps({"custom_id": r["custom_id"], "result": result}).encode() + b"\n")
+        return web.Response(body=b"".join(lines), content_type="application/x-jsonl")
+
+
+def parse_form(content_type: str, body: bytes) -> tuple[dict[str, str], dict[str, tuple[str, bytes]]]:
+    """A multipart/form-data body -> ({field: text}, {field: (filename, bytes)})."""
+    fields: dict[str, str] = {}
+    files: dict[str, tuple[str, bytes]] = {}
+    if not content_type.lower().startswith("multipart/form-data"):
+        return fields, files
+    message = BytesParser(policy=email.policy.HTTP).parsebytes(
+        b"Content-Type: " + content_type.encode("latin-1") + b"\r\n\r\n" + body)
+    if not message.is_multipart():
+        return fields, files
+    for part in message.iter_parts():
+        name = part.get_param("name", header="content-disposition")
+        if not isinstance(name, str):
+            continue
+        data = part.get_payload(decode=True) or b""
+        filename = part.get_filename()
+        if filename is not None:
+            files[name] = (filename, data)
+        else:
+            fields[name] = data.decode("utf-8", "replace")
+    return fields, files
+
+
+def _line_error(code: str, message: str, line: int | None) -> dict[str, Any]:
+    return {"code": code, "message": message, "param": None, "line": line}
+
+
+def _oa_error(status: int, message: str, type_: str = "invalid_request_error",
+              param: str | None = None) -> web.Response:
+    return web.json_response(error_body(message, type_, param), status=status)
+
+
+def _an_error(status: int, message: str, type_: str = "invalid_request_error") -> web.Response:
+    return web.json_response(anthropic_error(type_, message), status=status)
