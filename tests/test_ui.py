@@ -174,6 +174,21 @@ def test_report_markdown_and_text():
     assert text.splitlines()[0].endswith("· stopped")
 
 
+def test_rows_not_sent_are_shown_apart_from_failures():
+    r = running_report(answered_rows=90, failed_rows=910, not_sent=900)
+    s = r.stats
+    s.started, s.finished = time.monotonic() - 10, time.monotonic()
+    s.stop_reason = "cancelled from the panel"
+    text = report_text(r, cancelled=True)
+    assert re.search(r"Failed\s+10\b", text) and re.search(r"Not sent\s+900\s+\(the run stopped", text)
+    assert re.search(r"Throughput\s+10 rows/s", text)  # rows it worked on, not the unsent ones
+    html = report_html(r)
+    assert "Not sent" in html and "width:1.00%;background:" + RED in html  # 10 of 1,000 red
+    p = Panel(r, estimate())
+    p.finish()
+    assert p.progress.value == 100 and "100</b> / 1,000 rows" in p.progress_label.value
+
+
 def test_report_without_estimate_or_stats():
     r = RunReport(model="m", rows=0)
     assert "Wall time" in report_text(r)
@@ -449,6 +464,7 @@ def test_submit_confirm_cancel_before_run_sends_nothing(llm, sim, capsys):
     assert job.done() and out["llm_output"].isna().all()
     assert out["llm_output_error"].str.contains("not sent: cancelled from the panel before the run").all()
     assert "CANCELLED" in panel.header.value.upper()
+    assert re.search(r"Not sent\s+6\b", report_text(job.report)) and job.report.stats.sent == 0
     panel.run_button.click()
     job.start()
     time.sleep(0.3)
@@ -578,3 +594,15 @@ def test_nbconvert_export_of_an_nbclient_run_shows_the_static_summary(tmp_path):
         assert text in output_html
     assert "&lt;script&gt;alert(1)&lt;/script&gt; bad gateway" in html
     assert "<script>alert(1)" not in html
+
+
+def test_console_postfix_shows_batch_status():
+    from llmbatch_pd.run import RunReport
+    from llmbatch_pd.ui.console import ConsoleProgress
+
+    report = RunReport(model="openai/gpt-4.1-mini", rows=10)
+    report.stats.batch_status = "in_progress"
+    report.stats.batch_counts = {"total": 10, "succeeded": 3, "errored": 1}
+    bar = ConsoleProgress(report, file=io.StringIO())
+    assert bar.postfix()["batch"] == "in_progress 4/10"
+    bar.close()

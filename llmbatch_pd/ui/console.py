@@ -62,6 +62,10 @@ class ConsoleProgress:
     def postfix(self) -> dict[str, Any]:
         r, s = self.report, self.report.stats
         post: dict[str, Any] = {"ok": r.answered_rows, "failed": r.failed_rows}
+        if s.batch_status:  # mode="batch": the provider's job status and counts while it polls
+            counts = s.batch_counts
+            done = counts.get("succeeded", 0) + counts.get("errored", 0)
+            post["batch"] = f"{s.batch_status} {done}/{counts.get('total', '?')}"
         if s.retrying:
             post["retrying"] = s.retrying
         for kind in POSTFIX_KINDS:
