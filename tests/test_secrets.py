@@ -84,3 +84,29 @@ def test_key_absent_from_executed_and_exported_notebook(tmp_path, monkeypatch):
     assert SECRET not in saved
     html, _ = HTMLExporter().from_notebook_node(nb)
     assert SECRET not in html
+
+
+def test_key_absent_from_widget_state():
+    """Drive the notebook panel through a run that met a wrong key, then read every widget's
+    state (what would be saved in the notebook) and the exported summary."""
+    import ipywidgets as w
+
+    from llmbatch_pd.ui.panel import Panel
+
+    df = pd.DataFrame({"t": [f"row {i}" for i in range(10)]})
+    with Simulator(ttft_ms=5, api_key="sk-the-right-one") as sim:
+        out = df.llm.apply("{t}", model="openai/gpt-4.1-mini", base_url=sim.base_url, api_key=SECRET,
+                           progress=False)
+    report = out.llm.report
+    assert report.stats.errors  # the 401 message is among the errors the panel lists
+    panel = Panel(report, report.estimate, budget=1.0)
+    panel.update()
+    states = []
+    stack = [panel.widget]
+    while stack:
+        widget = stack.pop()
+        states.append(repr(widget.get_state()))
+        stack.extend(c for c in getattr(widget, "children", ()) if isinstance(c, w.Widget))
+    panel.finish()
+    assert states and not [s for s in states if SECRET in s]
+    assert SECRET not in report._repr_html_() and SECRET not in report.to_markdown()
