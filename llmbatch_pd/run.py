@@ -88,7 +88,7 @@ class RunSpec:
         return cost(worst, self.price, batch=self.batch)
 
 
-@dataclass
+@dataclass(repr=False)
 class RunReport:
     """What happened, for people: counts, tokens, dollars, time."""
 
@@ -350,51 +350,38 @@ class Run:
         spec = self.spec
         if ledger is None and spec.price is not None:
             ledger = Ledger(spec.budget, spec.cost)
+        # the HTTP stack (aiohttp) loads on the first run, not at import
+        from .engine import Engine, RetryPolicy
+
+        retry = RetryPolicy(max_retries=spec.max_retries)
+        self.stats.total = self.n
+        self._open_store()
         if spec.batch:
-            return await self._execute_batch(ledger)
-        from .engine import Engine, RetryPolicy  # the HTTP stack loads on the first run only
+            from .batch import BatchRunner
 
-        self.engine = Engine(
-            spec.provider,
-            concurrency=spec.concurrency,
-            limiter=RateLimiter(spec.rpm, spec.tpm),
-            retry=RetryPolicy(max_retries=spec.max_retries),
-            timeout=spec.timeout,
-            ledger=ledger,
-            worst_cost=spec.worst_cost,
-            stats=self.stats,
-            on_warning=self._warn,
-            breaker=CircuitBreaker(),
-        )
-        self.stats.total = self.n
-        self._open_store()
-        try:
-            await self.engine.run(self._requests(), self._on_done)
-        except asyncio.CancelledError:
-            self.report.interrupted = True
-            self._close_unfinished("cancelled: the run was interrupted before this row finished")
-            raise
-        finally:
-            self._close_store()
-        self._close_unfinished(f"not sent: {self.stats.stop_reason or 'the run ended first'}")
-        return self.report
-
-    async def _execute_batch(self, ledger: Ledger | None) -> RunReport:
-        """mode="batch": the same request stream and outcomes, through batch jobs."""
-        from .batch import BatchRunner
-        from .engine import RetryPolicy
-
-        spec = self.spec
-        self.stats.total = self.n
-        self._open_store()
-        try:
             self.batcher = BatchRunner(
                 spec.provider, on_done=self._on_done, stats=self.stats, store=self.store,
                 ledger=ledger, worst_cost=spec.worst_cost, poll_interval=spec.poll_interval,
-                timeout=spec.timeout, retry=RetryPolicy(max_retries=spec.max_retries),
-                on_warning=self._warn,
+                timeout=spec.timeout, retry=retry, on_warning=self._warn,
             )
-            await self.batcher.run(list(self._requests()))
+        else:
+            self.engine = Engine(
+                spec.provider,
+                concurrency=spec.concurrency,
+                limiter=RateLimiter(spec.rpm, spec.tpm),
+                retry=retry,
+                timeout=spec.timeout,
+                ledger=ledger,
+                worst_cost=spec.worst_cost,
+                stats=self.stats,
+                on_warning=self._warn,
+                breaker=CircuitBreaker(),
+            )
+        try:
+            if self.batcher is not None:  # mode="batch": the same stream, through batch jobs
+                await self.batcher.run(list(self._requests()))
+            else:
+                await self.engine.run(self._requests(), self._on_done)
         except asyncio.CancelledError:
             self.report.interrupted = True
             self._close_unfinished("cancelled: the run was interrupted before this row finished")

@@ -23,13 +23,13 @@ from __future__ import annotations
 
 import json
 import time
-from collections.abc import AsyncIterator, Mapping
+from collections.abc import Mapping
 from datetime import UTC, datetime
 from typing import Any
 
 from .. import errors
 from ..types import BatchInfo, RateLimitInfo, Reply, Request, Usage
-from .base import BatchHTTP, BatchOutcome, Provider, classify_http_error, load_line, parse_int
+from .base import BatchHTTP, BatchOutcome, Provider, classify_http_error, parse_int
 
 API_VERSION = "2026-10-21"
 """``anthropic-version``, as the SDK 2.14 sends it (anthropic/_constants.py)."""
@@ -138,14 +138,9 @@ class AnthropicMessages(Provider):
                               self._headers, None, self._parse_object)
         return self._batch_info(job)
 
-    async def batch_results(self, http: BatchHTTP, info: BatchInfo) -> AsyncIterator[BatchOutcome]:
-        for url in info.result_urls:
-            async for line in http.lines(url, self._headers, self._error):
-                try:
-                    obj = load_line(line)
-                except errors.MalformedResponse:
-                    continue  # its request gets "no result" from the runner
-                yield self.parse_batch_result(obj)
+    @property
+    def _download_headers(self) -> dict[str, str]:
+        return self._headers
 
     def parse_batch_result(self, obj: dict[str, Any]) -> BatchOutcome:
         """``{custom_id, result: {type, message | error}}`` -> (custom_id, reply, error)."""

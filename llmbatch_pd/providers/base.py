@@ -95,8 +95,21 @@ class Provider(ABC):
 
     async def batch_results(self, http: BatchHTTP, info: BatchInfo) -> AsyncIterator[BatchOutcome]:
         """Every result line of an ended job, parsed, as it is downloaded."""
-        raise NotImplementedError(f"{self.name} has no batch API")
-        yield  # pragma: no cover
+        for url in info.result_urls:
+            async for line in http.lines(url, self._download_headers, self._error):
+                try:
+                    obj = load_line(line)
+                except errors.MalformedResponse:
+                    continue  # its request gets "no result" from the runner
+                yield self.parse_batch_result(obj)
+
+    @property
+    def _download_headers(self) -> dict[str, str]:
+        """Headers for fetching a job's result files (auth, no JSON body)."""
+        return {}
+
+    def _error(self, status: int, headers: Mapping[str, str], body: bytes) -> errors.ProviderError:
+        raise NotImplementedError
 
     def parse_batch_result(self, obj: dict[str, Any]) -> BatchOutcome:
         """One result line (parsed JSON) -> (custom_id, reply, error)."""

@@ -13,7 +13,7 @@ and matched by ``custom_id``. At most 50,000 requests and 200 MB per job.
 from __future__ import annotations
 
 import json
-from collections.abc import AsyncIterator, Mapping
+from collections.abc import Mapping
 from typing import Any
 
 from .. import errors
@@ -23,7 +23,6 @@ from .base import (
     BatchOutcome,
     Provider,
     classify_http_error,
-    load_line,
     multipart,
     parse_duration,
     parse_int,
@@ -122,14 +121,9 @@ class OpenAIChat(Provider):
                               None, self._parse_object)
         return self._batch_info(job)
 
-    async def batch_results(self, http: BatchHTTP, info: BatchInfo) -> AsyncIterator[BatchOutcome]:
-        for url in info.result_urls:
-            async for line in http.lines(url, self._auth, self._error):
-                try:
-                    obj = load_line(line)
-                except errors.MalformedResponse:
-                    continue  # its request gets "no result" from the runner
-                yield self.parse_batch_result(obj)
+    @property
+    def _download_headers(self) -> dict[str, str]:
+        return self._auth
 
     def parse_batch_result(self, obj: dict[str, Any]) -> BatchOutcome:
         """``{custom_id, response: {status_code, body}, error}`` -> (custom_id, reply, error)."""

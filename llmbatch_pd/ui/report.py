@@ -39,7 +39,7 @@ TEXT = "var(--jp-ui-font-color1, #1f2328)"
 MUTED = "var(--jp-ui-font-color2, #57606a)"
 SURFACE = "var(--jp-layout-color1, #ffffff)"
 BORDER = "var(--jp-border-color2, #d0d7de)"
-TRACK = "var(--jp-layout-color3, #e6e9ee)"
+TRACK = "var(--jp-layout-color2, #eaeef2)"  # a light track: the filled part carries the figure
 
 CARD = (f"font-family:{FONT};font-size:13px;line-height:1.45;color:{TEXT};background:{SURFACE};"
         f"border:1px solid {BORDER};border-radius:8px;padding:10px 14px;max-width:760px;"

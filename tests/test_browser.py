@@ -1,0 +1,295 @@
+"""The notebook panel in a real browser: JupyterLab on loopback, driven by headless Chromium
+(Playwright, sync API).
+
+One test, in the order a user would go: open ``quickstart.ipynb``, Run > Run All Cells, watch
+the ``apply`` panel (ipywidgets, rendered by the jupyterlab_widgets extension) show the
+estimate, then progress, then leave the static summary; then add a cell with a long
+``submit(confirm=True)`` (3,000 rows at 300 ms a request, 10 at a time): the panel shows the
+estimate with Run and Cancel and sends nothing; Run starts it, Cancel stops it, and a following
+cell finds the finished rows kept. Screenshots go to ``build/browser_*.png``.
+
+Isolation: the server and its kernel get a temporary root (a copy of ``notebooks/``), Jupyter
+config, data, runtime, settings and workspace directories, a private ``LLMBATCH_PD_CACHE`` and
+no provider key (the notebook starts its own simulator). The server listens on 127.0.0.1 with a
+random token; news, update checks and the PyPI extension manager are off, and the browser aborts
+every request that is not for the server, so nothing reaches the internet.
+
+Needs Chromium (Debian's ``chromium`` at ``/usr/bin/chromium``, or ``LLMBATCH_PD_CHROMIUM``):
+Playwright cannot download its own browsers here. Without it the test is skipped, except under
+``CI=true``, where it fails.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import os
+import re
+import secrets
+import shutil
+import socket
+import subprocess
+import sys
+import time
+import urllib.request
+from pathlib import Path
+
+import pytest
+
+ROOT = Path(__file__).resolve().parents[1]
+BUILD = ROOT / "build"
+CI = os.environ.get("CI", "").strip().lower() in ("1", "true", "yes")
+BROWSER_ARGS = ["--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run",
+                "--disable-background-networking", "--disable-component-update", "--disable-sync"]
+PROVIDER_VARIABLES = ("OPENAI_API_KEY", "OPENAI_BASE_URL", "ANTHROPIC_API_KEY", "ANTHROPIC_BASE_URL",
+                      "DEEPSEEK_API_KEY", "GEMINI_API_KEY")
+JUPYTER_DIRS = ("JUPYTER_CONFIG_DIR", "JUPYTER_DATA_DIR", "JUPYTER_RUNTIME_DIR",
+                "JUPYTERLAB_SETTINGS_DIR", "JUPYTERLAB_WORKSPACES_DIR", "IPYTHONDIR")
+# JupyterLab user settings: start the kernel without asking, never fetch news or updates
+SETTINGS = {
+    "@jupyterlab/notebook-extension/tracker.jupyterlab-settings": {"autoStartDefaultKernel": True},
+    "@jupyterlab/apputils-extension/notification.jupyterlab-settings": {"fetchNews": "false",
+                                                                        "checkForUpdates": False},
+}
+IDLE = re.compile(r"\| Idle")
+
+# -- the long run added to the notebook ----------------------------------------------------
+
+SUBMIT_CELL = """\
+import pandas as pd
+from llmbatch_pd.sim import Simulator
+slow = Simulator(ttft_ms=300).start()
+big = pd.concat([reviews] * 10, ignore_index=True)
+big["n"] = range(len(big))
+job = big.llm.submit("Review {n}: {text}", model="openai/gpt-4.1-mini", output="sentiment",
+                     max_tokens=5, concurrency=10, base_url=slow.base_url, api_key="sk-simulator",
+                     confirm=True)"""
+
+RESULT_CELL = """\
+import time
+res = job.result(timeout=30)
+sent = len(slow.log)
+time.sleep(1.0)
+print(f"KEPT answered={int(res['sentiment'].notna().sum())} rows={len(res)} sent={sent} "
+      f"later={len(slow.log)} done={job.done()}")"""
+
+# Every text a panel or a summary in the page has shown, recorded by the page itself (the
+# apply run takes about two seconds: polling from here could miss its stages).
+RECORDER = """() => {
+  window.__llmbatch = [];
+  let pending = false;
+  const record = () => {
+    pending = false;
+    document.querySelectorAll('.llmbatch-panel, .llmbatch-report').forEach(el => {
+      const text = (el.classList.contains('llmbatch-panel') ? 'PANEL ' : 'SUMMARY ') + el.innerText;
+      if (!window.__llmbatch.includes(text)) window.__llmbatch.push(text);
+    });
+  };
+  new MutationObserver(() => { if (!pending) { pending = true; requestAnimationFrame(record); } })
+    .observe(document.body, {subtree: true, childList: true, characterData: true});
+}"""
+
+
+def unavailable(reason: str):
+    if CI:
+        pytest.fail(f"{reason} (CI=true: the browser test must run in CI)")
+    pytest.skip(reason)
+
+
+def chromium_path() -> str:
+    """``LLMBATCH_PD_CHROMIUM`` if set, else ``chromium`` on the PATH or at /usr/bin."""
+    chosen = os.environ.get("LLMBATCH_PD_CHROMIUM")
+    for candidate in [chosen] if chosen else [shutil.which("chromium"), "/usr/bin/chromium"]:
+        if candidate and os.access(candidate, os.X_OK):
+            return candidate
+    unavailable(f"no Chromium at {chosen}" if chosen else
+                "no Chromium: install Debian's chromium (apt-get install chromium) or set "
+                "LLMBATCH_PD_CHROMIUM; Playwright cannot download browsers here")
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+@contextlib.contextmanager
+def jupyterlab(tmp_path: Path):
+    """A JupyterLab server on loopback over a copy of notebooks/; yields (base url, token)."""
+    root = tmp_path / "notebooks"
+    shutil.copytree(ROOT / "notebooks", root, ignore=shutil.ignore_patterns(".ipynb_checkpoints"))
+    env = {k: v for k, v in os.environ.items() if k not in PROVIDER_VARIABLES}
+    for name in JUPYTER_DIRS:
+        (tmp_path / name).mkdir()
+        env[name] = str(tmp_path / name)
+    for rel, values in SETTINGS.items():
+        path = tmp_path / "JUPYTERLAB_SETTINGS_DIR" / rel
+        path.parent.mkdir(parents=True, exist_ok=True)
+        path.write_text(json.dumps(values))
+    env["LLMBATCH_PD_CACHE"] = str(tmp_path / "cache.sqlite")
+    port, token = free_port(), secrets.token_hex(16)
+    cmd = [sys.executable, "-m", "jupyterlab", "--no-browser", "--ServerApp.open_browser=False",
+           "--ServerApp.ip=127.0.0.1", f"--ServerApp.port={port}", "--ServerApp.port_retries=0",
+           f"--IdentityProvider.token={token}", f"--ServerApp.root_dir={root}",
+           "--ServerApp.terminals_enabled=False", "--LabApp.news_url=None",
+           "--LabApp.check_for_updates_class=jupyterlab.handlers.announcements.NeverCheckForUpdate",
+           "--LabApp.extension_manager=readonly"]
+    if hasattr(os, "geteuid") and os.geteuid() == 0:
+        cmd.append("--allow-root")  # CI containers run as root
+    log_path = tmp_path / "jupyterlab.log"
+    with open(log_path, "w") as log:
+        proc = subprocess.Popen(cmd, env=env, cwd=root, stdout=log, stderr=subprocess.STDOUT)
+    base = f"http://127.0.0.1:{port}"
+    try:
+        deadline = time.monotonic() + 60
+        while True:
+            if proc.poll() is not None:
+                pytest.fail(f"JupyterLab exited ({proc.returncode}):\n{log_path.read_text()[-3000:]}")
+            try:
+                with urllib.request.urlopen(f"{base}/api/status?token={token}", timeout=2):
+                    break
+            except OSError:
+                if time.monotonic() > deadline:
+                    pytest.fail(f"JupyterLab did not start in 60 s:\n{log_path.read_text()[-3000:]}")
+                time.sleep(0.1)
+        yield base, token
+    finally:
+        proc.terminate()  # the server shuts its kernels down on SIGTERM
+        try:
+            proc.wait(15)
+        except subprocess.TimeoutExpired:
+            proc.kill()
+            proc.wait(5)
+
+
+def cell_with(page, source: str):
+    """The code cell whose input contains ``source``."""
+    return page.locator(".jp-Notebook .jp-CodeCell").filter(
+        has=page.locator(".jp-InputArea", has_text=source)).first
+
+
+def run_new_cell(page, code: str):
+    """Add a code cell at the end (command mode, B), type ``code``, run it in place (Ctrl+Enter)."""
+    from playwright.sync_api import expect
+
+    cells = page.locator(".jp-Notebook .jp-Cell")
+    count = cells.count()
+    cells.last.locator(".jp-InputPrompt").click()  # select the cell without editing it
+    page.keyboard.press("Escape")
+    page.keyboard.press("b")
+    expect(cells).to_have_count(count + 1)
+    editor = cells.last.locator(".cm-content")
+    editor.click()
+    page.keyboard.insert_text(code)  # as pasted: no auto-closed brackets, no auto-indent
+    expect(editor).to_contain_text(code.splitlines()[-1].strip())
+    page.keyboard.press("Control+Enter")
+    return cells.nth(count)
+
+
+@pytest.mark.slow  # about 35 s: JupyterLab, Chromium, a kernel and ~400 simulated requests
+@pytest.mark.timeout(180)
+def test_panel_in_jupyterlab(tmp_path):
+    try:
+        from playwright.sync_api import expect, sync_playwright
+    except ImportError:
+        unavailable("playwright is not installed (pip install -e '.[dev]')")
+    executable = chromium_path()
+    BUILD.mkdir(exist_ok=True)
+
+    with jupyterlab(tmp_path) as (base, token), sync_playwright() as pw:
+        browser = pw.chromium.launch(executable_path=executable, args=BROWSER_ARGS, headless=True)
+        try:
+            context = browser.new_context(viewport={"width": 1280, "height": 1000})
+            outside: list[str] = []
+
+            def only_the_server(route):
+                url = route.request.url
+                if url.startswith((base + "/", base.replace("http", "ws", 1) + "/")):
+                    route.continue_()
+                else:
+                    outside.append(url)
+                    route.abort()
+
+            context.route("**/*", only_the_server)
+            context.set_default_timeout(30_000)
+            expect.set_options(timeout=30_000)
+            page = context.new_page()
+            errors: list[str] = []
+            page.on("pageerror", lambda exc: errors.append(str(exc)))
+
+            # -- 1. open the notebook, wait for its kernel ---------------------------------
+            page.goto(f"{base}/lab/tree/quickstart.ipynb?token={token}")
+            page.wait_for_selector(".jp-Notebook .jp-CodeCell", timeout=60_000)
+            status = page.locator(".jp-StatusBar-Widget", has_text=IDLE).first
+            expect(status).to_be_visible(timeout=60_000)  # "Python 3 (ipykernel) | Idle"
+            page.evaluate(RECORDER)
+
+            # -- 2. Run > Run All Cells: estimate, progress, summary -----------------------
+            page.locator(".lm-MenuBar-itemLabel", has_text=re.compile(r"^Run$")).click()
+            page.locator(".lm-Menu-itemLabel", has_text=re.compile(r"^Run All Cells$")).click()
+            apply_cell = cell_with(page, "out = reviews.llm.apply")
+            summary = apply_cell.locator(".llmbatch-report")
+            expect(summary).to_be_visible(timeout=60_000)
+            expect(summary).to_contain_text(re.compile("done", re.I))
+            expect(cell_with(page, "out.llm.report").locator(".llmbatch-report")).to_be_visible()
+            expect(status).to_be_visible()
+            apply_cell.screenshot(path=BUILD / "browser_summary.png")
+
+            seen = page.evaluate("window.__llmbatch")
+            panels = [t for t in seen if t.startswith("PANEL ")]
+            assert panels, f"the widget panel never rendered (is jupyterlab_widgets installed?): {seen}"
+            assert any("Requests" in t and "To send" in t or "Plan:" in t for t in panels), panels
+            progress = [int(m.group(1).replace(",", "")) for t in panels
+                        for m in [re.search(r"([\d,]+) / 300 rows", t)] if m]
+            assert any(0 < n < 300 for n in progress), f"no progress between 0 and 300 rows: {progress}"
+            assert any(re.search("running", t, re.I) for t in panels)
+            text = summary.inner_text()
+            answered = int(re.search(r"Answered\s+([\d,]+)", text).group(1).replace(",", ""))
+            failed = int(re.search(r"Failed\s+([\d,]+)", text).group(1).replace(",", ""))
+            assert answered + failed == 300 and answered >= 270, text
+            assert apply_cell.locator(".llmbatch-panel").count() == 0  # replaced by the summary
+
+            # -- 3. a long submit(confirm=True): estimate with Run, nothing sent ------------
+            submit_cell = run_new_cell(page, SUBMIT_CELL)
+            panel = submit_cell.locator(".llmbatch-panel")
+            run_button = panel.locator("button", has_text=re.compile(r"^\s*Run\s*$"))
+            cancel_button = panel.locator("button", has_text="Cancel")
+            expect(run_button).to_be_visible()
+            expect(cancel_button).to_be_visible()
+            expect(panel).to_contain_text("Nothing is sent until you click Run")
+            expect(panel).to_contain_text("3,000")
+            expect(panel).to_contain_text("To send")
+            expect(submit_cell.locator(".jp-InputPrompt")).not_to_contain_text("*")  # the cell returned
+            submit_cell.screenshot(path=BUILD / "browser_estimate.png")
+
+            # -- 4. Run: progress --------------------------------------------------------
+            run_button.click()
+            expect(panel).to_contain_text(re.compile("running", re.I))
+            expect(run_button).to_be_hidden()
+            expect(panel).to_contain_text(re.compile(r"^([3-9]\d|\d{3}|\d,\d{3}) / 3,000 rows", re.M),
+                                          use_inner_text=True)  # at least 30 rows done
+            submit_cell.screenshot(path=BUILD / "browser_progress.png")
+
+            # -- 5. Cancel: the run stops, finished rows are kept ---------------------------
+            cancel_button.click()
+            stopped = submit_cell.locator(".llmbatch-report")
+            expect(stopped).to_be_visible()
+            expect(stopped).to_contain_text(re.compile("cancelled", re.I))
+            expect(stopped).to_contain_text("Not sent")
+            submit_cell.screenshot(path=BUILD / "browser_cancel.png")
+
+            result_cell = run_new_cell(page, RESULT_CELL)
+            output = result_cell.locator(".jp-OutputArea-output", has_text="KEPT")
+            expect(output).to_be_visible()
+            kept = dict(re.findall(r"(\w+)=(\w+)", output.inner_text()))
+            answered, sent = int(kept["answered"]), int(kept["sent"])
+            assert kept["rows"] == "3000" and kept["done"] == "True", kept
+            assert 0 < answered < 3000, kept
+            assert answered >= sent - 10, kept  # requests in flight finished and were kept
+            assert kept["later"] == kept["sent"], kept  # nothing sent after the run stopped
+            assert sent < 1500, kept  # it stopped early, well before the end
+
+            assert outside == [], f"the page tried to leave the machine: {outside}"
+            assert errors == [], errors
+        finally:
+            browser.close()
