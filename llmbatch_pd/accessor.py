@@ -171,6 +171,7 @@ class _Apply:
         self.check_budget = check_budget
         self.may_repeat = _may_repeat(df, self.spec.template.fields)
         self.run = Run(self.spec, self.rows, len(df), self.may_repeat)
+        self.run.keep_usage = usage
         # with a pilot, judge the budget on the pilot's figures (the ledger bounds the pilot).
         # The plan walks every row (render, key, token count, cache lookup) before anything is
         # sent: do it only when something needs it before the run (the budget, a display).

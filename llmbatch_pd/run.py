@@ -35,6 +35,7 @@ if TYPE_CHECKING:  # loaded on the first run: aiohttp alone costs ~200 ms of imp
     from .batch import BatchRunner
     from .engine import Engine
 
+NO_USAGE = Usage()  # shared by every row that paid nothing (cached, duplicate); never mutated
 RowSource = Callable[[], Iterable[Mapping[str, Any]]]
 
 
@@ -173,6 +174,7 @@ class Run:
         self.answers: list[str | None] = [None] * n
         self.errors: list[str | None] = [None] * n
         self.usages: list[Usage | None] = [None] * n
+        self.keep_usage = True  # per-row usage for usage=True; off, only what dedup needs
         self.report = RunReport(model=spec.model.full, rows=n, budget=spec.budget, mode=spec.mode)
         self.stats = self.report.stats
         self._followers: dict[int, list[int]] = {}
@@ -276,9 +278,14 @@ class Run:
             for i in rows:
                 self._fail(i, str(exc))
             return
+        keep_all = self.keep_usage
         for i in rows:
             self.answers[i] = reply.text
-            self.usages[i] = reply.usage if (i == leader and paid) else Usage()
+            if i == leader:  # its usage is needed again only for the columns or a duplicate
+                if keep_all or self.may_repeat is None or self.may_repeat[i]:
+                    self.usages[i] = reply.usage if paid else NO_USAGE
+            elif keep_all:
+                self.usages[i] = NO_USAGE
         self.report.answered_rows += len(rows)
         if len(rows) > 1:
             self.report.saved_by_dedup += (len(rows) - 1) * self.spec.cost(reply.usage)
@@ -287,7 +294,9 @@ class Run:
         if self.answers[leader] is None:
             self._fail(i, self.errors[leader])
             return
-        self.answers[i], self.usages[i] = self.answers[leader], Usage()
+        self.answers[i] = self.answers[leader]
+        if self.keep_usage:
+            self.usages[i] = NO_USAGE
         self.report.answered_rows += 1
         self.report.saved_by_dedup += self.spec.cost(self.usages[leader] or Usage())
 
