@@ -248,13 +248,14 @@ class _Apply:
         out[self.output] = pd.array(run.answers, dtype="string")
         out[f"{self.output}_error"] = pd.array(run.errors, dtype="string")
         if self.usage:
-            paid = [u if u is not None else None for u in run.usages]
+            paid = run.usages  # None where the row got no answer
+            priced = self.spec.price is not None
             out[f"{self.output}_input_tokens"] = pd.array(
-                [u.input_tokens if u else None for u in paid], dtype="Int64")
+                [u.input_tokens if u is not None else None for u in paid], dtype="Int64")
             out[f"{self.output}_output_tokens"] = pd.array(
-                [u.output_tokens if u else None for u in paid], dtype="Int64")
+                [u.output_tokens if u is not None else None for u in paid], dtype="Int64")
             out[f"{self.output}_cost"] = pd.array(
-                [self.spec.cost(u) if u and self.spec.price else None for u in paid], dtype="Float64")
+                [self.spec.cost(u) if u is not None and priced else None for u in paid], dtype="Float64")
         run.report.estimate = run.report.estimate or self._estimate
         out.attrs[REPORT_ATTR] = run.report
         _last["result"], _last["report"] = out, run.report
