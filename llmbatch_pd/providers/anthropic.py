@@ -80,16 +80,8 @@ class AnthropicMessages(Provider):
                 body[name] = value
         return body
 
-    def prepare(self, request: Request) -> tuple[str, dict[str, str], bytes]:
-        return self._url, self._headers, json.dumps(self._body(request), ensure_ascii=False).encode()
-
-    def parse(self, status: int, headers: Mapping[str, str], body: bytes) -> Reply:
-        if status >= 400:
-            raise self._error(status, headers, body)
-        data = self._load_json(body)
-        if data.get("type") == "error":  # an error envelope on a 2xx (a broken proxy)
-            raise self._error(500, headers, body)
-        return self._reply(data)
+    def _is_error_envelope(self, data: dict[str, Any]) -> bool:
+        return data.get("type") == "error"
 
     def _reply(self, data: dict[str, Any]) -> Reply:
         try:
@@ -167,14 +159,6 @@ class AnthropicMessages(Provider):
             return custom_id, None, errors.RowError(
                 "expired: the batch ended (24 h) before this request was processed", kind="expired")
         return custom_id, None, errors.MalformedResponse(f"unknown batch result type {kind!r}")
-
-    def _parse_object(self, status: int, headers: Mapping[str, str], body: bytes) -> dict[str, Any]:
-        if status >= 400:
-            raise self._error(status, headers, body)
-        data = self._load_json(body)
-        if data.get("type") == "error":
-            raise self._error(500, headers, body)
-        return data
 
     def _batch_info(self, job: dict[str, Any]) -> BatchInfo:
         try:

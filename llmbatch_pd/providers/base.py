@@ -61,13 +61,37 @@ class Provider(ABC):
         """What identifies this model's answers in a cache key (no secret in it)."""
         return f"{self.name}:{self.base_url}"
 
-    @abstractmethod
-    def prepare(self, request: Request) -> tuple[str, dict[str, str], bytes]:
-        """URL, headers and body for one request."""
+    # a dialect sets these two in __init__ and implements _body and _reply
+    _url: str
+    _headers: dict[str, str]
 
     @abstractmethod
+    def _body(self, request: Request) -> dict[str, Any]:
+        """The JSON body of one real-time request (also a batch line's payload)."""
+
+    @abstractmethod
+    def _reply(self, data: dict[str, Any]) -> Reply:
+        """A successful answer's JSON -> Reply (real time and batch results alike)."""
+
+    def prepare(self, request: Request) -> tuple[str, dict[str, str], bytes]:
+        """URL, headers and body for one request."""
+        return self._url, self._headers, json.dumps(self._body(request), ensure_ascii=False).encode()
+
     def parse(self, status: int, headers: Mapping[str, str], body: bytes) -> Reply:
         """A Reply for a successful answer; raises a ProviderError otherwise."""
+        return self._reply(self._parse_object(status, headers, body))
+
+    def _parse_object(self, status: int, headers: Mapping[str, str], body: bytes) -> dict[str, Any]:
+        """A 2xx body as a JSON object; a classified error for anything else."""
+        if status >= 400:
+            raise self._error(status, headers, body)
+        data = self._load_json(body)
+        if self._is_error_envelope(data):  # an error body on a 2xx (a broken proxy)
+            raise self._error(500, headers, body)
+        return data
+
+    def _is_error_envelope(self, data: dict[str, Any]) -> bool:
+        return False
 
     def rate_limits(self, headers: Mapping[str, str]) -> RateLimitInfo | None:
         return None

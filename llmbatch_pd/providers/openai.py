@@ -55,14 +55,6 @@ class OpenAIChat(Provider):
             body[self.max_tokens_field if name == "max_tokens" else name] = value
         return body
 
-    def prepare(self, request: Request) -> tuple[str, dict[str, str], bytes]:
-        return self._url, self._headers, json.dumps(self._body(request), ensure_ascii=False).encode()
-
-    def parse(self, status: int, headers: Mapping[str, str], body: bytes) -> Reply:
-        if status >= 400:
-            raise self._error(status, headers, body)
-        return self._reply(self._load_json(body))
-
     def _reply(self, data: dict[str, Any]) -> Reply:
         try:
             choice = data["choices"][0]
@@ -151,11 +143,6 @@ class OpenAIChat(Provider):
             return custom_id, self._reply(body), None
         except errors.ProviderError as exc:
             return custom_id, None, exc
-
-    def _parse_object(self, status: int, headers: Mapping[str, str], body: bytes) -> dict[str, Any]:
-        if status >= 400:
-            raise self._error(status, headers, body)
-        return self._load_json(body)
 
     def _batch_info(self, job: dict[str, Any]) -> BatchInfo:
         try:
