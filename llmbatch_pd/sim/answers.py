@@ -4,16 +4,24 @@ Everything random here is seeded from a sha256 of the request, never from Python
 ``hash()`` (salted per process), so answers agree across runs, threads and processes.
 Prompts that offer options ("as positive, negative or neutral", "one of: a, b, c",
 "Answer yes or no") get exactly one of them, so demos produce tidy columns.
+
+Structured requests get JSON that fits their schema (OpenAI's ``json_schema``/``json_object``
+response formats, Anthropic's ``output_config.format`` and forced tools, which the dialects turn
+into one internal ``response_format``), so the SDKs' ``parse()`` helpers succeed; the
+``fault_invalid_json`` knob asks for a broken one instead, so clients' validation retries run.
 """
 
 from __future__ import annotations
 
 import hashlib
 import json
+import math
 import random
 import re
 import unicodedata
+import uuid
 from dataclasses import dataclass
+from datetime import date, timedelta
 from typing import Any
 
 from .tokens import content_text, count_tokens, truncate_tokens
@@ -62,11 +70,20 @@ _SENTIMENT = re.compile(
 
 @dataclass(frozen=True)
 class Answer:
-    """One reply: its text, why it stopped, and its size in tokens."""
+    """One reply: its text, why it stopped, and its size in tokens.
+
+    ``tool`` names the tool a forced tool call went to; ``text`` is then the call's input JSON.
+    """
 
     text: str
     finish_reason: str
     completion_tokens: int
+    tool: str | None = None
+
+
+def is_structured(response_format: dict[str, Any] | None) -> bool:
+    """Whether a request asks for JSON (the only answers ``fault_invalid_json`` can break)."""
+    return (response_format or {}).get("type") in ("json_object", "json_schema", "tool")
 
 
 def prompt_sha(messages: list[dict[str, Any]]) -> str:
@@ -83,8 +100,13 @@ def make_answer(
     max_tokens: int | None = None,
     response_format: dict[str, Any] | None = None,
     sha: str | None = None,
+    invalid: bool = False,
 ) -> Answer:
-    """The deterministic reply to a chat request, cut to max_tokens if given."""
+    """The deterministic reply to a chat request, cut to max_tokens if given.
+
+    ``response_format`` is OpenAI's, or ``{"type": "tool", "name", "schema"}`` for a forced
+    tool call; ``invalid`` breaks a structured answer (truncated JSON or a field missing).
+    """
     sha = sha or prompt_sha(messages)
     rng = random.Random(int(hashlib.sha256(f"{model}\n{sha}".encode()).hexdigest()[:16], 16))
     prompt = _last_user_text(messages)
@@ -93,17 +115,23 @@ def make_answer(
         text = choose_option(options, prompt, rng)
     else:
         text = _sentences(rng, max(1, round(answer_tokens * (0.5 + rng.random()))))
-    kind = (response_format or {}).get("type")
-    if kind == "json_object":
-        text = json.dumps({"answer": text}, ensure_ascii=False)
-    elif kind == "json_schema":
-        schema = (response_format or {}).get("json_schema", {}).get("schema", {})
-        text = json.dumps(_fill(schema, schema, rng, options, prompt), ensure_ascii=False)
+    fmt = response_format or {}
+    kind, tool = fmt.get("type"), None
+    if kind in ("json_object", "json_schema", "tool"):
+        schema: Any = {}
+        if kind == "json_schema":
+            schema = fmt.get("json_schema", {}).get("schema", {})
+        elif kind == "tool":
+            schema, tool = fmt.get("schema", {}), str(fmt.get("name"))
+        value = _fill(schema, schema, rng, options, prompt) if schema else {"answer": text}
+        text = json.dumps(value, ensure_ascii=False)
+        if invalid:
+            text = _broken(value, schema, rng, keep_json=tool is not None)
     finish = "stop"
     if max_tokens is not None:
         text, cut = truncate_tokens(text, max_tokens)
         finish = "length" if cut else "stop"
-    return Answer(text, finish, count_tokens(text))
+    return Answer(text, finish, count_tokens(text), tool)
 
 
 def find_options(prompt: str) -> list[str]:
@@ -156,40 +184,194 @@ def _sentences(rng: random.Random, n_tokens: int) -> str:
     return " ".join(out)
 
 
+_DEPTH = 6
+"""How deep recursive schemas ($ref to themselves) are filled before nulls and [] end them."""
+_ANSWER_NAMES = frozenset(
+    "answer label category class classification result choice output response verdict".split()
+)
+_BOUNDS = re.compile(r"\{([^{}]*)\}\s*$")
+_NUMERIC = (
+    "minimum maximum exclusiveMinimum exclusiveMaximum minLength maxLength minItems maxItems"
+).split()
+_FORMATS = {
+    "date": lambda r: (date(2024, 1, 1) + timedelta(days=r.randrange(730))).isoformat(),
+    "date-time": lambda r: f"{_FORMATS['date'](r)}T{r.randrange(24):02d}:{r.randrange(60):02d}:00Z",
+    "time": lambda r: f"{r.randrange(24):02d}:{r.randrange(60):02d}:{r.randrange(60):02d}",
+    "duration": lambda r: f"P{r.randint(1, 30)}D",
+    "email": lambda r: f"{r.choice(_WORDS)}@example.com",
+    "hostname": lambda r: f"{r.choice(_WORDS)}.example.com",
+    "uri": lambda r: f"https://example.com/{r.choice(_WORDS)}",
+    "ipv4": lambda r: f"192.0.2.{r.randint(1, 254)}",
+    "ipv6": lambda r: f"2001:db8::{r.randint(1, 0xFFFF):x}",
+    "uuid": lambda r: str(uuid.UUID(int=r.getrandbits(128), version=4)),
+}
+_FORMATS |= {  # pydantic's own names, which Anthropic's transform moves into the description
+    "ipvanyaddress": _FORMATS["ipv4"],
+    "uri-reference": _FORMATS["uri"],
+    "idn-email": _FORMATS["email"],
+    **{f"uuid{v}": lambda r, v=v: str(uuid.UUID(int=r.getrandbits(128), version=v)) for v in (1, 3, 4, 5)},
+}
+_FORMAT_NOTE = re.compile(r"\bformat: ([\w-]+)")
+
+
 def _fill(
-    node: Any, root: dict[str, Any], rng: random.Random, options: list[str], prompt: str
+    node: Any,
+    root: dict[str, Any],
+    rng: random.Random,
+    options: list[str],
+    prompt: str,
+    name: str | None = None,
+    depth: int = 0,
 ) -> Any:
-    """A value that fits a JSON schema, so structured-output requests parse."""
+    """A value that fits a JSON schema, so structured-output requests parse and validate.
+
+    Follows what pydantic models become after either SDK's transform: $defs/$ref, anyOf with
+    null, enums, nested objects and arrays, string formats, and numeric/length bounds, which
+    Anthropic's transform moves into the description as ``{minimum: 1, maximum: 5}``.
+    """
     if not isinstance(node, dict):
         return None
     if "$ref" in node:
-        target: Any = root
-        for part in str(node["$ref"]).lstrip("#/").split("/"):
-            target = target.get(part, {}) if isinstance(target, dict) else {}
-        return _fill(target, root, rng, options, prompt)
+        target = resolve_ref(root, node["$ref"])
+        return _fill(target, root, rng, options, prompt, name, depth + 1)
     if "const" in node:
         return node["const"]
     if node.get("enum"):
-        return choose_option([str(v) for v in node["enum"]], prompt, rng)
-    for key in ("anyOf", "oneOf", "allOf"):
+        return _pick_enum(list(node["enum"]), options, prompt, rng)
+    for key in ("anyOf", "oneOf"):
         if node.get(key):
-            return _fill(node[key][0], root, rng, options, prompt)
+            variants = [v for v in node[key] if not (isinstance(v, dict) and v.get("type") == "null")]
+            if not variants or (depth >= _DEPTH and len(variants) < len(node[key])):
+                return None
+            return _fill(variants[0], root, rng, options, prompt, name, depth + 1)
+    if node.get("allOf"):
+        merged: dict[str, Any] = {}
+        for part in node["allOf"]:
+            part = resolve_ref(root, part["$ref"]) if isinstance(part, dict) and "$ref" in part else part
+            if isinstance(part, dict):
+                merged |= part
+        return _fill(merged, root, rng, options, prompt, name, depth + 1)
     kind = node.get("type", "object" if "properties" in node else "string")
     if isinstance(kind, list):
         kind = next((k for k in kind if k != "null"), "null")
+    bounds = _bounds(node)
     if kind == "object":
         props = node.get("properties", {})
-        return {k: _fill(v, root, rng, options, prompt) for k, v in props.items()}
+        return {
+            k: _fill(v, root, rng, options, prompt, k, depth + 1)
+            for k, v in (props.items() if isinstance(props, dict) else ())
+        }
     if kind == "array":
-        return [_fill(node.get("items", {}), root, rng, options, prompt) for _ in range(2)]
-    if kind == "integer":
-        return rng.randint(0, 10)
-    if kind == "number":
-        return round(rng.random() * 10, 2)
+        n = 0 if depth >= _DEPTH else 2
+        n = max(int(bounds.get("minItems", 0)), min(n, int(bounds.get("maxItems", n))))
+        return [_fill(node.get("items", {}), root, rng, options, prompt, name, depth + 1)
+                for _ in range(n)]
+    if kind in ("integer", "number"):
+        return _number(kind, bounds, rng)
     if kind == "boolean":
         return rng.random() < 0.5
     if kind == "null":
         return None
-    if options:
-        return choose_option(options, prompt, rng)
-    return " ".join(rng.choice(_WORDS) for _ in range(rng.randint(1, 4)))
+    fmt = node.get("format") or next(iter(_FORMAT_NOTE.findall(str(node.get("description")))), None)
+    if fmt in _FORMATS:
+        return _FORMATS[fmt](rng)
+    if options and _about_options(name, node, prompt, options):
+        text = choose_option(options, prompt, rng)
+    else:
+        text = " ".join(rng.choice(_WORDS) for _ in range(rng.randint(1, 4)))
+    text = text.ljust(int(bounds.get("minLength", 0)), "x")
+    return text[: int(bounds["maxLength"])] if "maxLength" in bounds else text
+
+
+def resolve_ref(root: Any, ref: Any) -> Any:
+    """The schema a local ``#/...`` reference points at, or {} when it points nowhere."""
+    target: Any = root
+    for part in str(ref).removeprefix("#").strip("/").split("/"):
+        if not part:
+            continue
+        part = part.replace("~1", "/").replace("~0", "~")
+        target = target.get(part, {}) if isinstance(target, dict) else {}
+    return target
+
+
+def _pick_enum(values: list[Any], options: list[str], prompt: str, rng: random.Random) -> Any:
+    """An enum value: one the prompt offers if any, chosen like a free-text option."""
+    texts = {str(v): v for v in values}
+    offered = {o.lower() for o in options}
+    overlap = [t for t in texts if t.lower() in offered]
+    return texts[choose_option(overlap or list(texts), prompt, rng)]
+
+
+def _about_options(name: str | None, node: dict[str, Any], prompt: str, options: list[str]) -> bool:
+    """Whether a free string field is the prompt's choice: a top-level or generic answer name,
+    a description naming an option, or a field name the prompt uses where it offers them."""
+    if name is None or name.lower() in _ANSWER_NAMES:
+        return True
+    described = f"{node.get('description', '')} {node.get('title', '')}".lower()
+    if any(re.search(rf"(?<!\w){re.escape(o.lower())}(?!\w)", described) for o in options):
+        return True
+    at = prompt.lower().find(options[0].lower())
+    before = prompt[:at] if at >= 0 else prompt
+    sentence = re.split(r"[.!?\n]", before)[-1].lower()
+    words = re.findall(r"[a-z]+", re.sub(r"([a-z])([A-Z])", r"\1 \2", name).lower())
+    return any(len(w) >= 3 and re.search(rf"\b{w}", sentence) for w in words)
+
+
+def _bounds(node: dict[str, Any]) -> dict[str, float]:
+    """Numeric and length limits, from the schema or from where Anthropic's transform put
+    them (the end of the description)."""
+    found: dict[str, float] = {}
+    match = _BOUNDS.search(str(node.get("description", "")))
+    if match:
+        for item in match.group(1).split(","):
+            key, _, value = item.partition(":")
+            try:
+                found[key.strip()] = float(value)
+            except ValueError:
+                pass
+    for key in _NUMERIC:
+        value = node.get(key)
+        if isinstance(value, int | float) and not isinstance(value, bool):
+            found[key] = float(value)
+    return {k: v for k, v in found.items() if k in _NUMERIC}
+
+
+def _number(kind: str, bounds: dict[str, float], rng: random.Random) -> int | float:
+    """A number inside the bounds (10 wide when a side is open, 0..10 when both are)."""
+    lo, hi = bounds.get("minimum", -math.inf), bounds.get("maximum", math.inf)
+    if "exclusiveMinimum" in bounds:
+        x = bounds["exclusiveMinimum"]
+        lo = max(lo, math.floor(x) + 1 if kind == "integer" else x)
+    if "exclusiveMaximum" in bounds:
+        x = bounds["exclusiveMaximum"]
+        hi = min(hi, math.ceil(x) - 1 if kind == "integer" else x)
+    if math.isinf(lo) and math.isinf(hi):
+        lo, hi = 0.0, 10.0
+    elif math.isinf(lo):
+        lo = hi - 10
+    elif math.isinf(hi):
+        hi = lo + 10
+    if kind == "integer":
+        return rng.randint(math.ceil(lo), max(math.ceil(lo), math.floor(hi)))
+    value = round(lo + (hi - lo) * (0.1 + 0.8 * rng.random()), 2)
+    return value if lo < value < hi or lo == hi else (lo + hi) / 2
+
+
+def _broken(value: Any, schema: Any, rng: random.Random, *, keep_json: bool) -> str:
+    """An answer a validating client must refuse: JSON cut short, or (always for tool input,
+    which must stay an object) the value with a required field dropped or a field retyped."""
+    text = json.dumps(value, ensure_ascii=False)
+    if not keep_json and (not schema or rng.random() < 0.5 or not isinstance(value, dict) or not value):
+        return text[: max(1, len(text) // 2)]
+    if not isinstance(value, dict):
+        return json.dumps({"unexpected": value})
+    node = resolve_ref(schema, schema["$ref"]) if isinstance(schema, dict) and "$ref" in schema else schema
+    required = [k for k in (node or {}).get("required", []) if k in value]
+    broken = dict(value)
+    if required:
+        del broken[rng.choice(required)]
+    elif broken:
+        broken[next(iter(broken))] = [["?"]]  # no field takes a list of lists of strings
+    else:
+        broken["unexpected"] = True
+    return json.dumps(broken, ensure_ascii=False)

@@ -7,11 +7,19 @@ required, the system prompt is a top-level field, errors come as
 ``anthropic-ratelimit-{requests,tokens}-{limit,remaining,reset}`` with RFC 3339 resets.
 Body checks use the API's "field: problem" wording and refuse fields the API does not know,
 so a client that sends OpenAI-only fields finds out here rather than live.
+
+Structured output comes two ways, both answered with JSON that fits the schema:
+``output_config: {"format": {"type": "json_schema", "schema": {...}}}`` (what the SDK's
+``messages.parse(output_format=Model)`` sends) puts it in the text block; a forced tool
+(``tools: [{"name", "input_schema", ...}]`` with ``tool_choice: {"type": "tool", "name"}``, or
+``{"type": "any"}``) answers with one ``tool_use`` block and ``stop_reason: "tool_use"``.
 """
 
 from __future__ import annotations
 
+import json
 import math
+import re
 import time
 import uuid
 from collections.abc import Mapping
@@ -25,6 +33,7 @@ from .dialect import Dialect
 from .limits import RateLimiter, Refusal
 from .responses import SERVER_ERRORS
 from .tokens import content_text
+from .validate import is_object, schema_nodes
 
 FIELDS = frozenset(
     # What anthropic 2.14's messages.create sends (resources/messages/messages.py) ...
@@ -40,6 +49,9 @@ CREDIT_MESSAGE = (
     "Please go to Plans & Billing to upgrade or purchase credits."
 )
 """What the API answers, as a 400, to an account out of credit."""
+_EFFORTS = ("low", "medium", "high", "xhigh", "max")
+_TOOL_CHOICES = ("auto", "any", "tool", "none")
+_TOOL_NAME = re.compile(r"^[a-zA-Z0-9_-]{1,128}$")
 MALFORMED = b'{"id": "msg_sim", "type": "message", "role": "assistant", "content": [{"type": "te'
 
 
@@ -84,6 +96,112 @@ def check_messages(body: Any) -> str | None:
     stops = body.get("stop_sequences")
     if stops is not None and not (isinstance(stops, list) and all(isinstance(s, str) for s in stops)):
         return "stop_sequences: Input should be a valid list of strings"
+    return _check_output_config(body.get("output_config")) or _check_tools(
+        body.get("tools"), body.get("tool_choice")
+    )
+
+
+def _check_output_config(config: Any) -> str | None:
+    if config is None:
+        return None
+    if not isinstance(config, dict):
+        return "output_config: Input should be a valid dictionary"
+    extra = sorted(set(config) - {"effort", "format"})
+    if extra:
+        return f"output_config.{extra[0]}: Extra inputs are not permitted"
+    if config.get("effort") is not None and config["effort"] not in _EFFORTS:
+        return "output_config.effort: Input should be 'low', 'medium', 'high', 'xhigh' or 'max'"
+    fmt = config.get("format")
+    if fmt is None:
+        return None
+    if not isinstance(fmt, dict):
+        return "output_config.format: Input should be a valid dictionary"
+    if fmt.get("type") != "json_schema":
+        return "output_config.format.type: Input should be 'json_schema'"
+    extra = sorted(set(fmt) - {"type", "schema"})
+    if extra:
+        return f"output_config.format.{extra[0]}: Extra inputs are not permitted"
+    if "schema" not in fmt:
+        return "output_config.format.schema: Field required"
+    if not isinstance(fmt["schema"], dict):
+        return "output_config.format.schema: Input should be a valid dictionary"
+    for _, node in schema_nodes(fmt["schema"]):
+        if is_object(node) and node.get("additionalProperties") is not False:
+            return (
+                "output_config.format.schema: For 'object' type, 'additionalProperties' must be "
+                "explicitly set to false"
+            )
+    return None
+
+
+def _check_tools(tools: Any, choice: Any) -> str | None:
+    names: list[str] = []
+    if tools is not None:
+        if not isinstance(tools, list):
+            return "tools: Input should be a valid list"
+        for i, tool in enumerate(tools):
+            if problem := _check_tool(i, tool):
+                return problem
+            names.append(tool["name"])
+        if len(set(names)) < len(names):
+            return "tools: Tool names must be unique."
+    if choice is None:
+        return None
+    if not isinstance(choice, dict):
+        return "tool_choice: Input should be a valid dictionary"
+    kind = choice.get("type")
+    if kind not in _TOOL_CHOICES:
+        return (
+            f"tool_choice: Input tag '{kind}' found using 'type' does not match any of the "
+            "expected tags: 'auto', 'any', 'tool', 'none'"
+        )
+    if kind in ("any", "tool") and not names:
+        return "tool_choice: tool_choice may only be specified while providing tools."
+    if kind == "tool":
+        name = choice.get("name")
+        if not isinstance(name, str):
+            return "tool_choice.tool.name: Field required"
+        if name not in names:
+            return f"tool_choice.tool.name: Tool '{name}' not found in tools"
+    return None
+
+
+def _check_tool(i: int, tool: Any) -> str | None:
+    if not isinstance(tool, dict):
+        return f"tools.{i}: Input should be a valid dictionary"
+    if tool.get("type") not in (None, "custom"):  # server tools (web search, ...) pass as-is
+        return None if isinstance(tool.get("name"), str) else f"tools.{i}.name: Field required"
+    where = f"tools.{i}.custom"
+    name = tool.get("name")
+    if not isinstance(name, str):
+        return f"{where}.name: Field required"
+    if not _TOOL_NAME.match(name):
+        return f"{where}.name: String should match pattern '{_TOOL_NAME.pattern}'"
+    schema = tool.get("input_schema")
+    if schema is None:
+        return f"{where}.input_schema: Field required"
+    if not isinstance(schema, dict):
+        return f"{where}.input_schema: Input should be a valid dictionary"
+    if schema.get("type") != "object":
+        return f"{where}.input_schema.type: Input should be 'object'"
+    return None
+
+
+def structured_format(body: dict[str, Any]) -> dict[str, Any] | None:
+    """What the answer must be, as ``make_answer`` takes it: a forced tool's call
+    (``{"type": "tool", "name", "schema"}``), JSON for ``output_config.format``, or None.
+
+    ``tool_choice: {"type": "any"}`` is answered with the first custom tool, deterministically.
+    """
+    choice = body.get("tool_choice") or {}
+    custom = [t for t in body.get("tools") or [] if "input_schema" in t]
+    wanted = choice.get("name") if choice.get("type") == "tool" else None
+    if choice.get("type") in ("tool", "any") and custom:
+        tool = next((t for t in custom if t["name"] == wanted), custom[0])
+        return {"type": "tool", "name": tool["name"], "schema": tool["input_schema"]}
+    fmt = (body.get("output_config") or {}).get("format")
+    if fmt:
+        return {"type": "json_schema", "json_schema": {"schema": fmt["schema"]}}
     return None
 
 
@@ -138,14 +256,26 @@ def chat_messages(body: dict[str, Any]) -> list[dict[str, Any]]:
 
 
 def message_body(model: str, answer: Answer, input_tokens: int) -> dict[str, Any]:
-    """A non-streaming Message with its usage block (no prompt cache: both cache fields 0)."""
+    """A non-streaming Message with its usage block (no prompt cache: both cache fields 0).
+
+    A forced tool call is one ``tool_use`` block; cut short by max_tokens, its input is {}."""
+    content: list[dict[str, Any]] = [{"type": "text", "text": answer.text}] if answer.text else []
+    stop = STOP_REASONS.get(answer.finish_reason, answer.finish_reason)
+    if answer.tool is not None:
+        try:
+            tool_input = json.loads(answer.text)
+        except ValueError:
+            tool_input = {}
+        content = [{"type": "tool_use", "id": f"toolu_sim{uuid.uuid4().hex[:24]}",
+                    "name": answer.tool, "input": tool_input}]
+        stop = "tool_use" if answer.finish_reason == "stop" else stop
     return {
         "id": f"msg_sim{uuid.uuid4().hex[:21]}",
         "type": "message",
         "role": "assistant",
         "model": model,
-        "content": [{"type": "text", "text": answer.text}] if answer.text else [],
-        "stop_reason": STOP_REASONS.get(answer.finish_reason, answer.finish_reason),
+        "content": content,
+        "stop_reason": stop,
         "stop_sequence": None,
         "usage": {
             "input_tokens": input_tokens,
@@ -212,6 +342,9 @@ class Messages(Dialect):
 
     def max_tokens(self, body: dict[str, Any]) -> int | None:
         return int(body["max_tokens"])
+
+    def response_format(self, body: dict[str, Any]) -> dict[str, Any] | None:
+        return structured_format(body)
 
     def error(
         self,

@@ -12,7 +12,8 @@ OpenAI's goes validating (first 10 %), in_progress (its ``request_counts`` climb
 that share of the lines into errors (dice seeded by the job and the line, so a job submitted
 again gets fresh dice); ``batch_expire`` makes the job expire with that share of its lines (the
 last ones) never processed. Answers come from the same deterministic pipeline as the real-time
-endpoints, so a prompt gets the same answer either way. Nothing runs in the background: a job's
+endpoints, so a prompt gets the same answer either way (structured ones included, and
+``fault_invalid_json`` breaks that share of them, on dice of their own). Nothing runs in the background: a job's
 state is worked out from the clock whenever it is asked for.
 """
 
@@ -34,10 +35,11 @@ from typing import Any
 
 from aiohttp import web
 
-from .answers import make_answer, prompt_sha
-from .anthropic import chat_messages, check_messages, message_body
+from .answers import is_structured, make_answer, prompt_sha
+from .anthropic import Messages, chat_messages, check_messages, message_body
 from .anthropic import error_body as anthropic_error
 from .config import SimConfig
+from .dialect import ChatCompletions, Dialect
 from .responses import SERVER_ERRORS, completion_body, error_body
 from .tokens import count_prompt_tokens
 from .validate import check_chat
@@ -54,7 +56,9 @@ DAY = 86400
 class Line:
     custom_id: str
     body: dict[str, Any]
-    outcome: str  # "ok", "fail" (a simulated server error) or "invalid: <message>"
+    # "ok", "invalid_json" (succeeds with a broken structured answer), "fail" (a simulated
+    # server error) or "invalid: <message>"
+    outcome: str
 
 
 @dataclass
@@ -149,9 +153,9 @@ class BatchDesk:
         for i, line in enumerate(job.lines):
             if i >= done:
                 job.results.append({"custom_id": line.custom_id, "type": unprocessed})
-            elif line.outcome == "ok":
-                job.results.append({"custom_id": line.custom_id, "type": "succeeded",
-                                    "body": self._answer(job.api, line.body, cfg)})
+            elif line.outcome in ("ok", "invalid_json"):
+                body = self._answer(job.api, line.body, cfg, line.outcome == "invalid_json")
+                job.results.append({"custom_id": line.custom_id, "type": "succeeded", "body": body})
             elif line.outcome == "fail":
                 job.results.append({"custom_id": line.custom_id, "type": "errored", "status": 500,
                                     "message": SERVER_ERRORS[500]})
@@ -164,26 +168,26 @@ class BatchDesk:
             self._write_openai_files(job)
 
     @staticmethod
-    def _answer(api: str, body: dict[str, Any], cfg: SimConfig) -> dict[str, Any]:
+    def _answer(api: str, body: dict[str, Any], cfg: SimConfig, invalid: bool) -> dict[str, Any]:
         if api == "openai":
             messages = list(body["messages"])
             max_tokens = body.get("max_completion_tokens") or body.get("max_tokens")
-            response_format = body.get("response_format")
         else:
             messages = chat_messages(body)
-            max_tokens, response_format = body["max_tokens"], None
+            max_tokens = body["max_tokens"]
         sha = prompt_sha(messages)
         answer = make_answer(messages, body["model"], answer_tokens=cfg.answer_tokens,
                              max_tokens=int(max_tokens) if max_tokens is not None else None,
-                             response_format=response_format, sha=sha)
+                             response_format=_response_format(api, body), sha=sha,
+                             invalid=invalid)
         prompt_tokens = count_prompt_tokens(messages)
         if api == "openai":
             return completion_body(body["model"], answer, prompt_tokens)
         return message_body(body["model"], answer, prompt_tokens)
 
     @staticmethod
-    def _dice(job_id: str, seed: int, custom_id: str) -> float:
-        digest = hashlib.sha256(f"{seed}\n{job_id}\n{custom_id}".encode()).hexdigest()
+    def _dice(job_id: str, seed: int, custom_id: str, salt: str = "") -> float:
+        digest = hashlib.sha256(f"{salt}{seed}\n{job_id}\n{custom_id}".encode()).hexdigest()
         return int(digest[:13], 16) / 16**13
 
     # -- OpenAI: files ----------------------------------------------------------------------
@@ -298,7 +302,8 @@ class BatchDesk:
             if isinstance(body.get("model"), str):
                 models.add(body["model"])
             invalid = check_chat(body)
-            outcome = f"invalid: {invalid.message}" if invalid else self._outcome(job_id, cfg, custom_id)
+            outcome = (f"invalid: {invalid.message}" if invalid
+                       else self._outcome(job_id, cfg, custom_id, _response_format("openai", body)))
             lines.append(Line(custom_id, body, outcome))
         if len(models) > 1:
             problems.append(_line_error("mismatched_model", "The provided model does not match the model of other requests in this batch.", None))
@@ -306,14 +311,18 @@ class BatchDesk:
             problems.append(_line_error("empty_file", "The batch input file is empty.", None))
         return lines, (problems or None), (sorted(models)[0] if models else "")
 
-    def _outcome(self, job_id: str, cfg: SimConfig, custom_id: str) -> str:
+    def _outcome(self, job_id: str, cfg: SimConfig, custom_id: str,
+                 response_format: dict[str, Any] | None) -> str:
         if cfg.batch_fail_rate > 0 and self._dice(job_id, cfg.seed, custom_id) < cfg.batch_fail_rate:
             return "fail"
+        if (cfg.fault_invalid_json > 0 and is_structured(response_format)
+                and self._dice(job_id, cfg.seed, custom_id, "invalid_json\n") < cfg.fault_invalid_json):
+            return "invalid_json"
         return "ok"
 
     def _openai_object(self, job: Job) -> dict[str, Any]:
         status, done = self._advance(job)
-        ok = sum(1 for line in job.lines[:done] if line.outcome == "ok")
+        ok = sum(1 for line in job.lines[:done] if line.outcome in ("ok", "invalid_json"))
         ended = job.ended
         at = int(job.created_wall)
         out: dict[str, Any] = {
@@ -419,7 +428,8 @@ class BatchDesk:
                 return _an_error(400, f"requests.{i}.params.{problem}")
             if params.get("stream"):
                 return _an_error(400, f"requests.{i}.params.stream: streaming is not supported in batches")
-            lines.append(Line(custom_id, params, self._outcome(job_id, cfg, custom_id)))
+            outcome = self._outcome(job_id, cfg, custom_id, _response_format("anthropic", params))
+            lines.append(Line(custom_id, params, outcome))
         model = lines[0].body["model"]
         job = Job(job_id, "anthropic", lines, model, cfg.batch_seconds, cfg.batch_expire,
                   time.monotonic(), time.time())
@@ -511,6 +521,14 @@ def parse_form(content_type: str, body: bytes) -> tuple[dict[str, str], dict[str
         else:
             fields[name] = data.decode("utf-8", "replace")
     return fields, files
+
+
+_DIALECTS: dict[str, Dialect] = {"openai": ChatCompletions(), "anthropic": Messages()}
+
+
+def _response_format(api: str, body: dict[str, Any]) -> dict[str, Any] | None:
+    """The answer's required shape, read by the real-time endpoint's own dialect."""
+    return _DIALECTS[api].response_format(body)
 
 
 def _line_error(code: str, message: str, line: int | None) -> dict[str, Any]:

@@ -12,7 +12,8 @@ import typing
 from dataclasses import dataclass, field
 from typing import Any
 
-FAULTS = ("fault_429", "fault_5xx", "fault_529", "fault_hang", "fault_reset", "fault_malformed")
+FAULTS = ("fault_429", "fault_5xx", "fault_529", "fault_hang", "fault_reset", "fault_malformed",
+          "fault_invalid_json")
 """The fault knobs, in the order a request's single random draw walks them."""
 
 
@@ -38,6 +39,11 @@ class SimConfig:
     fault_hang: float = 0.0
     fault_reset: float = 0.0
     fault_malformed: float = 0.0
+    # A structured answer (json_schema/json_object, Anthropic output_config or forced tool)
+    # that a validating client must refuse: JSON cut short, or a required field dropped (a
+    # tool call's input stays an object). Counted as fault "invalid_json"; requests that ask
+    # for no JSON are never hit. Batch lines get their own dice per job and line.
+    fault_invalid_json: float = 0.0
     fault_retry_after_s: float = 1.0
     hang_seconds: float = 300.0
     # Account: required bearer key (None accepts anything) and successful requests allowed.

@@ -7,11 +7,13 @@ import random
 from .config import FAULTS, SimConfig
 
 
-def pick_fault(rng: random.Random, config: SimConfig) -> str | None:
-    """A fault name ("429", "5xx", "529", "hang", "reset", "malformed") or None.
+def pick_fault(rng: random.Random, config: SimConfig, *, structured: bool = False) -> str | None:
+    """A fault name ("429", "5xx", "529", "hang", "reset", "malformed", "invalid_json") or None.
 
     A single draw per request keeps each fault's rate exactly as configured and makes the
-    sequence of faults depend only on the seed and the order requests arrive in.
+    sequence of faults depend only on the seed and the order requests arrive in. Only a
+    ``structured`` request (one asking for JSON) can get "invalid_json"; for the rest that
+    share of draws is no fault, so the dice sequence is the same either way.
     """
     rates = [getattr(config, name) for name in FAULTS]
     if not any(rates):
@@ -19,6 +21,7 @@ def pick_fault(rng: random.Random, config: SimConfig) -> str | None:
     draw = rng.random()
     for name, rate in zip(FAULTS, rates, strict=True):
         if draw < rate:
-            return name.removeprefix("fault_")
+            fault = name.removeprefix("fault_")
+            return None if fault == "invalid_json" and not structured else fault
         draw -= rate
     return None

@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import asyncio
 import collections
+import functools
 import json
 import random
 import socket
@@ -22,7 +23,8 @@ from typing import Any
 
 from aiohttp import web
 
-from .answers import make_answer, prompt_sha
+from . import embeddings
+from .answers import is_structured, make_answer, prompt_sha
 from .anthropic import Messages
 from .batches import BatchDesk
 from .config import SimConfig
@@ -93,6 +95,7 @@ class SimServer:
         app = web.Application(client_max_size=64 * 1024 * 1024)
         app.router.add_post("/v1/chat/completions", self._tracked(self._chat))
         app.router.add_post("/v1/messages", self._tracked(self._messages))
+        app.router.add_post("/v1/embeddings", self._tracked(functools.partial(embeddings.handle, self, OPENAI)))
         app.router.add_get("/v1/models", self._tracked(self._models))
         desk, oa, an = self.batches, self._openai_auth, self._anthropic_auth
         app.router.add_post("/v1/files", self._tracked(oa(desk.upload)))
@@ -230,10 +233,12 @@ class SimServer:
         if cfg.quota_requests is not None and self._used >= cfg.quota_requests:
             return dialect.out_of_quota()
 
-        entry["fault"] = fault = pick_fault(self._faults, cfg)
+        response_format = dialect.response_format(body)
+        structured = is_structured(response_format)
+        entry["fault"] = fault = pick_fault(self._faults, cfg, structured=structured)
         if fault == "hang":
             await asyncio.sleep(cfg.hang_seconds)  # then carry on: a very slow success
-        elif fault is not None:
+        elif fault is not None and fault != "invalid_json":  # that one breaks the answer below
             return self._fault(fault, request, cfg, dialect)
 
         max_tokens = dialect.max_tokens(body)
@@ -242,8 +247,9 @@ class SimServer:
             model,
             answer_tokens=cfg.answer_tokens,
             max_tokens=max_tokens,
-            response_format=dialect.response_format(body),
+            response_format=response_format,
             sha=sha,
+            invalid=fault == "invalid_json",
         )
         now = time.monotonic()
         # Like OpenAI, the tokens limit is charged up front with prompt + max_tokens.

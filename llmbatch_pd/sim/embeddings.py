@@ -1,0 +1,166 @@
+"""``POST /v1/embeddings``, shaped like OpenAI's: limits, error bodies, float and base64 vectors.
+
+Vectors are deterministic: a unit vector drawn from a hash of (model, text), so a test can
+compute the expected one and two clients must receive the same. Similar texts are not similar
+vectors. ``dimensions`` shortens the way OpenAI documents it: cut, then re-normalise.
+
+The request goes through the server's pipeline like a chat request: auth, body checks,
+quota, fault injection, the rate limiter (charged with the inputs' tokens), latency, the log.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import base64
+import hashlib
+import json
+import sys
+import time
+from typing import TYPE_CHECKING, Any
+
+import numpy as np
+from aiohttp import web
+
+from .faults import pick_fault
+from .tokens import count_tokens
+from .validate import Invalid
+
+if TYPE_CHECKING:
+    from .dialect import ChatCompletions
+    from .server import Entry, SimServer
+
+MAX_INPUTS = 2048
+MAX_INPUT_TOKENS = 8192
+MAX_REQUEST_TOKENS = 300_000
+NATIVE_DIMS = {
+    "text-embedding-3-small": 1536,
+    "text-embedding-3-large": 3072,
+    "text-embedding-ada-002": 1536,
+    "gemini-embedding-001": 3072,
+    "text-embedding-004": 768,
+}
+DEFAULT_DIMS = 1536
+_INVALID_INPUT = "'$.input' is invalid. Please check the API reference: https://platform.openai.com/docs/api-reference."
+
+
+def native_dims(model: str) -> int:
+    return NATIVE_DIMS.get(model, DEFAULT_DIMS)
+
+
+def vector(model: str, text: str, dimensions: int | None = None) -> np.ndarray:
+    """The simulator's embedding of ``text``: unit length, float32, seeded by (model, text)."""
+    seed = hashlib.blake2b(f"{model}\x00{text}".encode(), digest_size=8).digest()
+    full = np.random.default_rng(int.from_bytes(seed, "little")).standard_normal(native_dims(model))
+    cut = full[:dimensions] if dimensions else full
+    return (cut / np.linalg.norm(cut)).astype(np.float32)
+
+
+def _texts(body: dict[str, Any]) -> tuple[list[str], list[int]] | Invalid:
+    """The inputs as texts and their token counts; token-id arrays count one token per id."""
+    raw = body.get("input")
+    if raw is None:
+        return Invalid("Missing required parameter: 'input'.", "input", "missing_required_parameter")
+    if isinstance(raw, str) or (isinstance(raw, list) and raw and all(isinstance(t, int) for t in raw)):
+        raw = [raw]
+    if not isinstance(raw, list) or not raw:
+        return Invalid(_INVALID_INPUT)
+    if len(raw) > MAX_INPUTS:
+        return Invalid(f"Invalid 'input': maximum array size is {MAX_INPUTS}, but got {len(raw)}.",
+                       "input", "array_above_max_length")
+    texts, counts = [], []
+    for item in raw:
+        if isinstance(item, str) and item:
+            texts.append(item)
+            counts.append(count_tokens(item))
+        elif isinstance(item, list) and item and all(isinstance(t, int) for t in item):
+            texts.append(" ".join(map(str, item)))
+            counts.append(len(item))
+        else:
+            return Invalid(_INVALID_INPUT)  # OpenAI's words for an empty string too
+    for n in counts:
+        if n > MAX_INPUT_TOKENS:
+            return Invalid(
+                f"This model's maximum context length is {MAX_INPUT_TOKENS} tokens, however you "
+                f"requested {n} tokens ({n} in your prompt; 0 for the completion). Please reduce "
+                "your prompt; or completion length.", None, "context_length_exceeded")
+    total = sum(counts)
+    if total > MAX_REQUEST_TOKENS:
+        return Invalid(f"Requested {total} tokens, max {MAX_REQUEST_TOKENS} tokens per request",
+                       None, "max_tokens_per_request")
+    return texts, counts
+
+
+def check(body: Any) -> tuple[str, list[str], int, int | None, str] | Invalid:
+    """(model, texts, tokens, dimensions, encoding_format), or the first problem."""
+    if not isinstance(body, dict):
+        return Invalid("Invalid type for request body: expected an object.", None, "invalid_type")
+    model = body.get("model")
+    if not isinstance(model, str) or not model:
+        return Invalid("you must provide a model parameter", "model", None)
+    fmt = body.get("encoding_format", "float")
+    if fmt not in ("float", "base64"):
+        return Invalid(f"Invalid value: '{fmt}'. Supported values are: 'float' and 'base64'.",
+                       "encoding_format", "invalid_value")
+    dims = body.get("dimensions")
+    if dims is not None:
+        if not isinstance(dims, int) or isinstance(dims, bool):
+            return Invalid("Invalid type for 'dimensions': expected an integer.", "dimensions", "invalid_type")
+        if "text-embedding-3" not in model and model in NATIVE_DIMS and dims != native_dims(model):
+            return Invalid("This model does not support specifying dimensions.", "dimensions", None)
+        if not 1 <= dims <= native_dims(model):
+            return Invalid(f"Invalid 'dimensions': expected a value between 1 and {native_dims(model)}, "
+                           f"but got {dims} instead.", "dimensions", "invalid_value")
+    found = _texts(body)
+    if isinstance(found, Invalid):
+        return found
+    texts, counts = found
+    return model, texts, sum(counts), dims, fmt
+
+
+def response_body(model: str, texts: list[str], tokens: int, dims: int | None, fmt: str) -> bytes:
+    """The ``{"object": "list", "data": [...]}`` body, with vectors as floats or base64."""
+    items = []
+    for i, text in enumerate(texts):
+        v = vector(model, text, dims)
+        value: Any = (base64.b64encode(v.astype("<f4").tobytes()).decode() if fmt == "base64"
+                      else v.tolist())
+        items.append({"object": "embedding", "index": i, "embedding": value})
+    body = {"object": "list", "data": items, "model": model,
+            "usage": {"prompt_tokens": tokens, "total_tokens": tokens}}
+    return json.dumps(body, separators=(",", ":")).encode()
+
+
+async def handle(server: SimServer, dialect: ChatCompletions, request: web.Request,
+                 entry: Entry) -> web.StreamResponse:
+    """The chat pipeline's steps, in its order, for an embeddings request."""
+    cfg = server.config
+    if denied := dialect.denied(request.headers, cfg.api_key):
+        return denied
+    try:
+        body = await request.json()
+    except ValueError:
+        return dialect.not_json()
+    checked = check(body)
+    if isinstance(checked, Invalid):
+        return dialect.error(400, checked.message, param=checked.param, code=checked.code)
+    model, texts, tokens, dims, fmt = checked
+    entry["model"] = sys.intern(model)
+    entry["prompt_sha"] = hashlib.sha256("\x00".join(texts).encode()).hexdigest()[:16]
+    entry["prompt_tokens"] = tokens
+    entry["inputs"] = len(texts)
+    if cfg.quota_requests is not None and server._used >= cfg.quota_requests:
+        return dialect.out_of_quota()
+    entry["fault"] = fault = pick_fault(server._faults, cfg)
+    if fault == "hang":
+        await asyncio.sleep(cfg.hang_seconds)
+    elif fault is not None:
+        return server._fault(fault, request, cfg, dialect)
+    now = time.monotonic()
+    if refusal := server._limiter.acquire(tokens, now, model):
+        headers = dialect.limit_headers(server._limiter, now) | dialect.retry_headers(refusal.retry_after)
+        return dialect.rate_limited(refusal, headers)
+    headers = dialect.limit_headers(server._limiter, now)
+    server._used += 1
+    await asyncio.sleep(server._latency(cfg, 0))
+    return web.Response(body=response_body(model, texts, tokens, dims, fmt),
+                        content_type="application/json", headers=headers)
