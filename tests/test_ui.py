@@ -606,3 +606,379 @@ def test_console_postfix_shows_batch_status():
     bar = ConsoleProgress(report, file=io.StringIO())
     assert bar.postfix()["batch"] == "in_progress 4/10"
     bar.close()
+
+
+# -- batch jobs in the panel and the summary ------------------------------------------------
+
+BATCH_ID = "batch_6823abcdef0123456789"
+
+
+def batch_report(**over) -> RunReport:
+    r = running_report(mode="batch", rows=100, requests=100, duplicates=0, cached=0, **over)
+    s = r.stats
+    s.started = time.monotonic() - 50
+    s.batch_status = "in_progress"
+    s.batch_ids = [BATCH_ID]
+    s.batch_counts = {"total": 100, "processing": 60, "succeeded": 38, "errored": 2, "expired": 0, "canceled": 0}
+    return r
+
+
+def test_panel_shows_batch_status_ids_and_counts_until_the_rows_land():
+    clock = Clock()
+    r = batch_report()
+    p = Panel(r, estimate(rows=100, requests=100, batch_cost=0.06, batch_cost_low=0.02, batch_cost_high=2.0),
+              on_cancel=lambda: None, clock=clock)
+    assert "openai/gpt-4.1-mini · batch" in p.header.value
+    label = p.batch_label.value
+    assert p.batch_label.layout.display is None
+    assert "Batch job <b>in_progress</b>" in label
+    assert "40 / 100 requests processed (38 succeeded, 2 errored)" in label
+    assert "batch_6823…6789" in label and f'title="{BATCH_ID}"' in label  # short, full on hover
+    for text in ("up to 24 h", "half price", "re-attaches"):
+        assert text in label
+    assert p.batch_bar.layout.display is None and (p.batch_bar.value, p.batch_bar.max) == (40, 100)
+    assert "ETA" not in p.progress_label.value  # rows land when a job ends: no pace to read
+    assert "$0.06 expected" in p.plan.value  # the plan line at batch prices
+    assert "Cancel stops waiting" in p.hint.value and "keep running at the provider" in p.hint.value
+    r.stats.batch_counts = {**r.stats.batch_counts, "succeeded": 98, "processing": 0}
+    clock.t += 1
+    p.update()
+    assert p.batch_bar.value == 100
+    r.stats.batch_status = "completed"
+    r.answered_rows, r.failed_rows = 98, 2  # the rows landed: the bar of rows says it all
+    clock.t += 1
+    p.update()
+    assert p.batch_bar.layout.display == "none" and "Batch job <b>completed</b>" in p.batch_label.value
+    p.finish()
+    assert p.batch_label.layout.display == "none" and p.batch_bar.layout.display == "none"
+    assert "Batch jobs" in p.summary.value and "half price" in p.summary.value
+
+
+def test_panel_batch_several_jobs_and_before_the_jobs_exist():
+    r = running_report(mode="batch")
+    p = Panel(r, estimate(), on_cancel=lambda: None)
+    assert "Batch mode: the requests go to the provider as batch jobs" in p.batch_label.value
+    assert "up to 24 h" in p.batch_label.value and p.batch_bar.layout.display == "none"
+    r.stats.started = time.monotonic()
+    p.show_estimate()
+    assert "preparing the jobs" in p.batch_label.value
+    r.stats.batch_status = "completed 1, in_progress 2 <b>"
+    r.stats.batch_ids = [f"batch_{i}abcdefghijklmnopqrstuvwxyz{i}" for i in range(4)]
+    r.stats.batch_counts = {"total": 300, "succeeded": 150}
+    p.show_estimate()
+    label = p.batch_label.value
+    assert "Batch jobs <b>completed 1, in_progress 2 &lt;b&gt;</b>" in label
+    assert "batch_0abc…xyz0, batch_1abc…xyz1, batch_2abc…xyz2, +1 more" in label
+    assert "150 / 300 requests processed (150 succeeded)" in label
+    assert (p.batch_bar.value, p.batch_bar.max) == (150, 300)
+    p.cancel()
+    p.update()
+    assert "no longer waiting for the batch jobs" in p.note.value and "not paid twice" in p.note.value
+
+
+def test_realtime_panel_has_no_batch_line():
+    p = Panel(running_report(), estimate())
+    assert p.batch_label.layout.display == "none" and p.batch_bar.layout.display == "none"
+    p.finish()
+    assert "Batch" not in p.summary.value
+
+
+def test_summary_of_a_batch_run():
+    r = batch_report(answered_rows=98, failed_rows=2)
+    r.stats.batch_status = "completed"
+    r.stats.finished = time.monotonic()
+    e = estimate(rows=100, batch_cost=0.06, batch_cost_low=0.02, batch_cost_high=2.0)
+    text = report_text(r, e)
+    assert re.search(r"Batch jobs\s+completed\s+\(1 job: batch_6823…6789; 40 / 100 requests processed", text)
+    assert "still running" not in text
+    assert re.search(r"Batch\s+half price\s+\(jobs can take up to 24 h; re-running the same call re-attaches", text)
+    assert "expected $0.06, range $0.02–$2.00 at batch prices" in text
+    r.stats.batch_status = "completed 1, in_progress 1"  # the run stopped waiting (Cancel)
+    assert "still running at the provider: the same call run again re-attaches" in report_text(r, e)
+    html = report_html(r, e)
+    assert "Batch jobs" in html and "batch_6823…6789" in html
+    md = report_markdown(r, e)
+    assert "| Batch jobs | completed 1, in\\_progress 1 (" in md
+    assert "Batch" not in report_text(finished_report())  # a real-time run says nothing of it
+
+
+# -- several models side by side ------------------------------------------------------------
+
+HAIKU = "anthropic/claude-haiku-4-5"
+
+
+def pair(**over):
+    """Two runs (gpt-4.1-mini, real time; claude-haiku-4-5, batch) sharing a $2.00 budget."""
+    a = RunReport(model="openai/gpt-4.1-mini", rows=1000, requests=800, cached=50, budget=2.0)
+    b = RunReport(model=HAIKU, rows=1000, requests=900, cached=10, budget=2.0, mode="batch")
+    a.stats, b.stats = EngineStats(total=1000), EngineStats(total=1000)
+    ests = [estimate(budget=2.0),
+            estimate(model=HAIKU, requests=900, cached=10, input_tokens=100_000, output_tokens=70_000,
+                     batch_cost_low=0.02, batch_cost=0.1, batch_cost_high=2.5, wall_time_s=400, budget=2.0)]
+    return a, b, ests
+
+
+def finished_pair():
+    a, b, ests = pair()
+    now = time.monotonic()
+    for r, cost, sent in ((a, 0.1, 790), (b, 0.3, 900)):
+        r.stats.started, r.stats.finished = now - 100, now - 10
+        r.stats.cost, r.stats.sent = cost, sent
+        r.stats.input_tokens, r.stats.output_tokens = 118_000, 60_000
+    a.answered_rows, a.failed_rows = 990, 10
+    b.answered_rows, b.failed_rows, b.not_sent = 400, 600, 590
+    b.stats.stop_reason = "budget reached"
+    b.stats.batch_status, b.stats.batch_ids = "completed", [BATCH_ID]
+    b.stats.batch_counts = {"total": 400, "succeeded": 395, "errored": 5}
+    b.stats.errors.update({EVIL: 4})
+    a.warnings.append("tiktoken unavailable: estimating")
+    return a, b, ests
+
+
+def test_short_models():
+    from llmbatch_pd.ui.report import short_models
+
+    assert short_models(["openai/gpt-4.1-mini", HAIKU]) == ["gpt-4.1-mini", "claude-haiku-4-5"]
+    assert short_models(["openai/gpt-4o", "azure/gpt-4o", "m"]) == ["openai/gpt-4o", "azure/gpt-4o", "m"]
+
+
+def test_reports_text_markdown_html():
+    from llmbatch_pd.ui import reports_html, reports_markdown, reports_text
+
+    a, b, ests = finished_pair()
+    text = reports_text([a, b], ests)
+    lines = text.splitlines()
+    assert lines[0] == "llmbatch_pd · 2 models · real time and batch · partly stopped"
+    head = lines[1].split()
+    assert head[:4] == ["Model", "Answered", "Failed", "Sent"] and head[-1] == "Status"
+    row_a = next(ln for ln in lines if ln.strip().startswith("openai/gpt-4.1-mini"))
+    assert re.search(r"openai/gpt-4\.1-mini\s+990\s+10\s+790\s+50\s+118k / 60k\s+\$0\.10 \(est\. \$0\.123\)\s+"
+                     r"1m 30s\s+done$", row_a)
+    row_b = next(ln for ln in lines if ln.strip().startswith(HAIKU))
+    assert "(batch)" in row_b and "10 (+590 unsent)" in row_b and "stopped (budget reached)" in row_b
+    total = next(ln for ln in lines if ln.strip().startswith("Total"))
+    assert re.search(r"Total \(2 models\)\s+1,390\s+20 \(\+590 unsent\)\s+1,690\s+60\s+236k / 120k\s+"
+                     r"\$0\.40 \(est\. \$0\.223\)\s+1m 30s\s+partly stopped$", total)
+    assert re.search(r"Budget\s+\$0\.40 of \$2\.00\s+\(20% used, shared by all models\)", text)
+    assert re.search(r"Batch jobs claude-haiku-4-5\s+completed\s+\(1 job: batch_6823…6789", text)
+    assert re.search(r"Stopped early claude-haiku-4-5\s+budget reached", text)
+    assert f"claude-haiku-4-5: {EVIL}" in text and "gpt-4.1-mini: tiktoken unavailable" in text
+
+    md = reports_markdown([a, b], ests)
+    assert "| Model | Answered | Failed | Sent | Cached | Tokens in / out | Cost | Time | Status |" in md
+    assert "| **Total** (2 models) | **1,390** | **20** (+590 unsent) |" in md
+    assert "\\$0.40" in md and "&lt;script&gt;" in md and "<script" not in md
+
+    html = reports_html([a, b], ests)
+    assert html.startswith('<div class="llmbatch-report') and "PARTLY STOPPED" in html.upper()
+    assert f'title="{HAIKU}"' in html and ">claude-haiku-4-5<" in html  # short name, full on hover
+    assert "1,390" in html and "Total" in html and "&lt;script&gt;" in html and "<script" not in html
+    for run in re.findall(r">([^<>]*)<", html):  # MathJax: no text run holds two dollar signs
+        assert run.count("$") <= 1
+    # the lead's container calls them with the reports alone: each report's own estimate
+    a.estimate, b.estimate = ests
+    assert reports_text([a, b]) == text
+    assert "$0.223" not in reports_text([RunReport(model="m", rows=0)])
+
+
+def test_group_panel_estimate_table_and_lines():
+    from llmbatch_pd.ui.group import GroupPanel
+
+    a, b, ests = pair()
+    p = GroupPanel([a, b], ests, on_cancel=lambda: None)
+    assert p.budget == 2.0 and "ESTIMATE" in p.header.value.upper() and "2 models" in p.header.value
+    plan = p.plan.value
+    for text in ("Model", "Requests", "Tokens in", "Tokens out", "Range", "Wall time", "gpt-4.1-mini",
+                 "claude-haiku-4-5", "batch prices", "$0.05–$4.10", "$0.02–$2.50"):
+        assert text in plan
+    total = plan[plan.index(">Total<"):]
+    for text in ("2,000", "1,700", "220k", "~150k", "$0.223", "$0.07–$6.60", "~6m 40s"):
+        assert text in total, text
+    assert "Budget" in plan and "the high end of the total is above it" in plan
+    assert [ln.bar.max for ln in p.lines] == [1000, 1000] and [ln.bar.value for ln in p.lines] == [0, 0]
+    assert "gpt-4.1-mini" in p.lines[0].name.value and "batch" in p.lines[1].text.value
+    assert "0</b> / 2,000 rows over 2 models" in p.total_label.value
+    assert "up to 24 h" in p.batch_label.value  # one of the models goes through batch jobs
+    assert p.budget_bar.max == 2.0 and p.budget_bar.value == 0
+    with pytest.raises(ValueError, match="one per model"):
+        GroupPanel([a, b], ests[:1])
+
+
+def test_group_panel_progress_and_budget_bar_sum():
+    from llmbatch_pd.ui.group import GroupPanel
+
+    clock = Clock()
+    a, b, ests = pair()
+    p = GroupPanel([a, b], ests, on_cancel=lambda: None, clock=clock)
+    now = time.monotonic()
+    a.stats.started = b.stats.started = now - 5
+    a.answered_rows, a.failed_rows, a.stats.cost = 400, 20, 0.5
+    a.stats.by_kind.update({"429": 4, "5xx": 2})
+    b.answered_rows, b.stats.cost = 10, 0.3
+    b.stats.batch_status = "in_progress"
+    b.stats.batch_counts = {"total": 890, "succeeded": 100, "errored": 1}
+    b.stats.errors.update({EVIL: 2})
+    clock.t += 1
+    p.update()
+    assert "RUNNING" in p.header.value.upper() and p.plan.value.startswith("<div") and "Plan:" in p.plan.value
+    assert [ln.bar.value for ln in p.lines] == [420, 10]
+    line_a, line_b = p.lines[0].text.value, p.lines[1].text.value
+    for text in ("420</b>/1,000", "✓400", "✗20", "$0.50", "429 ×4", "5xx ×2"):
+        assert text in line_a
+    assert "batch in_progress 101/890" in line_b and "429" not in line_b
+    assert "430</b> / 2,000 rows over 2 models" in p.total_label.value
+    assert p.budget_bar.value == pytest.approx(0.8) and p.budget_bar.style.bar_color == BLUE
+    assert "$0.80</span> of $2.00 budget, shared by all models · 40%" in p.budget_label.value
+    assert "claude-haiku-4-5: &lt;script&gt;" in p.errors.value and "<script" not in p.errors.value
+    a.stats.cost = 1.3  # 1.6 of 2.0: amber
+    clock.t += 1
+    p.update()
+    assert p.budget_bar.style.bar_color == AMBER and "80%" in p.budget_label.value
+    b.stats.cost = 0.7
+    b.stats.stop_reason = "budget reached"
+    clock.t += 1
+    p.update()
+    assert p.budget_bar.style.bar_color == RED and p.budget_bar.value == pytest.approx(2.0)
+    assert "stopping: budget reached" in p.lines[1].text.value and p.lines[1].bar.style.bar_color == AMBER
+    assert "STOPPING" in p.header.value.upper()
+
+
+def test_group_panel_cancel_calls_on_cancel_once_and_run_button():
+    from llmbatch_pd.ui.group import GroupPanel
+
+    calls = []
+    a, b, ests = pair()
+    p = GroupPanel([a, b], ests, on_cancel=lambda: calls.append("cancel"), on_run=lambda: calls.append("run"))
+    assert p.waiting and list(p.actions.children[:2]) == [p.run_button, p.cancel_button]
+    assert "Nothing is sent until you click Run" in p.hint.value and "waiting for Run" in p.total_label.value
+    changes = count_changes(p)
+    p.run_button.click()
+    p.run_button.click()
+    assert calls == ["run"] and changes == []  # the click wrote no widget
+    p.update()
+    assert p.run_button.layout.display == "none" and "starting" in p.total_label.value
+    a.stats.started = time.monotonic()
+    p.cancel_button.click()
+    p.cancel_button.click()
+    assert calls == ["run", "cancel"] and p.cancelled
+    p.update()
+    assert p.cancel_button.disabled and p.cancel_button.description == "Stopping…"
+    assert "Stopping every model" in p.note.value and "Batch jobs keep running" in p.note.value
+    p.finish()
+    assert "CANCELLED" in p.header.value.upper() and p.actions.layout.display == "none"
+
+
+def test_group_panel_cancel_error_is_shown():
+    from llmbatch_pd.ui.group import GroupPanel
+
+    def boom():
+        raise RuntimeError("loop gone")
+
+    a, b, ests = pair()
+    p = GroupPanel([a, b], ests, on_cancel=boom)
+    p.cancel()
+    p.update()
+    assert "Cancel failed: RuntimeError: loop gone" in p.note.value
+
+
+def test_group_panel_updates_are_throttled_and_send_only_changes():
+    from llmbatch_pd.ui.group import GroupPanel
+
+    clock = Clock()
+    a, b, ests = pair()
+    a.stats.started = b.stats.started = time.monotonic()
+    p = GroupPanel([a, b], ests, clock=clock)
+    p.update()
+    changes = count_changes(p)
+    for ln in p.lines:  # the lines' own widgets sit in an HBox in a VBox: walked too
+        assert ln.bar in all_widgets(p)
+    renders = p.renders
+    for i in range(1000):
+        a.answered_rows = b.answered_rows = i
+        a.stats.cost = i / 4000
+        clock.t += 0.0001
+        p.update()
+    assert p.renders - renders <= 1 and len(changes) <= 12, [c["name"] for c in changes]
+    a.stats.finished = b.stats.finished = a.stats.started + 10
+    clock.t += 1
+    p.update()
+    changes.clear()
+    clock.t += 1
+    p.update()
+    assert changes == []  # nothing moved, the clock stopped: nothing is sent
+
+
+def test_group_panel_finish_exports_the_combined_summary(monkeypatch):
+    import IPython.display
+
+    from llmbatch_pd.ui.group import GroupPanel
+
+    shown = {}
+
+    class Handle:
+        def update(self, obj, raw=False):
+            shown["final"] = obj
+
+    def fake_display(obj, raw=False, display_id=None):
+        shown["live"] = obj
+        return Handle()
+
+    monkeypatch.setattr(IPython.display, "display", fake_display)
+    a, b, ests = finished_pair()
+    p = GroupPanel([a, b], ests, on_cancel=lambda: None).show()
+    view = "application/vnd.jupyter.widget-view+json"
+    assert shown["live"][view]["model_id"] == p.widget.model_id and "Tokens out" in shown["live"]["text/html"]
+    p.finish()
+    assert set(shown["final"]) == {"text/html", "text/plain"}
+    assert "llmbatch-report" in shown["final"]["text/html"] and "Total" in shown["final"]["text/html"]
+    assert shown["final"]["text/plain"].startswith("llmbatch_pd · 2 models")
+    assert "Total (2 models)" in shown["final"]["text/plain"]
+    assert p.widget.comm is None and p.lines[0].bar.comm is None
+    assert "Total" in p.summary.value and p.lines[1].bar.style.bar_color == RED
+    assert [ln.bar.value for ln in p.lines] == [1000, 410]  # unsent rows are not done
+
+
+def test_choose_display_with_several_reports():
+    from llmbatch_pd.ui import GroupProgress
+    from llmbatch_pd.ui.group import GroupPanel
+
+    a, b, ests = pair()
+    assert choose_display([a, b], ests, 2.0, False) is None
+    assert isinstance(choose_display([a, b], ests, 2.0, "widget", show=False), GroupPanel)
+    assert isinstance(choose_display([a, b], [None, None], None, "tqdm", show=False), GroupProgress)
+    assert isinstance(choose_display((a, b), None, None, None, show=False), GroupProgress)  # not a kernel
+    assert isinstance(choose_display(a, ests[0], 2.0, "widget", show=False), Panel)  # one: as before
+    with pytest.raises(TypeError):
+        choose_display([a, b], ests[0], 2.0, "tqdm", show=False)
+    with pytest.raises(ValueError):
+        choose_display([a, b], ests[:1], 2.0, "tqdm", show=False)
+    with pytest.raises(InputError):
+        choose_display([a, b], ests, 2.0, "fancy")
+
+
+def test_group_progress_postfix_and_plan():
+    import tqdm
+
+    from llmbatch_pd.ui import GroupProgress
+
+    a, b, ests = pair()
+    out, plan = io.StringIO(), io.StringIO()
+    bar = GroupProgress([a, b], ests, file=out)
+    orig = tqdm.tqdm.write
+    try:
+        tqdm.tqdm.write = classmethod(lambda cls, s, file=None, **kw: plan.write(s))
+        bar.show_estimate()
+    finally:
+        tqdm.tqdm.write = orig
+    assert "claude-haiku-4-5 (batch)" in plan.getvalue() and "Total (2 models)" in plan.getvalue()
+    assert "$0.223" in plan.getvalue() and "Budget  $2.00" in plan.getvalue()
+    a.answered_rows, a.failed_rows, a.stats.cost = 10, 2, 0.0123
+    b.answered_rows, b.stats.cost = 5, 0.01
+    b.stats.batch_status, b.stats.batch_counts = "in_progress", {"total": 890, "succeeded": 3, "errored": 1}
+    bar.update(force=True)
+    assert bar.postfix() == {"gpt-4.1-mini": "10/2", "claude-haiku-4-5": "5/0 in_progress 4/890",
+                             "$": "0.0223/2.00"}
+    bar.close()
+    bar.close()
+    text = out.getvalue()
+    assert "2 models" in text and "17/2000" in text and "gpt-4.1-mini=10/2" in text and "$=0.0223/2.00" in text

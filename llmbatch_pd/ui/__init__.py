@@ -3,20 +3,30 @@ never call HTTP and never touch pandas.
 
 ``choose_display`` picks the display for the place the code runs in: the widget panel in a
 Jupyter kernel that can show widgets, a tqdm bar anywhere else (terminal IPython, scripts, CI).
+Given a list of reports (several models side by side, one run each under one budget) it picks
+the group versions of both: one card (``group.GroupPanel``) or one bar (``GroupProgress``).
 """
 
 from __future__ import annotations
 
 import sys
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from typing import TYPE_CHECKING, Any, Literal
 
-from .console import ConsoleProgress
-from .report import report_html, report_markdown, report_text
+from .console import ConsoleProgress, GroupProgress
+from .report import (
+    report_html,
+    report_markdown,
+    report_text,
+    reports_html,
+    reports_markdown,
+    reports_text,
+)
 
 if TYPE_CHECKING:
     from ..plan import Estimate
     from ..run import RunReport
+    from .group import GroupPanel
     from .panel import Panel
 
 Progress = bool | None | Literal["auto", "widget", "tqdm"]
@@ -50,8 +60,8 @@ def in_notebook() -> bool:
 
 
 def choose_display(
-    report: RunReport,
-    estimate: Estimate | None = None,
+    report: RunReport | Sequence[RunReport],
+    estimate: Estimate | Sequence[Estimate | None] | None = None,
     budget: float | None = None,
     progress: Progress = None,
     *,
@@ -59,13 +69,18 @@ def choose_display(
     on_run: Callable[[], Any] | None = None,
     background: bool = False,
     show: bool = True,
-) -> Panel | ConsoleProgress | None:
+) -> Panel | ConsoleProgress | GroupPanel | GroupProgress | None:
     """The progress display for ``progress=``: ``False`` none; ``"widget"`` the panel;
     ``"tqdm"`` the bar; ``None``, ``True`` or ``"auto"`` the panel in a Jupyter kernel with
     ipywidgets, else the bar. The display is shown (with the estimate, if any) unless
     ``show=False``; drive it with ``update()`` and end it with ``close()``. ``on_run`` gives the
     panel a Run button (the run waits for it; the tqdm bar has none: call ``start()`` there);
-    ``background`` marks a run that goes on while other cells run."""
+    ``background`` marks a run that goes on while other cells run.
+
+    Several models: ``report`` a list of RunReports (one per model) and ``estimate`` a list of
+    Estimates or None entries in the same order (or None); ``budget`` is the one budget they
+    share. The display is one card (or one bar) for all of them; ``on_cancel`` is called once
+    and must cancel every run, ``on_run`` once starts them all."""
     if progress not in PROGRESS_CHOICES or (progress is not None and not isinstance(progress, (bool, str))):
         from ..errors import InputError
 
@@ -73,6 +88,9 @@ def choose_display(
     if progress is False:
         return None
     kind = progress if progress in ("widget", "tqdm") else ("widget" if in_notebook() else "tqdm")
+    if isinstance(report, (list, tuple)):
+        return _choose_group(list(report), estimate, budget, kind, on_cancel=on_cancel, on_run=on_run,
+                             background=background, show=show)
     display: Panel | ConsoleProgress
     if kind == "widget":
         from .panel import Panel
@@ -87,4 +105,23 @@ def choose_display(
     return display
 
 
-__all__ = ["ConsoleProgress", "choose_display", "in_notebook", "report_html", "report_markdown", "report_text"]
+def _choose_group(reports: list[RunReport], estimates: Any, budget: float | None, kind: str, *,
+                  on_cancel: Callable[[], Any] | None, on_run: Callable[[], Any] | None,
+                  background: bool, show: bool) -> GroupPanel | GroupProgress:
+    if estimates is not None and not isinstance(estimates, (list, tuple)):
+        raise TypeError("with a list of reports, estimate= must be a list (one Estimate or None per report)")
+    display: GroupPanel | GroupProgress
+    if kind == "widget":
+        from .group import GroupPanel
+
+        display = GroupPanel(reports, estimates, budget, on_cancel=on_cancel, on_run=on_run, background=background)
+    else:
+        display = GroupProgress(reports, estimates, budget)
+    if show:
+        display.show()
+        display.show_estimate()
+    return display
+
+
+__all__ = ["ConsoleProgress", "GroupProgress", "choose_display", "in_notebook", "report_html", "report_markdown",
+           "report_text", "reports_html", "reports_markdown", "reports_text"]

@@ -9,12 +9,22 @@ from __future__ import annotations
 
 import sys
 import time
+from collections.abc import Sequence
 from typing import TYPE_CHECKING, Any
 
 from tqdm import tqdm
 
 from . import format as fmt
-from .report import budget_of, estimate_text, mode_of
+from .report import (
+    batch_progress,
+    budget_of,
+    estimate_text,
+    estimates_for,
+    estimates_text,
+    group_budget,
+    mode_of,
+    short_models,
+)
 
 if TYPE_CHECKING:
     from ..plan import Estimate
@@ -100,4 +110,85 @@ class ConsoleProgress:
     close = finish
 
 
-__all__ = ["ConsoleProgress"]
+class GroupProgress:
+    """The tqdm fallback for several models: one bar over rows × models, a postfix per model
+    (``gpt-4.1-mini=990/10``) and the summed dollars. Same interface as ``ConsoleProgress``."""
+
+    def __init__(self, reports: Sequence[RunReport], estimates: Sequence[Estimate | None] | None = None,
+                 budget: float | None = None, *, file: Any = None, min_interval: float = 0.25) -> None:
+        self.reports = list(reports)
+        self._estimates = estimates_for(self.reports, estimates)
+        self.budget = group_budget(self.reports, self._estimates, budget)
+        self.names = short_models([r.model for r in self.reports])
+        self.file = file
+        self.min_interval = min_interval
+        self._last = 0.0
+        self._closed = False
+        self._bar: tqdm | None = None
+
+    @property
+    def estimates(self) -> list[Estimate | None]:
+        return estimates_for(self.reports, self._estimates)
+
+    @property
+    def bar(self) -> tqdm:
+        if self._bar is None:
+            self._bar = tqdm(total=sum(r.rows for r in self.reports), desc=f"{len(self.reports)} models",
+                             unit="row", file=self.file, dynamic_ncols=True, mininterval=self.min_interval,
+                             smoothing=0.1)
+        return self._bar
+
+    def show(self) -> GroupProgress:
+        return self
+
+    def show_estimate(self, estimates: Sequence[Estimate | None] | None = None) -> None:
+        """Write the plans (a row per model and the total) above the bar."""
+        if estimates is not None:
+            self._estimates = estimates_for(self.reports, estimates)
+            self.budget = group_budget(self.reports, self._estimates, self.budget)
+        if any(e is not None for e in self.estimates):
+            tqdm.write("plan:\n" + estimates_text(self.reports, self.estimates, budget=self.budget),
+                       file=self.file or sys.stderr)
+
+    def postfix(self) -> dict[str, Any]:
+        post: dict[str, Any] = {}
+        for name, r in zip(self.names, self.reports, strict=True):
+            text = f"{r.answered_rows}/{r.failed_rows}"
+            s = r.stats
+            if s.batch_status:
+                done, total = batch_progress(s)
+                text += f" {s.batch_status} {done}/{total or '?'}"
+            post[name] = text
+        spent = sum(r.stats.cost for r in self.reports)
+        if self.budget is not None:
+            post["$"] = f"{fmt.money(spent)[1:]}/{fmt.money(self.budget)[1:]}"
+        elif spent:
+            post["$"] = fmt.money(spent)[1:]
+        reasons = [r.stats.stop_reason for r in self.reports if r.stats.stop_reason]
+        if reasons:
+            post["stopping"] = reasons[0][:40]
+        return post
+
+    def update(self, *, force: bool = False) -> None:
+        if self._closed:
+            return
+        now = time.monotonic()
+        if not force and now - self._last < self.min_interval:
+            return
+        self._last = now
+        total = sum(r.rows for r in self.reports)
+        self.bar.n = min(sum(r.finished_rows for r in self.reports), total)
+        self.bar.set_postfix(self.postfix(), refresh=False)
+        self.bar.refresh()
+
+    def finish(self) -> None:
+        if self._closed:
+            return
+        self.update(force=True)
+        self._closed = True
+        self.bar.close()
+
+    close = finish
+
+
+__all__ = ["ConsoleProgress", "GroupProgress"]

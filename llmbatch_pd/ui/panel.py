@@ -39,6 +39,7 @@ from . import format as fmt
 from .report import (
     AMBER,
     AMBER_TEXT,
+    BATCH_NOTE,
     BLUE,
     BORDER,
     FONT,
@@ -48,6 +49,9 @@ from .report import (
     RED,
     TEXT,
     TRACK,
+    batch_counts_text,
+    batch_ids_text,
+    batch_progress,
     budget_of,
     card_html,
     errors_html,
@@ -80,7 +84,8 @@ _CSS = f"""<style>
 .llmbatch-panel .widget-hprogress {{ height: 12px !important; min-height: 0 !important; }}
 .llmbatch-panel .widget-hprogress .progress {{ height: 8px !important; align-self: center;
   border-radius: 4px; overflow: hidden; background: {TRACK} !important; }}
-.llmbatch-panel .llmbatch-budget .progress {{ height: 5px !important; }}
+.llmbatch-panel .llmbatch-budget .progress, .llmbatch-panel .llmbatch-batch .progress {{
+  height: 5px !important; }}
 .llmbatch-panel .widget-hprogress .progress-bar {{ border-radius: 4px; transition: width .2s linear; }}
 .llmbatch-panel .widget-button {{ height: 26px; font-size: 12px; padding: 0 12px; }}
 </style>"""
@@ -144,6 +149,12 @@ class Panel:
         self.progress = w.IntProgress(value=0, min=0, max=rows, layout=w.Layout(width="100%", margin="6px 0 0 0"),
                                       style={"bar_color": BLUE})
         self.progress_label = _html()
+        # mode="batch": the provider's jobs (status, ids, processed of total) while rows wait
+        self.batch_bar = w.IntProgress(value=0, min=0, max=1, layout=w.Layout(width="100%", margin="4px 0 0 0",
+                                                                              display="none"),
+                                       style={"bar_color": GREY})
+        self.batch_bar.add_class("llmbatch-batch")
+        self.batch_label = _html(display="none")
         self.budget_bar = w.FloatProgress(value=0.0, min=0.0, max=self._budget_max(),
                                           layout=w.Layout(width="100%", margin="4px 0 0 0"),
                                           style={"bar_color": BLUE})
@@ -162,7 +173,7 @@ class Panel:
                                       layout=w.Layout(width="auto", margin="0 10px 0 0", flex="0 0 auto"))
         self.cancel_button.on_click(self._clicked)
         children: list[w.Widget] = [self.css, self.header, self.plan, self.progress, self.progress_label,
-                                    self.budget_bar, self.budget_label, self.counts, self.errors,
+                                    self.batch_bar, self.batch_label, self.budget_bar, self.budget_label, self.counts, self.errors,
                                     self.note, self.summary]
         # While a cell blocks, most frontends deliver a click only after the cell ends, so the
         # way to stop that always works (interrupting the kernel) is named beside the button.
@@ -329,6 +340,18 @@ class Panel:
         self._set(self.progress.style, "bar_color", color)
         self._set(self.progress_label, "value", self._progress_text(finished, final))
 
+        # batch jobs: status, ids, and (until the rows land) how far the provider has got
+        batch = mode == "batch" and not final
+        if batch:
+            self._set(self.batch_label, "value", self._batch_html(running))
+        self._show(self.batch_label, batch)
+        done, total = batch_progress(s)
+        batch_bar = batch and total > 0 and finished < r.rows
+        if batch_bar:
+            self._set(self.batch_bar, "max", total)
+            self._set(self.batch_bar, "value", min(done, total))
+        self._show(self.batch_bar, batch_bar)
+
         # dollars against the budget
         self._show(self.budget_bar, self.budget is not None)
         self._show(self.budget_label, self.budget is not None)
@@ -376,6 +399,9 @@ class Panel:
     def _hint(self) -> str:
         if self.waiting:
             return self._small("Nothing is sent until you click Run.", MUTED)
+        if mode_of(self.report, self.estimate) == "batch":
+            return self._small("Cancel stops waiting: submitted jobs keep running at the provider "
+                               "and the same call run again collects them.", MUTED)
         if self.background:
             return self._small("Runs in the background: the notebook stays usable. "
                                "Cancel keeps every finished row.", MUTED)
@@ -412,12 +438,37 @@ class Panel:
             waiting = ("waiting for Run" if self.waiting
                        else "starting…" if self._run_clicked and not self._cancelled else "waiting to start")
             return self._small(head + f'<span style="color:{MUTED}"> · {waiting}</span>')
+        if mode_of(r, self.estimate) == "batch":  # rows land when a job ends: no pace to read
+            return self._small(head + f'<span style="color:{MUTED}"> · {fmt.duration(s.elapsed)} elapsed</span>')
         rate = self._rate(finished)
         remaining = max(rows - finished, 0)
         eta = remaining / rate if rate else None
         tail = f" · {fmt.rate(rate)} · ETA {fmt.duration(eta)}" if eta is not None else ""
         tail += f" · {fmt.duration(s.elapsed)} elapsed"
         return self._small(head + f'<span style="color:{MUTED}">{tail}</span>')
+
+    def _batch_html(self, running: bool) -> str:
+        """The batch line: the jobs' status (the provider's word), their ids shortened (in full
+        on hover), requests processed of total; and the note on time, price and re-runs."""
+        s = self.report.stats
+        ids = list(s.batch_ids)
+        status_word = s.batch_status
+        if status_word or ids:
+            parts = [f"Batch job{'s' if len(ids) > 1 else ''} <b>{escape(status_word or '…')}</b>"]
+            counts = batch_counts_text(s)
+            if counts:
+                parts.append(counts)
+            if ids:
+                parts.append(f'<span title="{escape(", ".join(ids))}" style="font-family:ui-monospace,'
+                             f'SFMono-Regular,Menlo,Consolas,monospace;font-size:11.5px">'
+                             f'{escape(batch_ids_text(ids))}</span>')
+            head = " · ".join(parts)
+        elif running:
+            head = "Batch mode: preparing the jobs…"
+        else:
+            head = "Batch mode: the requests go to the provider as batch jobs"
+        return (self._small(head)
+                + f'<div style="font-size:12px;color:{MUTED}">{escape(BATCH_NOTE)}.</div>')
 
     def _counts_html(self) -> str:
         r, s = self.report, self.report.stats
@@ -454,7 +505,11 @@ class Panel:
         if self._run_error:
             lines.append((RED, f"Run failed: {self._run_error}"))
         if not final:
-            if self._cancelled:
+            if self._cancelled and mode_of(self.report, self.estimate) == "batch":
+                lines.append((AMBER_TEXT, "Stopping: no longer waiting for the batch jobs. They keep "
+                                          "running at the provider; the same call run again collects "
+                                          "their answers (not paid twice)."))
+            elif self._cancelled:
                 lines.append((AMBER_TEXT, "Stopping: nothing more is sent; requests in flight finish "
                                           "and every finished row is kept."))
             elif s.stop_reason:

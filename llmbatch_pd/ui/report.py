@@ -250,6 +250,76 @@ def plan_lines(estimate: Estimate, *, budget: float | None = None, mode: str = "
     return lines
 
 
+# -- batch jobs (mode="batch") --------------------------------------------------------------
+
+BATCH_ENDED = frozenset({"completed", "ended", "failed", "expired", "cancelled", "canceled"})
+BATCH_NOTE = ("Batch jobs can take up to 24 h · half price applies · running the same call again "
+              "re-attaches to its jobs instead of paying again")
+
+
+def short_id(batch_id: str) -> str:
+    """``"batch_6823abcdef0123456789" -> "batch_6823…6789"``: the provider's prefix, the first
+    and last four characters (enough to find the job in the provider's console)."""
+    text = str(batch_id)
+    cut = text.find("_") + 1 if 0 <= text.find("_") < 12 else 0
+    if len(text) <= cut + 12:
+        return text
+    return f"{text[:cut + 4]}…{text[-4:]}"
+
+
+def batch_ids_text(ids: Any, limit: int = 3) -> str:
+    ids = [str(i) for i in list(ids or ())]
+    text = ", ".join(short_id(i) for i in ids[:limit])
+    return text + (f", +{len(ids) - limit} more" if len(ids) > limit else "")
+
+
+def batch_progress(stats: Any) -> tuple[int, int]:
+    """(processed, total) requests of the run's batch jobs: succeeded + errored of total."""
+    counts = dict(getattr(stats, "batch_counts", None) or {})
+    return counts.get("succeeded", 0) + counts.get("errored", 0), counts.get("total", 0)
+
+
+def batch_counts_text(stats: Any) -> str:
+    """``"40 / 100 requests processed (38 succeeded, 2 errored)"``; empty before the counts."""
+    counts = dict(getattr(stats, "batch_counts", None) or {})
+    done, total = batch_progress(stats)
+    if not total:
+        return ""
+    parts = [f"{fmt.count(counts.get(k, 0))} {k}" for k in ("succeeded", "errored", "expired", "canceled")
+             if counts.get(k) or k == "succeeded"]
+    return f"{fmt.count(done)} / {fmt.count(total)} requests processed ({', '.join(parts)})"
+
+
+def batch_ended(status: str | None) -> bool:
+    """True when every job named in a (summarised) status has ended."""
+    words = [w for w in re.findall(r"[a-z_]+", str(status or "").lower()) if w not in ("jobs", "job")]
+    return bool(words) and all(w in BATCH_ENDED for w in words)
+
+
+def batch_lines(report: Any) -> list[Line]:
+    """The batch jobs of a run, for the summary (none for a real-time run)."""
+    s = report.stats
+    ids = list(getattr(s, "batch_ids", None) or [])
+    status_word = getattr(s, "batch_status", None)
+    if mode_of(report) != "batch" and not ids and not status_word:
+        return []
+    notes = []
+    if ids:
+        notes.append(f"{fmt.plural(len(ids), 'job')}: {batch_ids_text(ids)}")
+    if batch_counts_text(s):
+        notes.append(batch_counts_text(s))
+    tone = ""
+    if ids and not batch_ended(status_word):
+        tone = "warn"
+        notes.append("still running at the provider: the same call run again re-attaches and "
+                     "collects the answers (not paid twice)")
+    lines = [Line("Batch jobs", status_word or ("none submitted" if not ids else fmt.MISSING),
+                  "; ".join(notes), tone)]
+    lines.append(Line("Batch", "half price", "jobs can take up to 24 h; re-running the same call "
+                                             "re-attaches to open jobs instead of paying again"))
+    return lines
+
+
 def summary_lines(report: RunReport, estimate: Estimate | None = None, *,
                   budget: float | None = None) -> list[Line]:
     """The figures of a finished (or unfinished) run, one a line."""
@@ -281,6 +351,7 @@ def summary_lines(report: RunReport, estimate: Estimate | None = None, *,
     lines.append(Line("Cached", fmt.count(report.cached), "answered from the cache" if report.cached else ""))
     kinds = kinds_text(s)
     lines.append(Line("Errors by kind", kinds or "none", "retried where retryable" if kinds else ""))
+    lines += batch_lines(report)
     tok_note = ""
     if estimate is not None:
         tok_note = f"expected {fmt.tokens(estimate.input_tokens)} / ~{fmt.tokens(estimate.output_tokens)}"
@@ -288,7 +359,8 @@ def summary_lines(report: RunReport, estimate: Estimate | None = None, *,
     low, mid, high = expected_cost(estimate, mode)
     cost_notes, tone = [], ""
     if mid is not None:
-        cost_notes.append(f"expected {fmt.money(mid)}, range {fmt.money_range(low, high)}")
+        cost_notes.append(f"expected {fmt.money(mid)}, range {fmt.money_range(low, high)}"
+                          + (" at batch prices" if mode == "batch" else ""))
     if budget is not None:
         used = s.cost / budget if budget > 0 else (1.0 if s.cost else 0.0)
         cost_notes.append(f"budget {fmt.money(budget)} ({fmt.percent(used)} used)")
@@ -430,6 +502,399 @@ def estimate_text(estimate: Estimate, *, budget: float | None = None, mode: str 
     return "\n".join(f"  {ln.label:<{width}}  {ln.value}" + (f"  ({ln.note})" if ln.note else "") for ln in lines)
 
 
+
+# -- several models side by side ------------------------------------------------------------
+# ``df.llm.apply(..., model=[...])`` runs one Run per model, concurrently, under one budget.
+# The functions below read a list of RunReports (and, optionally, their Estimates in the same
+# order) and render one table: a row per model and a total row.
+
+
+@dataclass
+class Cell:
+    """One cell of a table with a column per figure: a value, a quieter note, a tone."""
+
+    value: str
+    note: str = ""
+    tone: str = ""
+    full: str = ""  # text and Markdown show this instead of value; HTML shows it on hover
+
+
+def short_models(models: list[str]) -> list[str]:
+    """``["openai/gpt-4.1-mini", "anthropic/claude-haiku-4-5"] -> ["gpt-4.1-mini",
+    "claude-haiku-4-5"]``; a short name two models share stays in full."""
+    short = [str(m).rsplit("/", 1)[-1] for m in models]
+    return [s if short.count(s) == 1 else str(m) for s, m in zip(short, models, strict=True)]
+
+
+def estimates_for(reports: list[Any], estimates: Any = None) -> list[Any]:
+    """One estimate (or None) per report: the run's own (refined after a pilot) first, then
+    the one passed in the same order."""
+    given = list(estimates) if estimates is not None else [None] * len(reports)
+    if len(given) != len(reports):
+        raise ValueError(f"{len(given)} estimates for {len(reports)} reports: pass one per model (or None)")
+    return [getattr(r, "estimate", None) or e for r, e in zip(reports, given, strict=True)]
+
+
+def group_budget(reports: list[Any], estimates: list[Any] | None = None, budget: float | None = None) -> float | None:
+    """The one budget shared by every model: ``budget``, else the first an estimate or a
+    report carries (each run of the group is given the same shared budget)."""
+    if budget is not None:
+        return budget
+    for obj in [*(estimates or []), *reports]:
+        b = getattr(obj, "budget", None)
+        if b is not None:
+            return b
+    return None
+
+
+_RANK_FINAL = {"interrupted": 0, "cancelled": 1, "stopped": 2, "failed": 3, "done": 4}
+_RANK_LIVE = {"interrupted": 0, "stopping": 1, "running": 2, "estimate": 3}
+
+
+def group_status(reports: list[Any], *, cancelled: bool = False, final: bool = True) -> tuple[str, str]:
+    """The (label, tone) of a group: the most telling of its runs' (interrupted before
+    cancelled before stopped ... before done). Every run stopping early says "stopped"; only
+    some of them, "partly stopped"."""
+    each = [status(r, cancelled=cancelled, final=final) for r in reports]
+    if not each:
+        return ("done", "ok") if final else ("estimate", "muted")
+    rank = _RANK_FINAL if final else _RANK_LIVE
+    label, tone = min(each, key=lambda lt: rank.get(lt[0], len(rank)))
+    if final and label == "stopped" and any(lbl == "done" for lbl, _ in each):
+        return "partly stopped", "warn"
+    return label, tone
+
+
+def group_elapsed(reports: list[Any]) -> float | None:
+    """Wall time of runs that went side by side: first start to last finish."""
+    started = [r.stats.started for r in reports if r.stats.started is not None]
+    if not started:
+        return None
+    from time import monotonic
+
+    ends = [r.stats.finished if r.stats.finished is not None else monotonic()
+            for r in reports if r.stats.started is not None]
+    return max(ends) - min(started)
+
+
+def _sum_or_none(values: list[float | None]) -> float | None:
+    return None if not values or any(v is None for v in values) else float(sum(values))
+
+
+ESTIMATE_HEAD = ["Model", "Rows", "Requests", "Tokens in", "Tokens out", "Cost", "Range", "Wall time"]
+
+
+def estimate_rows(reports: list[Any], estimates: Any = None) -> tuple[list[list[Cell]], list[Cell]]:
+    """The plan of every model (a row each) and the total row (wall time: the longest, as the
+    runs go side by side)."""
+    ests = estimates_for(reports, estimates)
+    names = short_models([r.model for r in reports])
+    rows, mids, lows, highs = [], [], [], []
+    for name, r, e in zip(names, reports, ests, strict=True):
+        mode = mode_of(r, e)
+        model = Cell(name, "batch" if mode == "batch" else "", full=r.model)
+        if e is None:
+            rows.append([model, Cell(fmt.count(r.rows)), *[Cell(fmt.MISSING)] * 5, Cell(fmt.MISSING, "no estimate")])
+        low, mid, high = expected_cost(e, mode)
+        lows.append(low)
+        mids.append(mid)
+        highs.append(high)
+        if e is None:
+            continue
+        rows.append([
+            model,
+            Cell(fmt.count(e.rows)),
+            Cell(fmt.count(e.requests), f"{fmt.count(e.cached)} cached" if e.cached else ""),
+            Cell(fmt.tokens(e.input_tokens)),
+            Cell("~" + fmt.tokens(e.output_tokens)),
+            Cell(fmt.money(mid), "" if mid is not None else "no price", "" if mid is not None else "warn"),
+            Cell(fmt.money_range(low, high) if mid is not None else fmt.MISSING,
+                 "batch prices" if mode == "batch" and mid is not None else ""),
+            Cell("~" + fmt.duration(e.wall_time_s)),
+        ])
+    known = [e for e in ests if e is not None]
+    total = [
+        Cell("Total", fmt.plural(len(reports), "model")),
+        Cell(fmt.count(sum(e.rows for e in known) if known else sum(r.rows for r in reports))),
+        Cell(fmt.count(sum(e.requests for e in known)) if known else fmt.MISSING),
+        Cell(fmt.tokens(sum(e.input_tokens for e in known)) if known else fmt.MISSING),
+        Cell("~" + fmt.tokens(sum(e.output_tokens for e in known)) if known else fmt.MISSING),
+        Cell(fmt.money(_sum_or_none(mids)), "" if _sum_or_none(mids) is not None or not known
+             else "a model has no price", "warn" if known and _sum_or_none(mids) is None else ""),
+        Cell(fmt.money_range(_sum_or_none(lows), _sum_or_none(highs))),
+        Cell("~" + fmt.duration(max(e.wall_time_s for e in known)) if known else fmt.MISSING),
+    ]
+    return rows, total
+
+
+def estimate_budget_line(reports: list[Any], estimates: Any = None, budget: float | None = None) -> Line | None:
+    """The shared budget against the expected total (None without a budget)."""
+    ests = estimates_for(reports, estimates)
+    budget = group_budget(reports, ests, budget)
+    if budget is None:
+        return None
+    costs = [expected_cost(e, mode_of(r, e)) for r, e in zip(reports, ests, strict=True)]
+    mid, high = _sum_or_none([c[1] for c in costs]), _sum_or_none([c[2] for c in costs])
+    note, tone = "shared by all models, never exceeded: every run stops first", ""
+    if mid is not None and mid > budget:
+        tone, note = "bad", note + "; the expected total is above it"
+    elif mid is not None and mid >= 0.8 * budget:
+        tone, note = "warn", note + "; the expected total is close to it"
+    elif high is not None and high > budget:
+        note += "; the high end of the total is above it"
+    return Line("Budget", fmt.money(budget), note, tone)
+
+
+REPORT_HEAD = ["Model", "Answered", "Failed", "Sent", "Cached", "Tokens in / out", "Cost", "Time", "Status"]
+
+
+def report_rows(reports: list[Any], estimates: Any = None, *,
+                cancelled: bool = False) -> tuple[list[list[Cell]], list[Cell]]:
+    """What every model did (a row each) and the total row."""
+    ests = estimates_for(reports, estimates)
+    rows, mids = [], []
+    names = short_models([r.model for r in reports])
+    for name, r, e in zip(names, reports, ests, strict=True):
+        s = r.stats
+        mode = mode_of(r, e)
+        unsent = not_sent(r)
+        failed = r.failed_rows - unsent
+        _, mid, _ = expected_cost(e, mode)
+        mids.append(mid)
+        label, tone = status(r, cancelled=cancelled)
+        reason = s.stop_reason or ("interrupted" if r.interrupted else "")
+        rows.append([
+            Cell(name, "batch" if mode == "batch" else "", full=r.model),
+            Cell(fmt.count(r.answered_rows), "", "ok" if r.answered_rows else ""),
+            Cell(fmt.count(failed), f"+{fmt.count(unsent)} unsent" if unsent else "", "bad" if failed else ""),
+            Cell(fmt.count(s.sent)),
+            Cell(fmt.count(r.cached)),
+            Cell(f"{fmt.tokens(s.input_tokens)} / {fmt.tokens(s.output_tokens)}"),
+            Cell(fmt.money(s.cost), f"est. {fmt.money(mid)}" if mid is not None else ""),
+            Cell(fmt.duration(s.elapsed) if s.started is not None else fmt.MISSING),
+            Cell(label, _one_line(reason)[:60] if reason and reason != label else "", tone),
+        ])
+    total_mid = _sum_or_none(mids) if any(m is not None for m in mids) else None
+    answered = sum(r.answered_rows for r in reports)
+    failed = sum(r.failed_rows - not_sent(r) for r in reports)
+    unsent = sum(not_sent(r) for r in reports)
+    label, tone = group_status(reports, cancelled=cancelled)
+    total = [
+        Cell("Total", fmt.plural(len(reports), "model")),
+        Cell(fmt.count(answered), "", "ok" if answered else ""),
+        Cell(fmt.count(failed), f"+{fmt.count(unsent)} unsent" if unsent else "", "bad" if failed else ""),
+        Cell(fmt.count(sum(r.stats.sent for r in reports))),
+        Cell(fmt.count(sum(r.cached for r in reports))),
+        Cell(f"{fmt.tokens(sum(r.stats.input_tokens for r in reports))} / "
+             f"{fmt.tokens(sum(r.stats.output_tokens for r in reports))}"),
+        Cell(fmt.money(sum(r.stats.cost for r in reports)),
+             f"est. {fmt.money(total_mid)}" if total_mid is not None else ""),
+        Cell(fmt.duration(group_elapsed(reports))),
+        Cell(label, "", tone),
+    ]
+    return rows, total
+
+
+def group_lines(reports: list[Any], estimates: Any = None, *, budget: float | None = None) -> list[Line]:
+    """The figures under the table: the shared budget, each model's batch jobs and stop reason."""
+    ests = estimates_for(reports, estimates)
+    budget = group_budget(reports, ests, budget)
+    names = short_models([r.model for r in reports])
+    lines = []
+    if budget is not None:
+        spent = sum(r.stats.cost for r in reports)
+        used = spent / budget if budget > 0 else (1.0 if spent else 0.0)
+        lines.append(Line("Budget", f"{fmt.money(spent)} of {fmt.money(budget)}",
+                          f"{fmt.percent(used)} used, shared by all models", "warn" if used >= 0.8 else ""))
+    for name, r in zip(names, reports, strict=True):
+        for ln in batch_lines(r):
+            if ln.label == "Batch jobs":
+                lines.append(Line(f"Batch jobs {name}", ln.value, ln.note, ln.tone))
+        if r.stats.stop_reason:
+            lines.append(Line(f"Stopped early {name}", r.stats.stop_reason, "finished rows were kept", "bad"))
+    if any(mode_of(r, e) == "batch" for r, e in zip(reports, ests, strict=True)):
+        lines.append(Line("Batch", "half price", "jobs can take up to 24 h; re-running the same call "
+                                                 "re-attaches to open jobs instead of paying again"))
+    return lines
+
+
+def group_errors(reports: list[Any], n: int = 5) -> list[tuple[str, int]]:
+    """The most common errors of every model, each prefixed with its model's short name."""
+    names = short_models([r.model for r in reports])
+    every = [(f"{name}: {msg}", cnt) for name, r in zip(names, reports, strict=True)
+             for msg, cnt in top_errors(r.stats, n)]
+    return sorted(every, key=lambda kv: -kv[1])[:n]
+
+
+def group_warnings(reports: list[Any]) -> list[str]:
+    names = short_models([r.model for r in reports])
+    return [f"{name}: {msg}" for name, r in zip(names, reports, strict=True) for msg in warnings_of(r)]
+
+
+NUM = "text-align:right;"
+GRID_TH = (f"font-weight:400;color:{MUTED};padding:2px 0 2px 12px;border:none;border-bottom:1px solid {BORDER};"
+           "white-space:nowrap;vertical-align:bottom;background:transparent;")
+GRID_TD = ("padding:2px 0 2px 12px;border:none;vertical-align:top;background:transparent;"
+           "font-variant-numeric:tabular-nums;white-space:nowrap;")
+GRID_TOTAL = f"border-top:1px solid {BORDER};font-weight:600;"
+
+
+def grid_html(head: list[str], rows: list[list[Cell]], total: list[Cell] | None = None) -> str:
+    """A table with a column per figure; the first column (the model) is left-aligned, the
+    rest right-aligned; notes go on a second, quieter line of their cell."""
+
+    def cell(c: Cell, i: int, extra: str = "") -> str:
+        align = "text-align:left;padding-left:0;" if i == 0 else NUM
+        if i == last:  # the status and its reason may wrap
+            align += "white-space:normal;min-width:5em;"
+        note = (f'<div style="font-size:11.5px;font-weight:400;color:{MUTED}">{esc(c.note)}</div>'
+                if c.note else "")
+        title = f' title="{esc(c.full)}"' if c.full else ""
+        return f'<td style="{GRID_TD}{align}{extra}"{title}>{colored(esc(c.value), c.tone)}{note}</td>'
+
+    last = len(head) - 1
+    th = "".join(f'<th style="{GRID_TH}{"text-align:left;padding-left:0;" if i == 0 else NUM}">{esc(h)}</th>'
+                 for i, h in enumerate(head))
+    body = "".join(f'<tr style="{TR}">' + "".join(cell(c, i) for i, c in enumerate(row)) + "</tr>"
+                   for row in rows)
+    if total is not None:
+        body += f'<tr style="{TR}">' + "".join(cell(c, i, GRID_TOTAL) for i, c in enumerate(total)) + "</tr>"
+    # a narrow output scrolls the table sideways rather than breaking model names mid-word
+    return (f'<div style="overflow-x:auto;max-width:100%"><table style="{TABLE}font-size:12.5px;"><thead><tr style="{TR}">'
+            f"{th}</tr></thead><tbody>{body}</tbody></table></div>")
+
+
+def _cell_text(c: Cell) -> str:
+    return _one_line(c.full or c.value) + (f" ({_one_line(c.note)})" if c.note else "")
+
+
+def grid_text(head: list[str], rows: list[list[Cell]], total: list[Cell] | None = None, *,
+              indent: str = "  ") -> str:
+    """Aligned columns: text left, figures right."""
+    body = [[_cell_text(c) for c in row] for row in rows]
+    if total is not None:
+        body.append([_cell_text(c) for c in total])
+    widths = [max(len(x) for x in col) for col in zip(head, *body, strict=True)]
+
+    def line(cells: list[str]) -> str:
+        return indent + "  ".join(c.ljust(wd) if i == 0 else c.rjust(wd)
+                                  for i, (c, wd) in enumerate(zip(cells, widths, strict=True))).rstrip()
+
+    out = [line(head)]
+    out += [line(cells) for cells in body[:len(rows)]]
+    if total is not None:
+        out.append(indent + "-" * (sum(widths) + 2 * (len(widths) - 1)))
+        out.append(line(body[-1]))
+    return "\n".join(out)
+
+
+def grid_markdown(head: list[str], rows: list[list[Cell]], total: list[Cell] | None = None) -> str:
+    def md(c: Cell, bold: bool = False) -> str:
+        value = _md(c.full or c.value)
+        value = f"**{value}**" if bold and value else value
+        return value + (f" ({_md(c.note)})" if c.note else "")
+
+    out = ["| " + " | ".join(_md(h) for h in head) + " |",
+           "|" + "|".join("---" if i == 0 else "--:" for i in range(len(head))) + "|"]
+    out += ["| " + " | ".join(md(c) for c in row) + " |" for row in rows]
+    if total is not None:
+        out.append("| " + " | ".join(md(c, bold=True) for c in total) + " |")
+    return "\n".join(out)
+
+
+def _group_title(reports: list[Any], estimates: list[Any]) -> tuple[str, str]:
+    modes = {mode_of(r, e) for r, e in zip(reports, estimates, strict=True)}
+    mode = modes.pop() if len(modes) == 1 else "real time and batch"
+    return "llmbatch_pd", f"{fmt.plural(len(reports), 'model')} · {mode}"
+
+
+def estimates_html(reports: list[Any], estimates: Any = None, *, budget: float | None = None) -> str:
+    """The plan of several models before their runs: one row each, a total row, the budget."""
+    rows, total = estimate_rows(reports, estimates)
+    line = estimate_budget_line(reports, estimates, budget)
+    return grid_html(ESTIMATE_HEAD, rows, total) + (table_html([line]) if line else "")
+
+
+def estimates_text(reports: list[Any], estimates: Any = None, *, budget: float | None = None) -> str:
+    rows, total = estimate_rows(reports, estimates)
+    line = estimate_budget_line(reports, estimates, budget)
+    text = grid_text(ESTIMATE_HEAD, rows, total)
+    if line is not None:
+        text += f"\n  {line.label}  {line.value}" + (f"  ({line.note})" if line.note else "")
+    return text
+
+
+def reports_body_html(reports: list[Any], estimates: Any = None, *, budget: float | None = None,
+                      cancelled: bool = False, errors: int = 5) -> str:
+    """The combined summary without its card and header: the table, the lines under it, top
+    errors (prefixed with the model) and warnings."""
+    rows, total = report_rows(reports, estimates, cancelled=cancelled)
+    lines = group_lines(reports, estimates, budget=budget)
+    return (grid_html(REPORT_HEAD, rows, total) + (table_html(lines) if lines else "")
+            + errors_html(group_errors(reports, errors)) + warnings_html(group_warnings(reports)))
+
+
+def reports_html(reports: list[RunReport], estimates: Any = None, *, budget: float | None = None,
+                 cancelled: bool = False) -> str:
+    """The static summary of several runs (one per model) as one self-contained HTML block: a
+    row per model (rows answered / failed, requests, cached, tokens, cost against the estimate,
+    time, status) and a total row. ``estimates`` (same order, or None) defaults to each
+    report's own; ``budget`` to the shared one the reports carry."""
+    reports = list(reports)
+    ests = estimates_for(reports, estimates)
+    title, detail = _group_title(reports, ests)
+    label, tone = group_status(reports, cancelled=cancelled)
+    return card_html(header_html(title, detail, label, tone)
+                     + reports_body_html(reports, ests, budget=budget, cancelled=cancelled))
+
+
+def reports_markdown(reports: list[RunReport], estimates: Any = None, *, budget: float | None = None,
+                     cancelled: bool = False) -> str:
+    """The static summary of several runs as a Markdown table and a list of notes."""
+    reports = list(reports)
+    ests = estimates_for(reports, estimates)
+    title, detail = _group_title(reports, ests)
+    label, _ = group_status(reports, cancelled=cancelled)
+    rows, total = report_rows(reports, ests, cancelled=cancelled)
+    out = [f"**{_md(title)}** · {_md(detail)} · **{_md(label)}**", "", grid_markdown(REPORT_HEAD, rows, total)]
+    lines = group_lines(reports, ests, budget=budget)
+    if lines:
+        out.append("")
+        out += [f"- {_md(ln.label)}: {_md(ln.value)}" + (f" ({_md(ln.note)})" if ln.note else "") for ln in lines]
+    errors = group_errors(reports)
+    if errors:
+        out += ["", "Top errors:", ""] + [f"- ×{fmt.count(n)} {_md(msg)}" for msg, n in errors]
+    warnings = group_warnings(reports)
+    if warnings:
+        out += ["", "Warnings:", ""] + [f"- {_md(msg)}" for msg in warnings]
+    return "\n".join(out) + "\n"
+
+
+def reports_text(reports: list[RunReport], estimates: Any = None, *, budget: float | None = None,
+                 cancelled: bool = False) -> str:
+    """The static summary of several runs as aligned plain text (``text/plain``, terminals)."""
+    reports = list(reports)
+    ests = estimates_for(reports, estimates)
+    title, detail = _group_title(reports, ests)
+    label, _ = group_status(reports, cancelled=cancelled)
+    rows, total = report_rows(reports, ests, cancelled=cancelled)
+    out = [f"{title} · {detail} · {label}", grid_text(REPORT_HEAD, rows, total)]
+    lines = group_lines(reports, ests, budget=budget)
+    if lines:
+        width = max(len(ln.label) for ln in lines)
+        out += [f"  {ln.label:<{width}}  {_one_line(ln.value)}" + (f"  ({_one_line(ln.note)})" if ln.note else "")
+                for ln in lines]
+    errors = group_errors(reports)
+    if errors:
+        out.append("  Top errors:")
+        out += [f"    ×{fmt.count(n):<6} {_one_line(msg)}" for msg, n in errors]
+    warnings = group_warnings(reports)
+    if warnings:
+        out.append("  Warnings:")
+        out += [f"    {_one_line(msg)}" for msg in warnings]
+    return "\n".join(out)
+
+
 __all__ = [
     "Line",
     "estimate_html",
@@ -439,6 +904,9 @@ __all__ = [
     "report_html",
     "report_markdown",
     "report_text",
+    "reports_html",
+    "reports_markdown",
+    "reports_text",
     "status",
     "summary_lines",
     "top_errors",
