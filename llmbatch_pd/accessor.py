@@ -6,30 +6,36 @@ Accessors keep no state (pandas 3 builds a new one on every access).
 from __future__ import annotations
 
 import asyncio
+import enum
 import signal
 import threading
 import warnings
 from collections.abc import Iterator
 from typing import Any
 
+import numpy as np
 import pandas as pd
+import pydantic
 
 from . import errors, plan, pricing, store
 from .budget import Ledger
 from .loop_thread import Call, engine_loop, run_sync
 from .models import make_provider, parse_model
-from .prompts import MISSING_POLICIES, Template
-from .run import Run, RunReport, RunSpec
+from .prompts import Template
+from .run import Run, RunReport, RunReports, RunSpec, check_limits
+from .schema import OutputSchema, categories
 from .ui import choose_display
 
 CHUNK = 2048
+DEFAULT_OUTPUT = "llm_output"
 MODES = ("realtime", "batch")
 REPORT_ATTR = "llm_report"
 _last: dict[str, Any] = {}
 
 
 def last_result() -> pd.DataFrame | None:
-    """The DataFrame of the last run in this process, also when it was interrupted."""
+    """The result of the last run in this process (a DataFrame; embed's vectors), also when
+    it was interrupted."""
     return _last.get("result")
 
 
@@ -67,16 +73,7 @@ def _check_options(output: str, concurrency: int, max_retries: int, timeout: flo
                    budget: float | None, temperature: Any, max_tokens: Any, pilot: Any) -> None:
     if not isinstance(output, str) or not output:
         raise errors.InputError("output= must be a non-empty column name")
-    if not isinstance(concurrency, int) or concurrency < 1:
-        raise errors.InputError(f"concurrency= must be a positive integer, not {concurrency!r}")
-    if not isinstance(max_retries, int) or max_retries < 0:
-        raise errors.InputError(f"max_retries= must be 0 or more, not {max_retries!r}")
-    if not timeout or timeout <= 0:
-        raise errors.InputError(f"timeout= must be a positive number of seconds, not {timeout!r}")
-    if missing not in MISSING_POLICIES:
-        raise errors.InputError(f"missing= must be one of {MISSING_POLICIES}, not {missing!r}")
-    if budget is not None and (isinstance(budget, bool) or not isinstance(budget, (int, float)) or budget < 0):
-        raise errors.InputError(f"budget= must be a number of dollars, not {budget!r}")
+    check_limits(concurrency, max_retries, timeout, missing, budget)
     if temperature is not None and (isinstance(temperature, bool) or not isinstance(temperature, (int, float))):
         raise errors.InputError(f"temperature= must be a number, not {temperature!r}")
     if max_tokens is not None and (isinstance(max_tokens, bool) or not isinstance(max_tokens, int) or max_tokens < 1):
@@ -92,7 +89,8 @@ def _spec(df: pd.DataFrame, template: str, *, model: str, system: str | None = N
           timeout: float = 120.0, missing: str = "skip", budget: float | None = None,
           cache: bool | str | None = True, prices: dict | None = None,
           value_field: str | None = None, mode: str = "realtime",
-          poll_interval: float = 30.0) -> tuple[RunSpec, Any]:
+          poll_interval: float = 30.0, schema: Any = None,
+          schema_retries: int = 2) -> tuple[RunSpec, Any]:
     """Validate everything and build the run's spec and row source; nothing is sent."""
     if mode not in MODES:
         raise errors.InputError(f"mode= must be one of {MODES}, not {mode!r}")
@@ -119,18 +117,80 @@ def _spec(df: pd.DataFrame, template: str, *, model: str, system: str | None = N
         )
     if budget is not None and max_tokens is None:
         max_tokens = plan.DEFAULT_MAX_OUTPUT  # a real bound for the worst case the budget reserves
+    output_schema = None
+    if schema is not None:
+        output_schema = OutputSchema.from_user(schema)
+        provider.structured(output_schema)  # a provider without structured output says so now
+    if isinstance(schema_retries, bool) or not isinstance(schema_retries, int) or schema_retries < 0:
+        raise errors.InputError(f"schema_retries= must be 0 or more, not {schema_retries!r}")
     spec = RunSpec(template=parsed, model=ref, provider=provider, system=system,
                    temperature=temperature, max_tokens=max_tokens, concurrency=concurrency,
                    rpm=rpm, tpm=tpm, max_retries=max_retries, timeout=timeout, missing=missing,
                    budget=budget, price=price,
                    context_window=pricing.context_window(ref.provider, ref.model),
-                   cache_path=store.resolve(cache), mode=mode, poll_interval=float(poll_interval))
+                   cache_path=store.resolve(cache), mode=mode, poll_interval=float(poll_interval),
+                   schema=output_schema, max_invalid=schema_retries)
 
     def rows(positions: list[int] | None = None):
         frame = df if positions is None else df.iloc[positions]
         return _iter_rows(frame, parsed.fields, colmap)
 
     return spec, rows
+
+
+def _field_columns(schema: OutputSchema, answers: list, errs: list) -> dict[str, Any]:
+    """One column per schema field, typed: Int64, Float64, boolean, string, category (Literal
+    and Enum fields), datetime64 (dates and times), object (lists, dicts, nested models).
+    An answer that no longer validates (a cached one, after the model changed) fails its row."""
+    values: dict[str, list] = {name: [None] * len(answers) for name in schema.fields}
+    for i, text in enumerate(answers):
+        if text is None:
+            continue
+        try:
+            row = schema.check(text)
+        except errors.InvalidOutput as exc:
+            errs[i] = str(exc)
+            answers[i] = None
+            continue
+        for name, value in row.items():
+            values[name][i] = _plain(value)
+    fields = schema.model.model_fields
+    return {name: _typed(column, schema.kinds[name], fields[name].annotation)
+            for name, column in values.items()}
+
+
+def _plain(value: Any) -> Any:
+    """Enum members as their values, nested models as dicts: what a cell should hold."""
+    if isinstance(value, enum.Enum):
+        return value.value
+    if isinstance(value, pydantic.BaseModel):
+        return value.model_dump(mode="json")
+    if isinstance(value, list):
+        return [_plain(v) for v in value]
+    if isinstance(value, dict):
+        return {k: _plain(v) for k, v in value.items()}
+    return value
+
+
+def _typed(column: list, kind: str, annotation: Any) -> Any:
+    if kind == "int":
+        return pd.array(column, dtype="Int64")
+    if kind == "float":
+        return pd.array(column, dtype="Float64")
+    if kind == "bool":
+        return pd.array(column, dtype="boolean")
+    if kind == "str":
+        return pd.array(column, dtype="string")
+    if kind == "category":
+        allowed = categories(annotation) or sorted({str(v) for v in column if v is not None})
+        return pd.Categorical([None if v is None else str(v) for v in column], categories=allowed)
+    if kind in ("datetime", "date"):
+        aware = any(getattr(v, "tzinfo", None) is not None for v in column)
+        return pd.to_datetime(pd.Series(column, dtype=object), utc=aware).array
+    cells = np.empty(len(column), dtype=object)
+    for i, value in enumerate(column):  # one by one: lists must stay lists, not a 2-D block
+        cells[i] = value
+    return cells
 
 
 def _pilot_positions(n: int, size: int) -> list[int]:
@@ -153,18 +213,81 @@ def _may_repeat(df: pd.DataFrame, fields: tuple[str, ...]):
         return None
 
 
-class _Apply:
-    """The shared body of apply/aapply for a DataFrame: validate, estimate, pilot, run."""
+class _Runnable:
+    """Blocking and awaitable runs with a display and Ctrl+C handling, for one model or several."""
+
+    def display(self, *, on_cancel=None, on_run=None, background: bool = False):
+        raise NotImplementedError
+
+    async def _execute(self) -> None:
+        raise NotImplementedError
+
+    def result(self) -> pd.DataFrame:
+        raise NotImplementedError
+
+    def progress_counts(self) -> tuple[int, int]:
+        """(finished rows, rows), for the interrupted message."""
+        raise NotImplementedError
+
+    def sync(self) -> pd.DataFrame:
+        shown = self.display()
+        try:
+            run_sync(self._execute(), tick=shown.update if shown else None)
+        except KeyboardInterrupt:
+            raise self._interrupted(self.result()) from None
+        finally:
+            if shown:
+                shown.close()
+        return self.result()
+
+    async def run_async(self) -> pd.DataFrame:
+        shown = self.display()
+        ticker = asyncio.ensure_future(_tick(shown)) if shown else None
+        interrupted = _CancelOnSigint(asyncio.current_task())
+        try:
+            await self._execute()
+        except asyncio.CancelledError:
+            if not interrupted.fired:
+                raise
+            raise self._interrupted(self.result()) from None
+        finally:
+            interrupted.restore()
+            if ticker:
+                ticker.cancel()
+            if shown:
+                shown.close()
+        return self.result()
+
+    def _interrupted(self, partial: pd.DataFrame) -> errors.RunInterrupted:
+        answered, rows = self.progress_counts()
+        return errors.RunInterrupted(
+            f"interrupted: {answered} of {rows} rows had finished and are "
+            "kept (llmbatch_pd.last_result() gives them)",
+            result=partial,
+        )
+
+
+class _Apply(_Runnable):
+    """The shared body of apply/aapply for a DataFrame: validate, estimate, pilot, run.
+    ``label`` (``model=[...]``) suffixes every column it makes with the model's name."""
 
     def __init__(self, df: pd.DataFrame, template: str, *, model: str, output: str = "llm_output",
                  progress: bool | str | None = None, usage: bool = False, pilot: int | None = None,
-                 check_budget: bool = True, **options: Any) -> None:
+                 check_budget: bool = True, label: str | None = None, **options: Any) -> None:
         _check_options(output, options.get("concurrency", 64), options.get("max_retries", 6),
                        options.get("timeout", 120.0), options.get("missing", "skip"),
                        options.get("budget"), options.get("temperature"),
                        options.get("max_tokens"), pilot)
         self.spec, self.rows = _spec(df, template, model=model, **options)
         self.df, self.output, self.progress, self.usage = df, output, progress, usage
+        self.label = label
+        self.column = f"{output}_{label}" if label else output
+        if self.spec.schema is not None:
+            taken = set(map(str, df.columns)) & {self._field_column(f) for f in self.spec.schema.fields}
+            if taken:
+                raise errors.InputError(
+                    f"schema= fields {sorted(taken)} would overwrite columns of the same name; "
+                    "pass output='...' to name them output_field instead")
         self.pilot_size = pilot
         self.pilot_measured: plan.Pilot | None = None
         self.cancelled = False
@@ -200,13 +323,21 @@ class _Apply:
             )
         return estimate
 
-    async def _execute(self) -> None:
+    async def _execute(self, ledger: Ledger | None = None) -> None:
         """The pilot (if asked), a fresh estimate from it, then the rest of the rows."""
-        ledger = Ledger(self.spec.budget, self.spec.cost) if self.spec.price is not None else None
+        if ledger is None and self.spec.price is not None:
+            ledger = Ledger(self.spec.budget, self.spec.cost)
+        await self._prepare(ledger)
+        await self._main(ledger)
+
+    async def _prepare(self, ledger: Ledger | None) -> None:
+        """The pilot, and the estimate it refines (checked against the budget)."""
         if self.pilot_size and len(self.df):
             await self._pilot(ledger)
             self.estimate = self._plan(self.pilot_measured)
         self.run.report.estimate = self._estimate
+
+    async def _main(self, ledger: Ledger | None) -> None:
         if self.cancelled and not self.run.stats.stop_reason:
             self.run.stats.stop_reason = "cancelled from the panel"
         if self.run.stats.stop_reason:
@@ -242,61 +373,156 @@ class _Apply:
         self.run.warnings_shown_elsewhere = type(shown).__name__ == "Panel"
         return shown
 
-    def result(self) -> pd.DataFrame:
-        out = self.df.copy()
-        run = self.run
-        out[self.output] = pd.array(run.answers, dtype="string")
-        out[f"{self.output}_error"] = pd.array(run.errors, dtype="string")
+    def columns(self) -> dict[str, Any]:
+        """The new columns, by name: the answer (or one per schema field), the error, usage."""
+        run, col = self.run, self.column
+        cols: dict[str, Any] = {}
+        if self.spec.schema is None:
+            cols[col] = pd.array(run.answers, dtype="string")
+        else:
+            for name, column in _field_columns(self.spec.schema, run.answers, run.errors).items():
+                cols[self._field_column(name)] = column
+        cols[f"{col}_error"] = pd.array(run.errors, dtype="string")
         if self.usage:
             paid = run.usages  # None where the row got no answer
             priced = self.spec.price is not None
-            out[f"{self.output}_input_tokens"] = pd.array(
+            cols[f"{col}_input_tokens"] = pd.array(
                 [u.input_tokens if u is not None else None for u in paid], dtype="Int64")
-            out[f"{self.output}_output_tokens"] = pd.array(
+            cols[f"{col}_output_tokens"] = pd.array(
                 [u.output_tokens if u is not None else None for u in paid], dtype="Int64")
-            out[f"{self.output}_cost"] = pd.array(
+            cols[f"{col}_cost"] = pd.array(
                 [self.spec.cost(u) if u is not None and priced else None for u in paid], dtype="Float64")
         run.report.estimate = run.report.estimate or self._estimate
-        out.attrs[REPORT_ATTR] = run.report
-        _last["result"], _last["report"] = out, run.report
-        return out
+        return cols
 
-    def sync(self) -> pd.DataFrame:
-        shown = self.display()
-        try:
-            run_sync(self._execute(), tick=shown.update if shown else None)
-        except KeyboardInterrupt:
-            raise self._interrupted(self.result()) from None
-        finally:
-            if shown:
-                shown.close()
-        return self.result()
+    def result(self) -> pd.DataFrame:
+        return _assemble(self.df, self.columns(), self.run.report)
 
-    async def run_async(self) -> pd.DataFrame:
-        shown = self.display()
-        ticker = asyncio.ensure_future(_tick(shown)) if shown else None
-        interrupted = _CancelOnSigint(asyncio.current_task())
-        try:
-            await self._execute()
-        except asyncio.CancelledError:
-            if not interrupted.fired:
-                raise
-            raise self._interrupted(self.result()) from None
-        finally:
-            interrupted.restore()
-            if ticker:
-                ticker.cancel()
-            if shown:
-                shown.close()
-        return self.result()
+    def progress_counts(self) -> tuple[int, int]:
+        return self.run.report.answered_rows, self.run.report.rows
 
-    def _interrupted(self, partial: pd.DataFrame) -> errors.RunInterrupted:
-        report = self.run.report
-        return errors.RunInterrupted(
-            f"interrupted: {report.answered_rows} of {report.rows} rows had finished and are "
-            "kept (llmbatch_pd.last_result() gives them)",
-            result=partial,
-        )
+    @property
+    def report(self) -> RunReport:
+        return self.run.report
+
+    def close_unstarted(self, reason: str) -> None:
+        """A job cancelled before it started: every row says so, nothing was sent."""
+        stats = self.run.stats
+        stats.stop_reason = stats.stop_reason or f"{reason} before the run started"
+        self.run._close_unfinished(f"not sent: {reason} before the run started")
+
+    def _field_column(self, name: str) -> str:
+        """schema= fields land under their own names, or ``{output}_{field}`` with output=."""
+        base = name if self.output == DEFAULT_OUTPUT else f"{self.output}_{name}"
+        return f"{base}_{self.label}" if self.label else base
+
+
+class _Group(_Runnable):
+    """``model=[...]``: the same template on every model, side by side. The runs go at once
+    (each provider has its own rate limits), under one budget, in one display; each model's
+    columns carry its name as a suffix (``sentiment_gpt-4.1-mini``)."""
+
+    def __init__(self, df: pd.DataFrame, template: str, *, model: list, output: str = DEFAULT_OUTPUT,
+                 progress: bool | str | None = None, **options: Any) -> None:
+        names = _model_list(model)
+        self.df, self.progress, self.budget = df, progress, options.get("budget")
+        self.applies = [_Apply(df, template, model=name, output=output, progress=progress,
+                               check_budget=False, label=label, **options)
+                        for name, label in zip(names, _labels(names), strict=True)]
+        self.reports = RunReports(a.run.report for a in self.applies)
+        if not options.get("pilot"):
+            self._check_budget()
+
+    def _check_budget(self) -> None:
+        """One budget for all the models: refused before anything is sent when the expected
+        costs add up to more."""
+        if self.budget is None:
+            return
+        costs = [a.estimate.batch_cost if a.spec.mode == "batch" else a.estimate.cost for a in self.applies]
+        if all(c is not None for c in costs) and sum(costs) > self.budget:
+            lines = "\n".join(f"  {a.spec.model.full}: ${c:.4f}" for a, c in zip(self.applies, costs, strict=True))
+            raise errors.BudgetError(
+                f"not started: the expected cost of ${sum(costs):.4f} for {len(costs)} models is above "
+                f"the budget of ${self.budget:.2f}:\n{lines}\nRaise budget=, drop a model, or use fewer rows.")
+
+    @property
+    def report(self) -> RunReports:
+        return self.reports
+
+    @property
+    def estimate(self) -> list[plan.Estimate]:
+        return [a.estimate for a in self.applies]
+
+    async def _execute(self) -> None:
+        first = self.applies[0]
+        root = Ledger(self.budget, first.spec.cost)
+        ledgers = [root.share(a.spec.cost) if a.spec.price is not None else None for a in self.applies]
+        await asyncio.gather(*(a._prepare(ledger) for a, ledger in zip(self.applies, ledgers, strict=True)))
+        if any(a.pilot_size for a in self.applies):
+            self._check_budget()  # on the pilots' figures
+        await asyncio.gather(*(a._main(ledger) for a, ledger in zip(self.applies, ledgers, strict=True)))
+
+    def cancel(self, reason: str = "cancelled from the panel") -> None:
+        for a in self.applies:
+            a.cancel(reason)
+
+    def close_unstarted(self, reason: str) -> None:
+        for a in self.applies:
+            a.close_unstarted(reason)
+
+    def display(self, *, on_cancel=None, on_run=None, background: bool = False):
+        estimates = [a._estimate for a in self.applies]
+        shown = choose_display(list(self.reports), estimates, self.budget, self.progress,
+                               on_cancel=on_cancel or self.cancel, on_run=on_run, background=background)
+        for a in self.applies:
+            a.run.warnings_shown_elsewhere = type(shown).__name__ == "GroupPanel"  # the tqdm bar shows none
+        return shown
+
+    def result(self) -> pd.DataFrame:
+        """The models' columns interleaved, so each answer sits beside the other models'
+        (sentiment_a, sentiment_b, ..., then the errors): every model makes the same columns."""
+        per_model = [list(a.columns().items()) for a in self.applies]
+        columns = dict(item for same_kind in zip(*per_model, strict=True) for item in same_kind)
+        return _assemble(self.df, columns, self.reports)
+
+    def progress_counts(self) -> tuple[int, int]:
+        return self.reports.answered_rows, self.reports.rows
+
+
+def _model_list(model: Any) -> list[str]:
+    names = list(model)
+    if not names:
+        raise errors.InputError("model= needs at least one model name")
+    if not all(isinstance(n, str) for n in names):
+        raise errors.InputError(f"model= must be a name or a list of names, not {model!r}")
+    repeated = sorted({n for n in names if names.count(n) > 1})
+    if repeated:
+        raise errors.InputError(f"model= names {repeated} more than once")
+    return names
+
+
+def _labels(names: list[str]) -> list[str]:
+    """Column suffixes: the model's own name (gpt-4.1-mini), or provider_model where two
+    providers serve the same name."""
+    short = [n.strip().split("/", 1)[-1] for n in names]
+    return [s if short.count(s) == 1 else n.strip().replace("/", "_") for s, n in zip(short, names, strict=True)]
+
+
+def _runner(df: pd.DataFrame, template: str, model: Any, output: str, options: dict) -> _Runnable:
+    """One model, or several side by side."""
+    if isinstance(model, (list, tuple)):
+        return _Group(df, template, model=list(model), output=output, **options)
+    return _Apply(df, template, model=model, output=output, **options)
+
+
+def _assemble(df: pd.DataFrame, columns: dict[str, Any], report: Any) -> pd.DataFrame:
+    """A copy of the frame with the new columns, the report in its attrs, kept as the last."""
+    out = df.copy()
+    for name, column in columns.items():
+        out[name] = column
+    out.attrs[REPORT_ATTR] = report
+    _last["result"], _last["report"] = out, report
+    return out
 
 
 class _CancelOnSigint:
@@ -378,7 +604,7 @@ class Job:
     ``cancel()`` stops sending and keeps every finished row.
     """
 
-    def __init__(self, apply: _Apply, *, start: bool = True) -> None:
+    def __init__(self, apply: _Apply | _Group, *, start: bool = True) -> None:
         self._apply = apply
         self._call: Call | None = None
         self._lock = threading.Lock()  # start() and cancel() may come from a click and a cell at once
@@ -390,8 +616,8 @@ class Job:
             self.start()
 
     @property
-    def report(self) -> RunReport:
-        return self._apply.run.report
+    def report(self) -> RunReport | RunReports:
+        return self._apply.report
 
     @property
     def estimate(self) -> plan.Estimate:
@@ -430,9 +656,7 @@ class Job:
         self._apply.cancel(reason)
 
     async def _never_started(self, reason: str) -> None:
-        run = self._apply.run
-        run.stats.stop_reason = run.stats.stop_reason or f"{reason} before the run started"
-        run._close_unfinished(f"not sent: {reason} before the run started")
+        self._apply.close_unstarted(reason)
         if self._shown:
             self._shown.close()
 
@@ -467,6 +691,76 @@ async def _tick(shown, interval: float = 0.1) -> None:
         await asyncio.sleep(interval)
 
 
+EMBED_ERRORS_ATTR = "llm_errors"
+
+
+class _Embed(_Runnable):
+    """``embed``: validate, render, read the cache, pack and check the budget at once (nothing
+    is sent), then send the packs; the vectors come back on the frame's index."""
+
+    def __init__(self, df: pd.DataFrame, template: str, *, model: str, output: str,
+                 as_array: bool, value_field: str | None, progress: Any, options: dict[str, Any]) -> None:
+        from .embed import EmbedRun, build_spec
+
+        if not isinstance(output, str) or not output:
+            raise errors.InputError("output= must be a non-empty name")
+        spec = build_spec(template, list(df.columns), model=model, value_field=value_field, **options)
+        fields = spec.template.fields
+        colmap = _column_map(df, fields)
+        self.run = EmbedRun(spec, lambda: _iter_rows(df, fields, colmap), len(df))
+        self.run.check_budget()
+        self.index, self.output, self.as_array, self.progress = df.index, output, as_array, progress
+
+    def display(self, *, on_cancel=None, on_run=None, background: bool = False):
+        run = self.run
+        shown = choose_display(run.report, run.estimate, run.spec.budget, self.progress,
+                               on_cancel=on_cancel or self.cancel, on_run=on_run, background=background)
+        run.warnings_shown_elsewhere = type(shown).__name__ == "Panel"
+        return shown
+
+    def cancel(self, reason: str = "cancelled from the panel") -> None:
+        engine_loop().call_soon_threadsafe(self.run.cancel, reason)
+
+    async def _execute(self) -> None:
+        await self.run.execute()
+
+    def progress_counts(self) -> tuple[int, int]:
+        return self.run.report.answered_rows, self.run.report.rows
+
+    def result(self):
+        """A Series of float32 vectors on the index (None where a row failed, the reasons in
+        ``attrs["llm_errors"]``), or with ``as_array`` an (n, dim) float32 array, NaN rows failed."""
+        from .embed import failure_warning
+
+        run, index = self.run, self.index
+        errs = run.row_errors()
+        matrix = run.matrix()
+        run.report.estimate = run.report.estimate or run.estimate
+        _last["report"] = run.report
+        message = failure_warning(errs)
+        if message:
+            where = "their rows are NaN" if self.as_array else f"see .attrs[{EMBED_ERRORS_ATTR!r}]"
+            warnings.warn(f"{message} ({where})", stacklevel=4)
+        if self.as_array:
+            return matrix
+        cells = np.empty(len(index), dtype=object)  # each cell one row of the matrix (a view)
+        for i, ok in enumerate(run.has_vector()):
+            if ok:
+                cells[i] = matrix[i]
+        out = pd.Series(cells, index=index, name=self.output, dtype=object)
+        # a plain dict, not a Series: pandas compares attrs on concat, and Series refuse that
+        keys = index if index.is_unique else range(len(index))
+        out.attrs[EMBED_ERRORS_ATTR] = {k: e for k, e in zip(keys, errs, strict=True) if e is not None}
+        out.attrs[REPORT_ATTR] = run.report
+        _last["result"] = out
+        return out
+
+
+def _series_frame(s: pd.Series) -> pd.DataFrame:
+    """The cells as the one column ``{}`` names, whatever the Series is called."""
+    return s.to_frame(name="text")
+
+
 @pd.api.extensions.register_dataframe_accessor("llm")
 class DataFrameLLM:
     """``df.llm.apply(template, model=...)``: one LLM answer per row."""
@@ -481,23 +775,27 @@ class DataFrameLLM:
         """The report of the run that made this frame (kept in ``df.attrs``)."""
         return self._df.attrs.get(REPORT_ATTR)
 
-    def apply(self, template: str, *, model: str, output: str = "llm_output", **options: Any) -> pd.DataFrame:
+    def apply(self, template: str, *, model: str | list[str], output: str = "llm_output",
+              **options: Any) -> pd.DataFrame:
         """Render ``template`` per row, ask ``model``, and return a new DataFrame on the same
         index with the answers in ``output`` and each failed row's reason in
-        ``f"{output}_error"``. See the README for every option."""
-        return _Apply(self._df, template, model=model, output=output, **options).sync()
+        ``f"{output}_error"``. ``schema=`` gives one typed column per field instead;
+        ``model=[...]`` runs every model side by side (columns suffixed with the model's
+        name). See the README for every option."""
+        return _runner(self._df, template, model, output, options).sync()
 
-    async def aapply(self, template: str, *, model: str, output: str = "llm_output", **options: Any) -> pd.DataFrame:
+    async def aapply(self, template: str, *, model: str | list[str], output: str = "llm_output",
+                     **options: Any) -> pd.DataFrame:
         """``apply`` for code that already runs an event loop."""
-        return await _Apply(self._df, template, model=model, output=output, **options).run_async()
+        return await _runner(self._df, template, model, output, options).run_async()
 
-    def submit(self, template: str, *, model: str, output: str = "llm_output",
+    def submit(self, template: str, *, model: str | list[str], output: str = "llm_output",
                confirm: bool = False, **options: Any) -> Job:
         """Start ``apply`` in the background and return a :class:`Job` at once.
 
         With ``confirm=True`` nothing is sent until ``job.start()`` (or the panel's Run button).
         """
-        return Job(_Apply(self._df, template, model=model, output=output, **options), start=not confirm)
+        return Job(_runner(self._df, template, model, output, options), start=not confirm)
 
     def estimate(self, template: str, *, model: str | list[str], pilot: int | None = None,
                  **options: Any) -> pd.DataFrame:
@@ -507,6 +805,25 @@ class DataFrameLLM:
         usage; their answers go to the cache, so the ``apply`` that follows does not pay twice.
         """
         return _estimate(self._df, template, model, pilot, options)
+
+    def embed(self, template: str, *, model: str, output: str = "embedding", as_array: bool = False,
+              progress: Any = None, **options: Any) -> pd.Series | np.ndarray:
+        """One embedding per row of the rendered ``template``: a Series of float32 vectors on
+        the same index (None where a row failed; the reasons in ``.attrs["llm_errors"]``), or
+        with ``as_array=True`` an (n_rows, dim) float32 array whose failed rows are NaN.
+
+        Many rows go in each request (up to the API's limits); each text is cached on its
+        own, so a re-run sends only new texts. Options: ``dimensions=``, ``budget=``,
+        ``cache=``, ``missing=``, ``concurrency=``, ``rpm=``/``tpm=``, ``timeout=``,
+        ``max_retries=``, ``base_url=``, ``api_key=``, ``prices=``."""
+        return _Embed(self._df, template, model=model, output=output, as_array=as_array,
+                      value_field=None, progress=progress, options=options).sync()
+
+    async def aembed(self, template: str, *, model: str, output: str = "embedding",
+                     as_array: bool = False, progress: Any = None, **options: Any) -> pd.Series | np.ndarray:
+        """``embed`` for code that already runs an event loop."""
+        return await _Embed(self._df, template, model=model, output=output, as_array=as_array,
+                            value_field=None, progress=progress, options=options).run_async()
 
 
 @pd.api.extensions.register_series_accessor("llm")
@@ -525,15 +842,29 @@ class SeriesLLM:
     def _options(self, options: dict) -> dict:
         return {**options, "value_field": str(self._frame().columns[0])}
 
-    def apply(self, template: str, *, model: str, output: str = "llm_output", **options: Any) -> pd.DataFrame:
-        return _Apply(self._frame(), template, model=model, output=output, **self._options(options)).sync()
+    def apply(self, template: str, *, model: str | list[str], output: str = "llm_output",
+              **options: Any) -> pd.DataFrame:
+        return _runner(self._frame(), template, model, output, self._options(options)).sync()
 
-    async def aapply(self, template: str, *, model: str, output: str = "llm_output", **options: Any) -> pd.DataFrame:
-        return await _Apply(self._frame(), template, model=model, output=output, **self._options(options)).run_async()
+    async def aapply(self, template: str, *, model: str | list[str], output: str = "llm_output",
+                     **options: Any) -> pd.DataFrame:
+        return await _runner(self._frame(), template, model, output, self._options(options)).run_async()
 
     def estimate(self, template: str, *, model: str | list[str], pilot: int | None = None,
                  **options: Any) -> pd.DataFrame:
         return _estimate(self._frame(), template, model, pilot, self._options(options))
+
+    def embed(self, *, model: str, output: str = "embedding", as_array: bool = False,
+              progress: Any = None, **options: Any) -> pd.Series | np.ndarray:
+        """One embedding per cell (the cells are the texts); see ``DataFrame.llm.embed``."""
+        return _Embed(_series_frame(self._s), "{}", model=model, output=output, as_array=as_array,
+                      value_field="text", progress=progress, options=options).sync()
+
+    async def aembed(self, *, model: str, output: str = "embedding", as_array: bool = False,
+                     progress: Any = None, **options: Any) -> pd.Series | np.ndarray:
+        """``embed`` for code that already runs an event loop."""
+        return await _Embed(_series_frame(self._s), "{}", model=model, output=output, as_array=as_array,
+                            value_field="text", progress=progress, options=options).run_async()
 
 
 __all__ = ["DataFrameLLM", "Job", "SeriesLLM", "RunReport", "last_report", "last_result"]

@@ -17,17 +17,46 @@ from .types import Usage
 PriceFn = Callable[[Usage], float]
 
 
-class Ledger:
-    def __init__(self, limit: float | None, price: PriceFn, warn_at: float = 0.8) -> None:
+class _Account:
+    """The money itself; several ledgers (one per model, each with its own prices) can share it."""
+
+    def __init__(self, limit: float | None, warn_at: float) -> None:
         self.limit = limit
-        self.price = price
         self.warn_at = warn_at
         self.spent = 0.0  # settled, real cost
         self.uncertain = 0.0  # worst cases of requests whose billing we cannot know
         self.reserved = 0.0  # worst cases of requests in flight
         self.holds = 0  # how many requests hold a reservation (floats cannot say "none")
         self.warned = False
-        self._settled = asyncio.Event()
+        self.settled = asyncio.Event()
+
+
+def _shared(name: str) -> property:
+    return property(lambda self: getattr(self._account, name),
+                    lambda self, value: setattr(self._account, name, value))
+
+
+class Ledger:
+    def __init__(self, limit: float | None, price: PriceFn, warn_at: float = 0.8,
+                 *, account: _Account | None = None) -> None:
+        self._account = account or _Account(limit, warn_at)
+        self.price = price
+
+    limit = _shared("limit")
+    warn_at = _shared("warn_at")
+    spent = _shared("spent")
+    uncertain = _shared("uncertain")
+    reserved = _shared("reserved")
+    holds = _shared("holds")
+    warned = _shared("warned")
+
+    @property
+    def _settled(self) -> asyncio.Event:
+        return self._account.settled
+
+    def share(self, price: PriceFn) -> Ledger:
+        """A ledger over the same money at other prices (``model=[...]`` under one budget)."""
+        return Ledger(self.limit, price, account=self._account)
 
     @property
     def committed(self) -> float:

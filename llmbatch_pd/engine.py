@@ -26,7 +26,8 @@ from .types import Reply, Request
 
 OnDone = Callable[[Request, Reply | None, errors.ProviderError | None], None]
 WorstCost = Callable[[Request], float]
-
+Check = Callable[[str | None], object]
+"""Raises errors.InvalidOutput for a paid answer that is unusable (``schema=``)."""
 
 
 @dataclass
@@ -60,6 +61,8 @@ class Engine:
         session: aiohttp.ClientSession | None = None,
         on_warning: Callable[[str], None] | None = None,
         breaker: CircuitBreaker | None = None,
+        check: Check | None = None,
+        max_invalid: int = 2,
     ) -> None:
         if concurrency < 1:
             raise errors.InputError("concurrency must be at least 1")
@@ -74,6 +77,8 @@ class Engine:
         self.on_warning = on_warning
         self._session = session
         self.breaker = breaker
+        self.check = check
+        self.max_invalid = max_invalid  # asks again after an unusable answer, then the row fails
         self._stop: errors.ProviderError | None = None
 
     def stop(self, reason: errors.ProviderError) -> None:
@@ -126,7 +131,7 @@ class Engine:
 
     async def _process(self, request: Request, on_done: OnDone) -> None:
         stats = self.stats
-        attempt = 0
+        attempt = invalid = 0
         while True:
             if self._stop is not None:
                 self._finish(request, None, self._stop_error(), on_done)
@@ -195,6 +200,17 @@ class Engine:
             self.limiter.on_success()
             if self.breaker is not None:
                 self.breaker.on_success()
+            if self.check is not None:
+                try:
+                    self.check(reply.text)
+                except errors.InvalidOutput as exc:  # paid for, but unusable: ask again, a few times
+                    stats.by_kind[exc.kind] += 1
+                    if invalid < self.max_invalid and self._stop is None:
+                        invalid += 1
+                        continue
+                    stats.note_error(exc)
+                    self._finish(request, None, exc, on_done)
+                    return
             self._finish(request, reply, None, on_done)
             return
 

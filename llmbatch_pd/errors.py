@@ -16,6 +16,8 @@
         ├── RowError                   this row's request is wrong; others may be fine
         │   ├── BadRequestError        400, 404, 413, 422
         │   ├── ContextLengthError     prompt longer than the model's context window
+        │   ├── InvalidOutput          an answer that does not fit schema= (asked again a
+        │   │                          bounded number of times, then the row's error)
         │   └── BudgetReached          sending this row would cross the budget
         └── FatalError                 nothing else will work either: stop the run
             ├── AuthenticationError    401, 403
@@ -120,6 +122,10 @@ class BadRequestError(RowError):
 
 class ContextLengthError(RowError):
     kind = "too long"
+
+
+class InvalidOutput(RowError):
+    kind = "invalid output"
 
 
 class BudgetReached(RowError):

@@ -10,6 +10,7 @@ sending anything, so the estimate counts exactly what the run will send.
 from __future__ import annotations
 
 import asyncio
+import json
 import math
 import sqlite3
 import warnings
@@ -24,8 +25,9 @@ from .budget import Ledger
 from .limits import RateLimiter
 from .models import ModelRef
 from .pricing import Price, cost
-from .prompts import MissingValue, Template, build_messages, request_key
+from .prompts import MISSING_POLICIES, MissingValue, Template, build_messages, request_key
 from .providers.base import Provider
+from .schema import OutputSchema
 from .stats import EngineStats
 from .store import Store
 from .tokens import TokenCounter, counter_for
@@ -37,6 +39,20 @@ if TYPE_CHECKING:  # loaded on the first run: aiohttp alone costs ~200 ms of imp
 
 NO_USAGE = Usage()  # shared by every row that paid nothing (cached, duplicate); never mutated
 RowSource = Callable[[], Iterable[Mapping[str, Any]]]
+
+
+def check_limits(concurrency: Any, max_retries: Any, timeout: Any, missing: Any, budget: Any) -> None:
+    """The options every kind of run shares, refused with a clear message before anything is sent."""
+    if isinstance(concurrency, bool) or not isinstance(concurrency, int) or concurrency < 1:
+        raise errors.InputError(f"concurrency= must be a positive integer, not {concurrency!r}")
+    if isinstance(max_retries, bool) or not isinstance(max_retries, int) or max_retries < 0:
+        raise errors.InputError(f"max_retries= must be 0 or more, not {max_retries!r}")
+    if isinstance(timeout, bool) or not isinstance(timeout, (int, float)) or not timeout > 0:
+        raise errors.InputError(f"timeout= must be a positive number of seconds, not {timeout!r}")
+    if missing not in MISSING_POLICIES:
+        raise errors.InputError(f"missing= must be one of {MISSING_POLICIES}, not {missing!r}")
+    if budget is not None and (isinstance(budget, bool) or not isinstance(budget, (int, float)) or budget < 0):
+        raise errors.InputError(f"budget= must be a number of dollars, not {budget!r}")
 
 
 @dataclass
@@ -63,10 +79,20 @@ class RunSpec:
     extra: dict[str, Any] = field(default_factory=dict)
     mode: str = "realtime"  # or "batch": the provider's batch API, half price, within 24 h
     poll_interval: float = 30.0  # seconds between batch status checks (backing off)
+    schema: OutputSchema | None = None  # schema=: answers as validated fields
+    max_invalid: int = 2  # schema=: how often an answer that does not fit is asked again
 
     @property
     def params(self) -> dict[str, Any]:
-        return {"temperature": self.temperature, "max_tokens": self.max_tokens, **self.extra}
+        structured = self.provider.structured(self.schema) if self.schema is not None else {}
+        return {"temperature": self.temperature, "max_tokens": self.max_tokens, **structured,
+                **self.extra}
+
+    def schema_tokens(self) -> int:
+        """What the schema adds to every prompt (the providers bill it as input)."""
+        if self.schema is None:
+            return 0
+        return self.counter.count(json.dumps(self.schema.json_schema, separators=(",", ":")))
 
     @property
     def counter(self) -> TokenCounter:
@@ -163,6 +189,64 @@ class RunReport:
         return report_markdown(self)
 
 
+class RunReports(list):
+    """``model=[...]``: one RunReport per model, in the order given; ``reports["openai/x"]``
+    picks one by model name. Totals add up over the models."""
+
+    def __getitem__(self, key):
+        if isinstance(key, str):
+            for report in self:
+                if report.model == key:
+                    return report
+            raise KeyError(f"no report for {key!r}; models: {[r.model for r in self]}")
+        return super().__getitem__(key)
+
+    @property
+    def model(self) -> str:
+        return ", ".join(r.model for r in self)
+
+    @property
+    def cost(self) -> float:
+        return sum(r.cost for r in self)
+
+    @property
+    def rows(self) -> int:
+        return sum(r.rows for r in self)
+
+    @property
+    def answered_rows(self) -> int:
+        return sum(r.answered_rows for r in self)
+
+    @property
+    def failed_rows(self) -> int:
+        return sum(r.failed_rows for r in self)
+
+    @property
+    def finished_rows(self) -> int:
+        return self.answered_rows + self.failed_rows
+
+    def summary(self) -> str:
+        from .ui.report import reports_text
+
+        return reports_text(list(self))
+
+    __str__ = summary
+
+    def _repr_html_(self) -> str:
+        from .ui.report import reports_html
+
+        return reports_html(list(self))
+
+    def to_markdown(self) -> str:
+        from .ui.report import reports_markdown
+
+        return reports_markdown(list(self))
+
+    def __repr__(self) -> str:
+        return (f"<RunReports {len(self)} models: {self.answered_rows} answered, "
+                f"{self.failed_rows} failed, ${self.cost:.4f}>")
+
+
 class Run:
     """A run over ``n`` rows whose field values come from ``rows()``."""
 
@@ -194,6 +278,7 @@ class Run:
         params = spec.params
         endpoint, model = spec.provider.endpoint, spec.provider.model
         counter, window = spec.counter, spec.context_window
+        schema_tokens = spec.schema_tokens()
         leaders: dict[str, int] = {}
         may_repeat = self.may_repeat
         for i, values in enumerate(self.rows()):
@@ -228,7 +313,7 @@ class Run:
                 report.saved_by_cache += spec.cost(hit.usage)
                 self._record(i, hit, None, [i], paid=False)
                 continue
-            tokens = counter.count_messages(messages)
+            tokens = counter.count_messages(messages) + schema_tokens
             if window and tokens > window:
                 report.too_long += 1
                 self._fail(i, str(errors.ContextLengthError(
@@ -249,6 +334,11 @@ class Run:
     def _on_done(self, request: Request, reply: Reply | None, exc: errors.ProviderError | None) -> None:
         if reply is not None and reply.text is None:
             reply, exc = None, errors.RowError(f"the model returned no text (finish_reason={reply.finish_reason})")
+        if reply is not None and self.spec.schema is not None and self.engine is None:
+            try:  # batch results (real time was checked, and asked again, by the engine)
+                self.spec.schema.check(reply.text)
+            except errors.InvalidOutput as invalid:
+                reply, exc = None, invalid
         if reply is not None and self.store is not None:
             # written at the end of this loop iteration together with every other answer
             # that arrived in it: one commit per batch instead of one per answer
@@ -385,6 +475,8 @@ class Run:
                 stats=self.stats,
                 on_warning=self._warn,
                 breaker=CircuitBreaker(),
+                check=spec.schema.check if spec.schema is not None else None,
+                max_invalid=spec.max_invalid,
             )
         try:
             if self.batcher is not None:  # mode="batch": the same stream, through batch jobs

@@ -21,6 +21,8 @@ from collections.abc import Callable, Iterable
 from dataclasses import dataclass
 from pathlib import Path
 
+import numpy as np
+
 from .errors import InputError
 from .types import Reply, Usage
 
@@ -64,7 +66,22 @@ def _v2(db: sqlite3.Connection) -> None:
     db.execute("CREATE INDEX batches_open ON batches (endpoint, model, collected)")
 
 
-MIGRATIONS: list[Callable[[sqlite3.Connection], None]] = [_v1, _v2]
+def _v3(db: sqlite3.Connection) -> None:
+    """Embeddings: one row per input text (keyed by endpoint, model, dimensions and text), the
+    vector as raw little-endian float32 bytes (4 bytes a dimension, a quarter of JSON's size)."""
+    db.execute(
+        """CREATE TABLE vectors (
+            key TEXT PRIMARY KEY,
+            model TEXT NOT NULL,
+            dim INTEGER NOT NULL,
+            data BLOB NOT NULL,
+            tokens INTEGER NOT NULL,
+            created REAL NOT NULL
+        )"""
+    )
+
+
+MIGRATIONS: list[Callable[[sqlite3.Connection], None]] = [_v1, _v2, _v3]
 
 
 def keys_digest(keys: Iterable[str]) -> str:
@@ -205,6 +222,36 @@ class Store:
                 "INSERT OR REPLACE INTO answers VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?)",
                 [(key, model, r.text, r.finish_reason, r.usage.input_tokens, r.usage.output_tokens,
                   r.usage.cached_tokens, r.usage.cache_write_tokens, now) for key, model, r in items],
+            )
+            self.db.execute("COMMIT")
+        except BaseException:
+            self.db.execute("ROLLBACK")
+            raise
+
+    # embeddings ---------------------------------------------------------------------------
+
+    def get_vectors(self, keys: list[str]) -> dict[str, tuple[np.ndarray, int]]:
+        """The cached vectors among ``keys``: key -> (float32 vector, its input's tokens)."""
+        found: dict[str, tuple[np.ndarray, int]] = {}
+        for start in range(0, len(keys), 500):  # SQLite's bound-variable limit
+            chunk = keys[start:start + 500]
+            marks = ",".join("?" * len(chunk))
+            for key, dim, data, tokens in self.db.execute(
+                    f"SELECT key, dim, data, tokens FROM vectors WHERE key IN ({marks})", chunk):
+                vector = np.frombuffer(data, dtype="<f4")
+                if vector.shape[0] == dim:  # a torn or foreign row is a miss, not a wrong answer
+                    found[key] = (vector, tokens)
+        return found
+
+    def put_vectors(self, items: list[tuple[str, str, np.ndarray, int]]) -> None:
+        """Write (key, model, vector, tokens) rows in one transaction."""
+        now = time.time()
+        self.db.execute("BEGIN")
+        try:
+            self.db.executemany(
+                "INSERT OR REPLACE INTO vectors VALUES (?, ?, ?, ?, ?, ?)",
+                [(key, model, int(v.shape[0]), np.asarray(v, dtype="<f4").tobytes(), int(tokens), now)
+                 for key, model, v, tokens in items],
             )
             self.db.execute("COMMIT")
         except BaseException:

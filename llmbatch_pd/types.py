@@ -46,6 +46,7 @@ class Reply:
     finish_reason: str | None = None
     model: str | None = None
     raw: dict[str, Any] | None = None
+    vectors: list | None = None  # embeddings: one float32 array per input, in input order
 
 
 @dataclass(slots=True)

@@ -99,6 +99,14 @@ def test_quickstart_runs_headless_and_exports_its_summary(tool, tmp_path):
     report = code_cell(nb, "out.llm.report").outputs[0].data
     assert "llmbatch-report" in report["text/html"]
 
+    facts = code_cell(nb, "from typing import Literal")  # schema=: one typed column per field
+    assert len(summaries(facts)) == 1
+    table = [o for o in facts.outputs if o.output_type == "execute_result"][0].data["text/plain"]
+    assert all(name in table for name in ("sentiment", "topic", "urgent", "stars_guess"))
+    dtypes = code_cell(nb, "facts.dtypes").outputs[0].data["text/plain"]
+    for line in ("sentiment      category", "urgent          boolean", "stars_guess       Int64"):
+        assert line in dtypes, dtypes
+
     html = tool.to_html(nb)
     (tmp_path / "quickstart.html").write_text(html, encoding="utf-8")
     # the summary is rendered as an output of its own, not only kept inside saved widget state
@@ -119,11 +127,15 @@ def test_compare_models_runs_headless(tool):
     table = code_cell(nb, "TEMPLATE =").outputs[0].data["text/plain"]
     assert all(m in table for m in models)
 
-    run = code_cell(nb, "answers = {}")
+    run = code_cell(nb, "out = sample.llm.apply")  # model=[...]: one call, one display
     found = summaries(run)
-    assert len(found) == 3, run.outputs
-    for model, data in zip(models, found, strict=True):
-        assert model in data["text/plain"].splitlines()[0]
-        check_summary(data, 60)
+    assert len(found) == 1, run.outputs
+    text = found[0]["text/plain"]
+    assert text.splitlines()[0].endswith("3 models · real time · done"), text
+    for model in models:
+        line = next(row for row in text.splitlines() if row.strip().startswith(model))
+        assert line.split()[1:3] == ["60", "0"], line  # answered, failed
+    assert "Total (3 models)" in text and WIDGET_VIEW not in found[0]
     side_by_side = [o for o in run.outputs if o.output_type == "execute_result"][0].data["text/plain"]
+    models = [f"answer_{m.split('/')[1]}" for m in models]
     assert all(m in side_by_side for m in models)

@@ -22,12 +22,14 @@ digits.
 from __future__ import annotations
 
 import json
+import re
 import time
 from collections.abc import Mapping
 from datetime import UTC, datetime
 from typing import Any
 
 from .. import errors
+from ..schema import OutputSchema
 from ..types import BatchInfo, RateLimitInfo, Reply, Request, Usage
 from .base import BatchHTTP, BatchOutcome, Provider, classify_http_error, parse_int
 
@@ -39,7 +41,15 @@ DEFAULT_MAX_TOKENS = 1024
 bounds an answer (longer ones stop with finish_reason "length"), so set ``max_tokens=`` for
 long outputs."""
 
-_FINISH = {"end_turn": "stop", "max_tokens": "length"}
+_FINISH = {"end_turn": "stop", "max_tokens": "length", "tool_use": "stop"}
+TOOL_DESCRIPTION = "Record the answer. Fill every field from the request."
+_TOOL_MODELS = re.compile(r"claude-(3|instant|2|sonnet-4-0|opus-4-0|(sonnet|opus)-4-2025)")
+
+
+def uses_tool_for_schema(model: str) -> bool:
+    """Claude 3.x and the first Claude 4 models predate structured outputs (Opus 4.1, Sonnet
+    4.5, Haiku 4.5 and later have them): they get a forced tool call instead."""
+    return bool(_TOOL_MODELS.search(model.lower()))
 _SYSTEM_ROLES = ("system", "developer")
 
 
@@ -80,6 +90,15 @@ class AnthropicMessages(Provider):
                 body[name] = value
         return body
 
+    def structured(self, schema: OutputSchema) -> dict[str, Any]:
+        """``output_config.format`` (structured outputs) where the model has it; older models
+        get the schema as a tool they are forced to call, whose input is the answer."""
+        if uses_tool_for_schema(self.model):
+            return {"tools": [{"name": schema.name, "description": TOOL_DESCRIPTION,
+                               "input_schema": schema.anthropic_schema()}],
+                    "tool_choice": {"type": "tool", "name": schema.name}}
+        return {"output_config": {"format": {"type": "json_schema", "schema": schema.anthropic_schema()}}}
+
     def _is_error_envelope(self, data: dict[str, Any]) -> bool:
         return data.get("type") == "error"
 
@@ -87,6 +106,9 @@ class AnthropicMessages(Provider):
         try:
             blocks = data["content"]
             texts = [b["text"] for b in blocks if b.get("type") == "text"]
+            if not texts:  # a forced tool's call (schema= on older models): its input is the answer
+                texts = [json.dumps(b["input"], ensure_ascii=False)
+                         for b in blocks if b.get("type") == "tool_use"][:1]
             stop = data.get("stop_reason")
             u = data.get("usage") or {}
             read = int(u.get("cache_read_input_tokens") or 0)

@@ -18,6 +18,7 @@ from collections.abc import AsyncIterator, Callable, Mapping
 from typing import Any, Protocol, TypeVar
 
 from .. import errors
+from ..schema import OutputSchema
 from ..secrets import Secret
 from ..types import BatchInfo, RateLimitInfo, Reply, Request
 
@@ -95,6 +96,10 @@ class Provider(ABC):
 
     def rate_limits(self, headers: Mapping[str, str]) -> RateLimitInfo | None:
         return None
+
+    def structured(self, schema: OutputSchema) -> dict[str, Any]:
+        """The body fields that ask for answers fitting ``schema`` (``schema=``)."""
+        raise errors.InputError(f"{self.name} models do not support schema= here")
 
     # batch jobs: only dialects with a batch API override these ------------------------------
 

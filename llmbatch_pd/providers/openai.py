@@ -17,6 +17,7 @@ from collections.abc import Mapping
 from typing import Any
 
 from .. import errors
+from ..schema import OutputSchema
 from ..types import BatchInfo, RateLimitInfo, Reply, Request, Usage
 from .base import (
     BatchHTTP,
@@ -72,6 +73,11 @@ class OpenAIChat(Provider):
         except (KeyError, IndexError, TypeError, AttributeError, ValueError) as exc:
             raise errors.MalformedResponse(f"unexpected response shape: {exc!r}") from None
         return Reply(text, usage, choice.get("finish_reason"), data.get("model"))
+
+    def structured(self, schema: OutputSchema) -> dict[str, Any]:
+        """OpenAI's strict ``json_schema`` response format, as the SDK's ``parse()`` sends it;
+        Gemini's and most gateways' OpenAI endpoints accept the same field."""
+        return {"response_format": schema.openai_format()}
 
     # batch jobs ------------------------------------------------------------------------------
 

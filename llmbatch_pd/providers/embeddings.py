@@ -1,0 +1,78 @@
+"""OpenAI's ``POST /embeddings``, and the OpenAI-compatible servers that serve it (Gemini's
+OpenAI endpoint, gateways, vLLM, the simulator).
+
+One request carries many inputs (``request.params["input"]``); the reply's ``vectors`` hold one
+float32 array per input, in input order. We ask for ``encoding_format: "base64"`` as the
+official SDK does: little-endian float32 bytes are about 4x smaller than JSON floats and decode
+without parsing a number per dimension. Servers that ignore it and send float lists work too.
+Errors and rate-limit headers are OpenAI's, so they are parsed by :class:`OpenAIChat`'s code.
+"""
+
+from __future__ import annotations
+
+import base64
+import binascii
+from typing import Any
+
+import numpy as np
+
+from .. import errors
+from ..secrets import Secret
+from ..types import Reply, Request, Usage
+from .base import Provider
+from .openai import OpenAIChat
+
+
+class OpenAIEmbeddings(Provider):
+    name = "openai-embeddings"
+    key_env = "OPENAI_API_KEY"
+    encoding_format = "base64"
+
+    def __init__(self, model: str, base_url: str, api_key: Secret | None, *,
+                 encoding_format: str = "base64") -> None:
+        super().__init__(model, base_url, api_key)
+        if encoding_format not in ("base64", "float"):
+            raise errors.InputError(f"encoding_format must be 'base64' or 'float', not {encoding_format!r}")
+        self.encoding_format = encoding_format
+        self._url = f"{self.base_url}/embeddings"
+        headers = {"content-type": "application/json"}
+        if api_key is not None:
+            headers["authorization"] = f"Bearer {api_key.reveal()}"
+        self._headers = headers
+
+    # the same wire errors and headers as chat completions: one implementation
+    _error = OpenAIChat._error
+    rate_limits = OpenAIChat.rate_limits
+
+    def _is_error_envelope(self, data: dict[str, Any]) -> bool:
+        return "error" in data and "data" not in data
+
+    def _body(self, request: Request) -> dict[str, Any]:
+        # the SDK's field order: model, input, dimensions, encoding_format
+        body: dict[str, Any] = {"model": self.model, "input": request.params["input"]}
+        if request.params.get("dimensions") is not None:
+            body["dimensions"] = request.params["dimensions"]
+        body["encoding_format"] = self.encoding_format
+        return body
+
+    def _reply(self, data: dict[str, Any]) -> Reply:
+        try:
+            items = sorted(data["data"], key=lambda item: int(item.get("index", 0)))
+            vectors = [_vector(item["embedding"]) for item in items]
+            u = data.get("usage") or {}
+            usage = Usage(input_tokens=int(u.get("prompt_tokens") or u.get("total_tokens") or 0))
+        except (KeyError, TypeError, AttributeError, ValueError, binascii.Error) as exc:
+            raise errors.MalformedResponse(f"unexpected embeddings response: {exc!r}") from None
+        return Reply("", usage, None, data.get("model"), vectors=vectors)
+
+
+def _vector(value: Any) -> np.ndarray:
+    """One embedding as float32, from base64 (little-endian float32) or a list of floats."""
+    if isinstance(value, str):
+        raw = base64.b64decode(value, validate=True)
+        if len(raw) % 4:
+            raise ValueError(f"base64 embedding of {len(raw)} bytes is not float32")
+        return np.frombuffer(raw, dtype="<f4").astype(np.float32, copy=False)
+    if isinstance(value, list):
+        return np.asarray(value, dtype=np.float32)
+    raise TypeError(f"embedding is a {type(value).__name__}, not a list or base64 string")
