@@ -33,6 +33,7 @@ bench: $(STAMP)
 	$(BIN)/python benchmarks/throughput.py
 	$(BIN)/python benchmarks/rate_limit.py
 	$(BIN)/python benchmarks/memory.py
+	$(BIN)/python benchmarks/embeddings.py
 
 clean:
 	rm -rf $(VENV) build .pytest_cache
