@@ -148,27 +148,10 @@ class RunReport:
         return self.stats.cost
 
     def summary(self) -> str:
-        s = self.stats
-        rate = s.finished_count / s.elapsed if s.elapsed > 0 else 0.0
-        lines = [
-            f"model {self.model}: {self.rows} rows, {self.requests} requests "
-            f"({self.duplicates} duplicates, {self.cached} cached, {self.skipped} skipped"
-            f"{f', {self.too_long} too long' if self.too_long else ''})",
-            f"answered {self.answered_rows} rows, failed {self.failed_rows}; "
-            f"{s.sent} sends, retries after: {dict(s.by_kind) or 'none'}",
-            f"tokens in {s.input_tokens:,} / out {s.output_tokens:,}; cost ${s.cost:.4f}"
-            + (f" of ${self.budget:.2f} budget" if self.budget is not None else "")
-            + (f" (estimated ${self._estimated_cost:.4f})" if self._estimated_cost is not None else "")
-            + f"; saved ${self.saved_by_cache:.4f} by cache, ${self.saved_by_dedup:.4f} by de-duplication",
-            f"{s.elapsed:.1f}s ({rate:.1f} requests/s)",
-        ]
-        if s.batch_ids:
-            lines.append(f"batch jobs {', '.join(s.batch_ids)}: {s.batch_status}")
-        if s.stop_reason:
-            lines.append(f"stopped early: {s.stop_reason}")
-        if self.interrupted:
-            lines.append("interrupted: finished rows were kept")
-        return "\n".join(lines)
+        """Plain text for scripts and logs: the same figures the notebook summary shows."""
+        from .ui.report import report_text
+
+        return report_text(self)
 
     __str__ = summary
 

@@ -193,7 +193,7 @@ def test_batch_gives_realtime_answers_at_half_the_cost(sim, kw):
     assert stats.done == len(df) and stats.failed == 0 and stats.sent == len(df)
     assert stats.batch_counts["succeeded"] == len(df) and stats.batch_counts["processing"] == 0
     assert stats.batch_status in ("completed", "ended") and len(stats.batch_ids) == 1
-    assert "batch jobs" in report.summary()
+    assert "Batch jobs" in report.summary()
 
 
 def test_batch_skips_cached_and_duplicate_rows(sim, tmp_path):

@@ -48,7 +48,7 @@ def test_bad_key_stops_after_first_answer():
     assert "401" in first and "api_key" in first
     assert "sk-wrong-key-000" not in " ".join(out["llm_output_error"])
     assert out["llm_output_error"].iloc[1].startswith("not sent: HTTP 401")
-    assert "stopped early" in out.llm.report.summary()
+    assert "Stopped early" in out.llm.report.summary()
 
 
 def test_bad_key_from_environment_names_the_variable(monkeypatch):
