@@ -28,6 +28,7 @@ class Preset:
     base_url_env: str | None = None
     max_tokens_field: str = "max_tokens"
     batch: bool = False  # has a batch API that mode="batch" can use
+    json_schema: bool = True  # takes a JSON schema for structured output (else JSON mode only)
 
 
 PRESETS: dict[str, Preset] = {
@@ -36,7 +37,8 @@ PRESETS: dict[str, Preset] = {
     # Anthropic's native Messages API; its base URL is the root, the dialect adds /v1/messages.
     "anthropic": Preset(AnthropicMessages, "https://api.anthropic.com", "ANTHROPIC_API_KEY",
                         "ANTHROPIC_BASE_URL", batch=True),
-    "deepseek": Preset(OpenAIChat, "https://api.deepseek.com", "DEEPSEEK_API_KEY", "DEEPSEEK_BASE_URL"),
+    "deepseek": Preset(OpenAIChat, "https://api.deepseek.com", "DEEPSEEK_API_KEY", "DEEPSEEK_BASE_URL",
+                       json_schema=False),
     "gemini": Preset(OpenAIChat, "https://generativelanguage.googleapis.com/v1beta/openai",
                      "GEMINI_API_KEY", "GEMINI_BASE_URL"),
 }
@@ -94,6 +96,7 @@ def make_provider(ref: ModelRef, *, base_url: str | None = None, api_key: str | 
     provider = preset.dialect(ref.model, url, key, max_tokens_field=preset.max_tokens_field)
     provider.key_env = preset.key_env
     provider.supports_batch = preset.batch
+    provider.schema_in_prompt = not preset.json_schema
     return provider
 
 

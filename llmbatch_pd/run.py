@@ -88,6 +88,13 @@ class RunSpec:
         return {"temperature": self.temperature, "max_tokens": self.max_tokens, **structured,
                 **self.extra}
 
+    @property
+    def system_prompt(self) -> str | None:
+        """``system=``, plus the schema for providers that take it only in the prompt."""
+        if self.schema is None or not self.provider.schema_in_prompt:
+            return self.system
+        return f"{self.system}\n\n{self.schema.instruction()}" if self.system else self.schema.instruction()
+
     def schema_tokens(self) -> int:
         """What the schema adds to every prompt (the providers bill it as input)."""
         if self.schema is None:
@@ -261,7 +268,8 @@ class Run:
         params = spec.params
         endpoint, model = spec.provider.endpoint, spec.provider.model
         counter, window = spec.counter, spec.context_window
-        schema_tokens = spec.schema_tokens()
+        schema_tokens = 0 if spec.provider.schema_in_prompt else spec.schema_tokens()
+        system = spec.system_prompt
         leaders: dict[str, int] = {}
         may_repeat = self.may_repeat
         for i, values in enumerate(self.rows()):
@@ -271,7 +279,7 @@ class Run:
                 self._fail(i, str(exc))
                 report.skipped += 1
                 continue
-            messages = build_messages(prompt, spec.system)
+            messages = build_messages(prompt, system)
             key = request_key(endpoint, model, messages, params)
             tracked = may_repeat is None or may_repeat[i]
             leader = leaders.get(key) if tracked else None

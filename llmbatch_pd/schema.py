@@ -75,6 +75,12 @@ class OutputSchema:
                 "json_schema": {"schema": openai_strict(self.json_schema), "name": self.name,
                                 "strict": True}}
 
+    def instruction(self) -> str:
+        """For JSON-mode APIs (DeepSeek): the schema spelled out in the system prompt, which
+        also carries the word "json" that JSON mode requires."""
+        return ("Answer with one JSON object and nothing else, matching this JSON schema: "
+                + json.dumps(self.json_schema, ensure_ascii=False, separators=(",", ":")))
+
     def anthropic_schema(self) -> dict[str, Any]:
         """The schema for Anthropic's ``output_config.format`` or a forced tool's input."""
         return anthropic_transform(self.json_schema)

@@ -262,3 +262,14 @@ def test_batch_mode_answers_that_do_not_fit_are_row_errors(sim):
     out = run(sim, reviews(3), schema=Review, mode="batch", poll_interval=0.05)
     assert out["llm_output_error"].str.contains("does not fit the schema").all()
     assert out["sentiment"].isna().all()
+
+
+def test_deepseek_gets_json_mode_with_the_schema_in_the_system_prompt(sim):
+    out = run(sim, reviews(4), model="deepseek/deepseek-chat", schema=Review, system="Be brief.")
+    body = sim.captured[-1]["body"]
+    assert body["response_format"] == {"type": "json_object"}  # DeepSeek has no json_schema
+    system = body["messages"][0]
+    assert system["role"] == "system" and system["content"].startswith("Be brief.\n\n")
+    assert "JSON schema" in system["content"] and '"sentiment"' in system["content"]
+    assert out["llm_output_error"].isna().all(), out["llm_output_error"].tolist()
+    assert str(out["stars"].dtype) == "Int64"

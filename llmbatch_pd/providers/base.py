@@ -97,6 +97,9 @@ class Provider(ABC):
     def rate_limits(self, headers: Mapping[str, str]) -> RateLimitInfo | None:
         return None
 
+    schema_in_prompt = False
+    """JSON mode only (DeepSeek): the schema goes in the system prompt, not the request."""
+
     def structured(self, schema: OutputSchema) -> dict[str, Any]:
         """The body fields that ask for answers fitting ``schema`` (``schema=``)."""
         raise errors.InputError(f"{self.name} models do not support schema= here")

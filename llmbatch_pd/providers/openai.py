@@ -76,7 +76,10 @@ class OpenAIChat(Provider):
 
     def structured(self, schema: OutputSchema) -> dict[str, Any]:
         """OpenAI's strict ``json_schema`` response format, as the SDK's ``parse()`` sends it;
-        Gemini's and most gateways' OpenAI endpoints accept the same field."""
+        Gemini's and most gateways' OpenAI endpoints accept the same field. DeepSeek has only
+        JSON mode: ``json_object``, with the schema in the system prompt (RunSpec adds it)."""
+        if self.schema_in_prompt:
+            return {"response_format": {"type": "json_object"}}
         return {"response_format": schema.openai_format()}
 
     # batch jobs ------------------------------------------------------------------------------

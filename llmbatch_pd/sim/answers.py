@@ -121,6 +121,8 @@ def make_answer(
         schema: Any = {}
         if kind == "json_schema":
             schema = fmt.get("json_schema", {}).get("schema", {})
+        elif kind == "json_object":  # JSON mode: a model follows a schema the prompt spells out
+            schema = schema_in_prompt(messages)
         elif kind == "tool":
             schema, tool = fmt.get("schema", {}), str(fmt.get("name"))
         value = _fill(schema, schema, rng, options, prompt) if schema else {"answer": text}
@@ -132,6 +134,26 @@ def make_answer(
         text, cut = truncate_tokens(text, max_tokens)
         finish = "length" if cut else "stop"
     return Answer(text, finish, count_tokens(text), tool)
+
+
+SCHEMA_MARKER = "matching this JSON schema:"
+
+
+def schema_in_prompt(messages: list[dict[str, Any]]) -> dict[str, Any]:
+    """The JSON schema a prompt gives after ``SCHEMA_MARKER`` (as llmbatch_pd writes it for
+    JSON-mode APIs such as DeepSeek's), or {} when there is none."""
+    for message in messages:
+        text = content_text(message.get("content"))
+        at = text.find(SCHEMA_MARKER)
+        if at < 0:
+            continue
+        try:
+            found, _ = json.JSONDecoder().raw_decode(text[at + len(SCHEMA_MARKER):].lstrip())
+        except ValueError:
+            continue
+        if isinstance(found, dict):
+            return found
+    return {}
 
 
 def find_options(prompt: str) -> list[str]:
