@@ -88,38 +88,24 @@ def choose_display(
     if progress is False:
         return None
     kind = progress if progress in ("widget", "tqdm") else ("widget" if in_notebook() else "tqdm")
-    if isinstance(report, (list, tuple)):
-        return _choose_group(list(report), estimate, budget, kind, on_cancel=on_cancel, on_run=on_run,
-                             background=background, show=show)
-    display: Panel | ConsoleProgress
-    if kind == "widget":
-        from .panel import Panel
-
-        display = Panel(report, estimate, budget, on_cancel=on_cancel, on_run=on_run, background=background)
-    else:
-        display = ConsoleProgress(report, estimate, budget)
-    if show:
-        display.show()
-        if estimate is not None:
-            display.show_estimate()
-    return display
-
-
-def _choose_group(reports: list[RunReport], estimates: Any, budget: float | None, kind: str, *,
-                  on_cancel: Callable[[], Any] | None, on_run: Callable[[], Any] | None,
-                  background: bool, show: bool) -> GroupPanel | GroupProgress:
-    if estimates is not None and not isinstance(estimates, (list, tuple)):
-        raise TypeError("with a list of reports, estimate= must be a list (one Estimate or None per report)")
-    display: GroupPanel | GroupProgress
+    group = isinstance(report, (list, tuple))
+    if group:
+        if estimate is not None and not isinstance(estimate, (list, tuple)):
+            raise TypeError("with a list of reports, estimate= must be a list (one Estimate or None per report)")
+        report = list(report)
+    display: Panel | ConsoleProgress | GroupPanel | GroupProgress
     if kind == "widget":
         from .group import GroupPanel
+        from .panel import Panel
 
-        display = GroupPanel(reports, estimates, budget, on_cancel=on_cancel, on_run=on_run, background=background)
+        display = (GroupPanel if group else Panel)(report, estimate, budget, on_cancel=on_cancel, on_run=on_run,
+                                                   background=background)
     else:
-        display = GroupProgress(reports, estimates, budget)
+        display = (GroupProgress if group else ConsoleProgress)(report, estimate, budget)
     if show:
         display.show()
-        display.show_estimate()
+        if group or estimate is not None:  # a group's plans may be the ones its runs carry
+            display.show_estimate()
     return display
 
 

@@ -10,7 +10,7 @@ from __future__ import annotations
 import sys
 import time
 from collections.abc import Sequence
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, Self
 
 from tqdm import tqdm
 
@@ -33,14 +33,13 @@ if TYPE_CHECKING:
 POSTFIX_KINDS = ("429", "5xx", "529", "timeout", "connection")
 
 
-class ConsoleProgress:
-    """Same interface as ``Panel``: ``update()``, ``close()``, ``show_estimate()``, ``finish()``."""
+class _Bar:
+    """What the two bars share: the lazily made tqdm bar, throttled redraws, ``finish()``.
+    A subclass says what the bar counts (``_desc``, ``_total``, ``_finished``) and ``postfix()``."""
 
-    def __init__(self, report: RunReport, estimate: Estimate | None = None, budget: float | None = None,
-                 *, file: Any = None, min_interval: float = 0.25) -> None:
-        self.report = report
-        self.estimate = estimate
-        self.budget = budget_of(report, estimate, budget)
+    budget: float | None
+
+    def __init__(self, *, file: Any, min_interval: float) -> None:
         self.file = file
         self.min_interval = min_interval
         self._last = 0.0
@@ -51,12 +50,66 @@ class ConsoleProgress:
     def bar(self) -> tqdm:
         """Made on first use, so a plan written by ``show_estimate()`` comes above it."""
         if self._bar is None:
-            self._bar = tqdm(total=self.report.rows, desc=self.report.model, unit="row", file=self.file,
+            self._bar = tqdm(total=self._total(), desc=self._desc(), unit="row", file=self.file,
                              dynamic_ncols=True, mininterval=self.min_interval, smoothing=0.1)
         return self._bar
 
-    def show(self) -> ConsoleProgress:
+    def show(self) -> Self:
         return self
+
+    def postfix(self) -> dict[str, Any]:
+        raise NotImplementedError
+
+    def update(self, *, force: bool = False) -> None:
+        if self._closed:
+            return
+        now = time.monotonic()
+        if not force and now - self._last < self.min_interval:
+            return
+        self._last = now
+        self.bar.n = min(self._finished(), self._total())
+        self.bar.set_postfix(self.postfix(), refresh=False)
+        self.bar.refresh()
+
+    def finish(self) -> None:
+        if self._closed:
+            return
+        self.update(force=True)
+        self._closed = True
+        self.bar.close()
+
+    close = finish
+
+    def _desc(self) -> str:
+        raise NotImplementedError
+
+    def _total(self) -> int:
+        raise NotImplementedError
+
+    def _finished(self) -> int:
+        raise NotImplementedError
+
+    def _write(self, text: str) -> None:
+        """Write above the bar (tqdm keeps the bar below it)."""
+        tqdm.write(text, file=self.file or sys.stderr)
+
+    def _dollars(self, post: dict[str, Any], spent: float) -> None:
+        """``$=spent/budget`` (or just what was spent, if anything, without a budget)."""
+        if self.budget is not None:
+            post["$"] = f"{fmt.money(spent)[1:]}/{fmt.money(self.budget)[1:]}"
+        elif spent:
+            post["$"] = fmt.money(spent)[1:]
+
+
+class ConsoleProgress(_Bar):
+    """Same interface as ``Panel``: ``update()``, ``close()``, ``show_estimate()``, ``finish()``."""
+
+    def __init__(self, report: RunReport, estimate: Estimate | None = None, budget: float | None = None,
+                 *, file: Any = None, min_interval: float = 0.25) -> None:
+        super().__init__(file=file, min_interval=min_interval)
+        self.report = report
+        self.estimate = estimate
+        self.budget = budget_of(report, estimate, budget)
 
     def show_estimate(self, estimate: Estimate | None = None) -> None:
         """Write the plan above the bar (one figure a line)."""
@@ -65,9 +118,8 @@ class ConsoleProgress:
             self.budget = budget_of(self.report, estimate, self.budget)
         if self.estimate is not None:
             mode = mode_of(self.report, self.estimate)
-            tqdm.write(f"plan for {self.estimate.model} ({mode}):\n"
-                           + estimate_text(self.estimate, budget=self.budget, mode=mode),
-                           file=self.file or sys.stderr)
+            self._write(f"plan for {self.estimate.model} ({mode}):\n"
+                        + estimate_text(self.estimate, budget=self.budget, mode=mode))
 
     def postfix(self) -> dict[str, Any]:
         r, s = self.report, self.report.stats
@@ -81,65 +133,36 @@ class ConsoleProgress:
         for kind in POSTFIX_KINDS:
             if s.by_kind.get(kind):
                 post[kind] = s.by_kind[kind]
-        if self.budget is not None:
-            post["$"] = f"{fmt.money(s.cost)[1:]}/{fmt.money(self.budget)[1:]}"
-        elif s.cost:
-            post["$"] = fmt.money(s.cost)[1:]
+        self._dollars(post, s.cost)
         if s.stop_reason:
             post["stopping"] = s.stop_reason[:40]
         return post
 
-    def update(self, *, force: bool = False) -> None:
-        if self._closed:
-            return
-        now = time.monotonic()
-        if not force and now - self._last < self.min_interval:
-            return
-        self._last = now
-        self.bar.n = min(self.report.finished_rows, self.report.rows)
-        self.bar.set_postfix(self.postfix(), refresh=False)
-        self.bar.refresh()
+    def _desc(self) -> str:
+        return self.report.model
 
-    def finish(self) -> None:
-        if self._closed:
-            return
-        self.update(force=True)
-        self._closed = True
-        self.bar.close()
+    def _total(self) -> int:
+        return self.report.rows
 
-    close = finish
+    def _finished(self) -> int:
+        return self.report.finished_rows
 
 
-class GroupProgress:
+class GroupProgress(_Bar):
     """The tqdm fallback for several models: one bar over rows × models, a postfix per model
     (``gpt-4.1-mini=990/10``) and the summed dollars. Same interface as ``ConsoleProgress``."""
 
     def __init__(self, reports: Sequence[RunReport], estimates: Sequence[Estimate | None] | None = None,
                  budget: float | None = None, *, file: Any = None, min_interval: float = 0.25) -> None:
+        super().__init__(file=file, min_interval=min_interval)
         self.reports = list(reports)
         self._estimates = estimates_for(self.reports, estimates)
         self.budget = group_budget(self.reports, self._estimates, budget)
         self.names = short_models([r.model for r in self.reports])
-        self.file = file
-        self.min_interval = min_interval
-        self._last = 0.0
-        self._closed = False
-        self._bar: tqdm | None = None
 
     @property
     def estimates(self) -> list[Estimate | None]:
         return estimates_for(self.reports, self._estimates)
-
-    @property
-    def bar(self) -> tqdm:
-        if self._bar is None:
-            self._bar = tqdm(total=sum(r.rows for r in self.reports), desc=f"{len(self.reports)} models",
-                             unit="row", file=self.file, dynamic_ncols=True, mininterval=self.min_interval,
-                             smoothing=0.1)
-        return self._bar
-
-    def show(self) -> GroupProgress:
-        return self
 
     def show_estimate(self, estimates: Sequence[Estimate | None] | None = None) -> None:
         """Write the plans (a row per model and the total) above the bar."""
@@ -147,8 +170,7 @@ class GroupProgress:
             self._estimates = estimates_for(self.reports, estimates)
             self.budget = group_budget(self.reports, self._estimates, self.budget)
         if any(e is not None for e in self.estimates):
-            tqdm.write("plan:\n" + estimates_text(self.reports, self.estimates, budget=self.budget),
-                       file=self.file or sys.stderr)
+            self._write("plan:\n" + estimates_text(self.reports, self.estimates, budget=self.budget))
 
     def postfix(self) -> dict[str, Any]:
         post: dict[str, Any] = {}
@@ -159,36 +181,20 @@ class GroupProgress:
                 done, total = batch_progress(s)
                 text += f" {s.batch_status} {done}/{total or '?'}"
             post[name] = text
-        spent = sum(r.stats.cost for r in self.reports)
-        if self.budget is not None:
-            post["$"] = f"{fmt.money(spent)[1:]}/{fmt.money(self.budget)[1:]}"
-        elif spent:
-            post["$"] = fmt.money(spent)[1:]
+        self._dollars(post, sum(r.stats.cost for r in self.reports))
         reasons = [r.stats.stop_reason for r in self.reports if r.stats.stop_reason]
         if reasons:
             post["stopping"] = reasons[0][:40]
         return post
 
-    def update(self, *, force: bool = False) -> None:
-        if self._closed:
-            return
-        now = time.monotonic()
-        if not force and now - self._last < self.min_interval:
-            return
-        self._last = now
-        total = sum(r.rows for r in self.reports)
-        self.bar.n = min(sum(r.finished_rows for r in self.reports), total)
-        self.bar.set_postfix(self.postfix(), refresh=False)
-        self.bar.refresh()
+    def _desc(self) -> str:
+        return f"{len(self.reports)} models"
 
-    def finish(self) -> None:
-        if self._closed:
-            return
-        self.update(force=True)
-        self._closed = True
-        self.bar.close()
+    def _total(self) -> int:
+        return sum(r.rows for r in self.reports)
 
-    close = finish
+    def _finished(self) -> int:
+        return sum(r.finished_rows for r in self.reports)
 
 
 __all__ = ["ConsoleProgress", "GroupProgress"]

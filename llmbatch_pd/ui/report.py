@@ -449,6 +449,35 @@ def _md(text: Any) -> str:
     return esc(_one_line(text)).replace("\\", "\\\\").replace("$", "\\$").replace("|", "\\|").replace("`", "\\`").replace("*", "\\*").replace("_", "\\_")
 
 
+def _lines_text(lines: list[Line]) -> list[str]:
+    """Figure lines as aligned plain text, two spaces in."""
+    width = max((len(ln.label) for ln in lines), default=0)
+    return [f"  {ln.label:<{width}}  {_one_line(ln.value)}" + (f"  ({_one_line(ln.note)})" if ln.note else "")
+            for ln in lines]
+
+
+def _notes_markdown(errors: list[tuple[str, int]], warnings: list[str]) -> list[str]:
+    """Top errors and warnings as Markdown lists (nothing when there are none)."""
+    out: list[str] = []
+    if errors:
+        out += ["", "Top errors:", ""] + [f"- ×{fmt.count(n)} {_md(msg)}" for msg, n in errors]
+    if warnings:
+        out += ["", "Warnings:", ""] + [f"- {_md(msg)}" for msg in warnings]
+    return out
+
+
+def _notes_text(errors: list[tuple[str, int]], warnings: list[str]) -> list[str]:
+    """Top errors and warnings as indented plain text (nothing when there are none)."""
+    out: list[str] = []
+    if errors:
+        out.append("  Top errors:")
+        out += [f"    ×{fmt.count(n):<6} {_one_line(msg)}" for msg, n in errors]
+    if warnings:
+        out.append("  Warnings:")
+        out += [f"    {_one_line(msg)}" for msg in warnings]
+    return out
+
+
 def report_markdown(report: RunReport, estimate: Estimate | None = None, *,
                     budget: float | None = None, cancelled: bool = False) -> str:
     """The static summary as a Markdown table (for ``RunReport.to_markdown``)."""
@@ -458,13 +487,7 @@ def report_markdown(report: RunReport, estimate: Estimate | None = None, *,
     for ln in summary_lines(report, estimate, budget=budget):
         value = _md(ln.value) + (f" ({_md(ln.note)})" if ln.note else "")
         out.append(f"| {_md(ln.label)} | {value} |")
-    errors = top_errors(report.stats)
-    if errors:
-        out += ["", "Top errors:", ""]
-        out += [f"- ×{fmt.count(n)} {_md(msg)}" for msg, n in errors]
-    warnings = warnings_of(report)
-    if warnings:
-        out += ["", "Warnings:", ""] + [f"- {_md(msg)}" for msg in warnings]
+    out += _notes_markdown(top_errors(report.stats), warnings_of(report))
     return "\n".join(out) + "\n"
 
 
@@ -473,20 +496,8 @@ def report_text(report: RunReport, estimate: Estimate | None = None, *,
     """The static summary as aligned plain text (``text/plain`` and terminals)."""
     title, detail = _title_detail(report, estimate)
     label, _ = status(report, cancelled=cancelled)
-    lines = summary_lines(report, estimate, budget=budget)
-    width = max(len(ln.label) for ln in lines)
-    out = [f"{title} · {detail} · {label}"]
-    for ln in lines:
-        out.append(f"  {ln.label:<{width}}  {_one_line(ln.value)}" + (f"  ({_one_line(ln.note)})" if ln.note else ""))
-    errors = top_errors(report.stats)
-    if errors:
-        out.append("  Top errors:")
-        out += [f"    ×{fmt.count(n):<6} {_one_line(msg)}" for msg, n in errors]
-    warnings = warnings_of(report)
-    if warnings:
-        out.append("  Warnings:")
-        out += [f"    {_one_line(msg)}" for msg in warnings]
-    return "\n".join(out)
+    out = [f"{title} · {detail} · {label}", *_lines_text(summary_lines(report, estimate, budget=budget))]
+    return "\n".join(out + _notes_text(top_errors(report.stats), warnings_of(report)))
 
 
 def estimate_html(estimate: Estimate, *, budget: float | None = None, mode: str | None = None) -> str:
@@ -808,6 +819,15 @@ def _group_title(reports: list[Any], estimates: list[Any]) -> tuple[str, str]:
     return "llmbatch_pd", f"{fmt.plural(len(reports), 'model')} · {mode}"
 
 
+def _group_head(reports: list[Any], estimates: Any, cancelled: bool) -> tuple[list[Any], str, str, str, str]:
+    """What a summary of several runs opens with: the plans (each report's own by default),
+    then title, detail, status label and tone."""
+    ests = estimates_for(reports, estimates)
+    title, detail = _group_title(reports, ests)
+    label, tone = group_status(reports, cancelled=cancelled)
+    return ests, title, detail, label, tone
+
+
 def estimates_html(reports: list[Any], estimates: Any = None, *, budget: float | None = None) -> str:
     """The plan of several models before their runs: one row each, a total row, the budget."""
     rows, total = estimate_rows(reports, estimates)
@@ -841,9 +861,7 @@ def reports_html(reports: list[RunReport], estimates: Any = None, *, budget: flo
     time, status) and a total row. ``estimates`` (same order, or None) defaults to each
     report's own; ``budget`` to the shared one the reports carry."""
     reports = list(reports)
-    ests = estimates_for(reports, estimates)
-    title, detail = _group_title(reports, ests)
-    label, tone = group_status(reports, cancelled=cancelled)
+    ests, title, detail, label, tone = _group_head(reports, estimates, cancelled)
     return card_html(header_html(title, detail, label, tone)
                      + reports_body_html(reports, ests, budget=budget, cancelled=cancelled))
 
@@ -852,21 +870,14 @@ def reports_markdown(reports: list[RunReport], estimates: Any = None, *, budget:
                      cancelled: bool = False) -> str:
     """The static summary of several runs as a Markdown table and a list of notes."""
     reports = list(reports)
-    ests = estimates_for(reports, estimates)
-    title, detail = _group_title(reports, ests)
-    label, _ = group_status(reports, cancelled=cancelled)
+    ests, title, detail, label, _ = _group_head(reports, estimates, cancelled)
     rows, total = report_rows(reports, ests, cancelled=cancelled)
     out = [f"**{_md(title)}** · {_md(detail)} · **{_md(label)}**", "", grid_markdown(REPORT_HEAD, rows, total)]
     lines = group_lines(reports, ests, budget=budget)
     if lines:
         out.append("")
         out += [f"- {_md(ln.label)}: {_md(ln.value)}" + (f" ({_md(ln.note)})" if ln.note else "") for ln in lines]
-    errors = group_errors(reports)
-    if errors:
-        out += ["", "Top errors:", ""] + [f"- ×{fmt.count(n)} {_md(msg)}" for msg, n in errors]
-    warnings = group_warnings(reports)
-    if warnings:
-        out += ["", "Warnings:", ""] + [f"- {_md(msg)}" for msg in warnings]
+    out += _notes_markdown(group_errors(reports), group_warnings(reports))
     return "\n".join(out) + "\n"
 
 
@@ -874,25 +885,11 @@ def reports_text(reports: list[RunReport], estimates: Any = None, *, budget: flo
                  cancelled: bool = False) -> str:
     """The static summary of several runs as aligned plain text (``text/plain``, terminals)."""
     reports = list(reports)
-    ests = estimates_for(reports, estimates)
-    title, detail = _group_title(reports, ests)
-    label, _ = group_status(reports, cancelled=cancelled)
+    ests, title, detail, label, _ = _group_head(reports, estimates, cancelled)
     rows, total = report_rows(reports, ests, cancelled=cancelled)
-    out = [f"{title} · {detail} · {label}", grid_text(REPORT_HEAD, rows, total)]
-    lines = group_lines(reports, ests, budget=budget)
-    if lines:
-        width = max(len(ln.label) for ln in lines)
-        out += [f"  {ln.label:<{width}}  {_one_line(ln.value)}" + (f"  ({_one_line(ln.note)})" if ln.note else "")
-                for ln in lines]
-    errors = group_errors(reports)
-    if errors:
-        out.append("  Top errors:")
-        out += [f"    ×{fmt.count(n):<6} {_one_line(msg)}" for msg, n in errors]
-    warnings = group_warnings(reports)
-    if warnings:
-        out.append("  Warnings:")
-        out += [f"    {_one_line(msg)}" for msg in warnings]
-    return "\n".join(out)
+    out = [f"{title} · {detail} · {label}", grid_text(REPORT_HEAD, rows, total),
+           *_lines_text(group_lines(reports, ests, budget=budget))]
+    return "\n".join(out + _notes_text(group_errors(reports), group_warnings(reports)))
 
 
 __all__ = [
