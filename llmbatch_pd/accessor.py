@@ -591,7 +591,8 @@ def _estimate(df: pd.DataFrame, template: str, model: str | list[str], pilot: in
             job.estimate = job._plan(job.pilot_measured)
         row = job.estimate.as_row()
         budget = job.spec.budget
-        row["within_budget"] = None if budget is None or row["cost"] is None else row["cost"] <= budget
+        expected = row["batch_cost"] if job.spec.mode == "batch" else row["cost"]
+        row["within_budget"] = None if budget is None or expected is None else expected <= budget
         rows.append(row)
     return pd.DataFrame(rows).set_index("model")
 

@@ -414,6 +414,10 @@ def test_budget_check_uses_batch_prices(sim):
     assert float(estimate["cost"].iloc[0]) > budget
     with pytest.raises(errors.BudgetError):
         df.llm.apply(SENTIMENT, budget=budget, max_tokens=20, cache=False, **openai_kw(sim))
+    fits = {mode: bool(df.llm.estimate(SENTIMENT, max_tokens=20, cache=False, budget=budget, mode=mode,
+                                       **openai_kw(sim))["within_budget"].iloc[0])
+            for mode in ("realtime", "batch")}
+    assert fits == {"realtime": False, "batch": True}
 
 
 # -- pieces -----------------------------------------------------------------------------------
