@@ -37,6 +37,7 @@ if TYPE_CHECKING:  # loaded on the first run: aiohttp alone costs ~200 ms of imp
     from .batch import BatchRunner
     from .engine import Engine
 
+LOOKUP_CHUNK = 256  # rows rendered and looked up in the cache together
 NO_USAGE = Usage()  # shared by every row that paid nothing (cached, duplicate); never mutated
 RowSource = Callable[[], Iterable[Mapping[str, Any]]]
 
@@ -266,21 +267,17 @@ class Run:
     def _requests(self) -> Iterator[Request]:
         spec, report = self.spec, self.report
         params = spec.params
-        endpoint, model = spec.provider.endpoint, spec.provider.model
+        model = spec.provider.model
         counter, window = spec.counter, spec.context_window
         schema_tokens = 0 if spec.provider.schema_in_prompt else spec.schema_tokens()
         system = spec.system_prompt
         leaders: dict[str, int] = {}
         may_repeat = self.may_repeat
-        for i, values in enumerate(self.rows()):
-            try:
-                prompt = spec.template.render(values, spec.missing)
-            except MissingValue as exc:
-                self._fail(i, str(exc))
+        for i, messages, key, hit in self._keyed(system, params):
+            if messages is None:  # a missing value: key holds the reason
+                self._fail(i, key)
                 report.skipped += 1
                 continue
-            messages = build_messages(prompt, system)
-            key = request_key(endpoint, model, messages, params)
             tracked = may_repeat is None or may_repeat[i]
             leader = leaders.get(key) if tracked else None
             if leader is not None:
@@ -298,7 +295,6 @@ class Run:
                 report.prefilled += 1
                 self._record(i, earlier, None, [i])
                 continue
-            hit = self.store.get(key) if self.store is not None else None
             if hit is not None:
                 report.cached += 1
                 report.saved_by_cache += spec.cost(hit.usage)
@@ -319,6 +315,30 @@ class Run:
                 est_input_tokens=tokens,
                 max_output_tokens=spec.max_tokens or 0,
             )
+
+    def _keyed(self, system: str | None, params: dict[str, Any]) -> Iterator[tuple]:
+        """(row, messages, key, cached answer) per row, rendered a chunk at a time so that the
+        cache is asked once per chunk instead of once per row. A row with a missing value
+        comes as (row, None, reason, None)."""
+        spec = self.spec
+        endpoint, model = spec.provider.endpoint, spec.provider.model
+        chunk: list[tuple] = []
+        for i, values in enumerate(self.rows()):
+            try:
+                messages = build_messages(spec.template.render(values, spec.missing), system)
+            except MissingValue as exc:
+                chunk.append((i, None, str(exc)))
+            else:
+                chunk.append((i, messages, request_key(endpoint, model, messages, params)))
+            if len(chunk) >= LOOKUP_CHUNK:
+                yield from self._with_hits(chunk)
+                chunk = []
+        yield from self._with_hits(chunk)
+
+    def _with_hits(self, chunk: list[tuple]) -> Iterator[tuple]:
+        hits = self.store.get_many([c[2] for c in chunk if c[1] is not None]) if self.store else {}
+        for i, messages, key in chunk:
+            yield i, messages, key, hits.get(key) if messages is not None else None
 
     # outcomes ----------------------------------------------------------------------------
 

@@ -165,6 +165,20 @@ class Store:
             return None
         return Reply(row[0], Usage(row[2], row[3], row[4], row[5]), row[1], row[6])
 
+    def get_many(self, keys: list[str]) -> dict[str, Reply]:
+        """The answers held for any of ``keys``, in one query (a chunk of a run's rows)."""
+        found: dict[str, Reply] = {}
+        for start in range(0, len(keys), 500):  # well under SQLite's bound-parameter limit
+            part = keys[start:start + 500]
+            rows = self.db.execute(
+                "SELECT key, text, finish_reason, input_tokens, output_tokens, cached_tokens, "
+                f"cache_write_tokens, model FROM answers WHERE key IN ({','.join('?' * len(part))})",
+                part,
+            )
+            for row in rows:
+                found[row[0]] = Reply(row[1], Usage(row[3], row[4], row[5], row[6]), row[2], row[7])
+        return found
+
     def put(self, key: str, model: str, reply: Reply) -> None:
         """Write one answer now (autocommit): a crash a moment later cannot lose it."""
         u = reply.usage

@@ -148,3 +148,22 @@ def test_store_round_trip(tmp_path):
     assert got.text == "hi" and got.usage == Usage(5, 1, 2, 0) and got.finish_reason == "stop"
     assert s.get("missing") is None
     assert "x.sqlite" in repr(s)
+
+
+def test_get_many_reads_a_chunk_in_one_go(tmp_path):
+    s = Store(tmp_path / "x.sqlite")
+    s.put_many([(f"k{i}", "m", Reply(f"a{i}", Usage(i, 1), "stop", "m")) for i in range(1200)])
+    wanted = [f"k{i}" for i in range(0, 2400, 2)]  # half held, more than one query's worth
+    found = s.get_many(wanted)
+    assert sorted(found) == sorted(f"k{i}" for i in range(0, 1200, 2))
+    assert found["k600"].text == "a600" and found["k600"].usage == Usage(600, 1)
+    assert s.get_many([]) == {}
+
+
+def test_a_partly_cached_run_sends_only_the_new_rows(llm, sim):
+    df = pd.DataFrame({"t": [f"row {i}" for i in range(700)]})  # several lookup chunks
+    df.iloc[::3].llm.apply("Echo {t}", **llm)
+    sent = len(sim.log)
+    out = df.llm.apply("Echo {t}", **llm)
+    assert len(sim.log) - sent == 700 - len(df.iloc[::3]) and out.llm.report.cached == len(df.iloc[::3])
+    assert out["llm_output_error"].isna().all()
