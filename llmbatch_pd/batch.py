@@ -12,8 +12,13 @@ Never pay twice:
   it, with the keys of its requests. A run that finds a job still open for some of its
   requests (same endpoint, same model, same keys: the same call after a kernel restart)
   re-attaches to it instead of submitting those requests again. Creating a job and
-  recording it is shielded from Ctrl+C; only a SIGKILL in the milliseconds between the
-  provider's answer and the SQLite write can lose a job's record.
+  recording it is shielded from Ctrl+C.
+- Where the API keeps labels (OpenAI's batch ``metadata``), each job carries a digest of its
+  request keys, and before submitting, the runner asks the provider for a job with that
+  label: a job the cache never recorded (a SIGKILL between the provider's answer and the
+  SQLite write, a create that timed out after it went through, a run with ``cache=False``)
+  is collected instead of paid for again. Anthropic's message batches have no labels, so
+  there only the cache's record protects.
 - Results go to the cache as they are downloaded; a job is marked collected only once every
   result has been read, so a download cut short is read again by the next run. Results of an
   attached job that this run does not need (a re-run on fewer rows) are cached too: they
@@ -43,7 +48,7 @@ from . import errors
 from .budget import Ledger
 from .engine import EngineStats, OnDone, RetryPolicy, WorstCost
 from .providers.base import Parse, Provider
-from .store import Store
+from .store import Store, keys_digest
 from .types import BATCH_COUNTS, BatchInfo, Reply, Request
 
 T = TypeVar("T")
@@ -322,10 +327,14 @@ class BatchRunner:
 
     async def _submit(self, http: _HTTP, chunk: list[tuple[Request, bytes]]) -> _Job | None:
         requests = [r for r, _ in chunk]
+        tag = keys_digest(r.key for r in requests)
+        found = await self._find(http, tag)
+        if found is not None:  # submitted before, but never recorded here: collect that one
+            return self._add_job(found, requests, attached=True)
         self.stats.batch_status = "submitting"
         # Shielded: once the provider may have created the job, wait for its answer and its
         # record in the store even if the run is cancelled meanwhile.
-        task = asyncio.ensure_future(self._create(http, chunk))
+        task = asyncio.ensure_future(self._create(http, chunk, tag))
         try:
             info = await asyncio.shield(task)
         except asyncio.CancelledError:
@@ -341,6 +350,9 @@ class BatchRunner:
             if exc.fatal:
                 self.stop(exc)
             may_exist = isinstance(exc, (errors.RequestTimeout, errors.TransportError, errors.MalformedResponse))
+            found = await self._find(http, tag) if may_exist and not exc.fatal else None
+            if found is not None:  # the create did go through: the job is there after all
+                return self._add_job(found, requests, attached=True)
             reason = errors.RowError(
                 f"the batch job could not be created: {exc}"
                 + (" (it may exist at the provider all the same: check before running again)" if may_exist else ""),
@@ -349,21 +361,36 @@ class BatchRunner:
             return None
         return self._add_job(info, requests)
 
-    async def _create(self, http: _HTTP, chunk: list[tuple[Request, bytes]]) -> BatchInfo:
-        p = self.provider
-        info = await p.create_batch(http, [line for _, line in chunk])
-        if self.store is not None:
-            try:
-                self.store.add_batch(info.id, provider=p.name, endpoint=p.endpoint, model=p.model,
-                                     keys=[r.key for r, _ in chunk], status=info.status)
-            except sqlite3.Error as exc:
-                self._warn(f"batch {info.id} could not be recorded in the cache ({exc}): if this "
-                           "run is interrupted, running it again would submit those requests again")
+    async def _create(self, http: _HTTP, chunk: list[tuple[Request, bytes]], tag: str) -> BatchInfo:
+        info = await self.provider.create_batch(http, [line for _, line in chunk], tag)
+        self._record(info, [r for r, _ in chunk])
         return info
 
-    def _add_job(self, info: BatchInfo, requests: list[Request]) -> _Job:
-        job = _Job(info, {r.key: r for r in requests}, frozenset(r.key for r in requests))
-        self.stats.sent += len(requests)
+    async def _find(self, http: _HTTP, tag: str) -> BatchInfo | None:
+        """A job for exactly these requests that the provider has and the cache does not."""
+        try:
+            return await self.provider.find_batch(http, tag)
+        except errors.ProviderError as exc:
+            if exc.fatal:
+                self.stop(exc)
+            return None  # cannot look: submitting is still right
+
+    def _record(self, info: BatchInfo, requests: list[Request]) -> None:
+        if self.store is None:
+            return
+        p = self.provider
+        try:
+            self.store.add_batch(info.id, provider=p.name, endpoint=p.endpoint, model=p.model,
+                                 keys=[r.key for r in requests], status=info.status)
+        except sqlite3.Error as exc:
+            self._warn(f"batch {info.id} could not be recorded in the cache ({exc}): if this "
+                       "run is interrupted, running it again would submit those requests again")
+
+    def _add_job(self, info: BatchInfo, requests: list[Request], attached: bool = False) -> _Job:
+        if attached:  # found at the provider: record it, as a job created here would be
+            self._record(info, requests)
+        job = _Job(info, {r.key: r for r in requests}, frozenset(r.key for r in requests), attached=attached)
+        self.stats.sent += 0 if attached else len(requests)
         self.stats.batch_ids.append(info.id)
         self.jobs.append(job)
         return job

@@ -514,3 +514,49 @@ def test_sim_log_and_listing_show_batch_creations(sim):
     assert created["model"] == "claude-haiku-4-5"
     assert sim.batches == [{"id": created["batch"], "api": "anthropic", "requests": 6,
                             "model": "claude-haiku-4-5", "status": "ended"}]
+
+
+# -- jobs the cache never recorded: found again by their label (OpenAI metadata) --------------
+
+
+def test_a_run_without_a_cache_collects_its_earlier_job_instead_of_paying_again(sim):
+    df = reviews(6)
+    first = df.llm.apply(SENTIMENT, cache=False, mode="batch", **FAST, **openai_kw(sim))
+    second = df.llm.apply(SENTIMENT, cache=False, mode="batch", **FAST, **openai_kw(sim))
+    assert len(creations(sim)) == 1
+    pd.testing.assert_series_equal(first["llm_output"], second["llm_output"])
+    assert second.llm.report.stats.sent == 0 and second.llm.report.stats.batch_ids == first.llm.report.stats.batch_ids
+    job = openai.OpenAI(base_url=sim.base_url, api_key=KEY).batches.retrieve(first.llm.report.stats.batch_ids[0])
+    label = job.metadata["llmbatch_pd_requests"]  # a digest of the request keys, never a prompt
+    assert len(label) == 32 and set(label) <= set("0123456789abcdef")
+
+
+def test_a_job_whose_record_was_lost_is_found_and_recorded(sim, tmp_path):
+    cache = tmp_path / "c.sqlite"
+    sim.configure(batch_seconds=1.0)
+    df = reviews(8)
+    job = df.llm.submit(SENTIMENT, cache=str(cache), mode="batch", **FAST, **openai_kw(sim))
+    while not job.report.stats.batch_ids:
+        time.sleep(0.01)
+    job.cancel()
+    job.result(timeout=10)
+    with sqlite3.connect(cache) as db:  # as if killed between the provider's answer and the write
+        db.execute("DELETE FROM batches")
+    out = df.llm.apply(SENTIMENT, cache=str(cache), mode="batch", **FAST, **openai_kw(sim))
+    assert out["llm_output"].notna().all() and len(creations(sim)) == 1
+    with sqlite3.connect(cache) as db:
+        assert db.execute("SELECT count(*) FROM batches").fetchone()[0] == 1
+
+
+def test_a_cancelled_job_is_not_reused(sim):
+    sim.configure(batch_seconds=5.0)
+    df = reviews(4)
+    job = df.llm.submit(SENTIMENT, cache=False, mode="batch", **FAST, **openai_kw(sim))
+    while not job.report.stats.batch_ids:
+        time.sleep(0.01)
+    openai.OpenAI(base_url=sim.base_url, api_key=KEY).batches.cancel(job.report.stats.batch_ids[0])
+    job.cancel()
+    job.result(timeout=10)
+    sim.configure(batch_seconds=0.2)
+    out = df.llm.apply(SENTIMENT, cache=False, mode="batch", **FAST, **openai_kw(sim))
+    assert out["llm_output"].notna().all() and len(creations(sim)) == 2

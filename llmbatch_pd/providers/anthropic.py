@@ -134,7 +134,7 @@ class AnthropicMessages(Provider):
         return json.dumps({"custom_id": request.key, "params": self._body(request)},
                           ensure_ascii=False).encode()
 
-    async def create_batch(self, http: BatchHTTP, lines: list[bytes]) -> BatchInfo:
+    async def create_batch(self, http: BatchHTTP, lines: list[bytes], tag: str = "") -> BatchInfo:
         body = b'{"requests": [' + b",".join(lines) + b"]}"
         # resend=False: a timed-out create may have created the job; sending it again could
         # pay for every request twice.

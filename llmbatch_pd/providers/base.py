@@ -115,9 +115,15 @@ class Provider(ABC):
         """One request as a line of a batch (its custom_id is ``request.key``)."""
         raise NotImplementedError(f"{self.name} has no batch API")
 
-    async def create_batch(self, http: BatchHTTP, lines: list[bytes]) -> BatchInfo:
-        """Submit ``lines`` (from :meth:`batch_line`) as one job."""
+    async def create_batch(self, http: BatchHTTP, lines: list[bytes], tag: str = "") -> BatchInfo:
+        """Submit ``lines`` (from :meth:`batch_line`) as one job, labelled with ``tag`` (a
+        digest of its requests) where the API keeps labels."""
         raise NotImplementedError(f"{self.name} has no batch API")
+
+    async def find_batch(self, http: BatchHTTP, tag: str) -> BatchInfo | None:
+        """A live or finished job created with ``tag`` (one the cache never heard of: a create
+        that timed out, or a run without a cache), or None. Only APIs with labels can say."""
+        return None
 
     async def get_batch(self, http: BatchHTTP, batch_id: str) -> BatchInfo:
         raise NotImplementedError(f"{self.name} has no batch API")

@@ -30,6 +30,9 @@ from .base import (
 )
 
 BATCH_ENDED = frozenset({"completed", "failed", "expired", "cancelled"})
+DEAD = frozenset({"failed", "expired", "cancelled", "cancelling"})  # no answers to collect
+TAG_FIELD = "llmbatch_pd_requests"
+"""The job's metadata field holding a digest of its request keys (found again by it)."""
 
 
 class OpenAIChat(Provider):
@@ -95,7 +98,7 @@ class OpenAIChat(Provider):
                 "body": self._body(request)}
         return json.dumps(line, ensure_ascii=False).encode()
 
-    async def create_batch(self, http: BatchHTTP, lines: list[bytes]) -> BatchInfo:
+    async def create_batch(self, http: BatchHTTP, lines: list[bytes], tag: str = "") -> BatchInfo:
         ctype, data = multipart({"purpose": "batch"}, "file", "llmbatch_pd.jsonl",
                                 b"\n".join(lines) + b"\n", "application/jsonl")
         upload = await http.call("POST", f"{self.base_url}/files", self._auth | {"content-type": ctype},
@@ -105,12 +108,25 @@ class OpenAIChat(Provider):
             raise errors.MalformedResponse("the file upload's answer has no id")
         body = json.dumps({"input_file_id": file_id, "endpoint": self.batch_endpoint,
                            "completion_window": "24h",
-                           "metadata": {"created_by": "llmbatch_pd"}}).encode()
+                           "metadata": {"created_by": "llmbatch_pd", TAG_FIELD: tag}}).encode()
         # resend=False: a timed-out create may have created the job; sending it again could
         # pay for every request twice.
         job = await http.call("POST", f"{self.base_url}/batches", self._headers, body,
                               self._parse_object, resend=False)
         return self._batch_info(job)
+
+    async def find_batch(self, http: BatchHTTP, tag: str) -> BatchInfo | None:
+        """The newest job (of the last 100) whose metadata carries ``tag`` and that has not
+        failed, expired or been cancelled: its answers are there or on their way."""
+        if not tag:
+            return None
+        page = await http.call("GET", f"{self.base_url}/batches?limit=100", self._auth, None,
+                               self._parse_object)
+        for job in page.get("data") or []:
+            if (isinstance(job, dict) and (job.get("metadata") or {}).get(TAG_FIELD) == tag
+                    and job.get("status") not in DEAD):
+                return self._batch_info(job)
+        return None
 
     async def get_batch(self, http: BatchHTTP, batch_id: str) -> BatchInfo:
         job = await http.call("GET", f"{self.base_url}/batches/{batch_id}", self._auth, None,

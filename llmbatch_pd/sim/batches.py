@@ -384,6 +384,25 @@ class BatchDesk:
             return _oa_error(404, f"No such Batch object: {request.match_info['batch_id']}", param="id")
         return web.json_response(self._openai_object(job))
 
+    async def openai_list(self, request: web.Request, entry: dict[str, Any]) -> web.Response:
+        """``GET /v1/batches?limit=&after=``: newest first, as OpenAI pages them."""
+        try:
+            limit = int(request.query.get("limit", "20"))
+        except ValueError:
+            return _oa_error(400, "limit must be an integer", param="limit")
+        if not 1 <= limit <= 100:
+            return _oa_error(400, "limit must be between 1 and 100", param="limit")
+        jobs = [j for j in reversed(self.jobs.values()) if j.api == "openai"]
+        after = request.query.get("after")
+        if after:
+            ids = [j.id for j in jobs]
+            jobs = jobs[ids.index(after) + 1:] if after in ids else []
+        page = [self._openai_object(j) for j in jobs[:limit]]
+        return web.json_response({"object": "list", "data": page,
+                                  "first_id": page[0]["id"] if page else None,
+                                  "last_id": page[-1]["id"] if page else None,
+                                  "has_more": len(jobs) > limit})
+
     async def openai_cancel(self, request: web.Request, entry: dict[str, Any]) -> web.Response:
         job = self.jobs.get(request.match_info["batch_id"])
         if job is None or job.api != "openai":

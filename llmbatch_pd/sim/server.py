@@ -102,6 +102,7 @@ class SimServer:
         app.router.add_get("/v1/files/{file_id}", self._tracked(oa(desk.file)))
         app.router.add_get("/v1/files/{file_id}/content", self._tracked(oa(desk.file_content)))
         app.router.add_post("/v1/batches", self._tracked(oa(desk.openai_create)))
+        app.router.add_get("/v1/batches", self._tracked(oa(desk.openai_list)))
         app.router.add_get("/v1/batches/{batch_id}", self._tracked(oa(desk.openai_get)))
         app.router.add_post("/v1/batches/{batch_id}/cancel", self._tracked(oa(desk.openai_cancel)))
         app.router.add_post("/v1/messages/batches", self._tracked(an(desk.anthropic_create)))
