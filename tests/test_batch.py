@@ -560,3 +560,15 @@ def test_a_cancelled_job_is_not_reused(sim):
     sim.configure(batch_seconds=0.2)
     out = df.llm.apply(SENTIMENT, cache=False, mode="batch", **FAST, **openai_kw(sim))
     assert out["llm_output"].notna().all() and len(creations(sim)) == 2
+
+
+def test_the_simulator_lists_batches_newest_first_as_the_sdk_pages_them(sim):
+    client = openai.OpenAI(base_url=sim.base_url, api_key=KEY, max_retries=0)
+    line = json.dumps({"custom_id": "a", "method": "POST", "url": "/v1/chat/completions",
+                       "body": {"model": "gpt-4.1-mini", "messages": [{"role": "user", "content": "hi"}]}})
+    upload = client.files.create(file=("in.jsonl", line.encode()), purpose="batch")
+    made = [client.batches.create(input_file_id=upload.id, endpoint="/v1/chat/completions",
+                                  completion_window="24h", metadata={"n": str(i)}).id for i in range(3)]
+    page = client.batches.list(limit=2)
+    assert [b.id for b in page.data] == made[::-1][:2] and page.has_more
+    assert [b.id for b in client.batches.list(limit=2)] == made[::-1]  # the SDK follows `after`
