@@ -167,17 +167,15 @@ class Store:
 
     def get_many(self, keys: list[str]) -> dict[str, Reply]:
         """The answers held for any of ``keys``, in one query (a chunk of a run's rows)."""
-        found: dict[str, Reply] = {}
-        for start in range(0, len(keys), 500):  # well under SQLite's bound-parameter limit
+        columns = "key, text, finish_reason, input_tokens, output_tokens, cached_tokens, cache_write_tokens, model"
+        return {row[0]: Reply(row[1], Usage(row[3], row[4], row[5], row[6]), row[2], row[7])
+                for row in self._rows_for(f"SELECT {columns} FROM answers", keys)}
+
+    def _rows_for(self, select: str, keys: list[str]) -> Iterable[tuple]:
+        """``select ... WHERE key IN (keys)``, in slices under SQLite's bound-parameter limit."""
+        for start in range(0, len(keys), 500):
             part = keys[start:start + 500]
-            rows = self.db.execute(
-                "SELECT key, text, finish_reason, input_tokens, output_tokens, cached_tokens, "
-                f"cache_write_tokens, model FROM answers WHERE key IN ({','.join('?' * len(part))})",
-                part,
-            )
-            for row in rows:
-                found[row[0]] = Reply(row[1], Usage(row[3], row[4], row[5], row[6]), row[2], row[7])
-        return found
+            yield from self.db.execute(f"{select} WHERE key IN ({','.join('?' * len(part))})", part)
 
     def put(self, key: str, model: str, reply: Reply) -> None:
         """Write one answer now (autocommit): a crash a moment later cannot lose it."""
@@ -247,14 +245,10 @@ class Store:
     def get_vectors(self, keys: list[str]) -> dict[str, tuple[np.ndarray, int]]:
         """The cached vectors among ``keys``: key -> (float32 vector, its input's tokens)."""
         found: dict[str, tuple[np.ndarray, int]] = {}
-        for start in range(0, len(keys), 500):  # SQLite's bound-variable limit
-            chunk = keys[start:start + 500]
-            marks = ",".join("?" * len(chunk))
-            for key, dim, data, tokens in self.db.execute(
-                    f"SELECT key, dim, data, tokens FROM vectors WHERE key IN ({marks})", chunk):
-                vector = np.frombuffer(data, dtype="<f4")
-                if vector.shape[0] == dim:  # a torn or foreign row is a miss, not a wrong answer
-                    found[key] = (vector, tokens)
+        for key, dim, data, tokens in self._rows_for("SELECT key, dim, data, tokens FROM vectors", keys):
+            vector = np.frombuffer(data, dtype="<f4")
+            if vector.shape[0] == dim:  # a torn or foreign row is a miss, not a wrong answer
+                found[key] = (vector, tokens)
         return found
 
     def put_vectors(self, items: list[tuple[str, str, np.ndarray, int]]) -> None:
