@@ -6,7 +6,6 @@ Accessors keep no state (pandas 3 builds a new one on every access).
 from __future__ import annotations
 
 import asyncio
-import enum
 import signal
 import threading
 import warnings
@@ -15,15 +14,15 @@ from typing import Any
 
 import numpy as np
 import pandas as pd
-import pydantic
 
 from . import errors, plan, pricing, store
 from .budget import Ledger
+from .columns import field_columns
 from .loop_thread import Call, engine_loop, run_sync
 from .models import make_provider, parse_model
 from .prompts import Template
 from .run import Run, RunReport, RunReports, RunSpec, check_limits
-from .schema import OutputSchema, categories
+from .schema import OutputSchema
 from .ui import choose_display
 
 CHUNK = 2048
@@ -136,61 +135,6 @@ def _spec(df: pd.DataFrame, template: str, *, model: str, system: str | None = N
         return _iter_rows(frame, parsed.fields, colmap)
 
     return spec, rows
-
-
-def _field_columns(schema: OutputSchema, answers: list, errs: list) -> dict[str, Any]:
-    """One column per schema field, typed: Int64, Float64, boolean, string, category (Literal
-    and Enum fields), datetime64 (dates and times), object (lists, dicts, nested models).
-    An answer that no longer validates (a cached one, after the model changed) fails its row."""
-    values: dict[str, list] = {name: [None] * len(answers) for name in schema.fields}
-    for i, text in enumerate(answers):
-        if text is None:
-            continue
-        try:
-            row = schema.check(text)
-        except errors.InvalidOutput as exc:
-            errs[i] = str(exc)
-            answers[i] = None
-            continue
-        for name, value in row.items():
-            values[name][i] = _plain(value)
-    fields = schema.model.model_fields
-    return {name: _typed(column, schema.kinds[name], fields[name].annotation)
-            for name, column in values.items()}
-
-
-def _plain(value: Any) -> Any:
-    """Enum members as their values, nested models as dicts: what a cell should hold."""
-    if isinstance(value, enum.Enum):
-        return value.value
-    if isinstance(value, pydantic.BaseModel):
-        return value.model_dump(mode="json")
-    if isinstance(value, list):
-        return [_plain(v) for v in value]
-    if isinstance(value, dict):
-        return {k: _plain(v) for k, v in value.items()}
-    return value
-
-
-def _typed(column: list, kind: str, annotation: Any) -> Any:
-    if kind == "int":
-        return pd.array(column, dtype="Int64")
-    if kind == "float":
-        return pd.array(column, dtype="Float64")
-    if kind == "bool":
-        return pd.array(column, dtype="boolean")
-    if kind == "str":
-        return pd.array(column, dtype="string")
-    if kind == "category":
-        allowed = categories(annotation) or sorted({str(v) for v in column if v is not None})
-        return pd.Categorical([None if v is None else str(v) for v in column], categories=allowed)
-    if kind in ("datetime", "date"):
-        aware = any(getattr(v, "tzinfo", None) is not None for v in column)
-        return pd.to_datetime(pd.Series(column, dtype=object), utc=aware).array
-    cells = np.empty(len(column), dtype=object)
-    for i, value in enumerate(column):  # one by one: lists must stay lists, not a 2-D block
-        cells[i] = value
-    return cells
 
 
 def _pilot_positions(n: int, size: int) -> list[int]:
@@ -380,7 +324,7 @@ class _Apply(_Runnable):
         if self.spec.schema is None:
             cols[col] = pd.array(run.answers, dtype="string")
         else:
-            for name, column in _field_columns(self.spec.schema, run.answers, run.errors).items():
+            for name, column in field_columns(self.spec.schema, run.answers, run.errors).items():
                 cols[self._field_column(name)] = column
         cols[f"{col}_error"] = pd.array(run.errors, dtype="string")
         if self.usage:
