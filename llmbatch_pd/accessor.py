@@ -17,12 +17,10 @@ import pandas as pd
 
 from . import errors, plan, pricing, store
 from .budget import Ledger
-from .columns import field_columns
 from .loop_thread import Call, engine_loop, run_sync
 from .models import make_provider, parse_model
 from .prompts import Template
 from .run import Run, RunReport, RunReports, RunSpec, check_limits
-from .schema import OutputSchema
 from .ui import choose_display
 
 CHUNK = 2048
@@ -118,6 +116,8 @@ def _spec(df: pd.DataFrame, template: str, *, model: str, system: str | None = N
         max_tokens = plan.DEFAULT_MAX_OUTPUT  # a real bound for the worst case the budget reserves
     output_schema = None
     if schema is not None:
+        from .schema import OutputSchema  # pydantic loads only when schema= is used
+
         output_schema = OutputSchema.from_user(schema)
         provider.structured(output_schema)  # a provider without structured output says so now
     if isinstance(schema_retries, bool) or not isinstance(schema_retries, int) or schema_retries < 0:
@@ -324,6 +324,8 @@ class _Apply(_Runnable):
         if self.spec.schema is None:
             cols[col] = pd.array(run.answers, dtype="string")
         else:
+            from .columns import field_columns
+
             for name, column in field_columns(self.spec.schema, run.answers, run.errors).items():
                 cols[self._field_column(name)] = column
         cols[f"{col}_error"] = pd.array(run.errors, dtype="string")

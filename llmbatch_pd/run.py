@@ -27,15 +27,15 @@ from .models import ModelRef
 from .pricing import Price, cost
 from .prompts import MISSING_POLICIES, MissingValue, Template, build_messages, request_key
 from .providers.base import Provider
-from .schema import OutputSchema
 from .stats import EngineStats
 from .store import Store
 from .tokens import TokenCounter, counter_for
 from .types import Reply, Request, Usage
 
-if TYPE_CHECKING:  # loaded on the first run: aiohttp alone costs ~200 ms of import
+if TYPE_CHECKING:  # aiohttp loads on the first run (~200 ms of import), pydantic with schema=
     from .batch import BatchRunner
     from .engine import Engine
+    from .schema import OutputSchema
 
 LOOKUP_CHUNK = 256  # rows rendered and looked up in the cache together
 NO_USAGE = Usage()  # shared by every row that paid nothing (cached, duplicate); never mutated

@@ -147,3 +147,15 @@ def test_last_result_and_report(llm):
     out = frame(4).llm.apply("Describe {title}", **llm)
     pd.testing.assert_frame_equal(llmbatch_pd.last_result(), out)
     assert re.search(r"Answered\s+4\n", llmbatch_pd.last_report().summary())
+
+
+def test_import_leaves_the_heavy_parts_for_first_use():
+    """aiohttp loads with the first run, pydantic with the first schema=, ipywidgets with a panel."""
+    import subprocess
+    import sys
+
+    code = ("import sys, llmbatch_pd\n"
+            "heavy = [m for m in ('aiohttp', 'pydantic', 'ipywidgets', 'genai_prices') if m in sys.modules]\n"
+            "assert not heavy, heavy\n")
+    result = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=60)
+    assert result.returncode == 0, result.stderr

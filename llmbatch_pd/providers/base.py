@@ -15,12 +15,14 @@ import time
 import uuid
 from abc import ABC, abstractmethod
 from collections.abc import AsyncIterator, Callable, Mapping
-from typing import Any, Protocol, TypeVar
+from typing import TYPE_CHECKING, Any, Protocol, TypeVar
 
 from .. import errors
-from ..schema import OutputSchema
 from ..secrets import Secret
 from ..types import BatchInfo, RateLimitInfo, Reply, Request
+
+if TYPE_CHECKING:  # pydantic loads only when schema= is used
+    from ..schema import OutputSchema
 
 T = TypeVar("T")
 Parse = Callable[[int, Mapping[str, str], bytes], T]

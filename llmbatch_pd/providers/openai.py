@@ -14,10 +14,9 @@ from __future__ import annotations
 
 import json
 from collections.abc import Mapping
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from .. import errors
-from ..schema import OutputSchema
 from ..types import BatchInfo, RateLimitInfo, Reply, Request, Usage
 from .base import (
     BatchHTTP,
@@ -28,6 +27,9 @@ from .base import (
     parse_duration,
     parse_int,
 )
+
+if TYPE_CHECKING:  # pydantic loads only when schema= is used
+    from ..schema import OutputSchema
 
 BATCH_ENDED = frozenset({"completed", "failed", "expired", "cancelled"})
 DEAD = frozenset({"failed", "expired", "cancelled", "cancelling"})  # no answers to collect
