@@ -273,3 +273,30 @@ def test_deepseek_gets_json_mode_with_the_schema_in_the_system_prompt(sim):
     assert "JSON schema" in system["content"] and '"sentiment"' in system["content"]
     assert out["llm_output_error"].isna().all(), out["llm_output_error"].tolist()
     assert str(out["stars"].dtype) == "Int64"
+
+
+def test_a_cached_answer_that_no_longer_fits_a_stricter_model_fails_its_row(sim):
+    class Loose(pydantic.BaseModel):
+        label: str
+
+    class Strict(pydantic.BaseModel):  # same JSON schema, a stricter Python-side check
+        label: str
+
+        @pydantic.field_validator("label")
+        @classmethod
+        def short(cls, value: str) -> str:
+            if len(value) > 3:
+                raise ValueError("too long")
+            return value
+
+    Strict.__name__ = "Loose"
+    assert OutputSchema(Strict).openai_format() == OutputSchema(Loose).openai_format()
+    first = run(sim, reviews(3), schema=Loose)
+    assert first["llm_output_error"].isna().all()
+    again = run(sim, reviews(3), schema=Strict)  # the cache answers (same request), the check refuses
+    long_ = first["label"].str.len() > 3
+    assert long_.any()
+    assert again["label"].isna().tolist() == long_.tolist()
+    assert again["llm_output_error"].notna().tolist() == long_.tolist()
+    report = again.llm.report
+    assert report.failed_rows == int(long_.sum()) and report.answered_rows == 3 - int(long_.sum())
