@@ -647,7 +647,8 @@ EMBED_ERRORS_ATTR = "llm_errors"
 
 class _Embed(_Runnable):
     """``embed``: validate, render, read the cache, pack and check the budget at once (nothing
-    is sent), then send the packs; the vectors come back on the frame's index."""
+    is sent; at batch prices with ``mode="batch"``), then send the packs (or submit them as
+    batch jobs); the vectors come back on the frame's index."""
 
     def __init__(self, df: pd.DataFrame, template: str, *, model: str, output: str,
                  as_array: bool, value_field: str | None, progress: Any, options: dict[str, Any]) -> None:
@@ -764,9 +765,11 @@ class DataFrameLLM:
         with ``as_array=True`` an (n_rows, dim) float32 array whose failed rows are NaN.
 
         Many rows go in each request (up to the API's limits); each text is cached on its
-        own, so a re-run sends only new texts. Options: ``dimensions=``, ``budget=``,
-        ``cache=``, ``missing=``, ``concurrency=``, ``rpm=``/``tpm=``, ``timeout=``,
-        ``max_retries=``, ``base_url=``, ``api_key=``, ``prices=``."""
+        own, so a re-run sends only new texts. ``mode="batch"`` sends them as OpenAI batch
+        jobs instead: half price, answered within 24 hours, collected by the same call run
+        again if this one is interrupted. Options: ``dimensions=``, ``budget=``, ``cache=``,
+        ``missing=``, ``concurrency=``, ``rpm=``/``tpm=``, ``timeout=``, ``max_retries=``,
+        ``base_url=``, ``api_key=``, ``prices=``, ``mode=``, ``poll_interval=``."""
         return _Embed(self._df, template, model=model, output=output, as_array=as_array,
                       value_field=None, progress=progress, options=options).sync()
 

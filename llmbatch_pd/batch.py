@@ -154,6 +154,7 @@ class BatchRunner:
         max_poll_interval: float | None = None,
         max_requests: int | None = None,
         max_bytes: int | None = None,
+        max_inputs: int | None = None,
         timeout: float = 120.0,
         retry: RetryPolicy | None = None,
         on_warning: Callable[[str], None] | None = None,
@@ -174,6 +175,9 @@ class BatchRunner:
             self.poll_interval, min(10 * self.poll_interval, MAX_POLL_INTERVAL))
         self.max_requests = max_requests or provider.max_batch_requests
         self.max_bytes = max_bytes or provider.max_batch_bytes
+        # A cap on what the requests carry rather than on their number (OpenAI: 50,000
+        # embedding inputs per job); providers without one weigh nothing.
+        self.max_inputs = max_inputs or provider.max_batch_inputs
         self.timeout = timeout
         self.retry = retry or RetryPolicy()
         self.on_warning = on_warning
@@ -293,21 +297,24 @@ class BatchRunner:
         new = len(pending) - len(attached)
         caps = {r.max_output_tokens for r in pending.values()}
         cap = f"{caps.pop():,}" if len(caps) == 1 else "max_tokens"
+        tokens = "input tokens only" if cap == "0" else f"input plus {cap} output tokens each"  # 0: embeddings
         raise errors.BudgetError(
             f"not started: a batch job cannot be stopped part-way, so its worst case must fit "
             f"the budget before it is sent. {len(pending):,} requests"
             + (f" ({new:,} new, {len(attached):,} in jobs already running)" if attached else "")
-            + f" could cost up to ${total:.4f} at batch prices (input plus {cap} output tokens "
-            f"each), and ${ledger.committed:.4f} is already committed of the ${ledger.limit:.2f} "
-            "budget. Raise budget=, lower max_tokens=, or use fewer rows."
+            + f" could cost up to ${total:.4f} at batch prices ({tokens}), and "
+            f"${ledger.committed:.4f} is already committed of the ${ledger.limit:.2f} budget. "
+            + ("Raise budget= or use fewer rows." if cap == "0"
+               else "Raise budget=, lower max_tokens=, or use fewer rows.")
         )
 
     # submitting ------------------------------------------------------------------------------
 
     def _split(self, requests: list[Request]) -> Iterable[list[tuple[Request, bytes]]]:
-        """Jobs of at most ``max_requests`` requests and ``max_bytes`` bytes."""
+        """Jobs of at most ``max_requests`` requests, ``max_bytes`` bytes and, where the
+        provider caps them, ``max_inputs`` inputs."""
         chunk: list[tuple[Request, bytes]] = []
-        size = 0
+        size = inputs = 0
         room = max(1, self.max_bytes - ENVELOPE_BYTES)
         for request in requests:
             line = self.provider.batch_line(request)
@@ -317,11 +324,14 @@ class BatchRunner:
                     f"this request is {n / 1e6:.1f} MB, more than a batch job can carry "
                     f"({self.max_bytes / 1e6:.0f} MB): not sent", kind="too large"))
                 continue
-            if chunk and (len(chunk) >= self.max_requests or size + n > room):
+            weight = self.provider.batch_inputs(request) if self.max_inputs else 0
+            if chunk and (len(chunk) >= self.max_requests or size + n > room
+                          or (self.max_inputs and inputs + weight > self.max_inputs)):
                 yield chunk
-                chunk, size = [], 0
+                chunk, size, inputs = [], 0, 0
             chunk.append((request, line))
             size += n
+            inputs += weight
         if chunk:
             yield chunk
 
@@ -532,7 +542,8 @@ class BatchRunner:
         return errors.RowError(f"not sent: {stop}", kind=stop.kind if stop else "stopped")
 
     def _cache(self, key: str, reply: Reply) -> None:
-        if self.store is None or reply.text is None:
+        # Vectors are cached per input text by the embeddings run, which this key is not.
+        if self.store is None or reply.text is None or reply.vectors is not None:
             return
         try:
             self.store.put(key, self.provider.model, reply)

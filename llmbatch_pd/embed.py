@@ -11,6 +11,12 @@ the budget ledger and the circuit breaker all work per pack.
 Our token counts may be estimates (no tokenizer offline), so packs keep a margin below the
 request limit, and an input that might be over the per-input limit goes in a pack of its own:
 if the API refuses it, only that row fails.
+
+``mode="batch"`` sends the same packs as lines of OpenAI batch jobs on ``/v1/embeddings``
+(half price, within 24 hours) through the chat runs' :class:`~llmbatch_pd.batch.BatchRunner`:
+jobs recorded in the cache and re-attached after a restart, found again by their label,
+split at 50,000 inputs per job. A pack's key (its ``custom_id``) is a digest of its inputs'
+keys, so the same call run again makes the same packs and finds its jobs.
 """
 
 from __future__ import annotations
@@ -51,6 +57,8 @@ EMBEDDING_DIMS = {"text-embedding-3-small": 1536, "text-embedding-3-large": 3072
                   "text-embedding-ada-002": 1536}
 """Native sizes, only to describe plans; the vectors themselves say their size."""
 
+MODES = ("realtime", "batch")
+
 RowSource = Callable[[], Iterable[Mapping[str, Any]]]
 
 
@@ -74,6 +82,12 @@ class EmbedSpec:
     max_inputs: int = MAX_INPUTS
     max_request_tokens: int = MAX_REQUEST_TOKENS
     max_input_tokens: int = MAX_INPUT_TOKENS
+    mode: str = "realtime"  # or "batch": OpenAI's Batch API, half price, within 24 h
+    poll_interval: float = 30.0  # seconds between batch status checks (backing off)
+
+    @property
+    def batch(self) -> bool:
+        return self.mode == "batch"
 
     @property
     def counter(self) -> TokenCounter:
@@ -85,7 +99,8 @@ class EmbedSpec:
         return plan.INPUT_RANGE_EXACT if self.counter.exact else plan.INPUT_RANGE_ESTIMATED
 
     def cost(self, usage: Usage) -> float:
-        return cost(usage, self.price) if self.price is not None else 0.0
+        """What ``usage`` costs in this run's mode (batch jobs at half price)."""
+        return cost(usage, self.price, batch=self.batch) if self.price is not None else 0.0
 
     def worst_cost(self, request: Request) -> float:
         """An upper bound on one pack's cost (no output tokens), reserved before it is sent."""
@@ -99,7 +114,8 @@ def build_spec(template: str, columns: list[Any], *, model: str, value_field: st
                api_key: str | None = None, concurrency: int = 16, rpm: float | None = None,
                tpm: float | None = None, max_retries: int = 6, timeout: float = 120.0,
                missing: str = "skip", budget: float | None = None, cache: Any = True,
-               prices: dict | None = None, encoding_format: str = "base64") -> EmbedSpec:
+               prices: dict | None = None, encoding_format: str = "base64",
+               mode: str = "realtime", poll_interval: float = 30.0) -> EmbedSpec:
     """Validate the options and resolve the model to an embeddings provider; sends nothing."""
     from . import store
 
@@ -107,6 +123,11 @@ def build_spec(template: str, columns: list[Any], *, model: str, value_field: st
                                    or dimensions < 1):
         raise errors.InputError(f"dimensions= must be a positive integer, not {dimensions!r}")
     check_limits(concurrency, max_retries, timeout, missing, budget)
+    if mode not in MODES:
+        raise errors.InputError(f"mode= must be one of {MODES}, not {mode!r}")
+    if (isinstance(poll_interval, bool) or not isinstance(poll_interval, (int, float))
+            or not poll_interval > 0):
+        raise errors.InputError(f"poll_interval= must be a positive number of seconds, not {poll_interval!r}")
     parsed = Template.parse(template, value_field=value_field)
     parsed.check_columns(columns)
     ref = parse_model(model, base_url=base_url)
@@ -118,8 +139,13 @@ def build_spec(template: str, columns: list[Any], *, model: str, value_field: st
     chat = make_provider(ref, base_url=base_url, api_key=api_key)  # the preset's URL and key rules
     if not isinstance(chat, OpenAIChat):
         raise no_api
+    if mode == "batch" and not chat.supports_batch:  # DeepSeek, Gemini: refused before any send
+        raise errors.InputError(
+            f"mode='batch': {ref.full} has no batch API here (embeddings batch jobs work with "
+            "openai/ models); use mode='realtime'")
     provider = OpenAIEmbeddings(chat.model, chat.base_url, chat.api_key, encoding_format=encoding_format)
     provider.key_env = chat.key_env
+    provider.supports_batch = chat.supports_batch
     try:
         price = price_for(ref.provider, ref.model, prices)
     except ValueError as exc:
@@ -131,7 +157,7 @@ def build_spec(template: str, columns: list[Any], *, model: str, value_field: st
     return EmbedSpec(template=parsed, model=ref, provider=provider, dimensions=dimensions,
                      concurrency=concurrency, rpm=rpm, tpm=tpm, max_retries=max_retries,
                      timeout=timeout, missing=missing, budget=budget, price=price,
-                     cache_path=store.resolve(cache))
+                     cache_path=store.resolve(cache), mode=mode, poll_interval=float(poll_interval))
 
 
 def key_prefix(endpoint: str, model: str, dimensions: int | None) -> Any:
@@ -166,7 +192,7 @@ class EmbedRun:
         self.spec = spec
         self.rows = rows
         self.n = n
-        self.report = RunReport(model=spec.model.full, rows=n, budget=spec.budget)
+        self.report = RunReport(model=spec.model.full, rows=n, budget=spec.budget, mode=spec.mode)
         self.stats = self.report.stats
         self.errors: list[str | None] = [None] * n
         self.row_input: list[int] = [-1] * n  # row -> position in the unique-input table
@@ -179,6 +205,7 @@ class EmbedRun:
         self.packs: list[_Pack] = []
         self.estimate: plan.Estimate | None = None
         self.engine: Any = None
+        self.batcher: Any = None  # mode="batch": the BatchRunner
         self.warnings_shown_elsewhere = False
         self._unsaved: list[tuple[str, str, np.ndarray, int]] = []
         self._store: Any = None
@@ -291,7 +318,7 @@ class EmbedRun:
         if spec.price is not None:
             for suffix, tokens in (("_low", est.input_tokens_low), ("", counted),
                                    ("_high", est.input_tokens_high)):
-                setattr(est, f"cost{suffix}", spec.cost(Usage(tokens)))
+                setattr(est, f"cost{suffix}", cost(Usage(tokens), spec.price))
                 setattr(est, f"batch_cost{suffix}", cost(Usage(tokens), spec.price, batch=True))
             est.cache_saves = r.saved_by_cache
         est.wall_time_s = plan.wall_time(len(self.packs), plan.DEFAULT_LATENCY_S, spec.concurrency,
@@ -299,9 +326,11 @@ class EmbedRun:
         return est
 
     def check_budget(self) -> None:
-        """BudgetError before anything is sent when the expected cost is above the budget."""
+        """BudgetError before anything is sent when the expected cost (at batch prices in
+        batch mode) is above the budget."""
         est, budget = self.prepare(), self.spec.budget
-        if budget is not None and est.cost is not None and est.cost > budget:
+        expected = est.batch_cost if self.spec.batch else est.cost
+        if budget is not None and expected is not None and expected > budget:
             raise errors.BudgetError(
                 f"not started: the expected cost is above the budget of ${budget:.2f}.\n"
                 f"{est.summary()}\nRaise budget= or use fewer rows.")
@@ -314,7 +343,16 @@ class EmbedRun:
             params: dict[str, Any] = {"input": [self.texts[u] for u in pack.inputs]}
             if dims is not None:
                 params["dimensions"] = dims
-            yield Request(index=number, messages=[], params=params, est_input_tokens=pack.tokens)
+            yield Request(index=number, messages=[], params=params, est_input_tokens=pack.tokens,
+                          key=self._pack_key(pack))
+
+    def _pack_key(self, pack: _Pack) -> str:
+        """A digest of the pack's input keys (which hold the model, dimensions and text): the
+        batch runner's request key, so a re-run's identical pack finds its job again."""
+        digest = hashlib.blake2b(digest_size=16)
+        for u in pack.inputs:
+            digest.update(self.keys[u].encode())
+        return digest.hexdigest()
 
     def _on_done(self, request: Request, reply: Reply | None, exc: errors.ProviderError | None) -> None:
         pack = self.packs[request.index]
@@ -347,7 +385,9 @@ class EmbedRun:
             self._warn(f"cache write failed, caching is off for the rest of this run: {err}")
 
     async def execute(self, ledger: Ledger | None = None) -> RunReport:
-        """Send every pack (the engine retries, throttles and keeps to the budget)."""
+        """Send every pack: the engine retries, throttles and keeps to the budget; in batch
+        mode the batch runner submits, polls and collects jobs (the whole worst case reserved
+        first, since a job cannot be stopped part-way)."""
         from .engine import Engine, RetryPolicy  # aiohttp loads on the first run
 
         spec = self.spec
@@ -355,11 +395,7 @@ class EmbedRun:
         if ledger is None and spec.price is not None:
             ledger = Ledger(spec.budget, spec.cost)
         self.stats.total = len(self.packs)
-        self.engine = Engine(
-            spec.provider, concurrency=spec.concurrency, limiter=RateLimiter(spec.rpm, spec.tpm),
-            retry=RetryPolicy(max_retries=spec.max_retries), timeout=spec.timeout, ledger=ledger,
-            worst_cost=spec.worst_cost, stats=self.stats, on_warning=self._warn,
-            breaker=CircuitBreaker())
+        retry = RetryPolicy(max_retries=spec.max_retries)
         if spec.cache_path is not None and self.packs:
             from .store import Store
 
@@ -367,8 +403,23 @@ class EmbedRun:
                 self._store = Store(spec.cache_path)
             except sqlite3.Error as err:
                 self._warn(f"cache unavailable, vectors are not cached: {err}")
+        if spec.batch:
+            from .batch import BatchRunner
+
+            self.batcher = BatchRunner(
+                spec.provider, on_done=self._on_done, stats=self.stats, store=self._store,
+                ledger=ledger, worst_cost=spec.worst_cost, poll_interval=spec.poll_interval,
+                timeout=spec.timeout, retry=retry, on_warning=self._warn)
+        else:
+            self.engine = Engine(
+                spec.provider, concurrency=spec.concurrency, limiter=RateLimiter(spec.rpm, spec.tpm),
+                retry=retry, timeout=spec.timeout, ledger=ledger, worst_cost=spec.worst_cost,
+                stats=self.stats, on_warning=self._warn, breaker=CircuitBreaker())
         try:
-            await self.engine.run(self._requests(), self._on_done)
+            if self.batcher is not None:
+                await self.batcher.run(list(self._requests()))
+            else:
+                await self.engine.run(self._requests(), self._on_done)
         except asyncio.CancelledError:
             self.report.interrupted = True
             self._close_unfinished("cancelled: the run was interrupted before this row finished")
@@ -382,9 +433,12 @@ class EmbedRun:
         return self.report
 
     def cancel(self, reason: str = "cancelled") -> None:
-        """Send nothing more; packs in flight finish and are kept."""
+        """Send nothing more; packs in flight finish and are kept. In batch mode: stop
+        waiting; submitted jobs keep running and the same call run again collects them."""
         if self.engine is not None:
             self.engine.stop(errors.RowError(reason, kind="cancelled"))
+        if self.batcher is not None:
+            self.batcher.stop(errors.RowError(reason, kind="cancelled"))
 
     def _close_unfinished(self, reason: str) -> None:
         for u in range(len(self.texts)):

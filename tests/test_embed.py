@@ -2,7 +2,9 @@
 
 import asyncio
 import base64
+import io
 import json
+import time
 import urllib.error
 import urllib.request
 
@@ -260,3 +262,141 @@ def test_the_simulator_validates_like_openai(sim):
         status, body = _post(sim, bad)
         assert status == 400 and body["error"]["type"] == "invalid_request_error", bad
     assert "max 300000 tokens per request" in _post(sim, refused[3])[1]["error"]["message"]
+
+
+# -- mode="batch": OpenAI's Batch API on /v1/embeddings ---------------------------------------
+
+FAST = {"mode": "batch", "poll_interval": 0.02}
+
+
+def batch_creations(sim):
+    return [e for e in sim.log if e.get("batch") and e["status"] == 200]
+
+
+def sdk_embeddings_batch(client, lines):
+    """Upload ``lines`` and start an embeddings job with the official SDK; poll until it ends."""
+    data = "\n".join(json.dumps(line) for line in lines).encode()
+    uploaded = client.files.create(file=("emb.jsonl", io.BytesIO(data)), purpose="batch")
+    batch = client.batches.create(input_file_id=uploaded.id, endpoint="/v1/embeddings",
+                                  completion_window="24h")
+    deadline = time.monotonic() + 10
+    while batch.status not in ("completed", "failed", "expired", "cancelled"):
+        assert time.monotonic() < deadline
+        time.sleep(0.02)
+        batch = client.batches.retrieve(batch.id)
+    return batch
+
+
+def test_batch_mode_gives_realtime_vectors_at_half_the_cost(emb, sim):
+    sim.configure(batch_seconds=0.3)
+    s = texts(3000)
+    batch = s.llm.embed(dimensions=16, cache=False, **FAST, **emb)
+    assert not [e for e in sim.log if e["path"] == "/v1/embeddings"]  # nothing in real time
+    (created,) = batch_creations(sim)  # one job: 2 requests (2048 + 952 inputs)
+    assert created["batch_requests"] == 2 and created["batch_inputs"] == 3000
+    live = s.llm.embed(dimensions=16, cache=False, **emb)
+    for a, b in zip(batch, live, strict=True):
+        np.testing.assert_array_equal(a, b)
+    rb, rl = batch.attrs["llm_report"], live.attrs["llm_report"]
+    assert rb.mode == "batch" and rb.answered_rows == 3000
+    assert rb.cost == pytest.approx(rl.cost / 2) and rb.stats.input_tokens == rl.stats.input_tokens
+    assert rb.stats.batch_status == "completed" and rb.stats.batch_counts["succeeded"] == 2
+    assert "Batch jobs" in rb.summary() and "at batch prices" in rb.summary()
+
+
+def test_batch_jobs_split_at_the_input_cap(emb, sim, monkeypatch):
+    from llmbatch_pd.providers.embeddings import OpenAIEmbeddings
+
+    monkeypatch.setattr(OpenAIEmbeddings, "max_batch_inputs", 4096)  # OpenAI's is 50,000
+    sim.configure(batch_seconds=0.2)
+    out = texts(5000).llm.embed(dimensions=8, cache=False, **FAST, **emb)
+    assert out.notna().all()
+    assert [e["batch_inputs"] for e in batch_creations(sim)] == [4096, 904]
+
+
+def test_batch_restart_reattaches_instead_of_submitting_again(emb, sim, tmp_path):
+    cache = tmp_path / "c.sqlite"
+    sim.configure(batch_seconds=1.0)
+    s = texts(300)
+
+    async def cancel_midway() -> None:
+        task = asyncio.ensure_future(s.llm.aembed(cache=str(cache), dimensions=8, **FAST, **emb))
+        while not sim.batches:
+            await asyncio.sleep(0.01)
+        await asyncio.sleep(0.1)
+        task.cancel()
+        with pytest.raises(asyncio.CancelledError):
+            await task
+
+    asyncio.run(cancel_midway())
+    (job,) = Store(cache).open_batches(f"openai-embeddings:{sim.base_url}", NAME)
+    assert not job.collected
+    out = s.llm.embed(cache=str(cache), dimensions=8, **FAST, **emb)
+    assert out.notna().all() and len(batch_creations(sim)) == 1
+    assert out.attrs["llm_report"].stats.batch_ids == [job.id]
+    assert Store(cache).get_batch(job.id).collected
+    np.testing.assert_array_equal(out["r7"], vector(NAME, "text number 7", 8))
+    again = s.llm.embed(cache=str(cache), dimensions=8, **emb)  # every vector was cached
+    assert again.attrs["llm_report"].cached == 300 and sent_inputs(sim) == 0
+
+
+def test_batch_without_a_cache_finds_its_job_by_label(emb, sim):
+    sim.configure(batch_seconds=0.2)
+    first = texts(50).llm.embed(cache=False, dimensions=8, **FAST, **emb)
+    second = texts(50).llm.embed(cache=False, dimensions=8, **FAST, **emb)
+    assert len(batch_creations(sim)) == 1 and second.attrs["llm_report"].stats.sent == 0
+    np.testing.assert_array_equal(np.stack(first), np.stack(second))
+
+
+def test_openai_sdk_runs_an_embeddings_batch_on_the_simulator(sim):
+    sim.configure(batch_seconds=0.2)
+    client = openai.OpenAI(base_url=sim.base_url, api_key=KEY, max_retries=0)
+    groups = [["alpha", "beta gamma"], ["xin chào"]]
+    lines = [{"custom_id": f"g{i}", "method": "POST", "url": "/v1/embeddings",
+              "body": {"model": NAME, "input": group, "dimensions": 32}}
+             for i, group in enumerate(groups)]
+    batch = sdk_embeddings_batch(client, lines)
+    assert batch.status == "completed" and batch.endpoint == "/v1/embeddings"
+    assert batch.request_counts.completed == 2
+    results = {r["custom_id"]: r for r in map(json.loads, client.files.content(batch.output_file_id).text.splitlines())}
+    for i, group in enumerate(groups):
+        body = results[f"g{i}"]["response"]["body"]
+        assert body["object"] == "list" and body["usage"]["prompt_tokens"] > 0
+        live = client.embeddings.create(model=NAME, input=group, dimensions=32, encoding_format="float")
+        for item, text, want in zip(body["data"], group, live.data, strict=True):
+            np.testing.assert_array_equal(np.asarray(item["embedding"], dtype=np.float32), vector(NAME, text, 32))
+            np.testing.assert_array_equal(np.asarray(want.embedding, dtype=np.float32), vector(NAME, text, 32))
+    # a line whose url is not the job's endpoint, and a job over 50,000 inputs, fail validation
+    wrong = [{**lines[0], "url": "/v1/chat/completions"}]
+    failed = sdk_embeddings_batch(client, wrong)
+    assert failed.status == "failed" and failed.errors.data[0].code == "invalid_url"
+    big = [{"custom_id": f"b{i}", "method": "POST", "url": "/v1/embeddings",
+            "body": {"model": NAME, "input": ["x"] * 2048}} for i in range(25)]  # 51,200 inputs
+    failed = sdk_embeddings_batch(client, big)
+    assert failed.status == "failed" and failed.errors.data[0].code == "too_many_embedding_inputs"
+
+
+def test_batch_budget_uses_batch_prices(emb, sim):
+    sim.configure(batch_seconds=0.2)
+    s = texts(400, "a somewhat longer text to embed, number")
+    est = s.llm.embed(cache=False, dimensions=8, **emb).attrs["llm_report"].estimate
+    assert est.batch_cost == pytest.approx(est.cost / 2)
+    sim.reset()
+    budget = est.batch_cost * 1.9  # below the real-time cost, above the batch worst case
+    with pytest.raises(BudgetError):
+        s.llm.embed(cache=False, dimensions=8, budget=budget, **emb)
+    out = s.llm.embed(cache=False, dimensions=8, budget=budget, **FAST, **emb)
+    assert out.notna().all() and out.attrs["llm_report"].cost <= budget
+    sim.reset()
+    with pytest.raises(BudgetError, match="worst case"):  # expected fits, worst case does not
+        s.llm.embed(cache=False, dimensions=8, budget=est.batch_cost * 1.01, **FAST, **emb)
+    assert sim.log == []
+
+
+@pytest.mark.parametrize("model", ["gemini/gemini-embedding-001", "deepseek/deepseek-chat"])
+def test_batch_refused_for_providers_without_a_batch_api(sim, model):
+    with pytest.raises(InputError, match="no batch API"):
+        texts(3).llm.embed(model=model, base_url=sim.base_url, api_key=KEY, progress=False, **FAST)
+    with pytest.raises(InputError, match="mode="):
+        texts(3).llm.embed(model=MODEL, base_url=sim.base_url, api_key=KEY, progress=False, mode="bulk")
+    assert sim.log == [] and sim.batches == []

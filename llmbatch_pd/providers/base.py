@@ -112,6 +112,11 @@ class Provider(ABC):
     """Set per preset (models.py): DeepSeek speaks OpenAI's dialect but has no batch API."""
     max_batch_requests = 0
     max_batch_bytes = 0
+    max_batch_inputs = 0  # a cap on what a job's requests carry (0: none)
+
+    def batch_inputs(self, request: Request) -> int:
+        """What ``request`` counts against ``max_batch_inputs`` (embeddings: its texts)."""
+        return 0
 
     def batch_line(self, request: Request) -> bytes:
         """One request as a line of a batch (its custom_id is ``request.key``)."""

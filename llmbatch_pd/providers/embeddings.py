@@ -6,6 +6,11 @@ float32 array per input, in input order. We ask for ``encoding_format: "base64"`
 official SDK does: little-endian float32 bytes are about 4x smaller than JSON floats and decode
 without parsing a number per dimension. Servers that ignore it and send float lists work too.
 Errors and rate-limit headers are OpenAI's, so they are parsed by :class:`OpenAIChat`'s code.
+
+Batch jobs (``mode="batch"``, half price) are OpenAI's Batch API on ``/v1/embeddings``: the
+same code as chat's (:class:`OpenAIBatches`), with each line's body this dialect's ``_body``
+and each result parsed by its ``_reply``. OpenAI also caps an embeddings job at 50,000
+inputs summed over its requests, so the runner weighs each request by its inputs.
 """
 
 from __future__ import annotations
@@ -20,10 +25,10 @@ from .. import errors
 from ..secrets import Secret
 from ..types import Reply, Request, Usage
 from .base import Provider
-from .openai import OpenAIChat
+from .openai import OpenAIBatches, OpenAIChat
 
 
-class OpenAIEmbeddings(Provider):
+class OpenAIEmbeddings(OpenAIBatches, Provider):
     name = "openai-embeddings"
     key_env = "OPENAI_API_KEY"
     encoding_format = "base64"
@@ -35,14 +40,22 @@ class OpenAIEmbeddings(Provider):
             raise errors.InputError(f"encoding_format must be 'base64' or 'float', not {encoding_format!r}")
         self.encoding_format = encoding_format
         self._url = f"{self.base_url}/embeddings"
-        headers = {"content-type": "application/json"}
+        self._auth: dict[str, str] = {}
         if api_key is not None:
-            headers["authorization"] = f"Bearer {api_key.reveal()}"
-        self._headers = headers
+            self._auth["authorization"] = f"Bearer {api_key.reveal()}"
+        self._headers = {"content-type": "application/json", **self._auth}
 
     # the same wire errors and headers as chat completions: one implementation
     _error = OpenAIChat._error
     rate_limits = OpenAIChat.rate_limits
+
+    batch_endpoint = "/v1/embeddings"
+    max_batch_inputs = 50_000
+    """OpenAI: at most 50,000 embedding inputs across all requests of one batch job."""
+
+    def batch_inputs(self, request: Request) -> int:
+        """What a request weighs against :attr:`max_batch_inputs`: its texts."""
+        return len(request.params["input"])
 
     def _is_error_envelope(self, data: dict[str, Any]) -> bool:
         return "error" in data and "data" not in data

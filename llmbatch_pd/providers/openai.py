@@ -37,58 +37,14 @@ TAG_FIELD = "llmbatch_pd_requests"
 """The job's metadata field holding a digest of its request keys (found again by it)."""
 
 
-class OpenAIChat(Provider):
-    name = "openai"
-    key_env = "OPENAI_API_KEY"
-    # OpenAI's own reasoning models refuse max_tokens; compatible servers mostly want it.
-    max_tokens_field = "max_tokens"
+class OpenAIBatches:
+    """OpenAI's Batch API for any endpoint it batches: chat completions and embeddings
+    share every line of it, and differ only in ``batch_endpoint`` and in the ``_body`` /
+    ``_reply`` of the dialect that mixes this in (which also sets ``_auth`` and ``_headers``)."""
 
-    def __init__(self, model, base_url, api_key, *, max_tokens_field: str | None = None) -> None:
-        super().__init__(model, base_url, api_key)
-        if max_tokens_field:
-            self.max_tokens_field = max_tokens_field
-        self._url = f"{self.base_url}/chat/completions"
-        self._auth: dict[str, str] = {}
-        if api_key is not None:
-            self._auth["authorization"] = f"Bearer {api_key.reveal()}"
-        self._headers = {"content-type": "application/json", **self._auth}
-
-    def _body(self, request: Request) -> dict[str, Any]:
-        body: dict = {"model": self.model, "messages": request.messages}
-        for name, value in request.params.items():
-            if value is None:
-                continue
-            body[self.max_tokens_field if name == "max_tokens" else name] = value
-        return body
-
-    def _reply(self, data: dict[str, Any]) -> Reply:
-        try:
-            choice = data["choices"][0]
-            message = choice.get("message") or {}
-            text = message.get("content")
-            if text is None and message.get("refusal"):
-                raise errors.BadRequestError(f"the model refused: {message['refusal']}")
-            u = data.get("usage") or {}
-            details = u.get("prompt_tokens_details") or {}
-            usage = Usage(
-                input_tokens=int(u.get("prompt_tokens") or 0),
-                output_tokens=int(u.get("completion_tokens") or 0),
-                cached_tokens=int(details.get("cached_tokens") or 0),
-            )
-        except (KeyError, IndexError, TypeError, AttributeError, ValueError) as exc:
-            raise errors.MalformedResponse(f"unexpected response shape: {exc!r}") from None
-        return Reply(text, usage, choice.get("finish_reason"), data.get("model"))
-
-    def structured(self, schema: OutputSchema) -> dict[str, Any]:
-        """OpenAI's strict ``json_schema`` response format, as the SDK's ``parse()`` sends it;
-        Gemini's and most gateways' OpenAI endpoints accept the same field. DeepSeek has only
-        JSON mode: ``json_object``, with the schema in the system prompt (RunSpec adds it)."""
-        if self.schema_in_prompt:
-            return {"response_format": {"type": "json_object"}}
-        return {"response_format": schema.openai_format()}
-
-    # batch jobs ------------------------------------------------------------------------------
-
+    base_url: str
+    _auth: dict[str, str]
+    _headers: dict[str, str]
     max_batch_requests = 50_000
     max_batch_bytes = 200 * 1024 * 1024
     batch_endpoint = "/v1/chat/completions"
@@ -195,6 +151,57 @@ class OpenAIChat(Provider):
             reasons = [str(e.get("message") or e.get("code")) for e in found if isinstance(e, dict)]
             info.error = self._scrub("; ".join(reasons) or "the batch failed")
         return info
+
+
+class OpenAIChat(OpenAIBatches, Provider):
+    name = "openai"
+    key_env = "OPENAI_API_KEY"
+    # OpenAI's own reasoning models refuse max_tokens; compatible servers mostly want it.
+    max_tokens_field = "max_tokens"
+
+    def __init__(self, model, base_url, api_key, *, max_tokens_field: str | None = None) -> None:
+        super().__init__(model, base_url, api_key)
+        if max_tokens_field:
+            self.max_tokens_field = max_tokens_field
+        self._url = f"{self.base_url}/chat/completions"
+        self._auth: dict[str, str] = {}
+        if api_key is not None:
+            self._auth["authorization"] = f"Bearer {api_key.reveal()}"
+        self._headers = {"content-type": "application/json", **self._auth}
+
+    def _body(self, request: Request) -> dict[str, Any]:
+        body: dict = {"model": self.model, "messages": request.messages}
+        for name, value in request.params.items():
+            if value is None:
+                continue
+            body[self.max_tokens_field if name == "max_tokens" else name] = value
+        return body
+
+    def _reply(self, data: dict[str, Any]) -> Reply:
+        try:
+            choice = data["choices"][0]
+            message = choice.get("message") or {}
+            text = message.get("content")
+            if text is None and message.get("refusal"):
+                raise errors.BadRequestError(f"the model refused: {message['refusal']}")
+            u = data.get("usage") or {}
+            details = u.get("prompt_tokens_details") or {}
+            usage = Usage(
+                input_tokens=int(u.get("prompt_tokens") or 0),
+                output_tokens=int(u.get("completion_tokens") or 0),
+                cached_tokens=int(details.get("cached_tokens") or 0),
+            )
+        except (KeyError, IndexError, TypeError, AttributeError, ValueError) as exc:
+            raise errors.MalformedResponse(f"unexpected response shape: {exc!r}") from None
+        return Reply(text, usage, choice.get("finish_reason"), data.get("model"))
+
+    def structured(self, schema: OutputSchema) -> dict[str, Any]:
+        """OpenAI's strict ``json_schema`` response format, as the SDK's ``parse()`` sends it;
+        Gemini's and most gateways' OpenAI endpoints accept the same field. DeepSeek has only
+        JSON mode: ``json_object``, with the schema in the system prompt (RunSpec adds it)."""
+        if self.schema_in_prompt:
+            return {"response_format": {"type": "json_object"}}
+        return {"response_format": schema.openai_format()}
 
     def rate_limits(self, headers: Mapping[str, str]) -> RateLimitInfo | None:
         if "x-ratelimit-limit-requests" not in headers and "x-ratelimit-limit-tokens" not in headers:

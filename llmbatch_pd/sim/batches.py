@@ -3,7 +3,9 @@
 OpenAI: ``POST /v1/files`` (multipart, ``purpose=batch``) keeps the JSONL in memory, ``POST
 /v1/batches`` starts a job on it, ``GET /v1/batches/{id}`` reports it, ``POST
 /v1/batches/{id}/cancel`` cancels it, and ``GET /v1/files/{id}/content`` serves the output and
-error files. Anthropic: ``POST /v1/messages/batches`` with ``{"requests": [{custom_id,
+error files. OpenAI jobs run on ``/v1/chat/completions`` or ``/v1/embeddings`` (every line's ``url`` must
+be the job's endpoint; an embeddings job holds at most 50,000 inputs over all its lines, or it
+fails validation). Anthropic: ``POST /v1/messages/batches`` with ``{"requests": [{custom_id,
 params}]}``, ``GET /v1/messages/batches/{id}``, ``.../results`` (JSONL) and ``.../cancel``.
 
 A job's life is driven by the clock and the ``batch_seconds`` knob, read when it is created:
@@ -12,7 +14,8 @@ OpenAI's goes validating (first 10 %), in_progress (its ``request_counts`` climb
 that share of the lines into errors (dice seeded by the job and the line, so a job submitted
 again gets fresh dice); ``batch_expire`` makes the job expire with that share of its lines (the
 last ones) never processed. Answers come from the same deterministic pipeline as the real-time
-endpoints, so a prompt gets the same answer either way (structured ones included, and
+endpoints (embeddings: ``embeddings.check`` and ``embeddings.response_object``), so a prompt
+gets the same answer, and a text the same vector, either way (structured ones included, and
 ``fault_invalid_json`` breaks that share of them, on dice of their own). Nothing runs in the background: a job's
 state is worked out from the clock whenever it is asked for.
 """
@@ -35,6 +38,7 @@ from typing import Any
 
 from aiohttp import web
 
+from . import embeddings
 from .answers import is_structured, make_answer, prompt_sha
 from .anthropic import Messages, chat_messages, check_messages, message_body
 from .anthropic import error_body as anthropic_error
@@ -42,9 +46,13 @@ from .config import SimConfig
 from .dialect import ChatCompletions, Dialect
 from .responses import SERVER_ERRORS, completion_body, error_body
 from .tokens import count_prompt_tokens
-from .validate import check_chat
+from .validate import Invalid, check_chat
 
 OPENAI_ENDPOINT = "/v1/chat/completions"
+EMBEDDINGS_ENDPOINT = "/v1/embeddings"
+OPENAI_ENDPOINTS = (OPENAI_ENDPOINT, EMBEDDINGS_ENDPOINT)
+MAX_EMBEDDING_INPUTS = 50_000
+"""OpenAI: an embeddings batch holds at most 50,000 inputs across all its requests."""
 CUSTOM_ID = re.compile(r"^[a-zA-Z0-9_-]{1,64}$")
 FILE_PURPOSES = ("assistants", "batch", "fine-tune", "vision", "user_data", "evals")
 EXPIRED_MESSAGE = "This request could not be executed before the completion window expired."
@@ -72,6 +80,7 @@ class Job:
     created: float  # monotonic
     created_wall: float
     input_file_id: str | None = None
+    endpoint: str = OPENAI_ENDPOINT  # OpenAI: what every line asks
     metadata: dict[str, Any] | None = None
     failure: list[dict[str, Any]] | None = None  # OpenAI: the file failed validation
     cancelled_at: float | None = None
@@ -154,7 +163,7 @@ class BatchDesk:
             if i >= done:
                 job.results.append({"custom_id": line.custom_id, "type": unprocessed})
             elif line.outcome in ("ok", "invalid_json"):
-                body = self._answer(job.api, line.body, cfg, line.outcome == "invalid_json")
+                body = self._answer(job, line.body, cfg, line.outcome == "invalid_json")
                 job.results.append({"custom_id": line.custom_id, "type": "succeeded", "body": body})
             elif line.outcome == "fail":
                 job.results.append({"custom_id": line.custom_id, "type": "errored", "status": 500,
@@ -168,7 +177,12 @@ class BatchDesk:
             self._write_openai_files(job)
 
     @staticmethod
-    def _answer(api: str, body: dict[str, Any], cfg: SimConfig, invalid: bool) -> dict[str, Any]:
+    def _answer(job: Job, body: dict[str, Any], cfg: SimConfig, invalid: bool) -> dict[str, Any]:
+        api = job.api
+        if job.endpoint == EMBEDDINGS_ENDPOINT:  # the real-time endpoint's own code
+            checked = embeddings.check(body)
+            assert not isinstance(checked, Invalid)  # invalid lines were answered with errors
+            return embeddings.response_object(*checked)
         if api == "openai":
             messages = list(body["messages"])
             max_tokens = body.get("max_completion_tokens") or body.get("max_tokens")
@@ -245,9 +259,11 @@ class BatchDesk:
         for name in ("input_file_id", "endpoint", "completion_window"):
             if not body.get(name):
                 return _oa_error(400, f"Missing required parameter: '{name}'.", param=name)
-        if body["endpoint"] != OPENAI_ENDPOINT:
-            return _oa_error(400, f"Invalid value: '{body['endpoint']}'. The simulator batches "
-                             f"only {OPENAI_ENDPOINT}.", param="endpoint")
+        endpoint = body["endpoint"]
+        if endpoint not in OPENAI_ENDPOINTS:
+            supported = ", ".join(f"'{e}'" for e in OPENAI_ENDPOINTS)
+            return _oa_error(400, f"Invalid value: '{endpoint}'. Supported values are: {supported}.",
+                             param="endpoint")
         if body["completion_window"] != "24h":
             return _oa_error(400, f"Invalid value: '{body['completion_window']}'. Supported "
                              "values are: '24h'.", param="completion_window")
@@ -260,17 +276,21 @@ class BatchDesk:
                              param="input_file_id")
         cfg = self.config()
         job_id = f"batch_{uuid.uuid4().hex[:24]}"
-        lines, failure, model = self._read_jsonl(file["data"], job_id, cfg)
+        lines, failure, model, inputs = self._read_jsonl(file["data"], job_id, cfg, endpoint)
         job = Job(job_id, "openai", lines, model, cfg.batch_seconds, cfg.batch_expire,
-                  time.monotonic(), time.time(), input_file_id=file["id"],
+                  time.monotonic(), time.time(), input_file_id=file["id"], endpoint=endpoint,
                   metadata=body.get("metadata"), failure=failure)
         self.jobs[job_id] = job
         entry.update(model=model or None, batch=job_id, batch_requests=len(lines))
+        if endpoint == EMBEDDINGS_ENDPOINT:
+            entry["batch_inputs"] = inputs
         return web.json_response(self._openai_object(job))
 
-    def _read_jsonl(self, data: bytes, job_id: str, cfg: SimConfig
-                    ) -> tuple[list[Line], list[dict[str, Any]] | None, str]:
+    def _read_jsonl(self, data: bytes, job_id: str, cfg: SimConfig, endpoint: str = OPENAI_ENDPOINT
+                    ) -> tuple[list[Line], list[dict[str, Any]] | None, str, int]:
+        """(lines, validation problems or None, model, embedding inputs over all lines)."""
         lines: list[Line] = []
+        inputs = 0
         problems: list[dict[str, Any]] = []
         seen: set[str] = set()
         models: set[str] = set()
@@ -293,23 +313,34 @@ class BatchDesk:
                 problems.append(_line_error("duplicate_custom_id", f"The custom_id for this request is a duplicate of another request: {custom_id}", number))
                 continue
             seen.add(custom_id)
-            if obj.get("method") != "POST" or obj.get("url") != OPENAI_ENDPOINT:
-                problems.append(_line_error("invalid_url", f"The URL provided for this request does not match the batch endpoint {OPENAI_ENDPOINT}.", number))
+            if obj.get("method") != "POST" or obj.get("url") != endpoint:
+                problems.append(_line_error("invalid_url", f"The URL provided for this request does not match the batch endpoint {endpoint}.", number))
                 continue
             if not isinstance(body, dict):
                 problems.append(_line_error("invalid_request", "Missing required parameter: 'body'.", number))
                 continue
             if isinstance(body.get("model"), str):
                 models.add(body["model"])
-            invalid = check_chat(body)
+            if endpoint == EMBEDDINGS_ENDPOINT:
+                checked = embeddings.check(body)
+                invalid = checked if isinstance(checked, Invalid) else None
+                inputs += _input_count(body)
+                response_format = None
+            else:
+                invalid = check_chat(body)
+                response_format = _response_format("openai", body)
             outcome = (f"invalid: {invalid.message}" if invalid
-                       else self._outcome(job_id, cfg, custom_id, _response_format("openai", body)))
+                       else self._outcome(job_id, cfg, custom_id, response_format))
             lines.append(Line(custom_id, body, outcome))
         if len(models) > 1:
             problems.append(_line_error("mismatched_model", "The provided model does not match the model of other requests in this batch.", None))
         if not lines and not problems:
             problems.append(_line_error("empty_file", "The batch input file is empty.", None))
-        return lines, (problems or None), (sorted(models)[0] if models else "")
+        if inputs > MAX_EMBEDDING_INPUTS:  # our words; OpenAI documents the limit, not the message
+            problems.append(_line_error(
+                "too_many_embedding_inputs", f"The batch has {inputs} embedding inputs across its "
+                f"requests; the limit for {EMBEDDINGS_ENDPOINT} batches is {MAX_EMBEDDING_INPUTS}.", None))
+        return lines, (problems or None), (sorted(models)[0] if models else ""), inputs
 
     def _outcome(self, job_id: str, cfg: SimConfig, custom_id: str,
                  response_format: dict[str, Any] | None) -> str:
@@ -326,7 +357,7 @@ class BatchDesk:
         ended = job.ended
         at = int(job.created_wall)
         out: dict[str, Any] = {
-            "id": job.id, "object": "batch", "endpoint": OPENAI_ENDPOINT, "model": job.model or None,
+            "id": job.id, "object": "batch", "endpoint": job.endpoint, "model": job.model or None,
             "errors": {"object": "list", "data": job.failure} if job.failure else None,
             "input_file_id": job.input_file_id, "completion_window": "24h", "status": status,
             "output_file_id": None, "error_file_id": None, "created_at": at,
@@ -548,6 +579,14 @@ _DIALECTS: dict[str, Dialect] = {"openai": ChatCompletions(), "anthropic": Messa
 def _response_format(api: str, body: dict[str, Any]) -> dict[str, Any] | None:
     """The answer's required shape, read by the real-time endpoint's own dialect."""
     return _DIALECTS[api].response_format(body)
+
+
+def _input_count(body: dict[str, Any]) -> int:
+    """How many inputs an embeddings body carries (a string or one token array is one)."""
+    raw = body.get("input")
+    if isinstance(raw, list) and raw and not all(isinstance(t, int) for t in raw):
+        return len(raw)
+    return 1 if raw else 0
 
 
 def _line_error(code: str, message: str, line: int | None) -> dict[str, Any]:

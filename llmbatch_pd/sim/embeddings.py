@@ -6,6 +6,8 @@ vectors. ``dimensions`` shortens the way OpenAI documents it: cut, then re-norma
 
 The request goes through the server's pipeline like a chat request: auth, body checks,
 quota, fault injection, the rate limiter (charged with the inputs' tokens), latency, the log.
+Batch jobs on ``/v1/embeddings`` (``batches.py``) validate and answer their lines with the same
+:func:`check` and :func:`response_object`.
 """
 
 from __future__ import annotations
@@ -117,17 +119,23 @@ def check(body: Any) -> tuple[str, list[str], int, int | None, str] | Invalid:
     return model, texts, sum(counts), dims, fmt
 
 
-def response_body(model: str, texts: list[str], tokens: int, dims: int | None, fmt: str) -> bytes:
-    """The ``{"object": "list", "data": [...]}`` body, with vectors as floats or base64."""
+def response_object(model: str, texts: list[str], tokens: int, dims: int | None, fmt: str
+                    ) -> dict[str, Any]:
+    """The ``{"object": "list", "data": [...]}`` answer, with vectors as floats or base64
+    (also the ``response.body`` of a batch job's line, so both paths give the same vectors)."""
     items = []
     for i, text in enumerate(texts):
         v = vector(model, text, dims)
         value: Any = (base64.b64encode(v.astype("<f4").tobytes()).decode() if fmt == "base64"
                       else v.tolist())
         items.append({"object": "embedding", "index": i, "embedding": value})
-    body = {"object": "list", "data": items, "model": model,
+    return {"object": "list", "data": items, "model": model,
             "usage": {"prompt_tokens": tokens, "total_tokens": tokens}}
-    return json.dumps(body, separators=(",", ":")).encode()
+
+
+def response_body(model: str, texts: list[str], tokens: int, dims: int | None, fmt: str) -> bytes:
+    """:func:`response_object` as compact JSON bytes."""
+    return json.dumps(response_object(model, texts, tokens, dims, fmt), separators=(",", ":")).encode()
 
 
 async def handle(server: SimServer, dialect: ChatCompletions, request: web.Request,
