@@ -8,6 +8,12 @@ estimate, then progress, then leave the static summary; then add a cell with a l
 estimate with Run and Cancel and sends nothing; Run starts it, Cancel stops it, and a following
 cell finds the finished rows kept. Screenshots go to ``build/browser_*.png``.
 
+A second test opens a notebook of its own and checks the two newer panels: ``apply`` with
+``model=[...]`` (two models side by side: one card with the estimate table, a row per model and a
+total row, then a progress line per model, then the combined summary with its total row), and
+``submit(mode="batch")`` (the batch job's status word and processed count while it polls, then a
+summary naming the job and half price).
+
 Isolation: the server and its kernel get a temporary root (a copy of ``notebooks/``), Jupyter
 config, data, runtime, settings and workspace directories, a private ``LLMBATCH_PD_CACHE`` and
 no provider key (the notebook starts its own simulator). The server listens on 127.0.0.1 with a
@@ -288,6 +294,152 @@ def test_panel_in_jupyterlab(tmp_path):
             assert answered >= sent - 10, kept  # requests in flight finished and were kept
             assert kept["later"] == kept["sent"], kept  # nothing sent after the run stopped
             assert sent < 1500, kept  # it stopped early, well before the end
+
+            assert outside == [], f"the page tried to leave the machine: {outside}"
+            assert errors == [], errors
+        finally:
+            browser.close()
+
+
+# -- several models side by side, and batch mode ------------------------------------------
+
+# A notebook of its own: one simulator answers both runs (ttft_ms slows the real-time
+# requests so the live lines last a few seconds; batch_seconds is how long a batch job takes).
+SETUP_CELL = """\
+import pandas as pd
+import llmbatch_pd
+from llmbatch_pd.sim import Simulator
+sim = Simulator(ttft_ms=300, batch_seconds=4).start()
+endpoint = {"base_url": sim.base_url, "api_key": "sk-simulator"}
+df = pd.DataFrame({"text": [f"review number {i}" for i in range(60)]})
+TEMPLATE = "Classify the sentiment of this review: {text}"
+print("READY")"""
+
+MODELS_CELL = """\
+both = df.llm.apply(TEMPLATE, model=["openai/gpt-4.1-mini", "openai/gpt-4.1-nano"], output="sentiment",
+                    max_tokens=5, concurrency=4, **endpoint)"""
+
+# another template: the side-by-side run put its answers in the cache
+BATCH_CELL = """\
+job = df.llm.submit("Batch: classify this review: {text}", model="openai/gpt-4.1-mini", output="sentiment",
+                    max_tokens=5, mode="batch", poll_interval=0.05, **endpoint)"""
+
+BATCH_LIVE = re.compile(r"Batch job\s+(validating|in_progress|finalizing)")
+
+
+def notebook_json(*sources: str) -> str:
+    cells = [{"cell_type": "code", "execution_count": None, "id": f"cell{i}", "metadata": {},
+              "outputs": [], "source": source} for i, source in enumerate(sources)]
+    return json.dumps({"cells": cells, "nbformat": 4, "nbformat_minor": 5, "metadata": {
+        "kernelspec": {"name": "python3", "display_name": "Python 3 (ipykernel)", "language": "python"},
+        "language_info": {"name": "python"}}})
+
+
+@pytest.mark.slow  # about 25 s: JupyterLab, Chromium, a kernel, 120 slow requests, one 4 s batch job
+@pytest.mark.timeout(180)
+def test_side_by_side_and_batch_in_jupyterlab(tmp_path):
+    """``model=[...]``: one card with the estimate table (a row per model and a total row), a
+    progress line per model while they run, then the combined summary. ``mode="batch"``: the
+    panel shows the job's status while it polls, and the summary names the job and half price."""
+    try:
+        from playwright.sync_api import expect, sync_playwright
+    except ImportError:
+        unavailable("playwright is not installed (pip install -e '.[dev]')")
+    executable = chromium_path()
+    BUILD.mkdir(exist_ok=True)
+
+    with jupyterlab(tmp_path) as (base, token), sync_playwright() as pw:
+        (tmp_path / "notebooks" / "panels.ipynb").write_text(notebook_json(SETUP_CELL, MODELS_CELL))
+        browser = pw.chromium.launch(executable_path=executable, args=BROWSER_ARGS, headless=True)
+        try:
+            context = browser.new_context(viewport={"width": 1280, "height": 1000})
+            outside: list[str] = []
+
+            def only_the_server(route):
+                url = route.request.url
+                if url.startswith((base + "/", base.replace("http", "ws", 1) + "/")):
+                    route.continue_()
+                else:
+                    outside.append(url)
+                    route.abort()
+
+            context.route("**/*", only_the_server)
+            context.set_default_timeout(30_000)
+            expect.set_options(timeout=30_000)
+            page = context.new_page()
+            errors: list[str] = []
+            page.on("pageerror", lambda exc: errors.append(str(exc)))
+
+            page.goto(f"{base}/lab/tree/panels.ipynb?token={token}")
+            page.wait_for_selector(".jp-Notebook .jp-CodeCell", timeout=60_000)
+            status = page.locator(".jp-StatusBar-Widget", has_text=IDLE).first
+            expect(status).to_be_visible(timeout=60_000)
+            page.evaluate(RECORDER)
+
+            # -- 1. two models side by side: one card, a line per model, one summary ---------
+            page.locator(".lm-MenuBar-itemLabel", has_text=re.compile(r"^Run$")).click()
+            page.locator(".lm-Menu-itemLabel", has_text=re.compile(r"^Run All Cells$")).click()
+            setup_output = cell_with(page, "sim = Simulator").locator(".jp-OutputArea-output")
+            expect(setup_output).to_contain_text("READY")
+            models_cell = cell_with(page, "both = df.llm.apply")
+            live = models_cell.locator(".llmbatch-panel")
+            expect(live).to_contain_text(re.compile(r"running", re.I))
+            expect(live).to_have_count(1)  # one card for both models
+            lines_live = re.compile(r"gpt-4\.1-mini\s+\d+/60.*gpt-4\.1-nano\s+([1-9]|[1-5]\d)/60", re.S)
+            expect(live).to_contain_text(lines_live, use_inner_text=True)  # a line per model, in one card
+            models_cell.screenshot(path=BUILD / "browser_models_progress.png")
+            summary = models_cell.locator(".llmbatch-report")
+            expect(summary).to_be_visible()
+            expect(live).to_have_count(0)  # replaced by the summary
+            expect(summary).to_have_count(1)
+            models_cell.screenshot(path=BUILD / "browser_models_summary.png")
+
+            text = summary.inner_text()
+            assert "gpt-4.1-mini" in text and "gpt-4.1-nano" in text, text
+            assert re.search(r"Total\s+2 models", text), text
+            assert re.search(r"\bdone\b", text, re.I), text
+            for model in ("gpt-4.1-mini", "gpt-4.1-nano"):  # every row answered by each model
+                assert re.search(rf"{re.escape(model)}\s+60\s+0\b", text), text
+            assert re.search(r"Total\s+2 models\s+120\s+0\b", text), text
+
+            panels = [t[len("PANEL "):] for t in page.evaluate("window.__llmbatch") if t.startswith("PANEL ")]
+            assert panels, "the widget panel never rendered (is jupyterlab_widgets installed?)"
+            # the estimate table is the state the card is displayed with; the first update
+            # (a tick, 0.1 s, later) turns it into the plan line: the recorder sees the table
+            # (tests/test_ui.py pins the table itself; a loaded CI machine may paint only the
+            # plan line that follows it, as the single-model test above also accepts)
+            tables = [t for t in panels if "Tokens in" in t and "Wall time" in t]
+            assert any("gpt-4.1-mini" in t and "gpt-4.1-nano" in t and re.search(r"Total\s+2 models", t)
+                       for t in tables) or any("Plan:" in t for t in panels), panels[:3]
+            lines = {model: [int(n) for t in panels for n in re.findall(rf"{re.escape(model)}\s+(\d+)/60", t)]
+                     for model in ("gpt-4.1-mini", "gpt-4.1-nano")}
+            for model, seen in lines.items():
+                assert any(0 < n < 60 for n in seen), f"no live line for {model} between 0 and 60: {seen}"
+            totals = [int(n) for t in panels for n in re.findall(r"(\d+) / 120 rows over 2 models", t)]
+            assert any(0 < n < 120 for n in totals), totals
+
+            # -- 2. batch mode: the job's status while it polls, then the summary ------------
+            batch_cell = run_new_cell(page, BATCH_CELL)
+            panel = batch_cell.locator(".llmbatch-panel")
+            expect(panel).to_contain_text(BATCH_LIVE, use_inner_text=True)
+            expect(panel).to_contain_text("half price applies")
+            expect(panel).to_contain_text(re.compile(r"Batch job\s+in_progress\s+·\s+([1-9]|[1-5]\d) / 60 "
+                                                     r"requests processed"), use_inner_text=True)
+            batch_cell.screenshot(path=BUILD / "browser_batch_status.png")
+            report = batch_cell.locator(".llmbatch-report")
+            expect(report).to_be_visible()
+            expect(panel).to_have_count(0)
+            batch_cell.screenshot(path=BUILD / "browser_batch_summary.png")
+            text = report.inner_text()
+            assert re.search(r"Batch jobs\s+completed", text), text
+            assert re.search(r"1 job: batch_", text), text
+            assert re.search(r"Batch\s+half price", text), text
+            assert re.search(r"Answered\s+60\b", text), text
+            assert "gpt-4.1-mini · batch" in text, text
+
+            seen = [t for t in page.evaluate("window.__llmbatch") if t.startswith("PANEL ")]
+            words = {m.group(1) for t in seen for m in [BATCH_LIVE.search(t)] if m}
+            assert "in_progress" in words, words
 
             assert outside == [], f"the page tried to leave the machine: {outside}"
             assert errors == [], errors
