@@ -39,6 +39,7 @@ class Pilot:
     estimated_input_tokens: int = 0  # as we counted the same prompts
     output_tokens: int = 0
     latency_s: float = 0.0  # mean seconds per request
+    source: str = "pilot"  # or "history": earlier runs of the same template on this model
 
     @property
     def input_ratio(self) -> float:
@@ -127,7 +128,9 @@ def build(
     cap = max_tokens or DEFAULT_MAX_OUTPUT
     if pilot and pilot.requests:
         per_answer = pilot.output_tokens / pilot.requests
-        basis = f"pilot of {pilot.requests} requests: {per_answer:.0f} output tokens per answer"
+        basis = (f"pilot of {pilot.requests} requests" if pilot.source == "pilot" else
+                 f"{pilot.requests:,} earlier answers to this template")
+        basis += f": {per_answer:.0f} output tokens per answer"
         low_per = min(per_answer * 0.5, cap)
         latency = pilot.latency_s or DEFAULT_LATENCY_S
     else:

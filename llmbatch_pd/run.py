@@ -28,7 +28,7 @@ from .pricing import Price, cost
 from .prompts import MISSING_POLICIES, MissingValue, Template, build_messages, request_key
 from .providers.base import Provider
 from .stats import EngineStats
-from .store import Store
+from .store import History, Store
 from .tokens import TokenCounter, counter_for
 from .types import Reply, Request, Usage
 
@@ -37,6 +37,7 @@ if TYPE_CHECKING:  # aiohttp loads on the first run (~200 ms of import), pydanti
     from .engine import Engine
     from .schema import OutputSchema
 
+MIN_HISTORY = 5  # answered requests of a template before its history replaces the defaults
 LOOKUP_CHUNK = 256  # rows rendered and looked up in the cache together
 NO_USAGE = Usage()  # shared by every row that paid nothing (cached, duplicate); never mutated
 RowSource = Callable[[], Iterable[Mapping[str, Any]]]
@@ -260,6 +261,7 @@ class Run:
         self.keep_replies = False  # a pilot keeps its answers (by key) for the main run
         self.replies: dict[str, Reply] = {}
         self.sent_estimated_tokens = 0  # our count of the prompts that were answered
+        self.answered_usage = [0, 0, 0]  # answers, their input and output tokens (not a pilot's)
         self._unsaved: list = []
 
     # the request stream ------------------------------------------------------------------
@@ -358,6 +360,9 @@ class Run:
             self._unsaved.append((request.key, self.spec.provider.model, reply))
         if reply is not None:
             self.sent_estimated_tokens += request.est_input_tokens
+            self.answered_usage[0] += 1  # this run's own answers, for the history
+            self.answered_usage[1] += reply.usage.input_tokens
+            self.answered_usage[2] += reply.usage.output_tokens
             if self.keep_replies:
                 self.replies[request.key] = reply
         rows = [request.index, *self._followers.pop(request.index, ())]
@@ -428,23 +433,61 @@ class Run:
         )
 
     def plan(self, pilot: plan.Pilot | None = None) -> plan.Estimate:
-        """Walk the request stream without sending anything and estimate the run."""
+        """Walk the request stream without sending anything and estimate the run. Without a
+        pilot, earlier runs of the same template on this model (in the cache file) stand in."""
         spec = self.spec
         self._open_store()
+        history = None
         try:
             counts = [r.est_input_tokens for r in self._requests()]
+            history = self.store.get_history(self.history_key) if self.store is not None else None
+        except sqlite3.Error:
+            pass  # an estimate from defaults is still an estimate
         finally:
             self._close_store()
+        if pilot is None and history is not None and history.requests >= MIN_HISTORY:
+            pilot = plan.Pilot(history.requests, history.input_tokens, history.estimated_input_tokens,
+                               history.output_tokens, history.latency_total / history.requests,
+                               source="history")
+        learned = history if history is not None else None
         r = self.report
         estimate = plan.build(
             spec.model.full, rows=self.n, duplicates=r.duplicates, cached=r.cached + r.prefilled,
             skipped=r.skipped, too_long=r.too_long, input_counts=counts, exact=spec.counter.exact,
             token_counting=spec.counter.name, price=spec.price, max_tokens=spec.max_tokens,
-            concurrency=spec.concurrency, rpm=spec.rpm, tpm=spec.tpm, budget=spec.budget,
-            pilot=pilot,
+            concurrency=spec.concurrency, rpm=spec.rpm or (learned.rpm if learned else None),
+            tpm=spec.tpm or (learned.tpm if learned else None), budget=spec.budget, pilot=pilot,
         )
         estimate.cache_saves = r.saved_by_cache if spec.price is not None else None
         return estimate
+
+    @property
+    def history_key(self) -> str:
+        """What identifies "the same job" for the history: endpoint, model, template, system
+        prompt and parameters (answer length depends on them), never the rows. Not max_tokens:
+        it only cuts answers, and budget= sets it, which must not hide the history."""
+        spec = self.spec
+        params = {k: v for k, v in spec.params.items() if k != "max_tokens"}
+        return request_key(spec.provider.endpoint, spec.provider.model,
+                           [{"template": spec.template.text, "system": spec.system_prompt}],
+                           {**params, "history": 1})
+
+    def _remember(self) -> None:
+        """Add this run's measurements to the template's history (real time only: a batch
+        job's latency says nothing about the next real-time run)."""
+        answered, input_tokens, output_tokens = self.answered_usage
+        if self.store is None or self.engine is None or not answered:
+            return
+        limiter = self.engine.limiter
+        from_headers = limiter.learned_from == "headers"
+        rpm = limiter.requests.rate * 60 if from_headers and limiter.requests.rate else None
+        tpm = limiter.tokens.rate * 60 if from_headers and limiter.tokens.rate else None
+        try:
+            self.store.add_history(self.history_key, History(
+                answered, input_tokens, self.sent_estimated_tokens, output_tokens,
+                self.stats.latency_total, rpm, tpm))
+        except sqlite3.Error:
+            pass  # the answers matter, the history is a nicety
 
     def _open_store(self) -> None:
         if self.spec.cache_path is not None:
@@ -499,6 +542,7 @@ class Run:
             self._close_unfinished("cancelled: the run was interrupted before this row finished")
             raise
         finally:
+            self._remember()
             self._close_store()
         self._close_unfinished(f"not sent: {self.stats.stop_reason or 'the run ended first'}")
         return self.report

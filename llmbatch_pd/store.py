@@ -81,7 +81,41 @@ def _v3(db: sqlite3.Connection) -> None:
     )
 
 
-MIGRATIONS: list[Callable[[sqlite3.Connection], None]] = [_v1, _v2, _v3]
+def _v4(db: sqlite3.Connection) -> None:
+    """What earlier runs of one template on one model measured (answer length, latency, the
+    rate limits learned), so the next estimate starts from facts instead of defaults."""
+    db.execute(
+        """CREATE TABLE history (
+            key TEXT PRIMARY KEY,
+            requests INTEGER NOT NULL,
+            input_tokens INTEGER NOT NULL,
+            estimated_input_tokens INTEGER NOT NULL,
+            output_tokens INTEGER NOT NULL,
+            latency_total REAL NOT NULL,
+            rpm REAL,
+            tpm REAL,
+            updated REAL NOT NULL
+        )"""
+    )
+
+
+MIGRATIONS: list[Callable[[sqlite3.Connection], None]] = [_v1, _v2, _v3, _v4]
+HISTORY_KEEP = 1000
+"""History is a running sum that weighs at most this many earlier requests, so recent runs
+(a changed prompt style, a provider that got faster) count."""
+
+
+@dataclass(frozen=True)
+class History:
+    """Sums over earlier answered requests of one template on one model."""
+
+    requests: int
+    input_tokens: int
+    estimated_input_tokens: int
+    output_tokens: int
+    latency_total: float
+    rpm: float | None = None  # rate limits learned from the provider's headers, per minute
+    tpm: float | None = None
 
 
 def keys_digest(keys: Iterable[str]) -> str:
@@ -239,6 +273,30 @@ class Store:
         except BaseException:
             self.db.execute("ROLLBACK")
             raise
+
+    # what earlier runs measured -------------------------------------------------------------
+
+    def get_history(self, key: str) -> History | None:
+        row = self.db.execute(
+            "SELECT requests, input_tokens, estimated_input_tokens, output_tokens, latency_total, "
+            "rpm, tpm FROM history WHERE key = ?", (key,)).fetchone()
+        return History(*row) if row else None
+
+    def add_history(self, key: str, run: History) -> None:
+        """Fold one run's figures into the template's history (older ones weigh less)."""
+        old = self.get_history(key)
+        if old is not None:
+            keep = min(1.0, HISTORY_KEEP / old.requests) if old.requests else 1.0
+            run = History(
+                round(old.requests * keep) + run.requests,
+                round(old.input_tokens * keep) + run.input_tokens,
+                round(old.estimated_input_tokens * keep) + run.estimated_input_tokens,
+                round(old.output_tokens * keep) + run.output_tokens,
+                old.latency_total * keep + run.latency_total,
+                run.rpm or old.rpm, run.tpm or old.tpm)
+        self.db.execute("INSERT OR REPLACE INTO history VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?)",
+                        (key, run.requests, run.input_tokens, run.estimated_input_tokens,
+                         run.output_tokens, run.latency_total, run.rpm, run.tpm, time.time()))
 
     # embeddings ---------------------------------------------------------------------------
 

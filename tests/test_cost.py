@@ -129,3 +129,41 @@ def test_pilot_answers_are_kept_not_paid_twice(llm, sim):
     out = df.llm.apply("Summarise: {text}", **llm)
     assert len(sim.log) == 100  # the pilot's 10 came from the cache
     assert out.llm.report.cached == 10
+
+
+# -- earlier runs of a template stand in for a pilot ----------------------------------------
+
+TEMPLATE = "Classify the sentiment of this review as positive, negative or neutral.\nReview: {t}"
+
+
+def test_a_second_run_of_a_template_is_estimated_from_the_first(llm, sim):
+    df = pd.DataFrame({"t": varied_texts(300, seed=3)})
+    first = df.llm.estimate(TEMPLATE, **llm)
+    assert "default" in df.head(100).llm.apply(TEMPLATE, budget=1.0, **llm).llm.report.estimate.output_basis
+    rest = df.iloc[100:]
+    later = rest.llm.estimate(TEMPLATE, **llm)
+    out = rest.llm.apply(TEMPLATE, budget=1.0, **llm)
+    report = out.llm.report
+    assert "earlier answers to this template" in report.estimate.output_basis
+    assert later["output_tokens"].iloc[0] == pytest.approx(report.stats.output_tokens, rel=0.25)
+    assert later["cost"].iloc[0] == pytest.approx(report.stats.cost, rel=0.15)
+    # the defaults (100 output tokens an answer) were far off for a one-word answer
+    assert first["output_tokens"].iloc[0] / 300 > 5 * later["output_tokens"].iloc[0] / 200
+    other = rest.llm.estimate("Summarise: {t}", **llm)  # another template has no history
+    assert other["output_tokens"].iloc[0] == 100 * len(rest)
+
+
+def test_learned_rate_limits_shape_the_next_wall_time_estimate(private_cache):
+    with Simulator(ttft_ms=5, api_key=KEY, rpm=600) as limited:
+        kw = {"model": MODEL, "base_url": limited.base_url, "api_key": KEY, "progress": False}
+        df = pd.DataFrame({"t": [f"review {i}" for i in range(400)]})
+        before = df.llm.estimate(TEMPLATE, **kw)["wall_time_s"].iloc[0]
+        df.head(20).llm.apply(TEMPLATE, **kw)  # the headers say 600 requests a minute
+        after = df.llm.estimate(TEMPLATE, **kw)["wall_time_s"].iloc[0]
+    assert before < 15 and 35 < after < 50  # 380 requests at ~10 a second
+
+
+def test_no_history_without_a_cache(llm, sim):
+    df = pd.DataFrame({"t": varied_texts(30, seed=4)})
+    df.llm.apply(TEMPLATE, cache=False, **llm)
+    assert df.llm.estimate(TEMPLATE, cache=False, **llm)["output_tokens"].iloc[0] == 100 * 30
