@@ -3,10 +3,13 @@
 The simulator (in its own process) enforces ``--rpm`` requests per minute the way OpenAI
 does: a bucket holding ``burst_seconds`` worth of requests (default 1 s), refilled
 continuously, ``x-ratelimit-*`` headers on every answer and a 429 with ``retry-after-ms`` when
-the bucket is empty. Two runs, each against fresh buckets:
+the bucket is empty. Four runs, each against fresh buckets:
 
 - told: ``apply(..., rpm=LIMIT)``;
-- not told: the engine learns the limit from the headers (and from 429s).
+- not told: the engine learns the limit from the headers (and from 429s);
+- not told, no headers, retry-after on 429: the simulator sends no ``x-ratelimit-*`` (as vLLM
+  and many gateways), so the engine learns only from 429s and their ``retry-after-ms``;
+- not told, no headers, bare 429: nor any ``retry-after``: the 429 status is all it gets.
 
 Achieved rate, from the simulator's log: successful requests between the first and the last
 success, ``(n - 1) / (t_last - t_first) × 60``; the steady rate leaves out the first
@@ -15,6 +18,7 @@ rows / wall time of the whole ``apply`` call × 60.
 
     .venv/bin/python benchmarks/rate_limit.py
     .venv/bin/python benchmarks/rate_limit.py --rows 600 --rpm 1200
+    .venv/bin/python benchmarks/rate_limit.py --only "no headers"
 """
 
 from __future__ import annotations
@@ -27,6 +31,17 @@ import time
 from pathlib import Path
 
 from _common import KEY, MODEL, Meter, machine_line, table, yes_no
+
+# name -> (rpm told to apply, simulator knobs, target: (share of the limit, share of 429s))
+SCENARIOS = {
+    "told rpm=": (True, {}, (0.95, 0.01)),
+    "not told (headers, 429s)": (False, {}, (0.90, 0.05)),
+    "not told, no headers, retry-after on 429": (
+        False, {"rate_limit_headers": False}, (0.80, 0.10)),
+    "not told, no headers, bare 429": (
+        False, {"rate_limit_headers": False, "retry_after_on_429": False}, (0.80, 0.10)),
+}
+TELLS_ALL = {"rate_limit_headers": True, "retry_after_on_429": True}
 
 
 def run_once(sim, rows: int, concurrency: int, rpm: int | None, tag: str) -> dict:
@@ -99,7 +114,11 @@ def main() -> None:
         default=2.0,
         help="seconds left out at the start for the steady rate",
     )
+    ap.add_argument(
+        "--only", default="", help="run only the scenarios whose name contains this text"
+    )
     args = ap.parse_args()
+    scenarios = {k: v for k, v in SCENARIOS.items() if args.only in k}
 
     from llmbatch_pd.sim import Simulator
 
@@ -120,12 +139,13 @@ def main() -> None:
         log=True,
         api_key=KEY,
     ) as sim:
-        for name, told in (("told rpm=", args.rpm), ("not told (headers, 429s)", None)):
-            runs[name] = run_once(sim, args.rows, args.concurrency, told, tag=name)
+        for name, (told, knobs, _) in scenarios.items():
+            sim.configure(**(TELLS_ALL | knobs))
+            told_rpm = args.rpm if told else None
+            runs[name] = run_once(sim, args.rows, args.concurrency, told_rpm, tag=name)
             print(f"  {name}: {runs[name]['wall']:.1f} s", file=sys.stderr, flush=True)
 
     rows, checks = [], []
-    targets = {"told rpm=": (0.95, 0.01), "not told (headers, 429s)": (0.90, 0.05)}
     for name, r in runs.items():
         ok_times = sorted(e["t"] for e in r["log"] if e["status"] == 200)
         log_rpm = rate_from_log(ok_times)
@@ -149,7 +169,7 @@ def main() -> None:
                 ", ".join(f"{k}: {v}" for k, v in r["retries"].items()) or "none",
             ]
         )
-        want_rate, want_429 = targets[name]
+        want_rate, want_429 = scenarios[name][2]
         achieved = (log_rpm or 0) / args.rpm
         checks.append(
             [

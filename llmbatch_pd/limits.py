@@ -5,8 +5,9 @@ cost / rate, and the caller sleeps until its slot. Reservations are taken in cal
 workers are served first come, first served, with no polling loop and O(1) work per send.
 
 Limits come from the user (``rpm=``, ``tpm=``), from the provider's rate-limit headers, or,
-when neither says anything, from 429s: each 429 halves the pace we had reached, and every
-success earns a little back (additive increase, multiplicative decrease).
+when neither says anything (vLLM, many gateways), from 429s: under sustained 429 pressure the
+server's rate is estimated from the successes it lets through, we pace just under that, win
+pace back slowly with time, and step back at the first 429 a probe provokes.
 """
 
 from __future__ import annotations
@@ -38,9 +39,9 @@ class Pacer:
 
     def reserve(self, cost: float = 1.0) -> float:
         """Take a slot for ``cost`` units; returns how many seconds to wait before sending."""
-        if not self.rate:
-            return 0.0
         now = self._clock()
+        if not self.rate:  # unlimited, but a hold (Retry-After) still applies
+            return max(0.0, self._tat - self.burst_seconds - now)
         tat = max(self._tat, now)
         self._tat = tat + cost / self.rate
         return max(0.0, tat - self.burst_seconds - now)
@@ -62,15 +63,24 @@ class RateLimiter:
     A lone 429 only delays its own request (the engine honours its Retry-After). The pace
     changes only under *pressure*: more than ``threshold`` of the last responses were 429s.
     Then everyone waits out the server's hint once and, if no header told us the limit, the
-    pace drops to ``BACKOFF`` times the rate we were sending at; calm responses raise it again
-    until it no longer binds. If slowing down does not lower the share of 429s, they are not
-    about our pace: the cut is undone and the threshold raised.
+    pace drops to just under the rate the server was *serving* (successes per second over the
+    last ``SEND_WINDOW``: a server refusing the excess lets through exactly its limit), and at
+    least to ``BACKOFF`` times the rate we were sending at. That pace is the ``ceiling``, the
+    best known estimate of the limit. Calm responses win pace back with time, not per answer
+    (per-answer growth compounds faster the faster we go, and overshoots): quickly
+    (``FAST_GROWTH``) while below the ceiling or when it is unknown, slowly (``PROBE``) above
+    it, and the first 429 such a probe provokes puts the pace back on the ceiling. If slowing
+    down does not lower the share of 429s, they are not about our pace: the cut is undone and
+    the threshold raised.
     """
 
     WINDOW = 50
     MIN_SAMPLE = 20
     PRESSURE_SHARE = 0.15
     BACKOFF = 0.7
+    HEADROOM = 0.95  # pace this close to the rate the server was seen to serve
+    FAST_GROWTH = 0.7  # per second (compounded: about x2 a second) below the ceiling
+    PROBE = 0.02  # per second above the ceiling: +2 % a second, so an overshoot stays small
 
     def __init__(
         self,
@@ -91,6 +101,11 @@ class RateLimiter:
         self._first_send = 0.0
         self.threshold = self.PRESSURE_SHARE
         self._cut: tuple[float | None, float] | None = None  # (pace before, pressure then)
+        # Learning from 429s alone: when successes came back, and the pace they vouch for.
+        self._served: deque[float] = deque()  # success times over the last SEND_WINDOW
+        self._first_served = 0.0
+        self.ceiling: float | None = None
+        self._grown_at = 0.0
 
     SEND_WINDOW = 2.0
 
@@ -128,6 +143,19 @@ class RateLimiter:
         span = min(self.SEND_WINDOW, max(now - self._first_send, 0.1))
         return len(self._sends) / span
 
+    def _served_rate(self) -> tuple[float, bool]:
+        """Successes per second over the last SEND_WINDOW, and whether that is a fair measure.
+
+        Early in a run answers still in flight are missing from the count, so the rate reads
+        low: it is "fair" only once successes have been coming back for half a window.
+        """
+        now = self._clock()
+        while self._served and self._served[0] < now - self.SEND_WINDOW:
+            self._served.popleft()
+        waited = now - self._first_served if self._first_served else 0.0
+        span = min(self.SEND_WINDOW, max(waited, 0.1))
+        return len(self._served) / span, waited >= self.SEND_WINDOW / 2
+
     def observe(self, info: RateLimitInfo | None) -> None:
         """Learn from a response's rate-limit headers: they are the authority."""
         if info is None:
@@ -152,8 +180,20 @@ class RateLimiter:
         """A 429. Under sustained pressure, slow down; otherwise leave the pace alone."""
         self._record(1)
         now = self._clock()
+        rate = self.requests.rate
+        if self.learned_from == "429s" and self.ceiling and rate and rate > self.ceiling:
+            # probing above the last known limit found it again: back to where it was calm,
+            # or to what the server served meanwhile, if that is more
+            served, fair = self._served_rate()
+            if fair:
+                self.ceiling = max(self.ceiling, min(served * self.HEADROOM, rate))
+            self.requests.rate = self.ceiling
+            self._grown_at = now
         pressure = self.pressure
-        if pressure < self.threshold or now < self._calm_until:
+        # Once 429s have set the pace they are known to be about it: react to half the share,
+        # or a pace a little above the limit would sit between "grow" and "cut" for good.
+        threshold = self.threshold / 2 if self.learned_from == "429s" else self.threshold
+        if pressure < threshold or now < self._calm_until:
             return
         self._recent.clear()
         self._limited = 0
@@ -163,32 +203,65 @@ class RateLimiter:
             self.requests.rate = self._cut[0]
             self.threshold = min(0.6, pressure + 0.1)
             self._cut = None
+            self.ceiling = None
             self._calm_until = now + self.SEND_WINDOW
             return
-        # act once per episode: give the new pace time to show before judging again
         pause = min(retry_after if retry_after is not None else 1.0, 10.0)
+        served, fair = self._served_rate()
+        if self.learned_from is None and not fair:
+            # The run has just begun: answers still in flight are missing from the served
+            # count, and a pace set from it would be far too low (and, reserved by every
+            # worker at once, would last long after). Hold everyone until they are back.
+            pause = max(pause, self.SEND_WINDOW / 2)
+            self.requests.hold_until(now + pause)
+            self._calm_until = now + pause
+            return
+        # act once per episode: give the new pace time to show before judging again
         self._calm_until = now + pause + self.SEND_WINDOW
         self.requests.hold_until(now + pause)
         # remember the pace before the first cut of a chain, so an undo restores all of it
         self._cut = (self._cut[0] if self._cut else self.requests.rate, pressure)
         if self.learned_from in (None, "429s"):
             current = self.requests.rate or self._send_rate() or 1.0
-            self.requests.rate = max(current * self.BACKOFF, 0.2)
+            # A server refusing our excess lets its limit through: pace just under what it
+            # served. A reading not yet fair is low, which is safe: it sets no ceiling, and
+            # growth below an unknown ceiling is fast.
+            target = served * self.HEADROOM
+            if not fair:
+                target = min(current * self.BACKOFF, target)
+            self.requests.rate = max(target, 0.2)
+            self.ceiling = target if fair else None
+            self._grown_at = now + pause
             self.learned_from = "429s"
 
     def on_success(self) -> None:
         """Calm answers win back the pace that 429s took, until it no longer binds."""
         self._record(0)
-        if self.learned_from != "429s" or not self.requests.rate:
+        if self.learned_from not in (None, "429s"):
+            return
+        now = self._clock()
+        self._served.append(now)
+        if not self._first_served:
+            self._first_served = now
+        if not self.requests.rate:
+            self._served_rate()  # trims the window, so it never grows with the run
             return
         if len(self._recent) >= self.MIN_SAMPLE and self.pressure < self.threshold / 2:
             if len(self._recent) == self.WINDOW:
                 self._cut = None  # calm over a whole window: the slow-down worked
-            self.requests.rate *= 1.02
+            # growth with time, not per answer: a step covers at most a quarter second
+            elapsed = min(max(now - self._grown_at, 0.0), 0.25)
+            self._grown_at = max(self._grown_at, now)
+            below = self.ceiling is None or self.requests.rate < self.ceiling
+            grown = self.requests.rate * (1 + (self.FAST_GROWTH if below else self.PROBE) * elapsed)
+            if below and self.ceiling is not None:
+                grown = min(grown, self.ceiling)  # fast up to the ceiling, then probe slowly
+            self.requests.rate = grown
             sending = self._send_rate()
             if sending and self.requests.rate > 4 * sending:
                 self.requests.rate = None  # far above what we send: the limit is gone
                 self.learned_from = None
+                self.ceiling = None
 
     def __repr__(self) -> str:
         return (

@@ -1,7 +1,8 @@
 """``python -m llmbatch_pd.sim``: serve the simulator; the first stdout line is its base URL.
 
 Every ``SimConfig`` knob is a flag (``fault_429`` -> ``--fault-429``; ``none`` clears an
-optional limit). A JSON config in ``$LLMBATCH_SIM_CONFIG`` is the base the flags override;
+optional limit; a switch has a ``--no-`` form: ``--no-rate-limit-headers``,
+``--no-retry-after-on-429`` for a server that, like vLLM, says nothing about its limits). A JSON config in ``$LLMBATCH_SIM_CONFIG`` is the base the flags override;
 ``Simulator(process=True)`` uses it so an api_key never shows in the process list.
 """
 

@@ -31,6 +31,12 @@ class SimConfig:
     rpm: int | None = None
     tpm: int | None = None
     burst_seconds: float = 1.0
+    # What the limits say on the wire. rate_limit_headers=False sends no x-ratelimit-* /
+    # anthropic-ratelimit-* header on any answer, as vLLM and many gateways do (limits still
+    # apply); retry_after_on_429=False sends every 429 (limiter and fault_429 alike) without
+    # retry-after / retry-after-ms, so a client learns nothing but the status.
+    rate_limit_headers: bool = True
+    retry_after_on_429: bool = True
     # Faults: per-request probabilities (their sum must stay <= 1), drawn from Random(seed).
     seed: int = 0
     fault_429: float = 0.0

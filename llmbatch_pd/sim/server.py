@@ -41,6 +41,8 @@ _Handler = Callable[[web.Request, Entry], Awaitable[web.StreamResponse]]
 OPENAI = ChatCompletions()
 ANTHROPIC = Messages()
 _SECRET_HEADERS = frozenset({"authorization", "x-api-key", "api-key", "proxy-authorization"})
+_LIMIT_HEADER_PREFIXES = ("x-ratelimit-", "anthropic-ratelimit-")
+_RETRY_HEADERS = ("retry-after", "retry-after-ms")
 
 
 class SimServer:
@@ -166,6 +168,7 @@ class SimServer:
                 if self.captured.maxlen:
                     await self._capture(request)
                 response = await handler(request, entry)
+                self._hide_limits(response)
                 entry["status"] = None if entry["fault"] == "reset" else response.status
                 return response
             finally:
@@ -174,6 +177,21 @@ class SimServer:
                 self.log.finished(entry, self.config.log)
 
         return run
+
+    def _hide_limits(self, response: web.StreamResponse) -> None:
+        """Drop what this server is configured not to tell (``rate_limit_headers``,
+        ``retry_after_on_429``). Done once here, on the way out, so every route (chat,
+        messages, embeddings) and every 429 (limiter or fault) follows the same knobs."""
+        cfg = self.config
+        if (cfg.rate_limit_headers and cfg.retry_after_on_429) or response.prepared:
+            return
+        headers = response.headers
+        if not cfg.rate_limit_headers:
+            for name in [k for k in headers if k.lower().startswith(_LIMIT_HEADER_PREFIXES)]:
+                headers.popall(name, None)
+        if not cfg.retry_after_on_429 and response.status == 429:
+            for name in _RETRY_HEADERS:
+                headers.popall(name, None)
 
     async def _capture(self, request: web.Request) -> None:
         """Keep the request's headers (secrets masked) and body, for comparing clients."""
