@@ -20,12 +20,11 @@ from .budget import Ledger
 from .loop_thread import Call, engine_loop, run_sync
 from .models import make_provider, parse_model
 from .prompts import Template
-from .run import Run, RunReport, RunReports, RunSpec, check_limits
+from .run import Run, RunReport, RunReports, RunSpec, check_limits, check_mode
 from .ui import choose_display
 
 CHUNK = 2048
 DEFAULT_OUTPUT = "llm_output"
-MODES = ("realtime", "batch")
 REPORT_ATTR = "llm_report"
 _last: dict[str, Any] = {}
 
@@ -89,11 +88,7 @@ def _spec(df: pd.DataFrame, template: str, *, model: str, system: str | None = N
           poll_interval: float = 30.0, schema: Any = None,
           schema_retries: int = 2) -> tuple[RunSpec, Any]:
     """Validate everything and build the run's spec and row source; nothing is sent."""
-    if mode not in MODES:
-        raise errors.InputError(f"mode= must be one of {MODES}, not {mode!r}")
-    if (isinstance(poll_interval, bool) or not isinstance(poll_interval, (int, float))
-            or not poll_interval > 0):
-        raise errors.InputError(f"poll_interval= must be a positive number of seconds, not {poll_interval!r}")
+    check_mode(mode, poll_interval)
     parsed = Template.parse(template, value_field=value_field)
     parsed.check_columns(list(df.columns))
     colmap = _column_map(df, parsed.fields)

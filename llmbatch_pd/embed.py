@@ -43,7 +43,7 @@ from .pricing import Price, cost, price_for
 from .prompts import MissingValue, Template
 from .providers.embeddings import OpenAIEmbeddings
 from .providers.openai import OpenAIChat
-from .run import RunReport, check_limits
+from .run import RunReport, check_limits, check_mode
 from .tokens import TokenCounter, counter_for
 from .types import Reply, Request, Usage
 
@@ -57,7 +57,6 @@ EMBEDDING_DIMS = {"text-embedding-3-small": 1536, "text-embedding-3-large": 3072
                   "text-embedding-ada-002": 1536}
 """Native sizes, only to describe plans; the vectors themselves say their size."""
 
-MODES = ("realtime", "batch")
 
 RowSource = Callable[[], Iterable[Mapping[str, Any]]]
 
@@ -123,11 +122,7 @@ def build_spec(template: str, columns: list[Any], *, model: str, value_field: st
                                    or dimensions < 1):
         raise errors.InputError(f"dimensions= must be a positive integer, not {dimensions!r}")
     check_limits(concurrency, max_retries, timeout, missing, budget)
-    if mode not in MODES:
-        raise errors.InputError(f"mode= must be one of {MODES}, not {mode!r}")
-    if (isinstance(poll_interval, bool) or not isinstance(poll_interval, (int, float))
-            or not poll_interval > 0):
-        raise errors.InputError(f"poll_interval= must be a positive number of seconds, not {poll_interval!r}")
+    check_mode(mode, poll_interval)
     parsed = Template.parse(template, value_field=value_field)
     parsed.check_columns(columns)
     ref = parse_model(model, base_url=base_url)

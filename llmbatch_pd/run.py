@@ -43,6 +43,18 @@ NO_USAGE = Usage()  # shared by every row that paid nothing (cached, duplicate);
 RowSource = Callable[[], Iterable[Mapping[str, Any]]]
 
 
+MODES = ("realtime", "batch")
+
+
+def check_mode(mode: Any, poll_interval: Any) -> None:
+    """``mode=`` and, for batch jobs, how often to ask about them."""
+    if mode not in MODES:
+        raise errors.InputError(f"mode= must be one of {MODES}, not {mode!r}")
+    if (isinstance(poll_interval, bool) or not isinstance(poll_interval, (int, float))
+            or not poll_interval > 0):
+        raise errors.InputError(f"poll_interval= must be a positive number of seconds, not {poll_interval!r}")
+
+
 def check_limits(concurrency: Any, max_retries: Any, timeout: Any, missing: Any, budget: Any) -> None:
     """The options every kind of run shares, refused with a clear message before anything is sent."""
     if isinstance(concurrency, bool) or not isinstance(concurrency, int) or concurrency < 1:

@@ -168,6 +168,36 @@ def jupyterlab(tmp_path: Path):
             proc.wait(5)
 
 
+@contextlib.contextmanager
+def offline_page(pw, executable: str, base: str):
+    """A Chromium page that may reach only the Jupyter server: any other URL is recorded in
+    ``outside`` and aborted; page errors are collected in ``errors``."""
+    from playwright.sync_api import expect
+
+    browser = pw.chromium.launch(executable_path=executable, args=BROWSER_ARGS, headless=True)
+    try:
+        context = browser.new_context(viewport={"width": 1280, "height": 1000})
+        outside: list[str] = []
+
+        def only_the_server(route):
+            url = route.request.url
+            if url.startswith((base + "/", base.replace("http", "ws", 1) + "/")):
+                route.continue_()
+            else:
+                outside.append(url)
+                route.abort()
+
+        context.route("**/*", only_the_server)
+        context.set_default_timeout(30_000)
+        expect.set_options(timeout=30_000)
+        page = context.new_page()
+        errors: list[str] = []
+        page.on("pageerror", lambda exc: errors.append(str(exc)))
+        yield page, outside, errors
+    finally:
+        browser.close()
+
+
 def cell_with(page, source: str):
     """The code cell whose input contains ``source``."""
     return page.locator(".jp-Notebook .jp-CodeCell").filter(
@@ -203,25 +233,7 @@ def test_panel_in_jupyterlab(tmp_path):
     BUILD.mkdir(exist_ok=True)
 
     with jupyterlab(tmp_path) as (base, token), sync_playwright() as pw:
-        browser = pw.chromium.launch(executable_path=executable, args=BROWSER_ARGS, headless=True)
-        try:
-            context = browser.new_context(viewport={"width": 1280, "height": 1000})
-            outside: list[str] = []
-
-            def only_the_server(route):
-                url = route.request.url
-                if url.startswith((base + "/", base.replace("http", "ws", 1) + "/")):
-                    route.continue_()
-                else:
-                    outside.append(url)
-                    route.abort()
-
-            context.route("**/*", only_the_server)
-            context.set_default_timeout(30_000)
-            expect.set_options(timeout=30_000)
-            page = context.new_page()
-            errors: list[str] = []
-            page.on("pageerror", lambda exc: errors.append(str(exc)))
+        with offline_page(pw, executable, base) as (page, outside, errors):
 
             # -- 1. open the notebook, wait for its kernel ---------------------------------
             page.goto(f"{base}/lab/tree/quickstart.ipynb?token={token}")
@@ -297,8 +309,6 @@ def test_panel_in_jupyterlab(tmp_path):
 
             assert outside == [], f"the page tried to leave the machine: {outside}"
             assert errors == [], errors
-        finally:
-            browser.close()
 
 
 # -- several models side by side, and batch mode ------------------------------------------
@@ -350,25 +360,7 @@ def test_side_by_side_and_batch_in_jupyterlab(tmp_path):
 
     with jupyterlab(tmp_path) as (base, token), sync_playwright() as pw:
         (tmp_path / "notebooks" / "panels.ipynb").write_text(notebook_json(SETUP_CELL, MODELS_CELL))
-        browser = pw.chromium.launch(executable_path=executable, args=BROWSER_ARGS, headless=True)
-        try:
-            context = browser.new_context(viewport={"width": 1280, "height": 1000})
-            outside: list[str] = []
-
-            def only_the_server(route):
-                url = route.request.url
-                if url.startswith((base + "/", base.replace("http", "ws", 1) + "/")):
-                    route.continue_()
-                else:
-                    outside.append(url)
-                    route.abort()
-
-            context.route("**/*", only_the_server)
-            context.set_default_timeout(30_000)
-            expect.set_options(timeout=30_000)
-            page = context.new_page()
-            errors: list[str] = []
-            page.on("pageerror", lambda exc: errors.append(str(exc)))
+        with offline_page(pw, executable, base) as (page, outside, errors):
 
             page.goto(f"{base}/lab/tree/panels.ipynb?token={token}")
             page.wait_for_selector(".jp-Notebook .jp-CodeCell", timeout=60_000)
@@ -443,5 +435,3 @@ def test_side_by_side_and_batch_in_jupyterlab(tmp_path):
 
             assert outside == [], f"the page tried to leave the machine: {outside}"
             assert errors == [], errors
-        finally:
-            browser.close()
