@@ -321,12 +321,8 @@ class _Apply(_Runnable):
         else:
             from .columns import field_columns
 
-            answered = len(run.answers) - run.answers.count(None)
-            for name, column in field_columns(self.spec.schema, run.answers, run.errors).items():
+            for name, column in field_columns(self.spec.schema, run.answers, run.invalidate).items():
                 cols[self._field_column(name)] = column
-            invalid = answered - (len(run.answers) - run.answers.count(None))
-            run.report.answered_rows -= invalid  # cached answers that no longer fit the schema
-            run.report.failed_rows += invalid
         cols[f"{col}_error"] = pd.array(run.errors, dtype="string")
         if self.usage:
             paid = run.usages  # None where the row got no answer

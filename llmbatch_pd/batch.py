@@ -581,12 +581,3 @@ def summarize(statuses: list[str]) -> str:
         (status, n), = counts.items()
         return status if n == 1 else f"{status} ({n} jobs)"
     return ", ".join(f"{status} {n}" for status, n in counts.most_common())
-
-
-async def run_batches(provider: Provider, requests: Iterable[Request], *, on_done: OnDone,
-                      **options) -> BatchRunner:
-    """Answer ``requests`` through the provider's batch API; see :class:`BatchRunner` for the
-    options (store, stats, ledger, worst_cost, poll_interval, max_requests, max_bytes, ...)."""
-    runner = BatchRunner(provider, on_done=on_done, **options)
-    await runner.run(requests)
-    return runner

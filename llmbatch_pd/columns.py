@@ -6,6 +6,7 @@ Kept apart from the accessor: this is where a field's Python type decides its dt
 from __future__ import annotations
 
 import enum
+from collections.abc import Callable
 from typing import Any
 
 import numpy as np
@@ -16,10 +17,12 @@ from . import errors
 from .schema import OutputSchema, categories
 
 
-def field_columns(schema: OutputSchema, answers: list, errs: list) -> dict[str, Any]:
+def field_columns(schema: OutputSchema, answers: list,
+                  on_invalid: Callable[[int, str], None]) -> dict[str, Any]:
     """One column per schema field, typed: Int64, Float64, boolean, string, category (Literal
     and Enum fields), datetime64 (dates and times), object (lists, dicts, nested models).
-    An answer that no longer validates (a cached one, after the model changed) fails its row."""
+    An answer that no longer validates (a cached one, after the model changed) is handed to
+    ``on_invalid`` (row, reason), which fails its row."""
     values: dict[str, list] = {name: [None] * len(answers) for name in schema.fields}
     for i, text in enumerate(answers):
         if text is None:
@@ -27,8 +30,7 @@ def field_columns(schema: OutputSchema, answers: list, errs: list) -> dict[str, 
         try:
             row = schema.check(text)
         except errors.InvalidOutput as exc:
-            errs[i] = str(exc)
-            answers[i] = None
+            on_invalid(i, str(exc))
             continue
         for name, value in row.items():
             values[name][i] = _plain(value)

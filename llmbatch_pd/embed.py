@@ -53,10 +53,6 @@ MAX_REQUEST_TOKENS = 300_000
 """OpenAI: at most 300,000 tokens summed over all inputs of one request."""
 MAX_INPUT_TOKENS = 8192
 """OpenAI: at most 8192 tokens in any one input."""
-EMBEDDING_DIMS = {"text-embedding-3-small": 1536, "text-embedding-3-large": 3072,
-                  "text-embedding-ada-002": 1536}
-"""Native sizes, only to describe plans; the vectors themselves say their size."""
-
 
 RowSource = Callable[[], Iterable[Mapping[str, Any]]]
 

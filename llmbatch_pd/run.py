@@ -418,6 +418,13 @@ class Run:
         self.report.answered_rows += 1
         self.report.saved_by_dedup += self.spec.cost(self.usages[leader] or Usage())
 
+    def invalidate(self, i: int, message: str) -> None:
+        """An answered row whose answer turned out unusable (a cached answer that a stricter
+        schema now refuses): it becomes a failed row, in the report too."""
+        self.answers[i] = None
+        self.report.answered_rows -= 1
+        self._fail(i, message)
+
     def _fail(self, i: int, message: str | None) -> None:
         self.errors[i] = message
         self.report.failed_rows += 1

@@ -190,14 +190,7 @@ class Store:
             raise
 
     def get(self, key: str) -> Reply | None:
-        row = self.db.execute(
-            "SELECT text, finish_reason, input_tokens, output_tokens, cached_tokens, "
-            "cache_write_tokens, model FROM answers WHERE key = ?",
-            (key,),
-        ).fetchone()
-        if row is None:
-            return None
-        return Reply(row[0], Usage(row[2], row[3], row[4], row[5]), row[1], row[6])
+        return self.get_many([key]).get(key)
 
     def get_many(self, keys: list[str]) -> dict[str, Reply]:
         """The answers held for any of ``keys``, in one query (a chunk of a run's rows)."""

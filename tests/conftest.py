@@ -1,3 +1,5 @@
+import asyncio
+
 import pytest
 
 import llmbatch_pd  # noqa: F401  (registers df.llm)
@@ -25,3 +27,18 @@ def sim():
 def llm(sim):
     """Keyword arguments that point a run at the simulator."""
     return {"model": MODEL, "base_url": sim.base_url, "api_key": KEY, "progress": False}
+
+
+def cancel_once_batched(sim, start) -> None:
+    """Start an awaited batch run (``start()`` gives its coroutine) and cancel it shortly after
+    the simulator has its job, as Ctrl+C would: the job stays open at the provider."""
+    async def main() -> None:
+        task = asyncio.ensure_future(start())
+        while not sim.batches:
+            await asyncio.sleep(0.01)
+        await asyncio.sleep(0.1)
+        task.cancel()
+        with pytest.raises(asyncio.CancelledError):
+            await task
+
+    asyncio.run(main())

@@ -5,7 +5,6 @@ SIGKILL, re-submits only the rows that expired or failed, and splits large runs.
 
 from __future__ import annotations
 
-import asyncio
 import io
 import json
 import signal
@@ -30,6 +29,8 @@ from llmbatch_pd.providers.openai import OpenAIChat
 from llmbatch_pd.sim import Simulator
 from llmbatch_pd.store import Store, keys_digest
 from llmbatch_pd.types import Request
+
+from .conftest import cancel_once_batched
 
 KEY = "sk-test-0123456789abcdefSECRET"
 OPENAI_MODEL = "openai/gpt-4.1-mini"
@@ -341,17 +342,8 @@ def test_a_cancelled_task_leaves_the_job_open_for_the_next_run(sim, tmp_path):
     sim.configure(batch_seconds=1.5)
     df = reviews(8)
 
-    async def cancel_midway() -> None:
-        task = asyncio.ensure_future(
-            df.llm.aapply(SENTIMENT, cache=str(cache), mode="batch", **FAST, **openai_kw(sim)))
-        while not sim.batches:
-            await asyncio.sleep(0.01)
-        await asyncio.sleep(0.1)
-        task.cancel()
-        with pytest.raises(asyncio.CancelledError):
-            await task
-
-    asyncio.run(cancel_midway())
+    cancel_once_batched(
+        sim, lambda: df.llm.aapply(SENTIMENT, cache=str(cache), mode="batch", **FAST, **openai_kw(sim)))
     (job,) = Store(cache).open_batches(f"openai:{sim.base_url}", "gpt-4.1-mini")
     assert len(job.keys) == 8 and not job.collected
     out = df.llm.apply(SENTIMENT, cache=str(cache), mode="batch", **FAST, **openai_kw(sim))

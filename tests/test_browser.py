@@ -168,6 +168,18 @@ def jupyterlab(tmp_path: Path):
             proc.wait(5)
 
 
+def browser_tools():
+    """Playwright's expect and sync_playwright, and Debian's Chromium; skipped (failed under
+    CI=true) when either is missing."""
+    try:
+        from playwright.sync_api import expect, sync_playwright
+    except ImportError:
+        unavailable("playwright is not installed (pip install -e '.[dev]')")
+    executable = chromium_path()
+    BUILD.mkdir(exist_ok=True)
+    return expect, sync_playwright, executable
+
+
 @contextlib.contextmanager
 def offline_page(pw, executable: str, base: str):
     """A Chromium page that may reach only the Jupyter server: any other URL is recorded in
@@ -225,12 +237,7 @@ def run_new_cell(page, code: str):
 @pytest.mark.slow  # about 35 s: JupyterLab, Chromium, a kernel and ~400 simulated requests
 @pytest.mark.timeout(180)
 def test_panel_in_jupyterlab(tmp_path):
-    try:
-        from playwright.sync_api import expect, sync_playwright
-    except ImportError:
-        unavailable("playwright is not installed (pip install -e '.[dev]')")
-    executable = chromium_path()
-    BUILD.mkdir(exist_ok=True)
+    expect, sync_playwright, executable = browser_tools()
 
     with jupyterlab(tmp_path) as (base, token), sync_playwright() as pw:
         with offline_page(pw, executable, base) as (page, outside, errors):
@@ -351,12 +358,7 @@ def test_side_by_side_and_batch_in_jupyterlab(tmp_path):
     """``model=[...]``: one card with the estimate table (a row per model and a total row), a
     progress line per model while they run, then the combined summary. ``mode="batch"``: the
     panel shows the job's status while it polls, and the summary names the job and half price."""
-    try:
-        from playwright.sync_api import expect, sync_playwright
-    except ImportError:
-        unavailable("playwright is not installed (pip install -e '.[dev]')")
-    executable = chromium_path()
-    BUILD.mkdir(exist_ok=True)
+    expect, sync_playwright, executable = browser_tools()
 
     with jupyterlab(tmp_path) as (base, token), sync_playwright() as pw:
         (tmp_path / "notebooks" / "panels.ipynb").write_text(notebook_json(SETUP_CELL, MODELS_CELL))

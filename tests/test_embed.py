@@ -18,7 +18,7 @@ from llmbatch_pd import BudgetError, InputError
 from llmbatch_pd.sim import Simulator
 from llmbatch_pd.sim.embeddings import vector
 from llmbatch_pd.store import Store
-from tests.conftest import KEY
+from tests.conftest import KEY, cancel_once_batched
 
 MODEL = "openai/text-embedding-3-small"
 NAME = "text-embedding-3-small"
@@ -319,16 +319,7 @@ def test_batch_restart_reattaches_instead_of_submitting_again(emb, sim, tmp_path
     sim.configure(batch_seconds=1.0)
     s = texts(300)
 
-    async def cancel_midway() -> None:
-        task = asyncio.ensure_future(s.llm.aembed(cache=str(cache), dimensions=8, **FAST, **emb))
-        while not sim.batches:
-            await asyncio.sleep(0.01)
-        await asyncio.sleep(0.1)
-        task.cancel()
-        with pytest.raises(asyncio.CancelledError):
-            await task
-
-    asyncio.run(cancel_midway())
+    cancel_once_batched(sim, lambda: s.llm.aembed(cache=str(cache), dimensions=8, **FAST, **emb))
     (job,) = Store(cache).open_batches(f"openai-embeddings:{sim.base_url}", NAME)
     assert not job.collected
     out = s.llm.embed(cache=str(cache), dimensions=8, **FAST, **emb)

@@ -334,20 +334,26 @@ def test_updates_are_throttled_and_send_only_changes():
     assert all(c["owner"] is p.progress_label for c in changes)
 
 
-def test_show_and_export_bundles(monkeypatch):
+@pytest.fixture
+def shown(monkeypatch):
+    """What IPython.display was asked to show: "live" (with "raw" and "id"), then "final"."""
     import IPython.display
 
-    shown = {}
+    seen: dict = {}
 
     class Handle:
         def update(self, obj, raw=False):
-            shown["final"] = obj
+            seen["final"] = obj
 
     def fake_display(obj, raw=False, display_id=None):
-        shown["live"], shown["raw"], shown["id"] = obj, raw, display_id
+        seen["live"], seen["raw"], seen["id"] = obj, raw, display_id
         return Handle()
 
     monkeypatch.setattr(IPython.display, "display", fake_display)
+    return seen
+
+
+def test_show_and_export_bundles(shown):
     view = "application/vnd.jupyter.widget-view+json"
 
     p = Panel(finished_report(), estimate()).show()
@@ -908,22 +914,9 @@ def test_group_panel_updates_are_throttled_and_send_only_changes():
     assert changes == []  # nothing moved, the clock stopped: nothing is sent
 
 
-def test_group_panel_finish_exports_the_combined_summary(monkeypatch):
-    import IPython.display
-
+def test_group_panel_finish_exports_the_combined_summary(shown):
     from llmbatch_pd.ui.group import GroupPanel
 
-    shown = {}
-
-    class Handle:
-        def update(self, obj, raw=False):
-            shown["final"] = obj
-
-    def fake_display(obj, raw=False, display_id=None):
-        shown["live"] = obj
-        return Handle()
-
-    monkeypatch.setattr(IPython.display, "display", fake_display)
     a, b, ests = finished_pair()
     p = GroupPanel([a, b], ests, on_cancel=lambda: None).show()
     view = "application/vnd.jupyter.widget-view+json"
