@@ -33,7 +33,9 @@ def test_2000_rows_survive_mixed_faults():
     faults = stats["by_fault"]
     assert faults.get("429", 0) > 50 and faults.get("hang", 0) > 3 and faults.get("reset", 0) > 3
     report = out.llm.report
-    assert report.stats.by_kind["429"] > 50 and report.stats.by_kind["timeout"] > 3
+    # the client saw, and counted, every 429 the server sent, and timed out on every hang
+    assert report.stats.by_kind["429"] == faults["429"]
+    assert report.stats.by_kind["timeout"] >= faults["hang"]
 
 
 def test_bad_key_stops_after_first_answer():
