@@ -79,7 +79,6 @@ def test_the_models_run_at_the_same_time(sim):
     assert out.filter(like="_error").isna().all().all()
     first_three = {c["body"]["model"] for c in sim.captured[:3]}
     assert first_three == {"gpt-4.1-mini", "claude-haiku-4-5", "gpt-4.1-nano"}
-    assert sim.stats()["max_in_flight"] == 3  # and never more: concurrency=1 holds per model
 
 
 def test_one_budget_for_all_models(sim):
