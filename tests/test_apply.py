@@ -10,6 +10,8 @@ import pytest
 import llmbatch_pd
 from llmbatch_pd import InputError, TemplateError
 
+from .conftest import KEY
+
 
 def frame(n=20):
     return pd.DataFrame(
@@ -128,19 +130,84 @@ def test_environment_variables_pick_endpoint_and_key(monkeypatch, sim):
     assert out["llm_output"].notna().all()
 
 
-def test_max_tokens_and_temperature_are_sent(llm, sim):
-    out = frame(2).llm.apply("Write a long essay about {title}", max_tokens=3, temperature=0.2, **llm)
+def sent_prompts(sim) -> list[str]:
+    """The user prompt of every request the simulator received, in the order received."""
+    return [c["body"]["messages"][-1]["content"] for c in sim.captured]
+
+
+@pytest.mark.parametrize("api", ["openai", "anthropic"])
+def test_max_tokens_temperature_and_system_reach_the_server(sim, api):
+    sim.configure(capture_requests=20)
+    model, base = (("openai/gpt-4.1-mini", sim.base_url) if api == "openai"
+                   else ("anthropic/claude-haiku-4-5", sim.anthropic_url))
+    opts = {"model": model, "base_url": base, "api_key": KEY, "progress": False}
+    out = frame(2).llm.apply("Write a long essay about {title}", max_tokens=3, temperature=0.2,
+                             system="You are terse.", **opts)
     assert out["llm_output"].notna().all()
+    bodies = [c["body"] for c in sim.captured]
+    assert len(bodies) == 2
+    prompts = sorted(b["messages"][-1]["content"] for b in bodies)
+    assert prompts == ["Write a long essay about Item 0", "Write a long essay about Item 1"]
+    for body in bodies:
+        assert body["model"] == model.split("/", 1)[1]
+        assert body["temperature"] == 0.2
+        if api == "openai":  # OpenAI: max_completion_tokens (max_tokens is deprecated there)
+            assert body["max_completion_tokens"] == 3 and "max_tokens" not in body
+            assert body["messages"][0] == {"role": "system", "content": "You are terse."}
+            assert len(body["messages"]) == 2
+        else:  # Anthropic: a top-level system field, never a system message
+            assert body["max_tokens"] == 3 and body["system"] == "You are terse."
+            assert [m["role"] for m in body["messages"]] == ["user"]
     assert all(e["completion_tokens"] <= 3 for e in sim.log)
+    # left unset, neither temperature nor a system prompt is sent: the provider's default applies
+    frame(1).llm.apply("Write about {title}", cache=False, **opts)
+    body = sim.captured[-1]["body"]
+    assert "temperature" not in body and "system" not in body
+    assert [m["role"] for m in body["messages"]] == ["user"]
 
 
-def test_non_string_cells(llm):
+def test_cells_render_into_the_prompts_the_server_receives(sim, llm):
+    """What a prompt looks like for each kind of cell, read from the requests the simulator got:
+    dates and datetimes in ISO form, lists and dicts as JSON (non-ASCII kept), numbers and bools
+    as Python prints them, format specs applied."""
+    import datetime as dt
+
+    sim.configure(capture_requests=20)
     df = pd.DataFrame({
-        "n": [1, 2], "d": pd.to_datetime(["2026-01-01", "2026-02-03"]),
-        "l": [[1, 2], ["á"]], "m": [{"k": 1}, {}],
+        "n": [1, 20], "f": [1.5, 0.1], "b": [True, False],
+        "ts": pd.to_datetime(["2026-01-01", "2026-02-03 04:05:06"], format="ISO8601"),
+        "day": [dt.date(2026, 1, 2), dt.date(2026, 12, 31)],
+        "when": [dt.datetime(2026, 5, 6, 7, 8, 9), dt.datetime(2026, 5, 6, 7, 8, 9, tzinfo=dt.UTC)],
+        "l": [[1, 2], ["á", None, 2.5]],
+        "m": [{"k": 1, "inner": {"x": [True]}}, {}],
+        "s": ["phở {braces} stay", "two\nlines"],
     })
-    out = df.llm.apply("{n} {d} {l} {m}", **llm)
+    template = "n={n} f={f} f2={f:.2f} b={b} ts={ts} day={day} when={when} l={l} m={m} s={s} r={s!r}"
+    out = df.llm.apply(template, **llm)
     assert out["llm_output"].notna().all()
+    assert sorted(sent_prompts(sim)) == sorted([
+        'n=1 f=1.5 f2=1.50 b=True ts=2026-01-01T00:00:00 day=2026-01-02 when=2026-05-06T07:08:09 '
+        'l=[1, 2] m={"k": 1, "inner": {"x": [true]}} s=phở {braces} stay r=\'phở {braces} stay\'',
+        'n=20 f=0.1 f2=0.10 b=False ts=2026-02-03T04:05:06 day=2026-12-31 '
+        'when=2026-05-06T07:08:09+00:00 l=["á", null, 2.5] m={} s=two\nlines r=\'two\\nlines\'',
+    ])
+
+
+def test_missing_cells_skip_the_row_or_render_empty(sim, llm):
+    """NaN, None, pd.NA and NaT: by default the row is not sent; with missing="empty" the field
+    is empty in the prompt the server receives, and the other fields render as usual."""
+    sim.configure(capture_requests=20)
+    df = pd.DataFrame({"x": [2.5, np.nan, None, 4.0],
+                       "t": [pd.Timestamp("2026-03-04"), pd.NaT, pd.Timestamp("2026-03-05"), pd.NaT],
+                       "o": pd.array(["a", "b", pd.NA, "d"], dtype="string")})
+    out = df.llm.apply("x=[{x}] t=[{t}] o=[{o}]", **llm)
+    assert sorted(sent_prompts(sim)) == ["x=[2.5] t=[2026-03-04T00:00:00] o=[a]"]
+    assert out["llm_output"].notna().tolist() == [True, False, False, False]
+    assert out["llm_output_error"].iloc[1:].str.startswith("missing value in column").all()
+    out = df.llm.apply("x=[{x}] t=[{t}] o=[{o}]", missing="empty", **llm)
+    assert out["llm_output"].notna().all()
+    assert sorted(sent_prompts(sim)[1:]) == sorted(["x=[] t=[] o=[b]", "x=[] t=[2026-03-05T00:00:00] o=[]",
+                                                    "x=[4.0] t=[] o=[d]"])
 
 
 def test_last_result_and_report(llm):

@@ -12,7 +12,7 @@ import sqlite3
 import subprocess
 import sys
 import textwrap
-import time
+from contextlib import closing
 from typing import Any
 
 import anthropic
@@ -30,7 +30,7 @@ from llmbatch_pd.sim import Simulator
 from llmbatch_pd.store import Store, keys_digest
 from llmbatch_pd.types import Request
 
-from .conftest import cancel_once_batched
+from .conftest import bill, cancel_once_batched, wait_until
 
 KEY = "sk-test-0123456789abcdefSECRET"
 OPENAI_MODEL = "openai/gpt-4.1-mini"
@@ -62,6 +62,29 @@ def claude_kw(sim: Simulator, **extra: Any) -> dict[str, Any]:
             "progress": False, "prices": PRICES, **extra}
 
 
+def batch_bill(sim: Simulator, batch_ids: list[str]) -> float:
+    """Dollars for the answers in these batch jobs, by hand: the usage in the simulator's result
+    files (read with the official SDKs), at the list prices of PRICES, half price for batch."""
+    oa = openai.OpenAI(base_url=sim.base_url, api_key=KEY, max_retries=0)
+    an = anthropic.Anthropic(base_url=sim.anthropic_url, api_key=KEY, max_retries=0)
+    dollars = 0.0
+    for batch_id in batch_ids:
+        if batch_id.startswith("batch_"):  # OpenAI's
+            job = oa.batches.retrieve(batch_id)
+            for line in oa.files.content(job.output_file_id).text.splitlines():
+                body = json.loads(line)["response"]["body"]
+                usage, (price_in, price_out) = body["usage"], PRICES["openai/" + body["model"]]
+                dollars += usage["prompt_tokens"] * price_in + usage["completion_tokens"] * price_out
+        else:
+            for result in an.messages.batches.results(batch_id):
+                if result.result.type == "succeeded":
+                    message = result.result.message
+                    price_in, price_out = PRICES["anthropic/" + message.model]
+                    dollars += (message.usage.input_tokens * price_in
+                                + message.usage.output_tokens * price_out)
+    return dollars / 1e6 * 0.5
+
+
 def creations(sim: Simulator) -> list[dict[str, Any]]:
     """The log entries of successful batch creations (either API)."""
     return [e for e in sim.log if e.get("batch") and e["status"] == 200]
@@ -83,12 +106,14 @@ def test_openai_sdk_creates_and_reads_a_batch(sim):
                                   completion_window="24h")
     assert batch.status == "validating" and batch.request_counts.total == 5
     seen = {batch.status}
-    deadline = time.monotonic() + 10
-    while batch.status not in ("completed", "failed", "expired", "cancelled"):
-        assert time.monotonic() < deadline
-        time.sleep(0.02)
+
+    def ended():
+        nonlocal batch
         batch = client.batches.retrieve(batch.id)
         seen.add(batch.status)
+        return batch.status in ("completed", "failed", "expired", "cancelled")
+
+    wait_until(ended, 30, "the OpenAI batch job to end")
     assert batch.status == "completed" and {"in_progress", "completed"} <= seen
     assert batch.request_counts.completed == 5 and batch.error_file_id is None
     results = [json.loads(x) for x in client.files.content(batch.output_file_id).text.splitlines()]
@@ -109,10 +134,8 @@ def test_openai_sdk_cancels_a_batch(sim):
     batch = client.batches.create(input_file_id=uploaded.id, endpoint="/v1/chat/completions",
                                   completion_window="24h")
     assert client.batches.cancel(batch.id).status == "cancelling"
-    deadline = time.monotonic() + 5
-    while (batch := client.batches.retrieve(batch.id)).status != "cancelled":
-        assert time.monotonic() < deadline
-        time.sleep(0.05)
+    batch = wait_until(lambda: (b := client.batches.retrieve(batch.id)).status == "cancelled" and b, 30,
+                       "the batch job to be cancelled")
     errors_file = client.files.content(batch.error_file_id).text
     assert json.loads(errors_file)["error"]["code"] == "batch_cancelled"
 
@@ -137,11 +160,8 @@ def test_anthropic_sdk_creates_and_reads_a_batch(sim):
                                            "messages": [{"role": "user", "content": p}]}}
         for i, p in enumerate(prompts)])
     assert batch.processing_status == "in_progress" and batch.request_counts.processing == 4
-    deadline = time.monotonic() + 10
-    while batch.processing_status != "ended":
-        assert time.monotonic() < deadline
-        time.sleep(0.02)
-        batch = client.messages.batches.retrieve(batch.id)
+    batch = wait_until(lambda: (b := client.messages.batches.retrieve(batch.id)).processing_status == "ended"
+                       and b, 30, "the Anthropic batch job to end")
     assert batch.request_counts.succeeded == 4 and batch.results_url
     results = {r.custom_id: r.result for r in client.messages.batches.results(batch.id)}
     assert {r.type for r in results.values()} == {"succeeded"}
@@ -162,8 +182,8 @@ def test_anthropic_sdk_sees_errored_and_expired_results(sim):
         {"custom_id": f"q{i}", "params": {"model": "claude-haiku-4-5", "max_tokens": 16,
                                           "messages": [{"role": "user", "content": f"n {i}"}]}}
         for i in range(40)])
-    while (batch := client.messages.batches.retrieve(batch.id)).processing_status != "ended":
-        time.sleep(0.02)
+    batch = wait_until(lambda: (b := client.messages.batches.retrieve(batch.id)).processing_status == "ended"
+                       and b, 30, "the Anthropic batch job to end")
     kinds = [r.result.type for r in client.messages.batches.results(batch.id)]
     counts = batch.request_counts
     assert counts.expired == kinds.count("expired") == 10
@@ -178,6 +198,7 @@ def test_anthropic_sdk_sees_errored_and_expired_results(sim):
 def test_batch_gives_realtime_answers_at_half_the_cost(sim, kw):
     df = reviews()
     live = df.llm.apply(SENTIMENT, usage=True, cache=False, **kw(sim))
+    live_bill = bill(sim.log, {m.split("/")[1]: p for m, p in PRICES.items()})
     sim.reset()
     batch = df.llm.apply(SENTIMENT, usage=True, cache=False, mode="batch", **FAST, **kw(sim))
     assert batch.index.equals(df.index)
@@ -187,6 +208,10 @@ def test_batch_gives_realtime_answers_at_half_the_cost(sim, kw):
     report, live_report = batch.llm.report, live.llm.report
     assert report.mode == "batch" and live_report.mode == "realtime"
     assert report.cost == pytest.approx(live_report.cost / 2) and report.cost > 0
+    # both bills by hand: the simulator's usage at the list prices, half of it through batches
+    assert live_report.cost == pytest.approx(live_bill)
+    assert report.cost == pytest.approx(batch_bill(sim, report.stats.batch_ids))
+    assert report.cost == pytest.approx(live_bill / 2)
     assert batch["llm_output_cost"].sum() == pytest.approx(report.cost)
     assert len(creations(sim)) == 1
     assert not [e for e in sim.log if e["path"] in ("/v1/chat/completions", "/v1/messages")]
@@ -213,12 +238,15 @@ def test_progress_fields_follow_the_job(sim):
     job = df.llm.submit(SENTIMENT, mode="batch", cache=False, **FAST, **openai_kw(sim))
     stats = job.report.stats
     statuses, processing = set(), set()
-    while not job.done():
+
+    def sample_until_done() -> bool:
         statuses.add(stats.batch_status)
         if stats.batch_counts:
             processing.add(stats.batch_counts["processing"])
             assert stats.batch_counts["total"] == 30
-        time.sleep(0.01)
+        return job.done()
+
+    wait_until(sample_until_done, 60, "the batch run to end")
     out = job.result()
     assert {"validating", "in_progress"} <= statuses and stats.batch_status == "completed"
     assert len(processing) > 2  # the counts moved while the job ran
@@ -297,16 +325,17 @@ def test_restart_reattaches_instead_of_submitting_again(tmp_path):
     """))
     with Simulator(ttft_ms=2, api_key=KEY, batch_seconds=4.0) as sim:
         proc = subprocess.Popen([sys.executable, str(script), sim.base_url])
-        deadline = time.monotonic() + 60
-        recorded: list[tuple[str]] = []
-        while not recorded and time.monotonic() < deadline and proc.poll() is None:
-            time.sleep(0.05)
-            if cache.exists():
-                try:
-                    recorded = sqlite3.connect(cache).execute("SELECT id FROM batches").fetchall()
-                except sqlite3.OperationalError:  # not migrated yet
-                    pass
-        assert recorded, "the batch was never recorded"
+        def recorded_jobs() -> list[tuple[str]]:
+            assert proc.poll() is None, "the script ended before it was killed"
+            if not cache.exists():
+                return []
+            try:
+                with closing(sqlite3.connect(cache)) as db:
+                    return db.execute("SELECT id FROM batches").fetchall()
+            except sqlite3.OperationalError:  # not migrated yet
+                return []
+
+        recorded = wait_until(recorded_jobs, 60, "the script to record its batch job in the cache")
         proc.send_signal(signal.SIGKILL)
         proc.wait(timeout=30)
         assert [j["status"] for j in sim.batches] != ["completed"]  # killed while it ran
@@ -326,9 +355,7 @@ def test_cancel_stops_waiting_and_a_rerun_collects(sim, tmp_path):
     sim.configure(batch_seconds=2.0)
     df = reviews(10)
     job = df.llm.submit(SENTIMENT, cache=cache, mode="batch", **FAST, **openai_kw(sim))
-    deadline = time.monotonic() + 10
-    while not job.report.stats.batch_ids and time.monotonic() < deadline:
-        time.sleep(0.01)
+    wait_until(lambda: job.report.stats.batch_ids, 30, "the run to create its batch job")
     job.cancel()
     out = job.result(timeout=10)
     assert out["llm_output"].isna().all()
@@ -356,8 +383,7 @@ def test_a_rerun_on_fewer_rows_attaches_and_caches_the_rest(sim, tmp_path):
     sim.configure(batch_seconds=1.0)
     df = reviews(12)
     job = df.llm.submit(SENTIMENT, cache=cache, mode="batch", **FAST, **openai_kw(sim))
-    while not job.report.stats.batch_ids:
-        time.sleep(0.01)
+    wait_until(lambda: job.report.stats.batch_ids, 30, "the run to create its batch job")
     job.cancel()
     job.result(timeout=10)
     head = df.head(5).llm.apply(SENTIMENT, cache=cache, mode="batch", **FAST, **openai_kw(sim))
@@ -395,13 +421,19 @@ def test_budget_must_hold_the_worst_case_before_a_job_is_sent(sim):
     # a bound on the answers that fits: it runs, within budget, at batch prices
     out = df.llm.apply(SENTIMENT, mode="batch", budget=0.01, max_tokens=50, cache=False, **FAST,
                        **openai_kw(sim))
-    assert out["llm_output"].notna().all() and 0 < out.llm.report.cost <= 0.01
+    assert out["llm_output"].notna().all()
+    spent = batch_bill(sim, out.llm.report.stats.batch_ids)
+    assert 0 < spent <= 0.01 and out.llm.report.cost == pytest.approx(spent)
 
 
 def test_budget_check_uses_batch_prices(sim):
     df = reviews(20)
     estimate = df.llm.estimate(SENTIMENT, max_tokens=20, cache=False, **openai_kw(sim))
     batch_cost = float(estimate["batch_cost"].iloc[0])
+    tokens_in, tokens_out = estimate["input_tokens"].iloc[0], estimate["output_tokens"].iloc[0]
+    realtime = (tokens_in * 0.40 + tokens_out * 1.60) / 1e6  # gpt-4.1-mini's list price, by hand
+    assert float(estimate["cost"].iloc[0]) == pytest.approx(realtime)
+    assert batch_cost == pytest.approx(realtime * 0.5)
     budget = batch_cost * 1.5  # below the real-time cost, above the batch one
     assert float(estimate["cost"].iloc[0]) > budget
     with pytest.raises(errors.BudgetError):
@@ -528,8 +560,7 @@ def test_a_job_whose_record_was_lost_is_found_and_recorded(sim, tmp_path):
     sim.configure(batch_seconds=1.0)
     df = reviews(8)
     job = df.llm.submit(SENTIMENT, cache=str(cache), mode="batch", **FAST, **openai_kw(sim))
-    while not job.report.stats.batch_ids:
-        time.sleep(0.01)
+    wait_until(lambda: job.report.stats.batch_ids, 30, "the run to create its batch job")
     job.cancel()
     job.result(timeout=10)
     with sqlite3.connect(cache) as db:  # as if killed between the provider's answer and the write
@@ -544,8 +575,7 @@ def test_a_cancelled_job_is_not_reused(sim):
     sim.configure(batch_seconds=5.0)
     df = reviews(4)
     job = df.llm.submit(SENTIMENT, cache=False, mode="batch", **FAST, **openai_kw(sim))
-    while not job.report.stats.batch_ids:
-        time.sleep(0.01)
+    wait_until(lambda: job.report.stats.batch_ids, 30, "the run to create its batch job")
     openai.OpenAI(base_url=sim.base_url, api_key=KEY).batches.cancel(job.report.stats.batch_ids[0])
     job.cancel()
     job.result(timeout=10)

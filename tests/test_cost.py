@@ -7,19 +7,30 @@ import pandas as pd
 import pytest
 
 from llmbatch_pd import BudgetError, InputError
-from llmbatch_pd.pricing import cost, price_for
 from llmbatch_pd.sim import Simulator
-from llmbatch_pd.types import Usage
+from llmbatch_pd.sim.answers import prompt_sha
 
 from .conftest import KEY, MODEL
 
-PRICE = price_for("openai", "gpt-4.1-mini")
+# gpt-4.1-mini's published price, dollars per million tokens (no cached tokens in these runs).
+INPUT_PER_MTOK, OUTPUT_PER_MTOK = 0.40, 1.60
+# The published list prices of the models compared side by side: (input, output) per million.
+LIST_PRICES = {"openai/gpt-4.1-mini": (0.40, 1.60), "openai/gpt-4o-mini": (0.15, 0.60),
+               "deepseek/deepseek-chat": (0.27, 1.10), "gemini/gemini-2.5-flash": (0.30, 2.50)}
 
 
 def billed(log) -> float:
-    """Dollars for every answer the simulator gave, at the model's price."""
-    return sum(cost(Usage(e["prompt_tokens"], e["completion_tokens"]), PRICE)
-               for e in log if e["status"] == 200)
+    """Dollars for every answer the simulator gave, by hand: the tokens it returned as usage
+    times gpt-4.1-mini's published price."""
+    return sum(e["prompt_tokens"] * INPUT_PER_MTOK + e["completion_tokens"] * OUTPUT_PER_MTOK
+               for e in log if e["status"] == 200) / 1e6
+
+
+def entry_for(log, prompt: str) -> dict:
+    """The simulator's log entry of the one answered request for ``prompt``."""
+    sha = prompt_sha([{"role": "user", "content": prompt}])
+    (entry,) = [e for e in log if e["prompt_sha"] == sha and e["status"] == 200]
+    return entry
 
 
 def varied_texts(n, seed=0):
@@ -86,11 +97,13 @@ def test_unknown_model_cannot_run_under_budget_without_prices(sim):
         df.llm.apply("{text}", model="my-local-model", budget=1.0, **opts)
     out = df.llm.apply("{text}", model="my-local-model", **opts)  # without a budget it runs
     assert out["llm_output"].notna().all()
+    sim.reset()
     out = df.llm.apply("{text}", model="my-local-model", budget=1.0, prices={"my-local-model": (1.0, 2.0)},
-                       usage=True, **opts)
-    row = out.iloc[0]
-    assert row["llm_output_cost"] == pytest.approx(
-        (row["llm_output_input_tokens"] * 1.0 + row["llm_output_output_tokens"] * 2.0) / 1e6)
+                       usage=True, cache=False, **opts)
+    (answer,) = sim.log  # the usage the simulator returned, priced by hand at $1 / $2 a million
+    assert out.iloc[0]["llm_output_cost"] == pytest.approx(
+        (answer["prompt_tokens"] * 1.0 + answer["completion_tokens"] * 2.0) / 1e6)
+    assert out.llm.report.cost == pytest.approx(out.iloc[0]["llm_output_cost"])
 
 
 def test_usage_columns_and_report_totals(llm, sim):
@@ -100,10 +113,16 @@ def test_usage_columns_and_report_totals(llm, sim):
     assert str(out["llm_output_cost"].dtype) == "Float64"
     # the duplicate row paid nothing; the skipped row has no usage
     assert out.loc[2, "llm_output_cost"] == 0 and pd.isna(out.loc[3, "llm_output_cost"])
+    assert len(sim.log) == 2
+    alpha, beta = entry_for(sim.log, "Say alpha"), entry_for(sim.log, "Say beta")
+    for row, entry in ((0, alpha), (1, beta)):  # each row's tokens and dollars, as the sim billed
+        assert out.loc[row, "llm_output_input_tokens"] == entry["prompt_tokens"]
+        assert out.loc[row, "llm_output_output_tokens"] == entry["completion_tokens"]
+        assert out.loc[row, "llm_output_cost"] == pytest.approx(billed([entry]))
     assert out["llm_output_cost"].sum() == pytest.approx(billed(sim.log))
     report = out.llm.report
     assert report.cost == pytest.approx(billed(sim.log))
-    assert report.saved_by_dedup == pytest.approx(out.loc[0, "llm_output_cost"])
+    assert report.saved_by_dedup == pytest.approx(billed([alpha]))  # row 2 repeats row 0
     again = df.llm.apply("Say {text}", usage=True, **llm)
     assert again.llm.report.saved_by_cache == pytest.approx(billed(sim.log))
     assert again.llm.report.cost == 0
@@ -115,7 +134,11 @@ def test_estimate_compares_models_side_by_side(llm, sim):
     est = df.llm.estimate("Classify: {text}", model=models, base_url=sim.base_url, api_key=KEY, max_tokens=5)
     assert list(est.index) == models
     assert (est["requests"] == 50).all()
-    assert np.allclose(est["batch_cost"], est["cost"] / 2)
+    # the dollars follow from the estimated tokens at each model's published price, by hand
+    by_hand = [(est.loc[m, "input_tokens"] * LIST_PRICES[m][0] + est.loc[m, "output_tokens"] * LIST_PRICES[m][1])
+               / 1e6 for m in models]
+    assert np.allclose(est["cost"], by_hand, rtol=1e-9)
+    assert np.allclose(est["batch_cost"], np.array(by_hand) * 0.5, rtol=1e-9)  # batch APIs: half price
     assert (est["cost_low"] <= est["cost"]).all() and (est["cost"] <= est["cost_high"]).all()
     assert est.loc["openai/gpt-4o-mini", "cost"] < est.loc["openai/gpt-4.1-mini", "cost"]
     assert sim.log == []  # an estimate without a pilot sends nothing
@@ -142,11 +165,14 @@ def test_a_second_run_of_a_template_is_estimated_from_the_first(llm, sim):
     assert "default" in df.head(100).llm.apply(TEMPLATE, budget=1.0, **llm).llm.report.estimate.output_basis
     rest = df.iloc[100:]
     later = rest.llm.estimate(TEMPLATE, **llm)
+    sim.reset()
     out = rest.llm.apply(TEMPLATE, budget=1.0, **llm)
     report = out.llm.report
     assert "earlier answers to this template" in report.estimate.output_basis
-    assert later["output_tokens"].iloc[0] == pytest.approx(report.stats.output_tokens, rel=0.25)
-    assert later["cost"].iloc[0] == pytest.approx(report.stats.cost, rel=0.15)
+    assert len(sim.log) == 200  # what this run was answered and billed, by the simulator's record
+    answered_tokens = sum(e["completion_tokens"] for e in sim.log)
+    assert later["output_tokens"].iloc[0] == pytest.approx(answered_tokens, rel=0.25)
+    assert later["cost"].iloc[0] == pytest.approx(billed(sim.log), rel=0.15)
     # the defaults (100 output tokens an answer) were far off for a one-word answer
     assert first["output_tokens"].iloc[0] / 300 > 5 * later["output_tokens"].iloc[0] / 200
     other = rest.llm.estimate("Summarise: {t}", **llm)  # another template has no history

@@ -4,7 +4,6 @@ import asyncio
 import base64
 import io
 import json
-import time
 import urllib.error
 import urllib.request
 
@@ -18,7 +17,7 @@ from llmbatch_pd import BudgetError, InputError
 from llmbatch_pd.sim import Simulator
 from llmbatch_pd.sim.embeddings import vector
 from llmbatch_pd.store import Store
-from tests.conftest import KEY, cancel_once_batched
+from tests.conftest import KEY, bill, cancel_once_batched, wait_until
 
 MODEL = "openai/text-embedding-3-small"
 NAME = "text-embedding-3-small"
@@ -47,8 +46,11 @@ def test_series_embed_one_vector_per_row_on_the_index(emb, sim):
     assert out.attrs["llm_errors"] == {}
     report = out.attrs["llm_report"]
     assert report.rows == 30 and report.requests == 1 and report.answered_rows == 30
-    assert report.cost > 0 and report.stats.output_tokens == 0
+    assert report.stats.output_tokens == 0
     assert len(sim.log) == 1
+    # $0.02 a million input tokens (text-embedding-3-small's list price), on the tokens the
+    # simulator counted
+    assert report.cost == pytest.approx(sim.log[0]["prompt_tokens"] * 0.02 / 1e6) and report.cost > 0
 
 
 def test_sdk_gets_the_same_vectors_and_we_send_the_same_body():
@@ -138,7 +140,8 @@ def test_budget_refusal_before_anything_is_sent(emb, sim):
         texts(100).llm.embed(budget=1e-9, **emb)
     assert sim.log == []
     out = texts(100).llm.embed(budget=0.01, **emb)
-    assert out.notna().all() and out.attrs["llm_report"].cost <= 0.01
+    assert out.notna().all() and 0 < bill(sim.log) <= 0.01
+    assert out.attrs["llm_report"].cost == pytest.approx(bill(sim.log))
 
 
 def test_as_array_shape_dtype_and_nan_rows(emb):
@@ -279,12 +282,8 @@ def sdk_embeddings_batch(client, lines):
     uploaded = client.files.create(file=("emb.jsonl", io.BytesIO(data)), purpose="batch")
     batch = client.batches.create(input_file_id=uploaded.id, endpoint="/v1/embeddings",
                                   completion_window="24h")
-    deadline = time.monotonic() + 10
-    while batch.status not in ("completed", "failed", "expired", "cancelled"):
-        assert time.monotonic() < deadline
-        time.sleep(0.02)
-        batch = client.batches.retrieve(batch.id)
-    return batch
+    return wait_until(lambda: (b := client.batches.retrieve(batch.id)).status in (
+        "completed", "failed", "expired", "cancelled") and b, 30, "the embeddings batch job to end")
 
 
 def test_batch_mode_gives_realtime_vectors_at_half_the_cost(emb, sim):
@@ -295,11 +294,13 @@ def test_batch_mode_gives_realtime_vectors_at_half_the_cost(emb, sim):
     (created,) = batch_creations(sim)  # one job: 2 requests (2048 + 952 inputs)
     assert created["batch_requests"] == 2 and created["batch_inputs"] == 3000
     live = s.llm.embed(dimensions=16, cache=False, **emb)
+    live_bill = bill(sim.log)  # the real-time requests' tokens at $0.02 a million
     for a, b in zip(batch, live, strict=True):
         np.testing.assert_array_equal(a, b)
     rb, rl = batch.attrs["llm_report"], live.attrs["llm_report"]
     assert rb.mode == "batch" and rb.answered_rows == 3000
     assert rb.cost == pytest.approx(rl.cost / 2) and rb.stats.input_tokens == rl.stats.input_tokens
+    assert rl.cost == pytest.approx(live_bill) and rb.cost == pytest.approx(live_bill / 2) and live_bill > 0
     assert rb.stats.batch_status == "completed" and rb.stats.batch_counts["succeeded"] == 2
     assert "Batch jobs" in rb.summary() and "at batch prices" in rb.summary()
 
@@ -371,13 +372,22 @@ def test_batch_budget_uses_batch_prices(emb, sim):
     sim.configure(batch_seconds=0.2)
     s = texts(400, "a somewhat longer text to embed, number")
     est = s.llm.embed(cache=False, dimensions=8, **emb).attrs["llm_report"].estimate
-    assert est.batch_cost == pytest.approx(est.cost / 2)
+    assert est.cost == pytest.approx(est.input_tokens * 0.02 / 1e6)  # $0.02 a million, by hand
+    assert est.batch_cost == pytest.approx(est.input_tokens * 0.02 / 1e6 * 0.5)
     sim.reset()
     budget = est.batch_cost * 1.9  # below the real-time cost, above the batch worst case
     with pytest.raises(BudgetError):
         s.llm.embed(cache=False, dimensions=8, budget=budget, **emb)
     out = s.llm.embed(cache=False, dimensions=8, budget=budget, **FAST, **emb)
-    assert out.notna().all() and out.attrs["llm_report"].cost <= budget
+    assert out.notna().all()
+    # what the job cost, by hand from the usage in the simulator's result file, at half price
+    client = openai.OpenAI(base_url=sim.base_url, api_key=KEY, max_retries=0)
+    (batch_id,) = out.attrs["llm_report"].stats.batch_ids
+    result = client.files.content(client.batches.retrieve(batch_id).output_file_id).text
+    tokens = sum(json.loads(line)["response"]["body"]["usage"]["prompt_tokens"]
+                 for line in result.splitlines())
+    spent = tokens * 0.02 / 1e6 * 0.5
+    assert 0 < spent <= budget and out.attrs["llm_report"].cost == pytest.approx(spent)
     sim.reset()
     with pytest.raises(BudgetError, match="worst case"):  # expected fits, worst case does not
         s.llm.embed(cache=False, dimensions=8, budget=est.batch_cost * 1.01, **FAST, **emb)

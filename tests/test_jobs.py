@@ -1,13 +1,13 @@
 """df.llm.submit: a run in the background that can be awaited, waited for, or cancelled."""
 
 import asyncio
-import time
 
 import pandas as pd
 
 from llmbatch_pd.sim import Simulator
+from llmbatch_pd.sim.answers import prompt_sha
 
-from .conftest import KEY, MODEL
+from .conftest import KEY, MODEL, paused, wait_until
 
 
 def rows(n):
@@ -15,12 +15,13 @@ def rows(n):
 
 
 def test_submit_returns_at_once_and_result_waits(llm, sim):
-    t0 = time.monotonic()
-    job = rows(200).llm.submit("Echo {t}", **llm)
-    assert time.monotonic() - t0 < 1.0
+    with paused(sim):  # the server answers nothing: submit must not wait for answers
+        job = rows(200).llm.submit("Echo {t}", **llm)
+        assert not job.done() and "running" in repr(job)
+        assert sim.log == []
     out = job.result(timeout=60)
     assert job.done() and out["llm_output"].notna().all()
-    assert "done" in repr(job)
+    assert "done" in repr(job) and len(sim.log) == 200
 
 
 def test_job_can_be_awaited(llm):
@@ -34,9 +35,9 @@ def test_cancel_stops_and_keeps_finished_rows():
     with Simulator(ttft_ms=100) as sim:
         job = rows(2000).llm.submit("Echo {t}", model=MODEL, base_url=sim.base_url, api_key=KEY,
                                     progress=False, concurrency=10)
-        time.sleep(1.0)
+        wait_until(lambda: len(sim.log) >= 20, 60, "20 answers from the simulator")
         job.cancel()
-        out = job.result(timeout=10)
+        out = job.result(timeout=30)
         sent = len(sim.log)
     done = int(out["llm_output"].notna().sum())
     assert 10 <= done < 2000
@@ -46,15 +47,21 @@ def test_cancel_stops_and_keeps_finished_rows():
 
 def test_confirm_sends_nothing_until_started(llm, sim):
     job = rows(5).llm.submit("Echo {t}", confirm=True, **llm)
-    time.sleep(0.3)
-    assert sim.log == [] and "waiting to start" in repr(job)
+    # another job, submitted after it on the same engine, runs to the end meanwhile ...
+    other = rows(3).llm.submit("Other {t}", **llm).result(timeout=30)
+    assert other["llm_output"].notna().all()
+    # ... and the simulator saw only that one's prompts
+    others = {prompt_sha([{"role": "user", "content": f"Other job row {i}"}]) for i in range(3)}
+    assert {e["prompt_sha"] for e in sim.log} == others and len(sim.log) == 3
+    assert "waiting to start" in repr(job)
     assert job.estimate.requests == 5
     job.start()
     assert job.result(timeout=30)["llm_output"].notna().all()
+    assert len(sim.log) == 3 + 5
 
 
 def test_cancel_before_start_sends_nothing(llm, sim):
     job = rows(5).llm.submit("Echo {t}", confirm=True, **llm)
     job.cancel()
-    out = job.result(timeout=5)
+    out = job.result(timeout=30)
     assert sim.log == [] and out["llm_output"].isna().all()

@@ -14,6 +14,8 @@ from llmbatch_pd.run import RunReports
 from llmbatch_pd.sim import Simulator
 from llmbatch_pd.types import Usage
 
+from .conftest import bill, wait_until
+
 KEY = "sk-test-0123456789abcdefSECRET"
 PROMPT = "Classify the sentiment as positive, negative or neutral: {text}"
 MODELS = ["openai/gpt-4.1-mini", "anthropic/claude-haiku-4-5", "openai/gpt-4.1-nano"]
@@ -55,6 +57,11 @@ def test_one_report_per_model_and_totals(sim):
     assert reports["anthropic/claude-haiku-4-5"] is reports[1]
     assert reports.answered_rows == 24 and reports.failed_rows == 0
     assert reports.cost == pytest.approx(sum(r.cost for r in reports)) and reports.cost > 0
+    # each model's bill, by hand: the usage the simulator returned at that model's list price
+    for report, name in zip(reports, ["gpt-4.1-mini", "claude-haiku-4-5", "gpt-4.1-nano"], strict=True):
+        answered = [e for e in sim.log if e["model"] == name]
+        assert len(answered) == 8 and report.cost == pytest.approx(bill(answered))
+    assert reports.cost == pytest.approx(bill(sim.log))
     assert "claude-haiku-4-5" in reports.summary() and "claude-haiku-4-5" in reports._repr_html_()
     assert llmbatch_pd.last_report() is reports
     with pytest.raises(KeyError, match="models"):
@@ -62,11 +69,16 @@ def test_one_report_per_model_and_totals(sim):
 
 
 def test_the_models_run_at_the_same_time(sim):
-    sim.configure(ttft_ms=150, jitter_ms=0)
-    out = frame(4).llm.apply(PROMPT, model=MODELS, concurrency=1, **endpoint(sim))
-    elapsed = max(r.stats.elapsed for r in out.llm.report)
-    total = sum(r.stats.elapsed for r in out.llm.report)
-    assert elapsed < 0.8 * total  # one after the other would take the sum
+    """One request at a time per model, and every first request hangs at the server until the
+    client gives up on it: the server holds three at once only if the models run side by side."""
+    sim.configure(fault_hang=1.0, hang_seconds=60, capture_requests=20)
+    job = frame(4).llm.submit(PROMPT, model=MODELS, concurrency=1, timeout=1.0, **endpoint(sim))
+    wait_until(lambda: sim.stats()["max_in_flight"] >= 3, 30, "a request of each model at once")
+    sim.configure(fault_hang=0.0)  # the hung ones time out at the client, and are sent again
+    out = job.result(timeout=60)
+    assert out.filter(like="_error").isna().all().all()
+    first_three = {c["body"]["model"] for c in sim.captured[:3]}
+    assert first_three == {"gpt-4.1-mini", "claude-haiku-4-5", "gpt-4.1-nano"}
 
 
 def test_one_budget_for_all_models(sim):
@@ -78,7 +90,8 @@ def test_one_budget_for_all_models(sim):
         df.llm.apply(PROMPT, model=MODELS, budget=budget, **endpoint(sim))
     assert len(sim.log) == 0
     out = df.llm.apply(PROMPT, model=MODELS, budget=float(costs.sum()) * 1.5, **endpoint(sim))
-    assert out.llm.report.cost <= float(costs.sum()) * 1.5
+    assert len(sim.log) == 120 and bill(sim.log) <= float(costs.sum()) * 1.5
+    assert out.llm.report.cost == pytest.approx(bill(sim.log))
 
 
 def test_a_tight_shared_budget_is_never_exceeded(sim):
@@ -86,7 +99,9 @@ def test_a_tight_shared_budget_is_never_exceeded(sim):
     options = endpoint(sim, max_tokens=20)
     expected = float(df.llm.estimate(PROMPT, model=MODELS, **options)["cost"].sum())
     out = df.llm.apply(PROMPT, model=MODELS, budget=expected * 1.02, **options)
-    assert out.llm.report.cost <= expected * 1.02
+    spent = bill(sim.log)  # every answer the simulator gave, priced by hand
+    assert spent <= expected * 1.02
+    assert out.llm.report.cost == pytest.approx(spent)
 
 
 def test_models_share_one_account():

@@ -21,6 +21,8 @@ from llmbatch_pd.providers.anthropic import uses_tool_for_schema
 from llmbatch_pd.schema import OutputSchema
 from llmbatch_pd.sim import Simulator
 
+from .conftest import bill
+
 KEY = "sk-test-0123456789abcdefSECRET"
 PROMPT = "Classify the sentiment as positive, negative or neutral: {text}"
 
@@ -223,7 +225,9 @@ def test_an_answer_that_never_fits_becomes_the_rows_error_after_bounded_retries(
     assert len(sim.log) == 4 * 3  # each row: the first answer and two more tries
     report = out.llm.report
     assert report.stats.by_kind["invalid output"] == 12 and report.failed_rows == 4
-    assert report.cost > 0  # the unusable answers were paid for and are counted
+    # the unusable answers were paid for and are counted: all 12, by hand at the list price
+    assert [e["status"] for e in sim.log] == [200] * 12
+    assert report.cost == pytest.approx(bill(sim.log)) and report.cost > 0
     run(sim, reviews(4), schema=Review, schema_retries=0)  # nothing was cached: all sent again, once
     assert len(sim.log) == 12 + 4
 
