@@ -9,6 +9,7 @@ worked out by hand from the simulator's token counts.
 from __future__ import annotations
 
 import json
+import math
 import re
 from pathlib import Path
 
@@ -20,6 +21,7 @@ from llmbatch_pd.errors import InputError
 from llmbatch_pd.models import make_provider, parse_model
 from llmbatch_pd.sim import Simulator
 from llmbatch_pd.types import Request
+from llmbatch_pd.ui.report import reports_html, reports_markdown, reports_text
 
 KEY = "sk-test-0123456789abcdefSECRET"
 README = (Path(__file__).resolve().parent.parent / "README.md").read_text()
@@ -144,3 +146,52 @@ def test_batch_mode_is_refused_for_names_sent_as_given_before_anything_is_sent(s
 
 
 # -- models without a price ------------------------------------------------------------------
+
+
+def test_an_unpriced_model_says_price_unknown_everywhere_a_cost_would_be(sim):
+    out = run(sim, "gateway/x", usage=True)
+    report = out.llm.report
+    text, html, md = report.summary(), report._repr_html_(), report.to_markdown()
+    for shown in (text, html, md):
+        assert "price unknown" in shown
+        assert "$0.00" not in shown.replace("\\$", "$").replace("<span>$</span>", "$")
+    assert re.search(r"Cost\s+price unknown", text)
+    assert out["llm_output_cost"].isna().all()  # not 0.0: nobody knows
+
+
+def test_a_gateway_reported_cost_is_the_runs_cost(sim):
+    sim.configure(response_cost_per_mtok=2000.0)  # $2,000 per million tokens: big enough to read
+    out = run(sim, "gateway/x", usage=True)
+    # by hand, from the simulator's own token counts: (prompt + completion) x $0.002
+    expected = [(e["prompt_tokens"] + e["completion_tokens"]) * 0.002 for e in sim.log]
+    assert len(expected) == 3
+    report = out.llm.report
+    assert math.isclose(report.cost, sum(expected), rel_tol=1e-9)
+    assert sorted(out["llm_output_cost"]) == pytest.approx(sorted(expected))
+    assert "price unknown" not in report.summary()
+    assert "reported by the provider" in report.summary()
+
+
+def test_a_reported_cost_wins_over_the_price_list(sim):
+    """A priced model behind a gateway that reports its bill: the bill is what was paid."""
+    sim.configure(response_cost_per_mtok=1000.0)
+    out = run(sim, "openai/gpt-4.1-mini")
+    tokens = sum(e["prompt_tokens"] + e["completion_tokens"] for e in sim.log)
+    assert math.isclose(out.llm.report.cost, tokens * 0.001, rel_tol=1e-9)
+    # gpt-4.1-mini's list price ($0.40 in / $1.60 out per million) would have been far less
+    listed = sum(e["prompt_tokens"] * 0.40 + e["completion_tokens"] * 1.60 for e in sim.log) / 1e6
+    assert out.llm.report.cost > 100 * listed
+
+
+def test_several_models_with_one_unpriced_say_the_total_leaves_it_out(sim):
+    out = FRAME.llm.apply("Name a fruit that is {t}.", model=["openai/gpt-4.1-mini", "gateway/x"],
+                          base_url=sim.base_url, api_key=KEY, progress=False)
+    reports = out.llm.report
+    for shown in (reports_text(reports), reports_html(reports), reports_markdown(reports)):
+        assert "price unknown" in shown  # gateway/x's row
+        assert "excludes 1 model" in shown  # the total says what it leaves out
+    assert re.search(r"x\s.*price unknown", reports_text(reports))
+    # the priced model's cost, by hand from the log: gpt-4.1-mini at $0.40 / $1.60 per million
+    priced = [e for e in sim.log if e["model"] == "gpt-4.1-mini"]
+    by_hand = sum(e["prompt_tokens"] * 0.40 + e["completion_tokens"] * 1.60 for e in priced) / 1e6
+    assert math.isclose(reports[0].cost, by_hand, rel_tol=1e-9)
