@@ -18,7 +18,7 @@ import pandas as pd
 from . import errors, plan, pricing, store
 from .budget import Ledger
 from .loop_thread import Call, engine_loop, run_sync
-from .models import make_provider, parse_model
+from .models import batch_refusal, make_provider, parse_model
 from .prompts import Template
 from .run import Run, RunReport, RunReports, RunSpec, check_limits, check_mode
 from .ui import choose_display
@@ -95,9 +95,7 @@ def _spec(df: pd.DataFrame, template: str, *, model: str, system: str | None = N
     ref = parse_model(model, base_url=base_url)
     provider = make_provider(ref, base_url=base_url, api_key=api_key)
     if mode == "batch" and not provider.supports_batch:
-        raise errors.InputError(
-            f"mode='batch': {ref.full} has no batch API here (batch jobs work with openai/ and "
-            "anthropic/ models); use mode='realtime'")
+        raise errors.InputError(batch_refusal(ref))
     try:
         price = pricing.price_for(ref.provider, ref.model, prices)
     except ValueError as exc:
@@ -264,7 +262,7 @@ class _Apply(_Runnable):
 
     async def _execute(self, ledger: Ledger | None = None) -> None:
         """The pilot (if asked), a fresh estimate from it, then the rest of the rows."""
-        if ledger is None and self.spec.price is not None:
+        if ledger is None:  # also without a price: a provider may report each answer's cost
             ledger = Ledger(self.spec.budget, self.spec.cost)
         await self._prepare(ledger)
         await self._main(ledger)
@@ -332,7 +330,8 @@ class _Apply(_Runnable):
             cols[f"{col}_output_tokens"] = pd.array(
                 [u.output_tokens if u is not None else None for u in paid], dtype="Int64")
             cols[f"{col}_cost"] = pd.array(
-                [self.spec.cost(u) if u is not None and priced else None for u in paid], dtype="Float64")
+                [self.spec.cost(u) if u is not None and (priced or u.cost is not None) else None
+                 for u in paid], dtype="Float64")
         run.report.estimate = run.report.estimate or self._estimate
         return cols
 
@@ -397,7 +396,7 @@ class _Group(_Runnable):
     async def _execute(self) -> None:
         first = self.applies[0]
         root = Ledger(self.budget, first.spec.cost)
-        ledgers = [root.share(a.spec.cost) if a.spec.price is not None else None for a in self.applies]
+        ledgers = [root.share(a.spec.cost) for a in self.applies]
         await asyncio.gather(*(a._prepare(ledger) for a, ledger in zip(self.applies, ledgers, strict=True)))
         if any(a.pilot_size for a in self.applies):
             self._check_budget()  # on the pilots' figures

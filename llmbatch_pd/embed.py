@@ -183,7 +183,8 @@ class EmbedRun:
         self.spec = spec
         self.rows = rows
         self.n = n
-        self.report = RunReport(model=spec.model.full, rows=n, budget=spec.budget, mode=spec.mode)
+        self.report = RunReport(model=spec.model.full, rows=n, budget=spec.budget, mode=spec.mode,
+                                priced=spec.price is not None)
         self.stats = self.report.stats
         self.errors: list[str | None] = [None] * n
         self.row_input: list[int] = [-1] * n  # row -> position in the unique-input table

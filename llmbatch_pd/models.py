@@ -1,9 +1,24 @@
 """``provider/model`` names -> a configured Provider.
 
-The first path segment picks the provider preset and the rest is sent as the model name, as
-LiteLLM does: ``openai/gpt-4.1-mini`` sends ``gpt-4.1-mini`` to OpenAI, and
-``openai/meta-llama/Llama-3-8B`` with ``base_url=`` sends ``meta-llama/Llama-3-8B`` to any
-OpenAI-compatible server.
+The rule (README, "Providers and batch mode"):
+
+1. A known provider prefix (``openai/``, ``anthropic/``, ``deepseek/``, ``gemini/``) picks the
+   wire protocol, the key variable, the price and whether there is a batch API, and is
+   stripped: everything after the first ``/`` is sent as ``model``, with or without
+   ``base_url=``. So ``openai/gpt-4.1-mini`` sends ``gpt-4.1-mini``, and, as in LiteLLM,
+   ``openai/openai/gpt-4o`` sends ``openai/gpt-4o`` over OpenAI's protocol: the way to send
+   any name at all, a known prefix included, to an OpenAI-compatible server.
+2. With ``base_url=``, any other name (bare, or with another prefix: ``gateway/x``,
+   ``openrouter/...``, ``meta-llama/Llama-3-8B``) is sent exactly as given over OpenAI's chat
+   protocol to that server: no batch API, ``max_tokens``, priced only by ``prices=`` (or,
+   for a bare name the price list knows, by that price).
+3. Without ``base_url=``, a bare name is looked up in the price catalogue (``gpt-...`` is
+   OpenAI's, ``claude-...`` Anthropic's); anything else is refused.
+
+Which field carries ``max_tokens``: OpenAI itself (``api.openai.com``, Azure OpenAI) refuses
+``max_tokens`` on its reasoning models and reads ``max_completion_tokens``; every other
+OpenAI-compatible server (vLLM, Ollama, gateways, the simulator) reads ``max_tokens``. Batch
+lines always carry ``max_completion_tokens``: a batch job runs on OpenAI's own Batch API.
 """
 
 from __future__ import annotations
@@ -14,6 +29,7 @@ from dataclasses import dataclass
 from urllib.parse import urlsplit
 
 from .errors import InputError
+from .pricing import AS_GIVEN  # ModelRef.provider of a name sent as given (rule 2): not a prefix
 from .providers.anthropic import AnthropicMessages
 from .providers.base import Provider
 from .providers.openai import OpenAIChat
@@ -26,14 +42,13 @@ class Preset:
     base_url: str
     key_env: str
     base_url_env: str | None = None
-    max_tokens_field: str = "max_tokens"
     batch: bool = False  # has a batch API that mode="batch" can use
     json_schema: bool = True  # takes a JSON schema for structured output (else JSON mode only)
 
 
 PRESETS: dict[str, Preset] = {
     "openai": Preset(OpenAIChat, "https://api.openai.com/v1", "OPENAI_API_KEY", "OPENAI_BASE_URL",
-                     max_tokens_field="max_completion_tokens", batch=True),
+                     batch=True),
     # Anthropic's native Messages API; its base URL is the root, the dialect adds /v1/messages.
     "anthropic": Preset(AnthropicMessages, "https://api.anthropic.com", "ANTHROPIC_API_KEY",
                         "ANTHROPIC_BASE_URL", batch=True),
@@ -42,18 +57,22 @@ PRESETS: dict[str, Preset] = {
     "gemini": Preset(OpenAIChat, "https://generativelanguage.googleapis.com/v1beta/openai",
                      "GEMINI_API_KEY", "GEMINI_BASE_URL"),
 }
+COMPATIBLE = Preset(OpenAIChat, "", "OPENAI_API_KEY")
+"""Any OpenAI-compatible server given as ``base_url=``: chat completions, no batch API."""
 
 
 @dataclass(frozen=True)
 class ModelRef:
-    """A resolved model name: which provider, and what to send as ``model``."""
+    """A resolved model name: which provider (a preset, or :data:`AS_GIVEN`), and what to
+    send as ``model``."""
 
     provider: str
     model: str
 
     @property
     def full(self) -> str:
-        return f"{self.provider}/{self.model}"
+        """The name as the user means it: ``provider/model``, or the name sent as given."""
+        return self.model if self.provider == AS_GIVEN else f"{self.provider}/{self.model}"
 
 
 def parse_model(name: str, *, base_url: str | None = None) -> ModelRef:
@@ -63,14 +82,15 @@ def parse_model(name: str, *, base_url: str | None = None) -> ModelRef:
     head, sep, rest = name.partition("/")
     if sep and head in PRESETS and rest:
         return ModelRef(head, rest)
-    if base_url:  # any OpenAI-compatible server: send the name as it is
-        return ModelRef("openai", name)
+    if base_url:  # any OpenAI-compatible server: send the name exactly as given
+        return ModelRef(AS_GIVEN, name)
     guess = _provider_from_catalogue(name)
     if guess:
         return ModelRef(guess, name)
     raise InputError(
         f"cannot tell which provider serves {name!r}. Write it as provider/model "
-        f"(providers: {', '.join(sorted(PRESETS))}), or pass base_url= for an OpenAI-compatible server."
+        f"(providers: {', '.join(sorted(PRESETS))}), or pass base_url= to send it as given to an "
+        "OpenAI-compatible server."
     )
 
 
@@ -85,19 +105,38 @@ def _provider_from_catalogue(name: str) -> str | None:
 
 
 def make_provider(ref: ModelRef, *, base_url: str | None = None, api_key: str | Secret | None = None) -> Provider:
-    preset = PRESETS[ref.provider]
+    preset = PRESETS.get(ref.provider, COMPATIBLE)
     url = base_url or (os.environ.get(preset.base_url_env) if preset.base_url_env else None) or preset.base_url
+    if not url:
+        raise InputError(f"{ref.full!r} is sent as given to an OpenAI-compatible server: pass base_url=")
     key = secret_from(api_key, preset.key_env)
     if key is None and not is_local(url):
         raise InputError(
             f"no API key for {ref.full}: set ${preset.key_env} or pass api_key= "
             f"(a local server given as base_url= needs none)"
         )
-    provider = preset.dialect(ref.model, url, key, max_tokens_field=preset.max_tokens_field)
+    field = "max_completion_tokens" if is_openai_itself(url) else "max_tokens"
+    provider = preset.dialect(ref.model, url, key, max_tokens_field=field)
     provider.key_env = preset.key_env
     provider.supports_batch = preset.batch
     provider.schema_in_prompt = not preset.json_schema
     return provider
+
+
+def batch_refusal(ref: ModelRef, what: str = "batch jobs") -> str:
+    """Why ``mode="batch"`` is refused for ``ref``, said before anything is sent."""
+    if ref.provider == AS_GIVEN:
+        return (f"mode='batch': {ref.full!r} is sent as given to an OpenAI-compatible server, "
+                "which has no batch API here; use mode='realtime', or write openai/<name> if "
+                "the server has OpenAI's Batch API (/v1/files, /v1/batches)")
+    return (f"mode='batch': {ref.full} has no batch API here ({what} work with openai/ and "
+            "anthropic/ models); use mode='realtime'")
+
+
+def is_openai_itself(url: str) -> bool:
+    """True for OpenAI's own API (and Azure OpenAI), which want ``max_completion_tokens``."""
+    host = (urlsplit(url).hostname or "").lower()
+    return host == "api.openai.com" or host.endswith(".openai.azure.com")
 
 
 def is_local(url: str) -> bool:

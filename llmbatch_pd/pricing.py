@@ -54,6 +54,9 @@ _GENAI_PROVIDER = {
 }
 _OURS = {"google": "gemini"}
 
+AS_GIVEN = "openai-compatible"
+"""The provider of a name sent as given to an OpenAI-compatible ``base_url=`` (models.py)."""
+
 BATCH_DISCOUNT = 0.5
 """Batch APIs (OpenAI Batch, Anthropic Message Batches) charge half price."""
 
@@ -79,14 +82,23 @@ class UsageLike(Protocol):
     cache_write_tokens: int
 
 
-def cost(usage: UsageLike, price: Price, *, batch: bool = False) -> float:
+def cost(usage: UsageLike, price: Price | None, *, batch: bool = False) -> float:
     """Dollars for ``usage`` at ``price``; ``batch=True`` applies the 50 % batch discount.
+
+    A cost the provider reported (``usage.cost``: LiteLLM's proxy sends it) is what was billed
+    and wins over the price list. Without either the answer is 0.0: callers that show money
+    say "price unknown" from knowing the model has no price, never from this figure.
 
     ``usage.input_tokens`` counts every prompt token, the cached and cache-written ones
     included (OpenAI's convention, and genai-prices'; Anthropic's counts are normalised to it
     by the provider layer). Cached tokens pay the cached price, cache writes the cache-write
     price (each the input price when there is none), the rest the input price.
     """
+    reported = getattr(usage, "cost", None)
+    if reported is not None:
+        return reported
+    if price is None:
+        return 0.0
     cached = max(0, getattr(usage, "cached_tokens", 0) or 0)
     written = max(0, getattr(usage, "cache_write_tokens", 0) or 0)
     # Clamp rather than raise: a provider's odd usage report must not stop a run.
@@ -116,8 +128,18 @@ def price_for(
     ``output``, ``cached_input`` and ``cache_write`` also accepted) or a :class:`Price`, all in
     dollars per million tokens. Otherwise genai-prices' bundled catalogue is asked; a model it
     does not know gives None.
+
+    :data:`AS_GIVEN` (a name sent as given to an OpenAI-compatible server, models.py) is
+    priced by ``overrides`` under the name as given, else, for a bare name, at the price of
+    the catalogue's model of that name (``gpt-4o`` behind a gateway is OpenAI's gpt-4o); a
+    name with a prefix we do not know (``gateway/x``) has no price.
     """
     provider = _our_provider(provider)
+    if provider == AS_GIVEN:
+        if overrides and model in overrides:
+            return _override_price(model, overrides[model])
+        owner = None if "/" in model else resolve_provider(model)
+        return _catalogue_price(owner, model) if owner else None
     if model.lower().startswith(provider + "/"):
         model = model[len(provider) + 1 :]
     if overrides:
@@ -177,6 +199,11 @@ def context_window(provider: str, model: str) -> int | None:
     genai-prices, so they get the same answer as the model.
     """
     provider = _our_provider(provider)
+    if provider == AS_GIVEN:  # a name sent as given: the catalogue's model of that name
+        owner = None if "/" in model else resolve_provider(model)
+        if owner is None:
+            return None
+        provider = owner
     if model.lower().startswith(provider + "/"):
         model = model[len(provider) + 1 :]
     info = _model_info(provider, model)

@@ -124,7 +124,9 @@ class RunSpec:
         return self.mode == "batch"
 
     def cost(self, usage: Usage) -> float:
-        return cost(usage, self.price, batch=self.batch) if self.price is not None else 0.0
+        """What ``usage`` cost: the provider's reported cost, else priced (0.0 without a price:
+        ``RunReport.priced`` then says the cost is unknown)."""
+        return cost(usage, self.price, batch=self.batch)
 
     def worst_cost(self, request: Request) -> float:
         """An upper bound on what one request can cost, reserved before it is sent."""
@@ -159,6 +161,7 @@ class RunReport:
     interrupted: bool = False
     warnings: list[str] = field(default_factory=list)
     mode: str = "realtime"
+    priced: bool = True  # the model has a price (else only provider-reported costs count)
 
     @property
     def finished_rows(self) -> int:
@@ -263,7 +266,8 @@ class Run:
         self.errors: list[str | None] = [None] * n
         self.usages: list[Usage | None] = [None] * n
         self.keep_usage = True  # per-row usage for usage=True; off, only what dedup needs
-        self.report = RunReport(model=spec.model.full, rows=n, budget=spec.budget, mode=spec.mode)
+        self.report = RunReport(model=spec.model.full, rows=n, budget=spec.budget, mode=spec.mode,
+                                priced=spec.price is not None)
         self.stats = self.report.stats
         self._followers: dict[int, list[int]] = {}
         self.engine: Engine | None = None
@@ -520,7 +524,7 @@ class Run:
 
     async def execute(self, ledger: Ledger | None = None) -> RunReport:
         spec = self.spec
-        if ledger is None and spec.price is not None:
+        if ledger is None:  # also without a price: a provider may report each answer's cost
             ledger = Ledger(spec.budget, spec.cost)
         # the HTTP stack (aiohttp) loads on the first run, not at import
         from .engine import Engine, RetryPolicy

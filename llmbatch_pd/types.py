@@ -27,6 +27,9 @@ class Usage:
     output_tokens: int = 0
     cached_tokens: int = 0
     cache_write_tokens: int = 0
+    cost: float | None = None
+    """Dollars the provider reported for this answer (LiteLLM's ``x-litellm-response-cost``);
+    when present it is the cost, whatever the price list says."""
 
     def __add__(self, other: Usage) -> Usage:
         return Usage(
@@ -34,6 +37,7 @@ class Usage:
             self.output_tokens + other.output_tokens,
             self.cached_tokens + other.cached_tokens,
             self.cache_write_tokens + other.cache_write_tokens,
+            None if self.cost is None or other.cost is None else self.cost + other.cost,
         )
 
 

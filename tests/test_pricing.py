@@ -13,7 +13,7 @@ import genai_prices
 import pytest
 
 from llmbatch_pd import pricing
-from llmbatch_pd.pricing import Price, context_window, cost, price_for, resolve_provider
+from llmbatch_pd.pricing import AS_GIVEN, Price, context_window, cost, price_for, resolve_provider
 from llmbatch_pd.types import Usage
 
 # Noon UTC today: inside DeepSeek's standard-price window (00:30-16:30 UTC) in the data.
@@ -269,3 +269,20 @@ def test_importing_pricing_does_not_import_genai_prices():
         [sys.executable, "-c", code], capture_output=True, text=True, timeout=60
     )
     assert result.returncode == 0, result.stderr
+
+
+def test_a_name_sent_as_given_is_priced_by_its_bare_name_or_not_at_all():
+    # gpt-4o behind a gateway is OpenAI's gpt-4o: $2.50 in, $10.00 out per million (OpenAI's page)
+    price = price_for(AS_GIVEN, "gpt-4o")
+    assert (price.input_per_mtok, price.output_per_mtok) == (2.5, 10.0)
+    assert price_for(AS_GIVEN, "gateway/gpt-4o") is None  # a prefix we do not know: no guess
+    assert price_for(AS_GIVEN, "llama3") is None
+    assert price_for(AS_GIVEN, "gateway/x", {"gateway/x": (1, 2)}).input_per_mtok == 1.0
+
+
+def test_a_cost_the_provider_reported_is_the_cost():
+    listed = Price(0.40, 1.60)
+    assert cost(Usage(1_000_000, 0), listed) == 0.40
+    assert cost(Usage(1_000_000, 0, cost=0.0123), listed) == 0.0123  # the bill, not the list
+    assert cost(Usage(1_000_000, 0, cost=0.0123), listed, batch=True) == 0.0123  # already billed
+    assert cost(Usage(1_000_000, 0), None) == 0.0  # no price: the displays say "price unknown"

@@ -12,9 +12,11 @@ import time
 import ipywidgets as w
 import pytest
 
+from llmbatch_pd import plan
 from llmbatch_pd.engine import EngineStats
 from llmbatch_pd.errors import InputError
 from llmbatch_pd.plan import Estimate
+from llmbatch_pd.pricing import Price
 from llmbatch_pd.run import RunReport
 from llmbatch_pd.ui import (
     ConsoleProgress,
@@ -77,14 +79,24 @@ def test_rate_count_percent():
 # -- fixtures -------------------------------------------------------------------------------
 
 
-def estimate(**over) -> Estimate:
-    values = dict(model="openai/gpt-4.1-mini", rows=1000, requests=800, duplicates=200, cached=50,
-                  input_tokens=120_000, input_tokens_low=110_000, input_tokens_high=140_000,
-                  output_tokens_low=800, output_tokens=80_000, output_tokens_high=3_200_000,
-                  cost_low=0.05, cost=0.123, cost_high=4.1, cache_saves=0.01, wall_time_s=200,
-                  budget=1.0, token_counting="exact", output_basis="default")
-    values.update(over)
-    return Estimate(**values)
+GPT_MINI = Price(0.40, 1.60)  # gpt-4.1-mini's list price, dollars per million tokens in / out
+
+
+def estimate(*, model: str = "openai/gpt-4.1-mini", rows: int = 1000, duplicates: int = 200,
+             cached: int = 50, to_send: int = 750, tokens_each: int = 160, price: Price | None = GPT_MINI,
+             budget: float | None = 1.0, rpm: float | None = 300) -> Estimate:
+    """A plan made by the real code, with the counts ``Run.plan`` hands ``plan.build``:
+    ``to_send`` requests of ``tokens_each`` input tokens each (counted exactly), no pilot.
+
+    The defaults, by hand: 1,000 rows = 800 unique prompts + 200 duplicates; 800 = 50 cached +
+    750 to send. Input 750 x 160 = 120,000 tokens (x0.98 / x1.05: 117,600-126,000). Output 100 a
+    answer = 75,000 (750 x 1 = 750 to 750 x 4,096 = 3,072,000). Cost 120,000 x $0.40/M + 75,000
+    x $1.60/M = $0.048 + $0.12 = $0.168 (low $0.04704 + $0.0012 = $0.04824, high $0.0504 +
+    $4.9152 = $4.9656); batch half of each. Wall time: 2 s a request (1 s + 100 tokens at
+    100/s); 300 rpm = 5/s < 64 in flight / 2 s = 32/s, so 750 / 5 + 2 = 152 s."""
+    return plan.build(model, rows=rows, duplicates=duplicates, cached=cached, skipped=0, too_long=0,
+                      input_counts=[tokens_each] * to_send, exact=True, token_counting="exact",
+                      price=price, max_tokens=None, concurrency=64, rpm=rpm, tpm=None, budget=budget)
 
 
 def running_report(**over) -> RunReport:
@@ -168,7 +180,7 @@ def test_report_markdown_and_text():
     assert "&lt;script&gt;" in md and "<script" not in md
     assert "\\$0.10" in md and " $0.1" not in md.replace("\\$", "")  # no bare $ for MathJax
     text = report_text(r, estimate())
-    assert "expected $0.123, range $0.05–$4.10" in text
+    assert "expected $0.168, range $0.0482–$4.97" in text
     assert "$0.01 by the cache · $0.02 by de-duplication" in text
     assert "Stopped early" in text and EVIL in text  # plain text is not HTML: kept as is
     assert text.splitlines()[0].endswith("· stopped")
@@ -193,8 +205,8 @@ def test_report_without_estimate_or_stats():
     r = RunReport(model="m", rows=0)
     assert "Wall time" in report_text(r)
     assert "llmbatch-report" in report_html(r)
-    r.estimate = estimate(cost=None, cost_low=None, cost_high=None)
-    assert "no price known" in report_text(r)  # the report's own estimate is used
+    r.estimate = estimate(price=None)
+    assert re.search(r"Cost\s+price unknown", report_text(r))  # the report's own estimate is used
 
 
 # -- the panel ------------------------------------------------------------------------------
@@ -204,8 +216,10 @@ def test_panel_shows_estimate_before_the_run():
     p = Panel(running_report(), estimate(), on_cancel=lambda: None)
     assert "ESTIMATE" in p.header.value.upper()
     plan = p.plan.value
-    for text in ("Requests", "800", "Cache hits", "120k", "$0.123", "$0.05–$4.10", "$1.00", "~3m 20s"):
+    for text in ("Requests", "800", "Cache hits", "120k", "$0.168", "$0.0482–$4.97", "$1.00", "~2m 32s"):
         assert text in plan
+    # 800 unique prompts, 50 of them cached: 750 to send (not 700)
+    assert re.search(r">To send</th><td[^>]*>(<span[^>]*>)?750<", plan)
     assert p.budget == 1.0 and p.budget_bar.layout.display is None
     assert p.progress.value == 0 and p.progress.max == 1000
     assert "waiting to start" in p.progress_label.value
@@ -487,11 +501,11 @@ def test_submit_confirm_start_from_code_hides_run(llm, sim, capsys):
 
 def test_panel_reads_the_estimate_the_run_attached():
     r = running_report()
-    p = Panel(r, estimate(cost=0.5))
-    assert "$0.50" in p.plan.value
-    r.estimate = estimate(cost=0.25)  # refined after a pilot
+    p = Panel(r, estimate(price=Price(1.0, 5.0)))  # 120,000 x $1/M + 75,000 x $5/M
+    assert "$0.495" in p.plan.value
+    r.estimate = estimate(price=Price(0.5, 2.0))  # refined after a pilot: $0.06 + $0.15
     p.show_estimate()
-    assert "$0.25" in p.plan.value
+    assert "$0.21" in p.plan.value
 
 
 # -- choosing a display ---------------------------------------------------------------------
@@ -538,7 +552,7 @@ def test_console_progress_postfix_and_plan():
         bar.show_estimate()
     finally:
         tqdm.tqdm.write = orig
-    assert "Requests" in monkey_write.getvalue() and "$0.123" in monkey_write.getvalue()
+    assert "Requests" in monkey_write.getvalue() and "$0.168" in monkey_write.getvalue()
     s = r.stats
     r.answered_rows, r.failed_rows = 10, 2
     s.retrying, s.cost = 1, 0.0123
@@ -556,13 +570,15 @@ def test_console_progress_postfix_and_plan():
 NOTEBOOK = '''
 import time
 from llmbatch_pd.engine import EngineStats
-from llmbatch_pd.plan import Estimate
+from llmbatch_pd import plan
+from llmbatch_pd.pricing import Price
 from llmbatch_pd.run import RunReport
 from llmbatch_pd.ui.panel import Panel
 
 report = RunReport(model="openai/gpt-4.1-mini", rows=300, requests=250, duplicates=50)
-est = Estimate(model="openai/gpt-4.1-mini", rows=300, requests=250, duplicates=50, cost_low=0.01,
-               cost=0.02, cost_high=0.5, input_tokens=9000, output_tokens=25000, wall_time_s=12)
+est = plan.build("openai/gpt-4.1-mini", rows=300, duplicates=50, cached=0, skipped=0, too_long=0,
+                 input_counts=[36] * 250, exact=True, token_counting="exact", price=Price(0.4, 1.6),
+                 max_tokens=None, concurrency=64, rpm=None, tpm=None, budget=1.0)
 panel = Panel(report, est, budget=1.0, on_cancel=lambda: None, min_interval=0.05).show()
 s = report.stats
 s.started = time.monotonic()
@@ -632,8 +648,7 @@ def batch_report(**over) -> RunReport:
 def test_panel_shows_batch_status_ids_and_counts_until_the_rows_land():
     clock = Clock()
     r = batch_report()
-    p = Panel(r, estimate(rows=100, requests=100, batch_cost=0.06, batch_cost_low=0.02, batch_cost_high=2.0),
-              on_cancel=lambda: None, clock=clock)
+    p = Panel(r, estimate(rows=100, duplicates=0, cached=0, to_send=100), on_cancel=lambda: None, clock=clock)
     assert "openai/gpt-4.1-mini · batch" in p.header.value
     label = p.batch_label.value
     assert p.batch_label.layout.display is None
@@ -644,7 +659,8 @@ def test_panel_shows_batch_status_ids_and_counts_until_the_rows_land():
         assert text in label
     assert p.batch_bar.layout.display is None and (p.batch_bar.value, p.batch_bar.max) == (40, 100)
     assert "ETA" not in p.progress_label.value  # rows land when a job ends: no pace to read
-    assert "$0.06 expected" in p.plan.value  # the plan line at batch prices
+    # the plan line at batch prices: (16,000 x $0.40 + 10,000 x $1.60) / M / 2
+    assert "$0.0112 expected" in p.plan.value
     assert "Cancel stops waiting" in p.hint.value and "keep running at the provider" in p.hint.value
     r.stats.batch_counts = {**r.stats.batch_counts, "succeeded": 98, "processing": 0}
     clock.t += 1
@@ -693,12 +709,12 @@ def test_summary_of_a_batch_run():
     r = batch_report(answered_rows=98, failed_rows=2)
     r.stats.batch_status = "completed"
     r.stats.finished = time.monotonic()
-    e = estimate(rows=100, batch_cost=0.06, batch_cost_low=0.02, batch_cost_high=2.0)
+    e = estimate(rows=100, duplicates=0, cached=0, to_send=100)  # the batch figures above
     text = report_text(r, e)
     assert re.search(r"Batch jobs\s+completed\s+\(1 job: batch_6823…6789; 40 / 100 requests processed", text)
     assert "still running" not in text
     assert re.search(r"Batch\s+half price\s+\(jobs can take up to 24 h; re-running the same call re-attaches", text)
-    assert "expected $0.06, range $0.02–$2.00 at batch prices" in text
+    assert "expected $0.0112, range $0.00322–$0.331 at batch prices" in text
     r.stats.batch_status = "completed 1, in_progress 1"  # the run stopped waiting (Cancel)
     assert "still running at the provider: the same call run again re-attaches" in report_text(r, e)
     html = report_html(r, e)
@@ -718,9 +734,12 @@ def pair(**over):
     a = RunReport(model="openai/gpt-4.1-mini", rows=1000, requests=800, cached=50, budget=2.0)
     b = RunReport(model=HAIKU, rows=1000, requests=900, cached=10, budget=2.0, mode="batch")
     a.stats, b.stats = EngineStats(total=1000), EngineStats(total=1000)
+    # claude-haiku-4-5 at $1 / $5 per million: 890 to send of 100 tokens; by hand, input 89,000
+    # (87,220-93,450), output 89,000 (890-3,645,440); batch (half) $0.267, low $0.045835, high
+    # $9.160325; wall 890 / 5 + 2 = 180 s
     ests = [estimate(budget=2.0),
-            estimate(model=HAIKU, requests=900, cached=10, input_tokens=100_000, output_tokens=70_000,
-                     batch_cost_low=0.02, batch_cost=0.1, batch_cost_high=2.5, wall_time_s=400, budget=2.0)]
+            estimate(model=HAIKU, duplicates=100, cached=10, to_send=890, tokens_each=100,
+                     price=Price(1.0, 5.0), budget=2.0)]
     return a, b, ests
 
 
@@ -758,13 +777,13 @@ def test_reports_text_markdown_html():
     head = lines[1].split()
     assert head[:4] == ["Model", "Answered", "Failed", "Sent"] and head[-1] == "Status"
     row_a = next(ln for ln in lines if ln.strip().startswith("openai/gpt-4.1-mini"))
-    assert re.search(r"openai/gpt-4\.1-mini\s+990\s+10\s+790\s+50\s+118k / 60k\s+\$0\.10 \(est\. \$0\.123\)\s+"
+    assert re.search(r"openai/gpt-4\.1-mini\s+990\s+10\s+790\s+50\s+118k / 60k\s+\$0\.10 \(est\. \$0\.168\)\s+"
                      r"1m 30s\s+done$", row_a)
     row_b = next(ln for ln in lines if ln.strip().startswith(HAIKU))
     assert "(batch)" in row_b and "10 (+590 unsent)" in row_b and "stopped (budget reached)" in row_b
     total = next(ln for ln in lines if ln.strip().startswith("Total"))
     assert re.search(r"Total \(2 models\)\s+1,390\s+20 \(\+590 unsent\)\s+1,690\s+60\s+236k / 120k\s+"
-                     r"\$0\.40 \(est\. \$0\.223\)\s+1m 30s\s+partly stopped$", total)
+                     r"\$0\.40 \(est\. \$0\.435\)\s+1m 30s\s+partly stopped$", total)
     assert re.search(r"Budget\s+\$0\.40 of \$2\.00\s+\(20% used, shared by all models\)", text)
     assert re.search(r"Batch jobs claude-haiku-4-5\s+completed\s+\(1 job: batch_6823…6789", text)
     assert re.search(r"Stopped early claude-haiku-4-5\s+budget reached", text)
@@ -784,7 +803,7 @@ def test_reports_text_markdown_html():
     # the lead's container calls them with the reports alone: each report's own estimate
     a.estimate, b.estimate = ests
     assert reports_text([a, b]) == text
-    assert "$0.223" not in reports_text([RunReport(model="m", rows=0)])
+    assert "$0.435" not in reports_text([RunReport(model="m", rows=0)])
 
 
 def test_group_panel_estimate_table_and_lines():
@@ -795,10 +814,10 @@ def test_group_panel_estimate_table_and_lines():
     assert p.budget == 2.0 and "ESTIMATE" in p.header.value.upper() and "2 models" in p.header.value
     plan = p.plan.value
     for text in ("Model", "Requests", "Tokens in", "Tokens out", "Range", "Wall time", "gpt-4.1-mini",
-                 "claude-haiku-4-5", "batch prices", "$0.05–$4.10", "$0.02–$2.50"):
+                 "claude-haiku-4-5", "batch prices", "$0.0482–$4.97", "$0.0458–$9.16"):
         assert text in plan
     total = plan[plan.index(">Total<"):]
-    for text in ("2,000", "1,700", "220k", "~150k", "$0.223", "$0.07–$6.60", "~6m 40s"):
+    for text in ("2,000", "1,640", "209k", "~164k", "$0.435", "$0.0941–$14.13", "~3m 00s"):
         assert text in total, text
     assert "Budget" in plan and "the high end of the total is above it" in plan
     assert [ln.bar.max for ln in p.lines] == [1000, 1000] and [ln.bar.value for ln in p.lines] == [0, 0]
@@ -964,7 +983,7 @@ def test_group_progress_postfix_and_plan():
     finally:
         tqdm.tqdm.write = orig
     assert "claude-haiku-4-5 (batch)" in plan.getvalue() and "Total (2 models)" in plan.getvalue()
-    assert "$0.223" in plan.getvalue() and "Budget  $2.00" in plan.getvalue()
+    assert "$0.435" in plan.getvalue() and "Budget  $2.00" in plan.getvalue()
     a.answered_rows, a.failed_rows, a.stats.cost = 10, 2, 0.0123
     b.answered_rows, b.stats.cost = 5, 0.01
     b.stats.batch_status, b.stats.batch_counts = "in_progress", {"total": 890, "succeeded": 3, "errored": 1}
@@ -975,3 +994,75 @@ def test_group_progress_postfix_and_plan():
     bar.close()
     text = out.getvalue()
     assert "2 models" in text and "17/2000" in text and "gpt-4.1-mini=10/2" in text and "$=0.0223/2.00" in text
+
+
+# -- "To send": a real plan with cached rows -------------------------------------------------
+
+
+def test_to_send_counts_cached_rows_once(llm, sim):
+    """The estimate's ``requests`` already leaves the cached prompts out: the panel must not
+    take them off a second time."""
+    import pandas as pd
+
+    from llmbatch_pd.accessor import _spec
+    from llmbatch_pd.run import Run
+    from llmbatch_pd.ui.report import plan_lines
+
+    df = pd.DataFrame({"t": ["a", "a", "b", "c", "d", "e"]})
+    df.iloc[[2, 3]].llm.apply("Echo {t}", **llm)  # b and c answered: in the cache now
+    assert len(sim.log) == 2
+    options = {k: v for k, v in llm.items() if k != "progress"}
+    spec, rows = _spec(df, "Echo {t}", **options)
+    est = Run(spec, rows, len(df)).plan()
+    # by hand: 6 rows, "a" twice -> 5 unique prompts; b and c cached -> 3 to send
+    figures = {ln.label: ln.value for ln in plan_lines(est)}
+    assert (figures["Rows"], figures["Requests"], figures["Cache hits"], figures["To send"]) == ("6", "5", "2", "3")
+    report = RunReport(model=est.model, rows=6)
+    p = Panel(report, est)
+    assert re.search(r">To send</th><td[^>]*>(<span[^>]*>)?3<", p.plan.value)
+    assert "3 requests to send" in p._plan_line("real time")
+    df.llm.apply("Echo {t}", **llm)
+    assert len(sim.log) == 2 + 3  # what the simulator received: the plan's "To send"
+
+
+# -- a model without a price -----------------------------------------------------------------
+
+
+def test_unpriced_model_says_price_unknown_in_the_panel_and_the_bar():
+    r = running_report(priced=False)  # as a run of a model the price list lacks makes it
+    e = estimate(price=None, budget=None)  # no budget= without a price: refused before the run
+    clock = Clock()
+    p = Panel(r, e, on_cancel=lambda: None, clock=clock)
+    assert "price unknown" in p.plan.value and "$0.00" not in p.plan.value
+    assert "price unknown" in p._plan_line("real time")
+    r.stats.started = time.monotonic()
+    r.answered_rows = 10
+    p.update()
+    assert "<b>price unknown</b>" in p.counts.value and "$0.00" not in p.counts.value
+    bar = ConsoleProgress(r, e, file=io.StringIO())
+    assert bar.postfix()["$"] == "price unknown"
+    bar.close()
+    r.stats.cost = 0.0042  # a gateway reported what it billed: that is the cost
+    clock.t += 1
+    p.update()
+    assert "<b>$0.0042</b> spent" in p.counts.value
+    p.finish()
+    assert "reported by the provider" in p.summary.value
+
+
+def test_group_with_one_unpriced_model_says_what_its_totals_leave_out():
+    from llmbatch_pd.ui import GroupProgress
+    from llmbatch_pd.ui.group import GroupPanel
+
+    a, b, ests = pair()
+    b.priced, ests[1] = False, estimate(model=HAIKU, price=None, budget=None)
+    p = GroupPanel([a, b], ests, on_cancel=lambda: None)
+    plan = p.plan.value
+    assert "price unknown" in plan
+    total = plan[plan.index(">Total<"):]
+    assert "$0.168" in total and "excludes 1 model: price unknown" in total  # gpt-4.1-mini's alone
+    assert "excludes 1 model" in p._plan_line(p._modes())
+    a.stats.cost = 0.05
+    bar = GroupProgress([a, b], ests, file=io.StringIO())
+    assert bar.postfix()["$"] == "0.05/2.00 (excludes 1)"
+    bar.close()

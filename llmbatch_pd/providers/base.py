@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import email.utils
 import json
+import math
 import re
 import time
 import uuid
@@ -81,8 +82,11 @@ class Provider(ABC):
         return self._url, self._headers, json.dumps(self._body(request), ensure_ascii=False).encode()
 
     def parse(self, status: int, headers: Mapping[str, str], body: bytes) -> Reply:
-        """A Reply for a successful answer; raises a ProviderError otherwise."""
-        return self._reply(self._parse_object(status, headers, body))
+        """A Reply for a successful answer; raises a ProviderError otherwise. A cost the
+        server reported in a header (a gateway's) rides on its usage."""
+        reply = self._reply(self._parse_object(status, headers, body))
+        reply.usage.cost = reported_cost(headers)
+        return reply
 
     def _parse_object(self, status: int, headers: Mapping[str, str], body: bytes) -> dict[str, Any]:
         """A 2xx body as a JSON object; a classified error for anything else."""
@@ -253,6 +257,23 @@ def parse_retry_after(headers: Mapping[str, str]) -> float | None:
     except (TypeError, ValueError):
         return None
     return max(0.0, when.timestamp() - time.time())
+
+
+COST_HEADER = "x-litellm-response-cost"
+"""LiteLLM's proxy: the answer's cost in dollars as a float ("0.0037", "5.85e-06"),
+documented in its docs/proxy/response_headers.md ("Cost Tracking Headers")."""
+
+
+def reported_cost(headers: Mapping[str, str]) -> float | None:
+    """The dollars a gateway reported for one answer, or None (absent or unreadable)."""
+    value = headers.get(COST_HEADER)
+    if not value:
+        return None
+    try:
+        dollars = float(value)
+    except ValueError:
+        return None
+    return dollars if math.isfinite(dollars) and dollars >= 0 else None
 
 
 def parse_int(value: str | None) -> int | None:

@@ -51,9 +51,13 @@ class OpenAIBatches:
     """The ``url`` of every line and the job's ``endpoint``: OpenAI's literal path, whatever
     prefix the base URL has."""
 
+    def _batch_body(self, request: Request) -> dict[str, Any]:
+        """A batch line's body: the real-time one unless the dialect says otherwise."""
+        return self._body(request)  # type: ignore[attr-defined]
+
     def batch_line(self, request: Request) -> bytes:
         line = {"custom_id": request.key, "method": "POST", "url": self.batch_endpoint,
-                "body": self._body(request)}
+                "body": self._batch_body(request)}
         return json.dumps(line, ensure_ascii=False).encode()
 
     async def create_batch(self, http: BatchHTTP, lines: list[bytes], tag: str = "") -> BatchInfo:
@@ -156,8 +160,10 @@ class OpenAIBatches:
 class OpenAIChat(OpenAIBatches, Provider):
     name = "openai"
     key_env = "OPENAI_API_KEY"
-    # OpenAI's own reasoning models refuse max_tokens; compatible servers mostly want it.
     max_tokens_field = "max_tokens"
+    """What carries ``max_tokens``: OpenAI's own reasoning models refuse ``max_tokens`` and read
+    ``max_completion_tokens`` (models.py passes that for api.openai.com); vLLM, Ollama and
+    most gateways read ``max_tokens``."""
 
     def __init__(self, model, base_url, api_key, *, max_tokens_field: str | None = None) -> None:
         super().__init__(model, base_url, api_key)
@@ -169,13 +175,19 @@ class OpenAIChat(OpenAIBatches, Provider):
             self._auth["authorization"] = f"Bearer {api_key.reveal()}"
         self._headers = {"content-type": "application/json", **self._auth}
 
-    def _body(self, request: Request) -> dict[str, Any]:
+    def _body(self, request: Request, max_tokens_field: str | None = None) -> dict[str, Any]:
+        field = max_tokens_field or self.max_tokens_field
         body: dict = {"model": self.model, "messages": request.messages}
         for name, value in request.params.items():
             if value is None:
                 continue
-            body[self.max_tokens_field if name == "max_tokens" else name] = value
+            body[field if name == "max_tokens" else name] = value
         return body
+
+    def _batch_body(self, request: Request) -> dict[str, Any]:
+        """A batch line runs on OpenAI's own Batch API (a server with ``/v1/batches`` is OpenAI
+        or a proxy handing the file to it), so it carries OpenAI's own field."""
+        return self._body(request, "max_completion_tokens")
 
     def _reply(self, data: dict[str, Any]) -> Reply:
         try:

@@ -37,6 +37,10 @@ class SimConfig:
     # retry-after / retry-after-ms, so a client learns nothing but the status.
     rate_limit_headers: bool = True
     retry_after_on_429: bool = True
+    # A gateway that reports each answer's cost, as LiteLLM's proxy does: every successful
+    # completion carries x-litellm-response-cost = (prompt + completion tokens) x this / 1e6
+    # dollars (str(float), e.g. "5.85e-06"). None sends no such header.
+    response_cost_per_mtok: float | None = None
     # Faults: per-request probabilities (their sum must stay <= 1), drawn from Random(seed).
     seed: int = 0
     fault_429: float = 0.0
@@ -79,7 +83,7 @@ class SimConfig:
                 raise ValueError(f"SimConfig.{name} must be between 0 and 1")
         if sum(getattr(self, name) for name in FAULTS) > 1.0 + 1e-9:
             raise ValueError("SimConfig fault rates must add up to at most 1")
-        for name in ("rpm", "tpm", "quota_requests"):
+        for name in ("rpm", "tpm", "quota_requests", "response_cost_per_mtok"):
             value = getattr(self, name)
             if value is not None and value < 0:
                 raise ValueError(f"SimConfig.{name} must be >= 0 or None")

@@ -281,6 +281,9 @@ class SimServer:
         self._used += 1
         await asyncio.sleep(self._latency(cfg, answer.completion_tokens))
         entry["completion_tokens"] = answer.completion_tokens
+        if cfg.response_cost_per_mtok is not None:  # a gateway reporting its bill (LiteLLM)
+            tokens = prompt_tokens + answer.completion_tokens
+            headers["x-litellm-response-cost"] = str(tokens * cfg.response_cost_per_mtok / 1e6)
         return web.json_response(dialect.answer(model, answer, prompt_tokens), headers=headers)
 
     def _latency(self, cfg: SimConfig, completion_tokens: int) -> float:

@@ -15,6 +15,7 @@ from typing import TYPE_CHECKING, Any, Self
 from tqdm import tqdm
 
 from . import format as fmt
+from .costs import PRICE_UNKNOWN, cost_known
 from .report import (
     batch_progress,
     budget_of,
@@ -93,12 +94,18 @@ class _Bar:
         """Write above the bar (tqdm keeps the bar below it)."""
         tqdm.write(text, file=self.file or sys.stderr)
 
-    def _dollars(self, post: dict[str, Any], spent: float) -> None:
-        """``$=spent/budget`` (or just what was spent, if anything, without a budget)."""
+    def _dollars(self, post: dict[str, Any], spent: float, unknown: int = 0, of: int = 1) -> None:
+        """``$=spent/budget`` (or just what was spent, if anything, without a budget);
+        ``unknown`` of ``of`` models have no price: "$=price unknown", or the known part with
+        how many models it leaves out."""
+        if unknown and unknown == of:
+            post["$"] = PRICE_UNKNOWN
+            return
+        left_out = f" (excludes {unknown})" if unknown else ""
         if self.budget is not None:
-            post["$"] = f"{fmt.money(spent)[1:]}/{fmt.money(self.budget)[1:]}"
-        elif spent:
-            post["$"] = fmt.money(spent)[1:]
+            post["$"] = f"{fmt.money(spent)[1:]}/{fmt.money(self.budget)[1:]}{left_out}"
+        elif spent or unknown:
+            post["$"] = fmt.money(spent)[1:] + left_out
 
 
 class ConsoleProgress(_Bar):
@@ -133,7 +140,7 @@ class ConsoleProgress(_Bar):
         for kind in POSTFIX_KINDS:
             if s.by_kind.get(kind):
                 post[kind] = s.by_kind[kind]
-        self._dollars(post, s.cost)
+        self._dollars(post, s.cost, 0 if cost_known(r, self.estimate) else 1)
         if s.stop_reason:
             post["stopping"] = s.stop_reason[:40]
         return post
@@ -181,7 +188,9 @@ class GroupProgress(_Bar):
                 done, total = batch_progress(s)
                 text += f" {s.batch_status} {done}/{total or '?'}"
             post[name] = text
-        self._dollars(post, sum(r.stats.cost for r in self.reports))
+        known = [cost_known(r, e) for r, e in zip(self.reports, self.estimates, strict=True)]
+        self._dollars(post, sum(r.stats.cost for r, k in zip(self.reports, known, strict=True) if k),
+                      known.count(False), len(known))
         reasons = [r.stats.stop_reason for r in self.reports if r.stats.stop_reason]
         if reasons:
             post["stopping"] = reasons[0][:40]

@@ -24,6 +24,7 @@ import ipywidgets as w
 
 from . import format as fmt
 from .card import Card, _html, render_rows
+from .costs import PRICE_UNKNOWN, excludes, spent
 from .report import (
     AMBER_TEXT,
     BATCH_NOTE,
@@ -181,7 +182,7 @@ class GroupPanel(Card):
         items = [span(f"<b>{fmt.count(finished)}</b>/{fmt.count(r.rows)}"),
                  span(f"✓{fmt.count(answered)}", GREEN if answered else MUTED),
                  span(f"✗{fmt.count(failed)}", RED if failed else MUTED),
-                 span(fmt.money(s.cost))]
+                 span(spent(r)[0])]
         for kind in ("429", "5xx"):
             n = s.by_kind.get(kind, 0)
             if n:
@@ -222,8 +223,14 @@ class GroupPanel(Card):
             highs.append(high)
             requests += e.requests if e is not None else 0
         parts = [f"{fmt.plural(requests, 'request')} over {fmt.plural(len(modes), 'model')}"]
-        if all(m is not None for m in mids):
-            parts.append(f"{fmt.money(sum(mids))} expected ({fmt.money_range(sum(lows), sum(highs))})")
+        known = [i for i, m in enumerate(mids) if m is not None]
+        if known:
+            low, high = sum(lows[i] or 0.0 for i in known), sum(highs[i] or 0.0 for i in known)
+            parts.append(f"{fmt.money(sum(mids[i] or 0.0 for i in known))} expected "
+                         f"({fmt.money_range(low, high)})" + (f", {excludes(len(mids) - len(known))}"
+                                                              if len(known) < len(mids) else ""))
+        else:
+            parts.append(PRICE_UNKNOWN)
         walls = [e.wall_time_s for e in self.estimates if e is not None]
         if walls:
             parts.append(f"~{fmt.duration(max(walls))}")

@@ -37,6 +37,7 @@ import ipywidgets as w
 
 from . import format as fmt
 from .card import Card, _html, render_rows
+from .costs import PRICE_UNKNOWN, spent
 from .report import (
     AMBER_TEXT,
     BATCH_NOTE,
@@ -204,12 +205,14 @@ class Panel(Card):
     def _plan_line(self, mode: str) -> str:
         e = self.estimate
         low, mid, high = expected_cost(e, mode)
-        parts = [f"{fmt.plural(e.requests, 'request')} after de-duplication"]
+        parts = [f"{fmt.plural(e.requests, 'request')} to send"]  # cached ones are not in it
         if e.cached:
             parts.append(f"{fmt.count(e.cached)} cached")
         parts.append(f"~{fmt.tokens(e.input_tokens)} in / ~{fmt.tokens(e.output_tokens)} out tokens")
         if mid is not None:
             parts.append(f"{fmt.money(mid)} expected ({fmt.money_range(low, high)})")
+        else:
+            parts.append(PRICE_UNKNOWN)
         parts.append(f"~{fmt.duration(e.wall_time_s)}")
         return self._small("Plan: " + " · ".join(parts), MUTED)
 
@@ -274,11 +277,12 @@ class Panel(Card):
             n = kinds.get(kind, 0)
             if n or kind in ("429", "5xx"):
                 items.append(chip(f"{kind} ×{fmt.count(n)}", AMBER_TEXT if n else MUTED))
-        money_text = fmt.money(s.cost)
-        if self.budget is not None:
+        money_text, _ = spent(r, self.estimate)
+        unknown = money_text == PRICE_UNKNOWN
+        if self.budget is not None and not unknown:
             money_text += f" of {fmt.money(self.budget)}"
         line2 = (f"tokens {fmt.tokens(s.input_tokens)} in / {fmt.tokens(s.output_tokens)} out · "
-                 f"<b>{money_text}</b> spent")
+                 f"<b>{money_text}</b>" + ("" if unknown else " spent"))
         if r.cached or r.duplicates:
             line2 += f" · {fmt.count(r.cached)} cached · {fmt.count(r.duplicates)} duplicates"
         return (f'<div style="font-size:12.5px;margin-top:4px;font-variant-numeric:tabular-nums">'

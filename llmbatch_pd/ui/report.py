@@ -16,6 +16,7 @@ from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
 from . import format as fmt
+from .costs import PRICE_UNKNOWN, UNKNOWN_NOTE, excludes, priced, spent, total_spent
 
 if TYPE_CHECKING:
     from ..plan import Estimate
@@ -220,11 +221,12 @@ def plan_lines(estimate: Estimate, *, budget: float | None = None, mode: str = "
     if e.too_long:
         unique.append(f"{fmt.count(e.too_long)} too long")
     lines.append(Line("Rows", fmt.count(e.rows)))
-    lines.append(Line("Requests", fmt.count(e.requests), "after de-duplication: " + ", ".join(unique)))
+    # e.requests is what will be sent: cached and too-long prompts are already out of it
+    lines.append(Line("Requests", fmt.count(e.requests + e.cached + e.too_long),
+                      "after de-duplication: " + ", ".join(unique)))
     lines.append(Line("Cache hits", fmt.count(e.cached),
                       f"saves {fmt.money(e.cache_saves)}" if e.cache_saves else ""))
-    to_send = max(0, e.requests - e.cached)
-    lines.append(Line("To send", fmt.count(to_send)))
+    lines.append(Line("To send", fmt.count(e.requests)))
     lines.append(Line("Input tokens", fmt.tokens(e.input_tokens),
                       f"{fmt.tokens(e.input_tokens_low)}–{fmt.tokens(e.input_tokens_high)}"
                       + (f"; {e.token_counting}" if e.token_counting else "")))
@@ -233,7 +235,8 @@ def plan_lines(estimate: Estimate, *, budget: float | None = None, mode: str = "
                       + (f"; {e.output_basis}" if e.output_basis else "")))
     low, mid, high = expected_cost(e, mode)
     if mid is None:
-        lines.append(Line("Cost", fmt.MISSING, "no price known for this model", "warn"))
+        lines.append(Line("Cost", PRICE_UNKNOWN, UNKNOWN_NOTE + "; a cost the provider reports "
+                          "is counted as the run goes", "warn"))
     else:
         tone, note = "", f"range {fmt.money_range(low, high)}" + (" at batch prices" if mode == "batch" else "")
         if budget is not None:
@@ -365,8 +368,9 @@ def summary_lines(report: RunReport, estimate: Estimate | None = None, *,
         used = s.cost / budget if budget > 0 else (1.0 if s.cost else 0.0)
         cost_notes.append(f"budget {fmt.money(budget)} ({fmt.percent(used)} used)")
         tone = "warn" if used >= 0.8 else ""
-    if estimate is not None and mid is None and not s.cost:
-        lines.append(Line("Cost", fmt.MISSING, "no price known for this model", "warn"))
+    if not priced(report, estimate):
+        value, note = spent(report, estimate)
+        lines.append(Line("Cost", value, note, "warn" if value == PRICE_UNKNOWN else ""))
     else:
         lines.append(Line("Cost", fmt.money(s.cost), "; ".join(cost_notes), tone))
     by_cache = getattr(report, "saved_by_cache", None)
@@ -615,24 +619,31 @@ def estimate_rows(reports: list[Any], estimates: Any = None) -> tuple[list[list[
         rows.append([
             model,
             Cell(fmt.count(e.rows)),
-            Cell(fmt.count(e.requests), f"{fmt.count(e.cached)} cached" if e.cached else ""),
+            Cell(fmt.count(e.requests), f"+{fmt.count(e.cached)} cached" if e.cached else ""),
             Cell(fmt.tokens(e.input_tokens)),
             Cell("~" + fmt.tokens(e.output_tokens)),
-            Cell(fmt.money(mid), "" if mid is not None else "no price", "" if mid is not None else "warn"),
+            Cell(fmt.money(mid), "", "") if mid is not None else Cell(PRICE_UNKNOWN, "", "warn"),
             Cell(fmt.money_range(low, high) if mid is not None else fmt.MISSING,
                  "batch prices" if mode == "batch" and mid is not None else ""),
             Cell("~" + fmt.duration(e.wall_time_s)),
         ])
     known = [e for e in ests if e is not None]
+    unpriced = sum(1 for e, m in zip(ests, mids, strict=True) if e is not None and m is None)
+    priced_mids = [m for m in mids if m is not None]
+
+    def partial(values: list[float | None]) -> float | None:
+        got = [v for v in values if v is not None]
+        return float(sum(got)) if got else None
+
     total = [
         Cell("Total", fmt.plural(len(reports), "model")),
         Cell(fmt.count(sum(e.rows for e in known) if known else sum(r.rows for r in reports))),
         Cell(fmt.count(sum(e.requests for e in known)) if known else fmt.MISSING),
         Cell(fmt.tokens(sum(e.input_tokens for e in known)) if known else fmt.MISSING),
         Cell("~" + fmt.tokens(sum(e.output_tokens for e in known)) if known else fmt.MISSING),
-        Cell(fmt.money(_sum_or_none(mids)), "" if _sum_or_none(mids) is not None or not known
-             else "a model has no price", "warn" if known and _sum_or_none(mids) is None else ""),
-        Cell(fmt.money_range(_sum_or_none(lows), _sum_or_none(highs))),
+        Cell(fmt.money(partial(mids)) if priced_mids or not known else PRICE_UNKNOWN,
+             excludes(unpriced) if priced_mids else "", "warn" if unpriced else ""),
+        Cell(fmt.money_range(partial(lows), partial(highs))),
         Cell("~" + fmt.duration(max(e.wall_time_s for e in known)) if known else fmt.MISSING),
     ]
     return rows, total
@@ -681,11 +692,12 @@ def report_rows(reports: list[Any], estimates: Any = None, *,
             Cell(fmt.count(s.sent)),
             Cell(fmt.count(r.cached)),
             Cell(f"{fmt.tokens(s.input_tokens)} / {fmt.tokens(s.output_tokens)}"),
-            Cell(fmt.money(s.cost), f"est. {fmt.money(mid)}" if mid is not None else ""),
+            _spent_cell(r, e, mid),
             Cell(fmt.duration(s.elapsed) if s.started is not None else fmt.MISSING),
             Cell(label, _one_line(reason)[:60] if reason and reason != label else "", tone),
         ])
-    total_mid = _sum_or_none(mids) if any(m is not None for m in mids) else None
+    known_mids = [m for m in mids if m is not None]  # the total's estimate: the priced models'
+    total_mid = float(sum(known_mids)) if known_mids else None
     answered = sum(r.answered_rows for r in reports)
     failed = sum(r.failed_rows - not_sent(r) for r in reports)
     unsent = sum(not_sent(r) for r in reports)
@@ -698,12 +710,28 @@ def report_rows(reports: list[Any], estimates: Any = None, *,
         Cell(fmt.count(sum(r.cached for r in reports))),
         Cell(f"{fmt.tokens(sum(r.stats.input_tokens for r in reports))} / "
              f"{fmt.tokens(sum(r.stats.output_tokens for r in reports))}"),
-        Cell(fmt.money(sum(r.stats.cost for r in reports)),
-             f"est. {fmt.money(total_mid)}" if total_mid is not None else ""),
+        _total_cell(reports, ests, total_mid),
         Cell(fmt.duration(group_elapsed(reports))),
         Cell(label, "", tone),
     ]
     return rows, total
+
+
+def _spent_cell(report: Any, estimate: Any, mid: float | None) -> Cell:
+    """What one model spent, against its estimate; "price unknown" when nobody knows."""
+    value, note = spent(report, estimate)
+    if mid is not None:
+        note = f"est. {fmt.money(mid)}"
+    if value == PRICE_UNKNOWN:
+        return Cell(value, "", "warn")  # the total's note says why; a row stays short
+    return Cell(value, "reported by the provider" if note.startswith("reported") else note)
+
+
+def _total_cell(reports: list[Any], estimates: list[Any], total_mid: float | None) -> Cell:
+    """What every model spent together; names the models the total leaves out."""
+    value, note = total_spent(reports, estimates)
+    notes = [n for n in (note, f"est. {fmt.money(total_mid)}" if total_mid is not None else "") if n]
+    return Cell(value, "; ".join(notes), "warn" if note or value == PRICE_UNKNOWN else "")
 
 
 def group_lines(reports: list[Any], estimates: Any = None, *, budget: float | None = None) -> list[Line]:
