@@ -7,6 +7,8 @@ measured here instead and printed as a table:
 
 - ``submit()`` of 200 rows: seconds until it returns (the run goes on in the background);
 - Ctrl+C: seconds from a SIGINT to the end of a script that is mid-run (2,000 rows, 20 at once);
+- Ctrl+C in the ``ipython`` REPL during the same run (sync ``apply``, top-level ``await
+  aapply``): seconds from the SIGINT until the REPL runs the next input;
 - a Jupyter kernel interrupt (the stop button) during the same run, as a sync ``apply`` and as a
   top-level ``await aapply``: seconds until the cell's reply (RunInterrupted);
 - ``model=[3 models]``: the run's wall time against the sum of each model's own time.
@@ -23,8 +25,11 @@ import signal
 import statistics
 import subprocess
 import sys
+import tempfile
 import textwrap
+import threading
 import time
+from pathlib import Path
 
 from _common import KEY, MODEL, REPO, machine_line, table
 
@@ -78,12 +83,13 @@ def interrupt(sim) -> float:
     return took
 
 
-KERNEL_SETUP = f"""
-import pandas as pd, llmbatch_pd
-big = pd.DataFrame({{"t": [f"row {{i}}" for i in range(2000)]}})
-opts = dict(model="{MODEL}", base_url=BASE_URL, api_key="{KEY}", progress=False,
-            concurrency=20, cache=False)
-"""
+# The session, one statement a line (the ipython REPL takes it line by line); BASE_URL first.
+SESSION = [
+    "import pandas as pd, llmbatch_pd",
+    'big = pd.DataFrame({"t": [f"row {i}" for i in range(2000)]})',
+    f'opts = dict(model="{MODEL}", base_url=BASE_URL, api_key="{KEY}", progress=False, '
+    "concurrency=20, cache=False)",
+]
 KERNEL_RUN = {"sync": 'big.llm.apply("{t}", **opts)', "await": 'await big.llm.aapply("{t}", **opts)'}
 
 
@@ -99,7 +105,7 @@ def kernel_interrupts(sim, modes=("sync", "await")) -> dict[str, float]:
     took = {}
     try:
         kc.wait_for_ready(timeout=60)
-        setup = f"BASE_URL = {sim.base_url!r}\n" + KERNEL_SETUP
+        setup = "\n".join([f"BASE_URL = {sim.base_url!r}", *SESSION])
         if kc.execute_interactive(setup, timeout=60)["content"]["status"] != "ok":
             raise RuntimeError("the kernel could not import llmbatch_pd")
         for mode in modes:
@@ -128,6 +134,52 @@ def kernel_interrupts(sim, modes=("sync", "await")) -> dict[str, float]:
     return took
 
 
+def ipython_interrupt(sim, mode: str) -> float:
+    """The ``ipython`` REPL (next to this Python) fed the run on stdin, as a person would type it."""
+    sim.reset()
+    lines = [
+        "import signal; signal.getsignal(signal.SIGINT) is signal.SIG_IGN and "
+        "signal.signal(signal.SIGINT, signal.default_int_handler)",  # a child of CI may ignore it
+        f"BASE_URL = {sim.base_url!r}",
+        *SESSION,
+        KERNEL_RUN[mode],
+    ]
+    with tempfile.TemporaryDirectory() as profile:
+        proc = subprocess.Popen(
+            [str(Path(sys.executable).parent / "ipython"), "--simple-prompt", "--no-banner",
+             "--colors=NoColor", "--HistoryManager.hist_file=:memory:"],
+            stdin=subprocess.PIPE, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
+            cwd=REPO, env={**os.environ, "PYTHONPATH": str(REPO), "IPYTHONDIR": profile})
+        assert proc.stdin is not None and proc.stdout is not None
+        killer = threading.Timer(120, proc.kill)  # a deadline on everything below
+        killer.start()
+        try:
+            proc.stdin.write("\n".join(lines) + "\n")
+            proc.stdin.flush()
+            _answers(sim, 40, lambda: proc.poll() is None, f"ipython ({mode})")
+            started = time.perf_counter()
+            proc.send_signal(signal.SIGINT)
+            proc.stdin.write('print("CHECK" + "POINT")\n')
+            proc.stdin.close()
+            seen = ""
+            while "CHECKPOINT" not in seen:
+                line = proc.stdout.readline()
+                if not line:
+                    raise RuntimeError(f"ipython ({mode}) ended before the next input:\n{seen}")
+                seen += line
+            took = time.perf_counter() - started
+            rest = proc.stdout.read()
+            proc.wait()
+        finally:
+            killer.cancel()
+            if proc.poll() is None:
+                proc.kill()
+                proc.wait()
+    if "RunInterrupted" not in seen + rest:
+        raise RuntimeError(f"ipython ({mode}) was not interrupted cleanly:\n{seen + rest}")
+    return took
+
+
 def side_by_side(sim) -> tuple[float, float]:
     import pandas as pd
 
@@ -153,11 +205,14 @@ def main() -> None:
     print(machine_line())
     submits, interrupts, walls, sums = [], [], [], []
     kernel: dict[str, list[float]] = {"sync": [], "await": []}
+    repl: dict[str, list[float]] = {"sync": [], "await": []}
     for _ in range(args.repeat):
         with Simulator(ttft_ms=5, api_key=KEY) as sim:
             submits.append(submit_return(sim))
         with Simulator(ttft_ms=200, api_key=KEY) as sim:
             interrupts.append(interrupt(sim))
+            for mode, times in repl.items():
+                times.append(ipython_interrupt(sim, mode))
             for mode, seconds in kernel_interrupts(sim).items():
                 kernel[mode].append(seconds)
         with Simulator(ttft_ms=150, api_key=KEY) as sim:
@@ -169,6 +224,9 @@ def main() -> None:
          f"{max(submits) * 1000:.0f} ms"],
         ["SIGINT to the script's exit", f"{statistics.median(interrupts):.2f} s",
          f"{max(interrupts):.2f} s"],
+        *([f"Ctrl+C in ipython to its next input ({mode})",
+           f"{statistics.median(times):.2f} s", f"{max(times):.2f} s"]
+          for mode, times in repl.items()),
         *([f"kernel interrupt to the cell's reply ({mode})",
            f"{statistics.median(times):.2f} s", f"{max(times):.2f} s"]
           for mode, times in kernel.items()),
