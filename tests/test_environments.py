@@ -661,7 +661,10 @@ def test_jupyter_kernel_interrupt_keeps_finished_rows(interp, kernelspec, env, t
         # when it arrives right after this cell's error
         msg_id = kc.execute(RUN_CALL[mode], stop_on_error=False)
         wait_for_answers(slow_sim, lambda: not kc.shell_channel.msg_ready())
-        of_the_cell = lambda m: m["parent_header"].get("msg_id") == msg_id  # noqa: E731
+
+        def of_the_cell(msg: dict) -> bool:
+            return msg["parent_header"].get("msg_id") == msg_id
+
         with paused(slow_sim):  # the provider answers nothing: the run must end anyway
             at = AtSignal.read(slow_sim)
             km.interrupt_kernel()
