@@ -71,13 +71,20 @@ job = big.llm.submit("Review {n}: {text}", model="openai/gpt-4.1-mini", output="
                      max_tokens=5, concurrency=10, base_url=slow.base_url, api_key="sk-simulator",
                      confirm=True)"""
 
+# The job is done (cancelled), so it can start nothing more; then one row goes through the same
+# engine and simulator to another model, to the end: a run that went on after Cancel would send
+# during it, and the simulator would have received more than that one request since.
 RESULT_CELL = """\
-import time
 res = job.result(timeout=30)
-sent = len(slow.log)
-time.sleep(1.0)
+def received():  # requests the simulator has finished or is answering
+    stats = slow.stats()
+    return stats["total"] + stats["in_flight"]
+sent = received()
+probe = pd.DataFrame({"text": ["after cancel"]}).llm.apply(
+    "Probe {text}", model="openai/gpt-4.1-nano", base_url=slow.base_url, api_key="sk-simulator",
+    progress=False, cache=False)
 print(f"KEPT answered={int(res['sentiment'].notna().sum())} rows={len(res)} sent={sent} "
-      f"later={len(slow.log)} done={job.done()}")"""
+      f"later={received()} done={job.done()} probe={bool(probe['llm_output'].notna().all())}")"""
 
 # Every text a panel or a summary in the page has shown, recorded by the page itself (the
 # apply run takes about two seconds: polling from here could miss its stages).
@@ -311,7 +318,8 @@ def test_panel_in_jupyterlab(tmp_path):
             assert kept["rows"] == "3000" and kept["done"] == "True", kept
             assert 0 < answered < 3000, kept
             assert answered >= sent - 10, kept  # requests in flight finished and were kept
-            assert kept["later"] == kept["sent"], kept  # nothing sent after the run stopped
+            assert kept["probe"] == "True", kept  # the engine still works after Cancel
+            assert int(kept["later"]) == sent + 1, kept  # the probe only: the run had stopped
             assert sent < 1500, kept  # it stopped early, well before the end
 
             assert outside == [], f"the page tried to leave the machine: {outside}"

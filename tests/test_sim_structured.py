@@ -7,7 +7,6 @@ from __future__ import annotations
 
 import datetime as dt
 import json
-import time
 from typing import Any, Literal
 
 import anthropic
@@ -19,6 +18,8 @@ from openai.lib._parsing._completions import type_to_response_format_param
 
 from llmbatch_pd.sim import Simulator
 from llmbatch_pd.sim.answers import make_answer
+
+from .conftest import wait_until
 
 KEY = "sk-test-0123456789"
 SENTIMENT = "Classify the sentiment of this review as positive, negative or neutral:\n{}"
@@ -329,8 +330,8 @@ def test_anthropic_batch_answers_conform() -> None:
             "model": "claude-haiku-4-5", "max_tokens": 1000, "messages": user("hi"),
             "tools": [tool_for(Ticket)], "tool_choice": {"type": "tool", "name": "record"}}})
         batch = c.messages.batches.create(requests=requests)  # type: ignore[arg-type]
-        while c.messages.batches.retrieve(batch.id).processing_status != "ended":
-            time.sleep(0.05)
+        wait_until(lambda: c.messages.batches.retrieve(batch.id).processing_status == "ended",
+                   30, "the message batch to end", interval=0.05)
         results = {r.custom_id: r.result for r in c.messages.batches.results(batch.id)}
         sentiments = []
         for i in range(3):
@@ -350,8 +351,8 @@ def test_anthropic_batch_answers_conform() -> None:
 
         sim.configure(fault_invalid_json=1.0)
         batch = c.messages.batches.create(requests=requests[:2])  # type: ignore[arg-type]
-        while c.messages.batches.retrieve(batch.id).processing_status != "ended":
-            time.sleep(0.05)
+        wait_until(lambda: c.messages.batches.retrieve(batch.id).processing_status == "ended",
+                   30, "the message batch of broken answers to end", interval=0.05)
         for r in c.messages.batches.results(batch.id):
             assert r.result.type == "succeeded"
             with pytest.raises(pydantic.ValidationError):

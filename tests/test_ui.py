@@ -458,22 +458,34 @@ def _rows(n):
     return pd.DataFrame({"t": [f"confirm row {i}" for i in range(n)]})
 
 
+PROBE_MODEL = "gpt-4.1-nano"  # the job's rows go to gpt-4.1-mini: the log tells them apart
+
+
+def _round_trip(llm) -> None:
+    """One row through the same engine loop and simulator, to the end: a job that was sending
+    (it was queued on that loop first) has sent while this ran, so the log would show it."""
+    out = _rows(1).llm.apply("Probe {t}", **{**llm, "model": f"openai/{PROBE_MODEL}", "cache": False})
+    assert out["llm_output"].notna().all()
+
+
 def test_submit_confirm_shows_run_and_sends_nothing_until_it_is_clicked(llm, sim, capsys):
     job = _rows(6).llm.submit("Echo {t}", confirm=True, **{**llm, "progress": "widget"})
     panel = job._shown
     assert isinstance(panel, Panel) and panel.waiting
     assert panel.run_button in panel.actions.children and panel.cancel_button in panel.actions.children
     assert "Nothing is sent until you click Run" in panel.hint.value
-    time.sleep(0.5)
-    assert sim.log == [] and "waiting to start" in repr(job) and not job.done()
+    _round_trip(llm)  # the engine was free to send meanwhile; the job sent nothing
+    assert [e["model"] for e in sim.log] == [PROBE_MODEL]
+    assert "waiting to start" in repr(job) and not job.done()
     with pytest.raises(RuntimeError, match="has not started"):
         job.wait(0)
     panel.run_button.click()  # what the click does: job.start()
     out = job.result(timeout=30)
-    assert out["llm_output"].notna().all() and len(sim.log) == 6
+    assert out["llm_output"].notna().all() and len(sim.log) == 1 + 6
     assert "DONE" in panel.header.value.upper() and panel.actions.layout.display == "none"
     panel.run_button.click()  # too late: nothing more happens
-    assert len(sim.log) == 6
+    _round_trip(llm)
+    assert [e["model"] for e in sim.log].count("gpt-4.1-mini") == 6 and len(sim.log) == 8
 
 
 def test_submit_confirm_cancel_before_run_sends_nothing(llm, sim, capsys):
@@ -487,8 +499,8 @@ def test_submit_confirm_cancel_before_run_sends_nothing(llm, sim, capsys):
     assert re.search(r"Not sent\s+6\b", report_text(job.report)) and job.report.stats.sent == 0
     panel.run_button.click()
     job.start()
-    time.sleep(0.3)
-    assert sim.log == []
+    _round_trip(llm)  # the job is done (cancelled); the engine was free to send meanwhile
+    assert [e["model"] for e in sim.log] == [PROBE_MODEL]
 
 
 def test_submit_confirm_start_from_code_hides_run(llm, sim, capsys):
@@ -579,18 +591,20 @@ report = RunReport(model="openai/gpt-4.1-mini", rows=300, requests=250, duplicat
 est = plan.build("openai/gpt-4.1-mini", rows=300, duplicates=50, cached=0, skipped=0, too_long=0,
                  input_counts=[36] * 250, exact=True, token_counting="exact", price=Price(0.4, 1.6),
                  max_tokens=None, concurrency=64, rpm=None, tpm=None, budget=1.0)
-panel = Panel(report, est, budget=1.0, on_cancel=lambda: None, min_interval=0.05).show()
+now = [time.monotonic()]  # the panel's clock, moved on by hand: 10 ms a step, no sleeping
+panel = Panel(report, est, budget=1.0, on_cancel=lambda: None, min_interval=0.05,
+              clock=lambda: now[0]).show()
 s = report.stats
-s.started = time.monotonic()
+s.started = now[0]
 for i in range(30):
     report.answered_rows += 9
     report.failed_rows += 1 if i % 10 == 0 else 0
     s.cost += 0.001
     s.by_kind["429"] += i % 2
     panel.update()
-    time.sleep(0.01)
+    now[0] += 0.01
 s.errors["<script>alert(1)</script> bad " + "gateway"] += 3
-s.finished = time.monotonic()
+s.finished = now[0]
 panel.finish()
 '''
 

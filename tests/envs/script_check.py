@@ -1,14 +1,16 @@
 """A plain script that uses llmbatch_pd the way a user's script would; run by test_environments.
 
     python script_check.py run                    apply, aapply in asyncio.run, apply in a coroutine
-    python script_check.py interrupt sync URL     Ctrl+C during df.llm.apply
-    python script_check.py interrupt async URL    Ctrl+C during asyncio.run(df.llm.aapply(...))
-    python script_check.py interrupt gather URL   Ctrl+C during two aapply runs at once, after
-                                                  the short one has finished
+    python script_check.py interrupt sync URL N     Ctrl+C during df.llm.apply (N at a time)
+    python script_check.py interrupt async URL N    Ctrl+C during asyncio.run(df.llm.aapply(...))
+    python script_check.py interrupt gather URL N   Ctrl+C during two aapply runs at once, after
+                                                    the short one has finished
 
 Everything goes over real HTTP to a loopback Simulator: ``run`` starts its own, ``interrupt``
 uses the test's (at URL), so the test can send SIGINT once requests are being answered and
-count what arrives after. The last line printed is a JSON object that the test reads.
+count what arrives after. After the interrupt, one row goes to PROBE_MODEL (the engine still
+works; a run that went on would send during it). The last line printed is a JSON object that
+the test reads.
 """
 
 from __future__ import annotations
@@ -17,7 +19,6 @@ import asyncio
 import json
 import signal
 import sys
-import time
 
 import pandas as pd
 
@@ -28,6 +29,7 @@ KEY = "sk-test-envcheck-0123456789"
 MODEL = "openai/gpt-4.1-mini"
 TEMPLATE = "Classify the sentiment of this review as positive, negative or neutral:\n{text}"
 LABELS = {"positive", "negative", "neutral"}
+PROBE_MODEL = "openai/gpt-4.1-nano"
 
 
 def reviews(n: int) -> pd.DataFrame:
@@ -76,12 +78,12 @@ def run() -> dict:
     }
 
 
-def interrupt(mode: str, base_url: str) -> dict:
+def interrupt(mode: str, base_url: str, concurrency: int) -> dict:
     """A ~20 s run against the test's simulator (200 ms a request), which the test interrupts
     once the simulator has answered a few dozen requests."""
     df = pd.DataFrame({"text": [f"row {i}" for i in range(2000)]})
     opts = {"model": MODEL, "base_url": base_url, "api_key": KEY, "progress": False,
-            "concurrency": 20}
+            "concurrency": concurrency}
     raised = None
     try:
         if mode == "sync":
@@ -98,11 +100,12 @@ def interrupt(mode: str, base_url: str) -> dict:
             asyncio.run(both())
     except KeyboardInterrupt as exc:
         raised = exc
-    # The test counts the requests the simulator receives from here on: none, as the run
-    # has ended (not merely the call that was running it).
+    # The run has ended (not merely the call that was running it): the test counts its
+    # requests at the simulator, which sees none from it during the probe or after.
     print("interrupted", flush=True)
-    time.sleep(0.5)
-    out = llmbatch_pd.last_result()
+    out, report = llmbatch_pd.last_result(), llmbatch_pd.last_report()
+    probe = pd.DataFrame({"text": ["after the interrupt"]}).llm.apply(
+        "Echo {text}", **{**opts, "model": PROBE_MODEL})
     errors = out["llm_output_error"].dropna() if out is not None else pd.Series([], dtype=object)
     return {
         "raised": type(raised).__name__ if raised else None,
@@ -114,7 +117,8 @@ def interrupt(mode: str, base_url: str) -> dict:
         "answered": None if out is None else int(out["llm_output"].notna().sum()),
         "cancelled": int(errors.str.startswith("cancelled").sum()),
         "other_errors": sorted(set(errors[~errors.str.startswith("cancelled")]))[:5],
-        "interrupted_flag": bool(llmbatch_pd.last_report() and llmbatch_pd.last_report().interrupted),
+        "interrupted_flag": bool(report and report.interrupted),
+        "probe_ok": bool(probe["llm_output"].notna().all()),
     }
 
 
@@ -127,5 +131,5 @@ if __name__ == "__main__":
     if sys.argv[1] == "run":
         result = run()
     else:
-        result = interrupt(sys.argv[2], sys.argv[3])
+        result = interrupt(sys.argv[2], sys.argv[3], int(sys.argv[4]))
     print(json.dumps(result), flush=True)
