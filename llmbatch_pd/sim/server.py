@@ -281,6 +281,7 @@ class SimServer:
         self._used += 1
         await asyncio.sleep(self._latency(cfg, answer.completion_tokens))
         entry["completion_tokens"] = answer.completion_tokens
+        entry["finish_reason"] = answer.finish_reason  # "length": cut at max_tokens
         return web.json_response(dialect.answer(model, answer, prompt_tokens), headers=headers)
 
     def _latency(self, cfg: SimConfig, completion_tokens: int) -> float:
