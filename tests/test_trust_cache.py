@@ -149,7 +149,6 @@ HOLDER = textwrap.dedent("""
 
 def test_a_run_goes_on_while_another_process_holds_the_cache_lock(sim, tmp_path):
     path = tmp_path / "locked.sqlite"
-    llmbatch_pd.cache.info(path)  # nothing there yet
     from llmbatch_pd.store import Store
 
     Store(path).close()  # the file exists, migrated, before the other process locks it
