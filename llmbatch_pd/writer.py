@@ -20,6 +20,8 @@ from pathlib import Path
 
 BUSY_TIMEOUT = 0.2
 """Seconds one write attempt waits for another process's lock before trying again."""
+IDLE_EXIT = 1.0
+"""Seconds the thread (and its connection) stays for more answers before it ends."""
 EXIT_WAIT = 60.0
 """Seconds the process waits at exit for answers a lock kept from being written."""
 
@@ -96,6 +98,8 @@ class Writer:
             db.execute("PRAGMA synchronous=NORMAL")
             while True:
                 with self._cond:
+                    if not self._pending and not self._jobs:
+                        self._cond.wait(IDLE_EXIT)  # a run's answers come in bursts
                     if not self._pending and not self._jobs:
                         self._thread = None  # the next add starts another
                         return
