@@ -76,7 +76,8 @@ def main() -> None:
             time.sleep(0.05)
         on_disk = time.perf_counter() - locked_at
         holder.wait(timeout=60)
-        llmbatch_pd.cache.flush(timeout=60)
+        if hasattr(llmbatch_pd, "cache"):  # (absent before it: then every write was waited for)
+            llmbatch_pd.cache.flush(timeout=60)
         rows.append(("apply, lock held", args.rows, f"{args.hold:g} s", f"{wall:.2f} s",
                      int(out["llm_output"].notna().sum()), in_file_at_return,
                      f"{on_disk:.2f} s", cached(path)))

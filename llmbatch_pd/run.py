@@ -42,7 +42,7 @@ if TYPE_CHECKING:  # aiohttp loads on the first run (~200 ms of import), pydanti
 MIN_HISTORY = 5  # answered requests of a template before its history replaces the defaults
 LOOKUP_CHUNK = 256  # rows rendered and looked up in the cache together
 NO_USAGE = Usage()  # shared by every row that paid nothing (cached, duplicate); never mutated
-FLUSH_WAIT = 2.0  # seconds a run waits at its end for answers a locked cache file holds back
+FLUSH_WAIT = 1.0  # seconds a run waits at its end for answers a locked cache file holds back
 RowSource = Callable[[], Iterable[Mapping[str, Any]]]
 
 
