@@ -11,6 +11,7 @@ process waits (a bounded time) for what is still unwritten.
 from __future__ import annotations
 
 import atexit
+import os
 import sqlite3
 import sys
 import threading
@@ -173,6 +174,16 @@ def flush_all(timeout: float | None = None) -> bool:
         left = None if deadline is None else max(0.0, deadline - time.monotonic())
         ok = writer.flush(left) and ok
     return ok
+
+
+def _forget_after_fork() -> None:
+    """A forked child has none of the parent's threads: it starts its own writers."""
+    global _registry
+    _writers.clear()
+    _registry = threading.Lock()
+
+
+os.register_at_fork(after_in_child=_forget_after_fork)
 
 
 @atexit.register

@@ -235,7 +235,8 @@ def test_a_user_max_tokens_below_a_cached_answer_asks_again(sim):
     limit = sorted(lengths)[5]
     longer = sum(n > limit for n in lengths)
     sim.reset()
-    df.llm.apply("Say {text}", max_tokens=limit, **openai_kw(sim))
+    with pytest.warns(UserWarning, match="cut at the output limit"):
+        df.llm.apply("Say {text}", max_tokens=limit, **openai_kw(sim))
     assert len(sim.log) == longer  # answers longer than the new limit are asked again (and cut)
     assert sim_cut(sim) == longer
 
@@ -380,3 +381,30 @@ def test_open_batch_records_survive_a_clear(tmp_path):
     assert count_rows(path, "batches") == 1
     assert llmbatch_pd.cache.info(path).open_batches == 1
 
+
+
+def _write_in_child(path: str) -> None:
+    from llmbatch_pd.store import Store
+    from llmbatch_pd.types import Reply, Usage
+
+    store = Store(path)
+    store.put_later([("child", "m", Reply("from the child", Usage(1, 1), "stop"))])
+    sys.exit(0 if store.flush(timeout=30) else 1)
+
+
+def test_a_forked_child_writes_with_its_own_writer(tmp_path):
+    """The parent's writer thread does not exist in a forked child: the child starts its own."""
+    import multiprocessing
+
+    from llmbatch_pd.store import Store
+    from llmbatch_pd.types import Reply, Usage
+
+    path = tmp_path / "fork.sqlite"
+    parent = Store(path)
+    parent.put_later([("parent", "m", Reply("from the parent", Usage(1, 1), "stop"))])
+    child = multiprocessing.get_context("fork").Process(target=_write_in_child, args=(str(path),))
+    child.start()  # very likely while the parent's writer thread is alive (it idles 1 s)
+    child.join(timeout=60)
+    assert child.exitcode == 0
+    assert parent.flush(timeout=30)
+    assert count_rows(path) == 2
