@@ -110,6 +110,17 @@ def test_a_truncated_answer_is_flagged_kept_counted_and_never_served_as_complete
     assert (longer.loc[is_cut, "llm_output"].str.len() > out.loc[is_cut, "llm_output"].str.len()).all()
 
 
+def test_anthropics_default_limit_is_named_when_it_cuts(sim):
+    """No max_tokens=: Anthropic's API needs one anyway; an answer cut at the one sent says so."""
+    sim.configure(answer_tokens=3000, capture_requests=10)
+    with pytest.warns(UserWarning, match="cut at the output limit"):
+        out = notes(2).llm.apply("Write about {text}", **claude_kw(sim))
+    (sent,) = {c["body"]["max_tokens"] for c in sim.captured}
+    assert sim_cut(sim) == 2
+    assert (out["llm_output_error"] == f"truncated at max_tokens={sent}").all()
+    assert out["llm_output"].notna().all()
+
+
 @pytest.mark.parametrize("kw", [openai_kw, claude_kw], ids=["openai", "anthropic"])
 def test_batch_results_cut_at_max_tokens_are_flagged(sim, kw):
     df = notes(30, "memo")
