@@ -163,6 +163,7 @@ class SimServer:
                 "fault": None,
                 "prompt_tokens": 0,
                 "completion_tokens": 0,
+                "finish_reason": None,  # of an answer: "stop", or "length" when cut at max_tokens
             }
             try:
                 if self.captured.maxlen:
@@ -281,7 +282,7 @@ class SimServer:
         self._used += 1
         await asyncio.sleep(self._latency(cfg, answer.completion_tokens))
         entry["completion_tokens"] = answer.completion_tokens
-        entry["finish_reason"] = answer.finish_reason  # "length": cut at max_tokens
+        entry["finish_reason"] = answer.finish_reason
         return web.json_response(dialect.answer(model, answer, prompt_tokens), headers=headers)
 
     def _latency(self, cfg: SimConfig, completion_tokens: int) -> float:
