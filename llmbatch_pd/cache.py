@@ -132,6 +132,7 @@ def clear(model: str | None = None, older_than_days: float | None = None,
         try:
             removed = sum(db.execute(f"DELETE FROM {table}{condition}", args).rowcount
                           for table in ("answers", "vectors"))
+            db.execute("DELETE FROM cut WHERE key NOT IN (SELECT key FROM answers)")
             if model is None:  # the history has no model column; a model's clear keeps it
                 old, since = ("", []) if older_than_days is None else (" AND updated < ?", args[-1:])
                 db.execute(f"DELETE FROM history WHERE 1{old}", since)

@@ -3,8 +3,8 @@
 One SQLite file in WAL mode, shared safely by several processes (two notebooks at once).
 Keys are digests of everything that changes an answer (provider, endpoint, model, messages,
 parameters), never the API key, nor ``max_tokens``: a complete answer is the same answer under
-any limit, and an answer cut at the limit is stored with the limit it was cut at (``max_tokens``
-column), so it is never served as complete. Errors are not cached: a re-run re-sends only
+any limit, and an answer cut at the limit is stored with the limit it was cut at (table
+``cut``), so it is never served as complete. Errors are not cached: a re-run re-sends only
 failed rows. Schema changes are small numbered migrations recorded in the file itself.
 
 A run's answers are written by :mod:`.writer`'s thread, so another process holding the
@@ -30,7 +30,7 @@ import numpy as np
 
 from .errors import InputError
 from .types import Reply, Usage
-from .writer import ANSWER_COLUMNS, INSERT_ANSWER, Row, writer_for
+from .writer import ANSWER_COLUMNS, Row, write_answers, writer_for
 
 ENV_VAR = "LLMBATCH_PD_CACHE"
 
@@ -106,9 +106,10 @@ def _v4(db: sqlite3.Connection) -> None:
 
 
 def _v5(db: sqlite3.Connection) -> None:
-    """The output limit an answer was asked with: an answer cut at it (finish_reason
-    "length") is reused only by a request with the same limit, and flagged again."""
-    db.execute("ALTER TABLE answers ADD COLUMN max_tokens INTEGER")
+    """The output limit an answer cut at it (finish_reason "length") was asked with: it is
+    reused only by a request with the same limit, and flagged again. A table of its own, not
+    a column of ``answers``: a notebook still on an older version keeps writing that one."""
+    db.execute("CREATE TABLE cut (key TEXT PRIMARY KEY, max_tokens INTEGER)")
 
 
 MIGRATIONS: list[Callable[[sqlite3.Connection], None]] = [_v1, _v2, _v3, _v4, _v5]
@@ -221,7 +222,9 @@ class Store:
         waiting = self.writer.pending(keys)
         rest = [k for k in keys if k not in waiting] if waiting else keys
         found = {row[0]: _reply(row)
-                 for row in self._rows_for(f"SELECT {ANSWER_COLUMNS} FROM answers", rest)}
+                 for row in self._rows_for(
+                     f"SELECT {ANSWER_COLUMNS}, cut.max_tokens FROM answers LEFT JOIN cut USING (key)",
+                     rest)}
         found.update((key, _reply(row)) for key, row in waiting.items())
         return found
 
@@ -232,8 +235,8 @@ class Store:
             yield from self.db.execute(f"{select} WHERE key IN ({','.join('?' * len(part))})", part)
 
     def put(self, key: str, model: str, reply: Reply) -> None:
-        """Write one answer now (autocommit): a crash a moment later cannot lose it."""
-        self.db.execute(INSERT_ANSWER, _row(key, model, reply, time.time()))
+        """Write one answer now (committed): a crash a moment later cannot lose it."""
+        self.put_many([(key, model, reply)])
 
     def put_later(self, items: list[tuple[str, str, Reply]]) -> None:
         """Hand answers to the file's writer thread: written within milliseconds, or as soon
@@ -289,7 +292,7 @@ class Store:
         now = time.time()
         self.db.execute("BEGIN")
         try:
-            self.db.executemany(INSERT_ANSWER, [_row(key, model, r, now) for key, model, r in items])
+            write_answers(self.db, [_row(key, model, r, now) for key, model, r in items])
             self.db.execute("COMMIT")
         except BaseException:
             self.db.execute("ROLLBACK")
@@ -374,5 +377,5 @@ def _row(key: str, model: str, reply: Reply, now: float) -> Row:
 
 
 def _reply(row: Row) -> Reply:
-    """A stored row (ANSWER_COLUMNS order) -> the Reply it holds."""
+    """A stored row (ANSWER_COLUMNS, then the limit) -> the Reply it holds."""
     return Reply(row[2], Usage(row[4], row[5], row[6], row[7]), row[3], row[1], limit=row[9])

@@ -26,11 +26,20 @@ IDLE_EXIT = 1.0
 EXIT_WAIT = 60.0
 """Seconds the process waits at exit for answers a lock kept from being written."""
 
-Row = tuple  # the answers table's columns, in ANSWER_COLUMNS order
+Row = tuple  # ANSWER_COLUMNS, then the max_tokens the answer was asked with
 Job = Callable[[sqlite3.Connection], None]
 ANSWER_COLUMNS = ("key, model, text, finish_reason, input_tokens, output_tokens, cached_tokens, "
-                  "cache_write_tokens, created, max_tokens")
-INSERT_ANSWER = f"INSERT OR REPLACE INTO answers ({ANSWER_COLUMNS}) VALUES ({', '.join('?' * 10)})"
+                  "cache_write_tokens, created")
+INSERT_ANSWER = f"INSERT OR REPLACE INTO answers ({ANSWER_COLUMNS}) VALUES ({', '.join('?' * 9)})"
+INSERT_CUT = "INSERT OR REPLACE INTO cut (key, max_tokens) VALUES (?, ?)"
+
+
+def write_answers(db: sqlite3.Connection, rows: Iterable[Row]) -> None:
+    """Answers into ``answers`` (the table every version reads and writes), and for those cut
+    at the output limit, that limit into ``cut``."""
+    rows = list(rows)
+    db.executemany(INSERT_ANSWER, [row[:9] for row in rows])
+    db.executemany(INSERT_CUT, [(row[0], row[9]) for row in rows if row[3] == "length"])
 
 
 def _locked(exc: sqlite3.Error) -> bool:
@@ -123,7 +132,7 @@ class Writer:
                 return  # try again, with whatever else arrived meanwhile
             raise
         try:
-            db.executemany(INSERT_ANSWER, rows.values())
+            write_answers(db, rows.values())
             for job in jobs:
                 job(db)
             db.execute("COMMIT")

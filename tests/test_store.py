@@ -172,8 +172,10 @@ def test_a_partly_cached_run_sends_only_the_new_rows(llm, sim):
     assert out["llm_output_error"].isna().all()
 
 
-def test_a_file_from_before_the_max_tokens_column_still_reads(tmp_path):
-    """Migration 5 adds the limit an answer was asked with; older rows read with none."""
+def test_a_file_from_before_migration_5_reads_and_older_versions_still_write_it(tmp_path):
+    """Migration 5 records the limit a cut answer was asked with in a table of its own: older
+    rows read with none, and a notebook on an older version (which writes the answers table
+    positionally) goes on writing the migrated file."""
     path = tmp_path / "old.sqlite"
     db = sqlite3.connect(path, isolation_level=None)
     db.execute("CREATE TABLE migrations (version INTEGER PRIMARY KEY, applied REAL)")
@@ -182,10 +184,16 @@ def test_a_file_from_before_the_max_tokens_column_still_reads(tmp_path):
         db.execute("INSERT INTO migrations VALUES (?, 0)", (version,))
     db.execute("INSERT INTO answers VALUES ('old', 'm', 'cut sho', 'length', 5, 3, 0, 0, 0)")
     db.close()
-    got = Store(path).get("old")
+    store = Store(path)
+    got = store.get("old")
     assert got.text == "cut sho" and got.truncated and got.limit is None
-    columns = [r[1] for r in sqlite3.connect(path).execute("PRAGMA table_info(answers)")]
-    assert columns[-1] == "max_tokens"
+    older = sqlite3.connect(path)  # what version 0.1.0 runs for every answer
+    older.execute("INSERT OR REPLACE INTO answers VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?)",
+                  ("older", "m", "hi", "stop", 5, 1, 0, 0, 0.0))
+    older.commit()
+    assert store.get("older").text == "hi"
+    store.put("new", "m", Reply("cut", Usage(5, 3), "length", "m", limit=3))
+    assert store.get("new").limit == 3
 
 
 def test_answers_handed_to_the_writer_are_readable_at_once_and_then_on_disk(tmp_path):
@@ -196,4 +204,4 @@ def test_answers_handed_to_the_writer_are_readable_at_once_and_then_on_disk(tmp_
     assert s.flush(timeout=30)
     fresh = sqlite3.connect(path)
     assert fresh.execute("SELECT COUNT(*), MIN(max_tokens), MAX(max_tokens) FROM answers "
-                         "WHERE finish_reason = 'length'").fetchone() == (50, 2, 2)
+                         "JOIN cut USING (key) WHERE finish_reason = 'length'").fetchone() == (50, 2, 2)
