@@ -42,8 +42,9 @@ def write_answers(db: sqlite3.Connection, rows: Iterable[Row]) -> None:
     db.executemany(INSERT_CUT, [(row[0], row[9]) for row in rows if row[3] == "length"])
 
 
-def _locked(exc: sqlite3.Error) -> bool:
-    return "locked" in str(exc) or "busy" in str(exc)
+def _locked(exc: BaseException) -> bool:
+    """Another connection holds the lock: try again soon (anything else will not pass)."""
+    return isinstance(exc, sqlite3.OperationalError) and ("locked" in str(exc) or "busy" in str(exc))
 
 
 class Writer:
@@ -115,7 +116,7 @@ class Writer:
                         return
                     rows, jobs = dict(self._pending), list(self._jobs)
                 self._write(db, rows, jobs)
-        except sqlite3.Error as exc:  # the file cannot be written at all: drop, say why
+        except Exception as exc:  # the file cannot be written at all: drop, say why
             with self._cond:
                 self._give_up(self._pending, self._jobs, exc)
                 self._pending, self._jobs, self._thread = {}, [], None
@@ -136,9 +137,12 @@ class Writer:
             for job in jobs:
                 job(db)
             db.execute("COMMIT")
-        except sqlite3.Error as exc:
-            if db.in_transaction:
-                db.execute("ROLLBACK")
+        except Exception as exc:  # a full disk, a broken job: never a dead thread with answers
+            try:
+                if db.in_transaction:
+                    db.execute("ROLLBACK")
+            except sqlite3.Error:
+                pass
             if _locked(exc):
                 return
             with self._cond:
@@ -155,7 +159,7 @@ class Writer:
         self._jobs = [job for job in self._jobs if job not in jobs]
         self._cond.notify_all()
 
-    def _give_up(self, rows, jobs, exc: sqlite3.Error) -> None:  # condition held
+    def _give_up(self, rows, jobs, exc: BaseException) -> None:  # condition held
         self.error = f"{type(exc).__name__}: {exc}"
         self.lost += len(rows)
 

@@ -394,6 +394,24 @@ def test_open_batch_records_survive_a_clear(tmp_path):
 
 
 
+def test_a_write_the_file_refuses_is_a_warning_and_the_answers_stay_in_the_result(sim, tmp_path):
+    path = tmp_path / "refusing.sqlite"
+    from llmbatch_pd.store import Store
+
+    Store(path).close()
+    db = sqlite3.connect(path)
+    db.execute("CREATE TRIGGER refuse BEFORE INSERT ON answers BEGIN "
+               "SELECT RAISE(ABORT, 'this file takes no answers'); END")
+    db.commit()
+    with pytest.warns(UserWarning, match="20 answers are not cached .*takes no answers"):
+        out = notes(20).llm.apply("Say {text}", cache=path, **openai_kw(sim))
+    assert out["llm_output"].notna().all() and count_rows(path) == 0
+    db.execute("DROP TRIGGER refuse")
+    db.commit()
+    notes(20).llm.apply("Say {text}", cache=path, **openai_kw(sim))  # the writer still works
+    assert llmbatch_pd.cache.flush(timeout=30) and count_rows(path) == 20
+
+
 def _write_in_child(path: str) -> None:
     from llmbatch_pd.store import Store
     from llmbatch_pd.types import Reply, Usage
