@@ -23,6 +23,11 @@ def truncation_note(limit: int | None) -> str:
     return "truncated at the model's output limit"
 
 
+def truncation_warning(rows: int) -> str:
+    return (f"{rows} answers were cut at the output limit (their rows say so in the error "
+            "column, the text is kept): raise max_tokens=")
+
+
 def reusable(hit: Reply, limit: int | None, user_limit: int | None,
              check: Callable[[str], Any] | None) -> bool:
     """Whether a cached answer answers a request sent with output limit ``limit`` (what goes

@@ -27,7 +27,7 @@ from .models import ModelRef
 from .pricing import Price, cost
 from .prompts import MISSING_POLICIES, MissingValue, Template, build_messages, request_key
 from .providers.base import Provider
-from .reuse import reusable, truncation_note
+from .reuse import reusable, truncation_note, truncation_warning
 from .stats import EngineStats
 from .store import History, Store
 from .tokens import TokenCounter, counter_for
@@ -415,17 +415,9 @@ class Run:
 
     async def _settle_writes(self) -> None:
         """Wait (a bounded time, off the loop) until this run's answers are on disk."""
-        writer = self._writer
-        if writer is None or not self._handed_over:
-            return
-        if not await asyncio.to_thread(writer.flush, FLUSH_WAIT):
-            self._warn(
-                f"the cache file {writer.path} is locked by another process: {writer.backlog} "
-                "answers wait to be written; they are written as soon as it is free (keep this "
-                "Python process running, or call llmbatch_pd.cache.flush())")
-        if writer.lost > self._writer_lost:
-            self._warn(f"cache write failed: {writer.lost - self._writer_lost} answers are "
-                       f"not cached ({writer.error}); the results hold them")
+        if self._writer is not None and self._handed_over:
+            for message in await asyncio.to_thread(self._writer.settle, FLUSH_WAIT, self._writer_lost):
+                self._warn(message)
 
     def _record(self, leader: int, reply: Reply | None, exc: errors.ProviderError | None,
                 rows: list[int], paid: bool = True) -> None:
@@ -612,8 +604,7 @@ class Run:
         self._close_unfinished(f"not sent: {self.stats.stop_reason or 'the run ended first'}")
         await self._settle_writes()
         if self.report.truncated:
-            self._warn(f"{self.report.truncated} answers were cut at the output limit (their rows "
-                       "say so in the error column, the text is kept): raise max_tokens=")
+            self._warn(truncation_warning(self.report.truncated))
         return self.report
 
     def cancel(self, reason: str = "cancelled") -> None:

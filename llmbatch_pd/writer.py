@@ -94,6 +94,18 @@ class Writer:
                 self._cond.wait(left)
         return True
 
+    def settle(self, timeout: float, lost_before: int) -> list[str]:
+        """Wait up to ``timeout`` s for the backlog; what a run should say about it."""
+        said = []
+        if not self.flush(timeout):
+            said.append(f"the cache file {self.path} is locked by another process: {self.backlog} "
+                        "answers wait to be written; they are written as soon as it is free (keep "
+                        "this Python process running, or call llmbatch_pd.cache.flush())")
+        if self.lost > lost_before:
+            said.append(f"cache write failed: {self.lost - lost_before} answers are not cached "
+                        f"({self.error}); the results hold them")
+        return said
+
     def _wake(self) -> None:  # with the condition held
         if self._thread is None:
             self._thread = threading.Thread(target=self._main, daemon=True,
