@@ -4,6 +4,7 @@ Importing this package registers the ``df.llm`` and ``s.llm`` accessors.
 """
 
 from . import accessor as _accessor  # registers df.llm and s.llm
+from . import cache
 from .accessor import last_report, last_result
 from .errors import (
     AuthenticationError,
@@ -29,6 +30,7 @@ __all__ = [
     "RunInterrupted",
     "RunReport",
     "TemplateError",
+    "cache",
     "last_report",
     "last_result",
 ]

@@ -19,6 +19,7 @@ from . import errors, plan, pricing, store
 from .budget import Ledger
 from .loop_thread import Call, engine_loop, run_sync
 from .models import batch_refusal, make_provider, parse_model
+from .params import check_params
 from .prompts import Template
 from .run import Run, RunReport, RunReports, RunSpec, check_limits, check_mode
 from .ui import choose_display
@@ -86,7 +87,7 @@ def _spec(df: pd.DataFrame, template: str, *, model: str, system: str | None = N
           cache: bool | str | None = True, prices: dict | None = None,
           value_field: str | None = None, mode: str = "realtime",
           poll_interval: float = 30.0, schema: Any = None,
-          schema_retries: int = 2) -> tuple[RunSpec, Any]:
+          schema_retries: int = 2, params: dict | None = None) -> tuple[RunSpec, Any]:
     """Validate everything and build the run's spec and row source; nothing is sent."""
     check_mode(mode, poll_interval)
     parsed = Template.parse(template, value_field=value_field)
@@ -105,7 +106,9 @@ def _spec(df: pd.DataFrame, template: str, *, model: str, system: str | None = N
             f"no price is known for {ref.full}, so it cannot run under budget=: pass "
             f"prices={{{ref.full!r}: (input_per_million, output_per_million)}}"
         )
-    if budget is not None and max_tokens is None:
+    extra = check_params(params)
+    bound = budget is not None and max_tokens is None
+    if bound:
         max_tokens = plan.DEFAULT_MAX_OUTPUT  # a real bound for the worst case the budget reserves
     output_schema = None
     if schema is not None:
@@ -121,7 +124,9 @@ def _spec(df: pd.DataFrame, template: str, *, model: str, system: str | None = N
                    budget=budget, price=price,
                    context_window=pricing.context_window(ref.provider, ref.model),
                    cache_path=store.resolve(cache), mode=mode, poll_interval=float(poll_interval),
-                   schema=output_schema, max_invalid=schema_retries)
+                   schema=output_schema, max_invalid=schema_retries, extra=extra,
+                   refresh=isinstance(cache, str) and cache == store.REFRESH,
+                   max_tokens_from_budget=bound)
 
     def rows(positions: list[int] | None = None):
         frame = df if positions is None else df.iloc[positions]

@@ -27,10 +27,12 @@ from .models import ModelRef
 from .pricing import Price, cost
 from .prompts import MISSING_POLICIES, MissingValue, Template, build_messages, request_key
 from .providers.base import Provider
+from .reuse import reusable, truncation_note, truncation_warning
 from .stats import EngineStats
 from .store import History, Store
 from .tokens import TokenCounter, counter_for
 from .types import Reply, Request, Usage
+from .writer import Writer
 
 if TYPE_CHECKING:  # aiohttp loads on the first run (~200 ms of import), pydantic with schema=
     from .batch import BatchRunner
@@ -40,6 +42,7 @@ if TYPE_CHECKING:  # aiohttp loads on the first run (~200 ms of import), pydanti
 MIN_HISTORY = 5  # answered requests of a template before its history replaces the defaults
 LOOKUP_CHUNK = 256  # rows rendered and looked up in the cache together
 NO_USAGE = Usage()  # shared by every row that paid nothing (cached, duplicate); never mutated
+FLUSH_WAIT = 1.0  # seconds a run waits at its end for answers a locked cache file holds back
 RowSource = Callable[[], Iterable[Mapping[str, Any]]]
 
 
@@ -90,7 +93,9 @@ class RunSpec:
     context_window: int | None = None
     cache_path: Path | None = None
     prefill: dict[str, Reply] = field(default_factory=dict)  # answers a pilot already paid for
-    extra: dict[str, Any] = field(default_factory=dict)
+    extra: dict[str, Any] = field(default_factory=dict)  # params=: sent as is, in the cache key
+    refresh: bool = False  # cache="refresh": ask again, overwrite what the cache holds
+    max_tokens_from_budget: bool = False  # max_tokens set by budget= as a bound, not by the user
     mode: str = "realtime"  # or "batch": the provider's batch API, half price, within 24 h
     poll_interval: float = 30.0  # seconds between batch status checks (backing off)
     schema: OutputSchema | None = None  # schema=: answers as validated fields
@@ -150,6 +155,7 @@ class RunReport:
     cached: int = 0
     prefilled: int = 0
     too_long: int = 0
+    truncated: int = 0  # of answered_rows: cut at max_tokens (text kept, flagged in the error column)
     answered_rows: int = 0
     failed_rows: int = 0
     not_sent: int = 0  # of failed_rows: closed unsent because the run stopped first (cancel, budget)
@@ -279,6 +285,9 @@ class Run:
         self.sent_estimated_tokens = 0  # our count of the prompts that were answered
         self.answered_usage = [0, 0, 0]  # answers, their input and output tokens (not a pilot's)
         self._unsaved: list = []
+        self._writer: Writer | None = None  # the cache file's writer, waited for at the end
+        self._writer_lost = 0
+        self._handed_over = False  # answers given to the writer (then waited for at the end)
 
     # the request stream ------------------------------------------------------------------
 
@@ -337,9 +346,10 @@ class Run:
     def _keyed(self, system: str | None, params: dict[str, Any]) -> Iterator[tuple]:
         """(row, messages, key, cached answer) per row, rendered a chunk at a time so that the
         cache is asked once per chunk instead of once per row. A row with a missing value
-        comes as (row, None, reason, None)."""
+        comes as (row, None, reason, None). The key leaves ``max_tokens`` out (see reuse.py)."""
         spec = self.spec
         endpoint, model = spec.provider.endpoint, spec.provider.model
+        params = {k: v for k, v in params.items() if k != "max_tokens"}
         chunk: list[tuple] = []
         for i, values in enumerate(self.rows()):
             try:
@@ -354,19 +364,34 @@ class Run:
         yield from self._with_hits(chunk)
 
     def _with_hits(self, chunk: list[tuple]) -> Iterator[tuple]:
-        hits = self.store.get_many([c[2] for c in chunk if c[1] is not None]) if self.store else {}
+        spec = self.spec
+        hits = {}
+        if self.store is not None and not spec.refresh:
+            hits = self.store.get_many([c[2] for c in chunk if c[1] is not None])
+        if hits:
+            limit, check = self._limit(spec.max_tokens), spec.schema.check if spec.schema else None
+            user_limit = None if spec.max_tokens_from_budget else spec.max_tokens
+            hits = {k: hit for k, hit in hits.items() if reusable(hit, limit, user_limit, check)}
         for i, messages, key in chunk:
             yield i, messages, key, hits.get(key) if messages is not None else None
+
+    def _limit(self, max_tokens: int | None) -> int | None:
+        """The output limit a request goes out with (the provider's default if none is set)."""
+        return max_tokens or self.spec.provider.default_max_tokens
 
     # outcomes ----------------------------------------------------------------------------
 
     def _on_done(self, request: Request, reply: Reply | None, exc: errors.ProviderError | None) -> None:
         if reply is not None and reply.text is None:
             reply, exc = None, errors.RowError(f"the model returned no text (finish_reason={reply.finish_reason})")
+        if reply is not None:
+            reply.limit = self._limit(request.max_output_tokens)  # stored: truncated at what
         if reply is not None and self.spec.schema is not None and self.engine is None:
             try:  # batch results (real time was checked, and asked again, by the engine)
                 self.spec.schema.check(reply.text)
             except errors.InvalidOutput as invalid:
+                if reply.truncated:
+                    invalid.message = f"{truncation_note(reply.limit)}: {invalid.message}"
                 reply, exc = None, invalid
         if reply is not None and self.store is not None:
             # written at the end of this loop iteration together with every other answer
@@ -385,14 +410,18 @@ class Run:
         self._record(request.index, reply, exc, rows)
 
     def _save(self) -> None:
+        """Hand the answers to the cache file's writer thread: the loop never waits for the
+        file's lock (another process may hold it for seconds)."""
         items, self._unsaved = self._unsaved, []
-        if not items or self.store is None:
-            return
-        try:
-            self.store.put_many(items)
-        except sqlite3.Error as err:  # the answers are still in memory; say so once
-            self.store = None
-            self._warn(f"cache write failed, caching is off for the rest of this run: {err}")
+        if items and self.store is not None:
+            self.store.put_later(items)
+            self._handed_over = True
+
+    async def _settle_writes(self) -> None:
+        """Wait (a bounded time, off the loop) until this run's answers are on disk."""
+        if self._writer is not None and self._handed_over:
+            for message in await asyncio.to_thread(self._writer.settle, FLUSH_WAIT, self._writer_lost):
+                self._warn(message)
 
     def _record(self, leader: int, reply: Reply | None, exc: errors.ProviderError | None,
                 rows: list[int], paid: bool = True) -> None:
@@ -401,6 +430,11 @@ class Run:
                 self._fail(i, str(exc))
             return
         keep_all = self.keep_usage
+        if reply.truncated:  # the text is kept, and the row says it is cut short
+            note = truncation_note(reply.limit)
+            for i in rows:
+                self.errors[i] = note
+            self.report.truncated += len(rows)
         for i in rows:
             self.answers[i] = reply.text
             if i == leader:  # its usage is needed again only for the columns or a duplicate
@@ -417,6 +451,9 @@ class Run:
             self._fail(i, self.errors[leader])
             return
         self.answers[i] = self.answers[leader]
+        if self.errors[leader] is not None:  # truncated: flagged like its leader
+            self.errors[i] = self.errors[leader]
+            self.report.truncated += 1
         if self.keep_usage:
             self.usages[i] = NO_USAGE
         self.report.answered_rows += 1
@@ -506,7 +543,7 @@ class Run:
         rpm = limiter.requests.rate * 60 if from_headers and limiter.requests.rate else None
         tpm = limiter.tokens.rate * 60 if from_headers and limiter.tokens.rate else None
         try:
-            self.store.add_history(self.history_key, History(
+            self.store.add_history_later(self.history_key, History(
                 answered, input_tokens, self.sent_estimated_tokens, output_tokens,
                 self.stats.latency_total, rpm, tpm))
         except sqlite3.Error:
@@ -515,6 +552,7 @@ class Run:
     def _open_store(self) -> None:
         if self.spec.cache_path is not None:
             self.store = Store(self.spec.cache_path)
+            self._writer, self._writer_lost = self.store.writer, self.store.writer.lost
 
     def _close_store(self) -> None:
         self._save()
@@ -568,6 +606,9 @@ class Run:
             self._remember()
             self._close_store()
         self._close_unfinished(f"not sent: {self.stats.stop_reason or 'the run ended first'}")
+        await self._settle_writes()
+        if self.report.truncated:
+            self._warn(truncation_warning(self.report.truncated))
         return self.report
 
     def cancel(self, reason: str = "cancelled") -> None:

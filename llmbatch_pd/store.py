@@ -2,8 +2,13 @@
 
 One SQLite file in WAL mode, shared safely by several processes (two notebooks at once).
 Keys are digests of everything that changes an answer (provider, endpoint, model, messages,
-parameters), never the API key. Errors are not cached: a re-run re-sends only failed rows.
-Schema changes are small numbered migrations recorded in the file itself.
+parameters), never the API key, nor ``max_tokens``: a complete answer is the same answer under
+any limit, and an answer cut at the limit is stored with the limit it was cut at (table
+``cut``), so it is never served as complete. Errors are not cached: a re-run re-sends only
+failed rows. Schema changes are small numbered migrations recorded in the file itself.
+
+A run's answers are written by :mod:`.writer`'s thread, so another process holding the
+file's write lock never stalls the event loop.
 
 Batch jobs (``mode="batch"``) are recorded here the moment the provider creates them, with
 the keys of the requests they carry, so a re-run after a crash or a kernel restart re-attaches
@@ -25,6 +30,7 @@ import numpy as np
 
 from .errors import InputError
 from .types import Reply, Usage
+from .writer import ANSWER_COLUMNS, Row, write_answers, writer_for
 
 ENV_VAR = "LLMBATCH_PD_CACHE"
 
@@ -99,7 +105,14 @@ def _v4(db: sqlite3.Connection) -> None:
     )
 
 
-MIGRATIONS: list[Callable[[sqlite3.Connection], None]] = [_v1, _v2, _v3, _v4]
+def _v5(db: sqlite3.Connection) -> None:
+    """The output limit an answer cut at it (finish_reason "length") was asked with: it is
+    reused only by a request with the same limit, and flagged again. A table of its own, not
+    a column of ``answers``: a notebook still on an older version keeps writing that one."""
+    db.execute("CREATE TABLE cut (key TEXT PRIMARY KEY, max_tokens INTEGER)")
+
+
+MIGRATIONS: list[Callable[[sqlite3.Connection], None]] = [_v1, _v2, _v3, _v4, _v5]
 HISTORY_KEEP = 1000
 """History is a running sum that weighs at most this many earlier requests, so recent runs
 (a changed prompt style, a provider that got faster) count."""
@@ -145,11 +158,15 @@ def default_path() -> Path:
     return Path(user_cache_dir("llmbatch_pd")) / "cache.sqlite"
 
 
+REFRESH = "refresh"
+"""``cache="refresh"``: ask again and overwrite what the (default) cache file holds."""
+
+
 def resolve(cache: bool | str | os.PathLike | None) -> Path | None:
     """``cache=`` as given by the user -> a file path, or None for no cache."""
     if cache is False:
         return None
-    if cache is None or cache is True:
+    if cache is None or cache is True or cache == REFRESH:
         return default_path()
     if isinstance(cache, (str, os.PathLike)):
         return Path(cache).expanduser()
@@ -169,6 +186,7 @@ class Store:
         self.db.execute("PRAGMA synchronous=NORMAL")  # WAL + NORMAL: survives a killed process
         self.db.execute("PRAGMA busy_timeout=30000")
         self._migrate()
+        self.writer = writer_for(self.path)
         for suffix in ("-wal", "-shm"):
             side = Path(f"{self.path}{suffix}")
             if side.exists():
@@ -176,6 +194,12 @@ class Store:
 
     def _migrate(self) -> None:
         db = self.db
+        try:  # read first: another process may hold the write lock for a while
+            if {r[0] for r in db.execute("SELECT version FROM migrations")} >= set(
+                    range(1, len(MIGRATIONS) + 1)):
+                return
+        except sqlite3.OperationalError:
+            pass  # a new file
         db.execute("BEGIN IMMEDIATE")
         try:
             db.execute("CREATE TABLE IF NOT EXISTS migrations (version INTEGER PRIMARY KEY, applied REAL)")
@@ -193,10 +217,16 @@ class Store:
         return self.get_many([key]).get(key)
 
     def get_many(self, keys: list[str]) -> dict[str, Reply]:
-        """The answers held for any of ``keys``, in one query (a chunk of a run's rows)."""
-        columns = "key, text, finish_reason, input_tokens, output_tokens, cached_tokens, cache_write_tokens, model"
-        return {row[0]: Reply(row[1], Usage(row[3], row[4], row[5], row[6]), row[2], row[7])
-                for row in self._rows_for(f"SELECT {columns} FROM answers", keys)}
+        """The answers held for any of ``keys``, in one query (a chunk of a run's rows),
+        including those handed to the writer and not on disk yet."""
+        waiting = self.writer.pending(keys)
+        rest = [k for k in keys if k not in waiting] if waiting else keys
+        found = {row[0]: _reply(row)
+                 for row in self._rows_for(
+                     f"SELECT {ANSWER_COLUMNS}, cut.max_tokens FROM answers LEFT JOIN cut USING (key)",
+                     rest)}
+        found.update((key, _reply(row)) for key, row in waiting.items())
+        return found
 
     def _rows_for(self, select: str, keys: list[str]) -> Iterable[tuple]:
         """``select ... WHERE key IN (keys)``, in slices under SQLite's bound-parameter limit."""
@@ -205,13 +235,18 @@ class Store:
             yield from self.db.execute(f"{select} WHERE key IN ({','.join('?' * len(part))})", part)
 
     def put(self, key: str, model: str, reply: Reply) -> None:
-        """Write one answer now (autocommit): a crash a moment later cannot lose it."""
-        u = reply.usage
-        self.db.execute(
-            "INSERT OR REPLACE INTO answers VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?)",
-            (key, model, reply.text, reply.finish_reason, u.input_tokens, u.output_tokens,
-             u.cached_tokens, u.cache_write_tokens, time.time()),
-        )
+        """Write one answer now (committed): a crash a moment later cannot lose it."""
+        self.put_many([(key, model, reply)])
+
+    def put_later(self, items: list[tuple[str, str, Reply]]) -> None:
+        """Hand answers to the file's writer thread: written within milliseconds, or as soon
+        as another process releases the write lock; readable by ``get_many`` meanwhile."""
+        now = time.time()
+        self.writer.add([_row(key, model, reply, now) for key, model, reply in items])
+
+    def flush(self, timeout: float | None = None) -> bool:
+        """Wait for the writer (True: everything handed over is on disk)."""
+        return self.writer.flush(timeout)
 
     # batch jobs -------------------------------------------------------------------------
 
@@ -257,11 +292,7 @@ class Store:
         now = time.time()
         self.db.execute("BEGIN")
         try:
-            self.db.executemany(
-                "INSERT OR REPLACE INTO answers VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?)",
-                [(key, model, r.text, r.finish_reason, r.usage.input_tokens, r.usage.output_tokens,
-                  r.usage.cached_tokens, r.usage.cache_write_tokens, now) for key, model, r in items],
-            )
+            write_answers(self.db, [_row(key, model, r, now) for key, model, r in items])
             self.db.execute("COMMIT")
         except BaseException:
             self.db.execute("ROLLBACK")
@@ -270,26 +301,15 @@ class Store:
     # what earlier runs measured -------------------------------------------------------------
 
     def get_history(self, key: str) -> History | None:
-        row = self.db.execute(
-            "SELECT requests, input_tokens, estimated_input_tokens, output_tokens, latency_total, "
-            "rpm, tpm FROM history WHERE key = ?", (key,)).fetchone()
-        return History(*row) if row else None
+        return _get_history(self.db, key)
 
     def add_history(self, key: str, run: History) -> None:
         """Fold one run's figures into the template's history (older ones weigh less)."""
-        old = self.get_history(key)
-        if old is not None:
-            keep = min(1.0, HISTORY_KEEP / old.requests) if old.requests else 1.0
-            run = History(
-                round(old.requests * keep) + run.requests,
-                round(old.input_tokens * keep) + run.input_tokens,
-                round(old.estimated_input_tokens * keep) + run.estimated_input_tokens,
-                round(old.output_tokens * keep) + run.output_tokens,
-                old.latency_total * keep + run.latency_total,
-                run.rpm or old.rpm, run.tpm or old.tpm)
-        self.db.execute("INSERT OR REPLACE INTO history VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?)",
-                        (key, run.requests, run.input_tokens, run.estimated_input_tokens,
-                         run.output_tokens, run.latency_total, run.rpm, run.tpm, time.time()))
+        _add_history(self.db, key, run)
+
+    def add_history_later(self, key: str, run: History) -> None:
+        """``add_history`` on the writer thread (never waits for another process's lock)."""
+        self.writer.call(lambda db: _add_history(db, key, run))
 
     # embeddings ---------------------------------------------------------------------------
 
@@ -325,3 +345,37 @@ class Store:
 
     def __repr__(self) -> str:
         return f"Store({str(self.path)!r})"
+
+
+def _get_history(db: sqlite3.Connection, key: str) -> History | None:
+    row = db.execute(
+        "SELECT requests, input_tokens, estimated_input_tokens, output_tokens, latency_total, "
+        "rpm, tpm FROM history WHERE key = ?", (key,)).fetchone()
+    return History(*row) if row else None
+
+
+def _add_history(db: sqlite3.Connection, key: str, run: History) -> None:
+    old = _get_history(db, key)
+    if old is not None:
+        keep = min(1.0, HISTORY_KEEP / old.requests) if old.requests else 1.0
+        run = History(
+            round(old.requests * keep) + run.requests,
+            round(old.input_tokens * keep) + run.input_tokens,
+            round(old.estimated_input_tokens * keep) + run.estimated_input_tokens,
+            round(old.output_tokens * keep) + run.output_tokens,
+            old.latency_total * keep + run.latency_total,
+            run.rpm or old.rpm, run.tpm or old.tpm)
+    db.execute("INSERT OR REPLACE INTO history VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?)",
+               (key, run.requests, run.input_tokens, run.estimated_input_tokens,
+                run.output_tokens, run.latency_total, run.rpm, run.tpm, time.time()))
+
+
+def _row(key: str, model: str, reply: Reply, now: float) -> Row:
+    u = reply.usage
+    return (key, model, reply.text, reply.finish_reason, u.input_tokens, u.output_tokens,
+            u.cached_tokens, u.cache_write_tokens, now, reply.limit)
+
+
+def _reply(row: Row) -> Reply:
+    """A stored row (ANSWER_COLUMNS, then the limit) -> the Reply it holds."""
+    return Reply(row[2], Usage(row[4], row[5], row[6], row[7]), row[3], row[1], limit=row[9])

@@ -51,6 +51,13 @@ class Reply:
     model: str | None = None
     raw: dict[str, Any] | None = None
     vectors: list | None = None  # embeddings: one float32 array per input, in input order
+    limit: int | None = None  # the max_tokens it was asked with (a cached answer's, if known)
+
+    @property
+    def truncated(self) -> bool:
+        """Cut at the output limit (OpenAI ``finish_reason: "length"``, Anthropic
+        ``stop_reason: "max_tokens"``; both providers normalise it to "length")."""
+        return self.finish_reason == "length"
 
 
 @dataclass(slots=True)

@@ -481,6 +481,7 @@ def test_log_and_stats_in_process_and_over_http(sim: Simulator) -> None:
         "fault",
         "prompt_tokens",
         "completion_tokens",
+        "finish_reason",
     }
     assert first["path"] == "/v1/chat/completions" and first["model"] == "gpt-4.1-mini"
     assert re.fullmatch(r"[0-9a-f]{64}", first["prompt_sha"])

@@ -17,6 +17,9 @@ from llmbatch_pd.types import Reply, Usage
 
 from .conftest import KEY
 
+HERE = {**os.environ, "PYTHONPATH": os.path.dirname(os.path.dirname(os.path.abspath(__file__)))}
+"""A script run from a temporary directory imports this checkout, not an installed copy."""
+
 
 def rows(n):
     return pd.DataFrame({"t": [f"cached row {i}" for i in range(n)]})
@@ -120,7 +123,7 @@ def test_sigkill_midway_loses_only_requests_in_flight(tmp_path):
         print(int(out["llm_output"].notna().sum()), out.llm.report.cached, flush=True)
     """))
     with Simulator(ttft_ms=40, api_key=KEY) as sim:
-        proc = subprocess.Popen([sys.executable, str(script), sim.base_url])
+        proc = subprocess.Popen([sys.executable, str(script), sim.base_url], env=HERE)
         deadline = time.monotonic() + 60
         while len(sim.log) < n // 2 and time.monotonic() < deadline:
             time.sleep(0.02)
@@ -131,7 +134,7 @@ def test_sigkill_midway_loses_only_requests_in_flight(tmp_path):
         cached = len(Store(cache))
         sim.reset()
         done = subprocess.run([sys.executable, str(script), sim.base_url], capture_output=True,
-                              text=True, timeout=120, check=True)
+                              text=True, timeout=120, check=True, env=HERE)
         answered, from_cache = map(int, done.stdout.split())
         second_run = {e["prompt_sha"] for e in sim.log}
     assert answered == n
@@ -167,3 +170,38 @@ def test_a_partly_cached_run_sends_only_the_new_rows(llm, sim):
     out = df.llm.apply("Echo {t}", **llm)
     assert len(sim.log) - sent == 700 - len(df.iloc[::3]) and out.llm.report.cached == len(df.iloc[::3])
     assert out["llm_output_error"].isna().all()
+
+
+def test_a_file_from_before_migration_5_reads_and_older_versions_still_write_it(tmp_path):
+    """Migration 5 records the limit a cut answer was asked with in a table of its own: older
+    rows read with none, and a notebook on an older version (which writes the answers table
+    positionally) goes on writing the migrated file."""
+    path = tmp_path / "old.sqlite"
+    db = sqlite3.connect(path, isolation_level=None)
+    db.execute("CREATE TABLE migrations (version INTEGER PRIMARY KEY, applied REAL)")
+    for version, migration in enumerate(MIGRATIONS[:4], start=1):
+        migration(db)
+        db.execute("INSERT INTO migrations VALUES (?, 0)", (version,))
+    db.execute("INSERT INTO answers VALUES ('old', 'm', 'cut sho', 'length', 5, 3, 0, 0, 0)")
+    db.close()
+    store = Store(path)
+    got = store.get("old")
+    assert got.text == "cut sho" and got.truncated and got.limit is None
+    older = sqlite3.connect(path)  # what version 0.1.0 runs for every answer
+    older.execute("INSERT OR REPLACE INTO answers VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?)",
+                  ("older", "m", "hi", "stop", 5, 1, 0, 0, 0.0))
+    older.commit()
+    assert store.get("older").text == "hi"
+    store.put("new", "m", Reply("cut", Usage(5, 3), "length", "m", limit=3))
+    assert store.get("new").limit == 3
+
+
+def test_answers_handed_to_the_writer_are_readable_at_once_and_then_on_disk(tmp_path):
+    path = tmp_path / "w.sqlite"
+    s = Store(path)
+    s.put_later([(f"k{i}", "m", Reply(f"a{i}", Usage(3, 2), "length", "m", limit=2)) for i in range(50)])
+    assert s.get("k7").text == "a7"  # from memory or the file, whichever holds it now
+    assert s.flush(timeout=30)
+    fresh = sqlite3.connect(path)
+    assert fresh.execute("SELECT COUNT(*), MIN(max_tokens), MAX(max_tokens) FROM answers "
+                         "JOIN cut USING (key) WHERE finish_reason = 'length'").fetchone() == (50, 2, 2)

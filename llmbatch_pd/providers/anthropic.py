@@ -60,6 +60,7 @@ class AnthropicMessages(Provider):
     key_env = "ANTHROPIC_API_KEY"
     api_version = API_VERSION
     max_tokens_field = "max_tokens"
+    default_max_tokens = DEFAULT_MAX_TOKENS
 
     def __init__(self, model, base_url, api_key, *, max_tokens_field: str | None = None) -> None:
         # The SDK's base_url is the root (https://api.anthropic.com) and its paths carry /v1;

@@ -54,6 +54,8 @@ class Provider(ABC):
 
     name = "provider"
     key_env: str | None = None
+    default_max_tokens: int | None = None
+    """The output limit sent when the run sets none (None: the model's own)."""
 
     def __init__(self, model: str, base_url: str, api_key: Secret | None) -> None:
         self.model = model

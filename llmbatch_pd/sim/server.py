@@ -163,6 +163,7 @@ class SimServer:
                 "fault": None,
                 "prompt_tokens": 0,
                 "completion_tokens": 0,
+                "finish_reason": None,  # of an answer: "stop", or "length" when cut at max_tokens
             }
             try:
                 if self.captured.maxlen:
@@ -281,6 +282,7 @@ class SimServer:
         self._used += 1
         await asyncio.sleep(self._latency(cfg, answer.completion_tokens))
         entry["completion_tokens"] = answer.completion_tokens
+        entry["finish_reason"] = answer.finish_reason
         if cfg.response_cost_per_mtok is not None:  # a gateway reporting its bill (LiteLLM)
             tokens = prompt_tokens + answer.completion_tokens
             headers["x-litellm-response-cost"] = str(tokens * cfg.response_cost_per_mtok / 1e6)

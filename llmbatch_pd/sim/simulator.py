@@ -144,7 +144,8 @@ class Simulator:
 
     @property
     def log(self) -> list[dict[str, Any]]:
-        """One dict per request: t, path, model, prompt_sha, status, fault, token counts.
+        """One dict per request: t, path, model, prompt_sha, status, fault, token counts,
+        finish_reason ("length": the answer was cut at max_tokens).
         A batch job's creation also carries ``batch`` (its id) and ``batch_requests``."""
         if self._mode == "process":
             entries: list[dict[str, Any]] = self._http("GET", "/_sim/log")

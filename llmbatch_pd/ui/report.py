@@ -342,6 +342,10 @@ def summary_lines(report: RunReport, estimate: Estimate | None = None, *,
     if too_long:
         failed_notes.append(f"{fmt.count(too_long)} too long for the model")
     failed_note = ", ".join(failed_notes)
+    truncated = getattr(report, "truncated", 0) or 0
+    if truncated:  # answered, but cut short: the text is kept, the error column says so
+        lines.append(Line("Truncated", fmt.count(truncated),
+                          "of the answered: cut at max_tokens (raise max_tokens=)", "warn"))
     unsent = not_sent(report)
     failed = report.failed_rows - unsent
     lines.append(Line("Failed", fmt.count(failed), failed_note, "bad" if failed else ""))
