@@ -241,6 +241,8 @@ def proxy(tmp_path_factory: pytest.TempPathFactory, upstream: Simulator, trap: T
 @pytest.fixture
 def via(proxy: Proxy) -> dict[str, Any]:
     """Keyword arguments that point a run at the proxy (bare model names are sent as is)."""
+    if proxy.proc is None or proxy.proc.poll() is not None:
+        proxy.start()  # a test that killed it and failed before restarting it
     return {"base_url": proxy.base_url, "api_key": MASTER_KEY, "progress": False}
 
 
@@ -388,8 +390,11 @@ def test_a_proxy_restart_mid_run_loses_no_row_and_pays_none_twice(
 
     def run() -> None:
         try:
+            # A gateway is down for as long as it takes to start: 7 s here when the machine is
+            # idle, over 30 s under load. The default 6 retries back off for about 23 s in all;
+            # 10 (about 63 s) cover the restart, as a user who expects restarts would set.
             outcome["out"] = df.llm.apply(TEMPLATE, model="upstream-sim", output="sentiment",
-                                          concurrency=workers, **via)
+                                          concurrency=workers, max_retries=10, **via)
         except BaseException as exc:  # noqa: BLE001 - reported by the test thread
             outcome["error"] = exc
 
@@ -426,10 +431,12 @@ def test_a_proxy_restart_mid_run_loses_no_row_and_pays_none_twice(
 
     wait_for(all_held, 30, "every worker held upstream")
     answered_before_kill = len(paid())
+    down = time.monotonic()
     proxy.kill()
     wait_for(lambda: upstream.stats()["in_flight"] == 0, 30, "the held requests to be cut")
     upstream.configure(fault_hang=0.0)
     proxy.start()
+    FIGURES["restart: proxy down (s)"] = f"{time.monotonic() - down:.1f}"
     thread.join(timeout=240)
     assert not thread.is_alive(), "the run did not finish after the restart"
     assert "error" not in outcome, repr(outcome.get("error"))
