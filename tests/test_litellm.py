@@ -16,6 +16,7 @@ restart, proxy start time) are printed in a table when the module ends.
 from __future__ import annotations
 
 import collections
+import ctypes
 import ipaddress
 import os
 import re
@@ -63,6 +64,16 @@ if not LITELLM.exists():
     pytest.skip(reason, allow_module_level=True)
 
 FIGURES: dict[str, str] = {}
+
+
+_PRCTL = ctypes.CDLL(None, use_errno=True).prctl  # looked up before any fork
+PR_SET_PDEATHSIG = 1
+
+
+def die_with_parent() -> None:
+    """In the child before exec: SIGKILL it when the test process dies, so a killed pytest
+    leaves no proxy behind."""
+    _PRCTL(PR_SET_PDEATHSIG, signal.SIGKILL)
 
 
 def free_port() -> int:
@@ -131,7 +142,7 @@ class Proxy:
         with open(self.log_path, "ab") as log:
             self.proc = subprocess.Popen(command, cwd=self.workdir, env=self.env, stdout=log,
                                          stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL,
-                                         start_new_session=True)
+                                         start_new_session=True, preexec_fn=die_with_parent)
         wait_for(self._ready, START_DEADLINE, "the LiteLLM proxy's /health/readiness")
         self.start_seconds.append(time.monotonic() - started)
 
@@ -306,20 +317,22 @@ def test_several_models_side_by_side(proxy: Proxy, via: dict[str, Any]) -> None:
 # -- the proxy's per-minute limit ---------------------------------------------------------
 
 
-def use_up_the_minute(proxy: Proxy) -> tuple[int, dict[str, str]]:
+def use_up_the_minute(proxy: Proxy) -> tuple[dict[str, str], dict[str, str]]:
     """Send requests of our own to ``limited`` until the proxy refuses one, as another client
-    sharing the gateway would; returns how many it answered and the refusal's headers."""
+    sharing the gateway would; returns the headers of its first answer and of the refusal."""
     body = b'{"model": "limited", "messages": [{"role": "user", "content": "hi"}]}'
     request = urllib.request.Request(
         proxy.base_url + "/chat/completions", data=body,
         headers={"Authorization": f"Bearer {MASTER_KEY}", "Content-Type": "application/json"})
-    for answered in range(2 * LIMIT_RPM + 1):  # the minute may turn once on the way
+    answer: dict[str, str] = {}
+    for _ in range(2 * LIMIT_RPM + 1):  # the minute may turn once on the way
         try:
-            urllib.request.urlopen(request, timeout=10).close()
+            with urllib.request.urlopen(request, timeout=10) as response:
+                answer = answer or {k.lower(): v for k, v in response.headers.items()}
         except urllib.error.HTTPError as error:
             with error:
                 assert error.code == 429, error.read()
-                return answered, {k.lower(): v for k, v in error.headers.items()}
+                return answer, {k.lower(): v for k, v in error.headers.items()}
     raise AssertionError(f"no 429 after {2 * LIMIT_RPM + 1} requests at rpm {LIMIT_RPM}")
 
 
@@ -331,12 +344,16 @@ def test_per_minute_limit_answers_every_row(proxy: Proxy, via: dict[str, Any]) -
     # six retries' backoff (0.5+1+2+4+8+8 s), which a client that counts 429s as ordinary
     # failures would give up after. (LiteLLM's window is its clock's minute, this machine's.)
     wait_for(lambda: time.time() % 60 < 30, 31, "the first half of a minute")
-    _, refusal = use_up_the_minute(proxy)
+    answer, refusal = use_up_the_minute(proxy)
     window_left = 60 - time.time() % 60
-    # What the proxy really sends with its 429 (the client must cope without it): no
-    # retry-after / retry-after-ms, only its own llm_provider-retry-after.
+    # What the proxy really sends. Its answers tell the limit and what is left of it, but not
+    # when it resets; its 429 has no retry-after / retry-after-ms, only its own
+    # llm_provider-retry-after, always 60 (the window's length, not the time left in it).
+    assert answer["x-ratelimit-limit-requests"] == str(LIMIT_RPM), answer
+    assert "x-ratelimit-remaining-requests" in answer
+    assert not any(k.startswith("x-ratelimit-reset") for k in answer), answer
     assert "retry-after" not in refusal and "retry-after-ms" not in refusal, refusal
-    assert 0 < int(refusal["llm_provider-retry-after"]) <= 60
+    assert refusal["llm_provider-retry-after"] == "60"
     df = reviews(LIMIT_ROWS, "limit")
     before = proxy.statuses()
     started = time.monotonic()
