@@ -6,8 +6,6 @@ Accessors keep no state (pandas 3 builds a new one on every access).
 from __future__ import annotations
 
 import asyncio
-import signal
-import threading
 import warnings
 from collections.abc import Iterator
 from typing import Any
@@ -18,7 +16,9 @@ import pandas as pd
 from . import errors, plan, pricing, store
 from . import options as opts
 from .budget import Ledger
-from .loop_thread import Call, engine_loop, run_sync
+from .interrupt import CancelOnSigint
+from .jobs import Job, tick
+from .loop_thread import engine_loop, run_sync
 from .models import make_provider, parse_model
 from .numbers import money
 from .outcome import row_warning, stop_note
@@ -196,8 +196,8 @@ class _Runnable:
 
     async def run_async(self) -> pd.DataFrame:
         shown = self.display()
-        ticker = asyncio.ensure_future(_tick(shown)) if shown else None
-        interrupted = _CancelOnSigint(asyncio.current_task())
+        ticker = asyncio.ensure_future(tick(shown)) if shown else None
+        interrupted = CancelOnSigint(asyncio.current_task())
         try:
             await self._execute()
         except asyncio.CancelledError:
@@ -268,14 +268,14 @@ class _Apply(_Runnable):
         estimate = Run(self.spec, self.rows, len(self.df), self.may_repeat).plan(pilot)
         budget = self.spec.budget
         expected = estimate.batch_cost if self.spec.mode == "batch" else estimate.cost
-        if check and self.check_budget:
-            opts.check_budget_fits_one(self.spec, estimate)
-        if (check and self.check_budget and budget is not None and expected is not None
-                and expected > budget):
+        if not (check and self.check_budget):
+            return estimate
+        if budget is not None and expected is not None and expected > budget:
             raise errors.BudgetError(
                 f"not started: the expected cost is above the budget of {money(budget)}.\n"
                 f"{estimate.summary()}\nRaise budget=, lower max_tokens=, or use fewer rows."
             )
+        opts.check_budget_fits_one(self.spec, estimate)
         return estimate
 
     async def _execute(self, ledger: Ledger | None = None) -> None:
@@ -421,14 +421,14 @@ class _Group(_Runnable):
         costs add up to more."""
         if self.budget is None:
             return
-        for a in self.applies:
-            opts.check_budget_fits_one(a.spec, a.estimate)
         costs = [a.estimate.batch_cost if a.spec.mode == "batch" else a.estimate.cost for a in self.applies]
         if all(c is not None for c in costs) and sum(costs) > self.budget:
             lines = "\n".join(f"  {a.spec.model.full}: {money(c)}" for a, c in zip(self.applies, costs, strict=True))
             raise errors.BudgetError(
                 f"not started: the expected cost of {money(sum(costs))} for {len(costs)} models is above "
                 f"the budget of {money(self.budget)}:\n{lines}\nRaise budget=, drop a model, or use fewer rows.")
+        for a in self.applies:
+            opts.check_budget_fits_one(a.spec, a.estimate)
 
     @property
     def report(self) -> RunReports:
@@ -527,56 +527,6 @@ def _assemble(df: pd.DataFrame, columns: dict[str, Any], report: Any) -> pd.Data
     return out
 
 
-class _CancelOnSigint:
-    """While awaited runs are going, Ctrl+C cancels them (keeping finished rows) instead of
-    escaping the event loop and leaving them suspended, as IPython's autoawait would.
-
-    One hook serves every awaited run on the loop: the first run installs it (saving the
-    handler it replaces), Ctrl+C cancels them all, and the last run to end puts the saved
-    handler back. A loop that already has its own SIGINT handler is left alone.
-    """
-
-    _runs: set[_CancelOnSigint] = set()
-    _hook: tuple[asyncio.AbstractEventLoop, Any] | None = None  # (loop, handler it replaced)
-
-    def __init__(self, task: asyncio.Task | None) -> None:
-        self.fired = False
-        self._task = task
-        if task is None or threading.current_thread() is not threading.main_thread():
-            return
-        loop = asyncio.get_running_loop()
-        cls = type(self)
-        if cls._hook is None:
-            if signal.SIGINT in getattr(loop, "_signal_handlers", {}):
-                return  # the application handles Ctrl+C on this loop itself
-            previous = signal.getsignal(signal.SIGINT)
-            try:
-                loop.add_signal_handler(signal.SIGINT, cls._fire_all)
-            except (NotImplementedError, RuntimeError, ValueError):
-                return
-            cls._hook = (loop, previous)
-        elif cls._hook[0] is not loop:
-            return
-        cls._runs.add(self)
-
-    @classmethod
-    def _fire_all(cls) -> None:
-        for run in list(cls._runs):
-            run.fired = True
-            run._task.cancel()
-
-    def restore(self) -> None:
-        cls = type(self)
-        if self not in cls._runs:
-            return
-        cls._runs.discard(self)
-        if not cls._runs and cls._hook is not None:
-            loop, previous = cls._hook
-            cls._hook = None
-            loop.remove_signal_handler(signal.SIGINT)
-            signal.signal(signal.SIGINT, previous if previous is not None else signal.default_int_handler)
-
-
 def _estimate(df: pd.DataFrame, template: str, model: str | list[str], pilot: int | None,
               options: dict[str, Any]) -> pd.DataFrame:
     opts.check_names(options, opts.CHAT_OPTIONS, "estimate")
@@ -604,101 +554,6 @@ def _estimate(df: pd.DataFrame, template: str, model: str | list[str], pilot: in
         row["within_budget"] = None if budget is None or expected is None else expected <= budget
         rows.append(row)
     return pd.DataFrame(rows).set_index("model")
-
-
-class Job:
-    """A run going on in the background (``df.llm.submit``): the notebook stays usable.
-
-    It runs on the engine's own loop thread, so it keeps going while other cells run.
-    ``result()`` blocks until it is done, ``await job`` waits without blocking a loop,
-    ``cancel()`` stops sending and keeps every finished row.
-    """
-
-    def __init__(self, apply: _Apply | _Group, *, start: bool = True) -> None:
-        self._apply = apply
-        self._call: Call | None = None
-        self._lock = threading.Lock()  # start() and cancel() may come from a click and a cell at once
-        # Created here; updated from the engine's loop thread. With confirm=True the panel shows
-        # Run: a click reaches the kernel once the cell that called submit() has returned.
-        self._shown = apply.display(on_cancel=lambda: self._cancel("cancelled from the panel"),
-                                    on_run=None if start else self.start, background=True)
-        if start:
-            self.start()
-
-    @property
-    def report(self) -> RunReport | RunReports:
-        return self._apply.report
-
-    @property
-    def estimate(self) -> plan.Estimate:
-        return self._apply.estimate
-
-    def start(self) -> None:
-        """Begin sending (with ``confirm=True`` this is what the Run button does)."""
-        with self._lock:
-            if self._call is None:  # once; and never after cancel()
-                self._call = Call(self._main())
-
-    async def _main(self) -> None:
-        shown = self._shown
-        ticker = asyncio.ensure_future(_tick(shown)) if shown else None
-        try:
-            await self._apply._execute()
-        finally:
-            if ticker:
-                ticker.cancel()
-            if shown:
-                shown.close()
-
-    def done(self) -> bool:
-        return self._call is not None and self._call.done()
-
-    def cancel(self) -> None:
-        """Stop sending; requests in flight finish and every finished row is kept. Before
-        ``start()`` (``confirm=True``) nothing is ever sent."""
-        self._cancel("cancelled by the user")
-
-    def _cancel(self, reason: str) -> None:
-        with self._lock:
-            if self._call is None:  # never started: on the loop (it owns the panel from now on)
-                self._call = Call(self._never_started(reason))
-                return
-        self._apply.cancel(reason)
-
-    async def _never_started(self, reason: str) -> None:
-        self._apply.close_unstarted(reason)
-        if self._shown:
-            self._shown.close()
-
-    def wait(self, timeout: float | None = None) -> bool:
-        if self._call is None:
-            raise RuntimeError("the job has not started: call job.start() (or click Run)")
-        return self._call.wait(timeout)
-
-    def result(self, timeout: float | None = None) -> pd.DataFrame:
-        """The DataFrame, once the run is done (blocks until then)."""
-        if not self.wait(timeout):
-            raise TimeoutError(f"the job is still running ({self.report.finished_rows} of {self.report.rows} rows)")
-        self._call.result()  # re-raise what the run raised, if anything
-        return self._apply.finish(stacklevel=2)
-
-    def __await__(self):
-        async def wait_here() -> pd.DataFrame:
-            await asyncio.get_running_loop().run_in_executor(None, self.wait)
-            return self.result()
-
-        return wait_here().__await__()
-
-    def __repr__(self) -> str:
-        r = self.report
-        state = "done" if self.done() else ("waiting to start" if self._call is None else "running")
-        return f"<llmbatch_pd.Job {r.model}: {state}, {r.finished_rows}/{r.rows} rows>"
-
-
-async def _tick(shown, interval: float = 0.1) -> None:
-    while True:
-        shown.update()
-        await asyncio.sleep(interval)
 
 
 EMBED_ERRORS_ATTR = "llm_errors"
