@@ -6,6 +6,7 @@ Accessors keep no state (pandas 3 builds a new one on every access).
 from __future__ import annotations
 
 import asyncio
+import functools
 import warnings
 from collections.abc import Iterator
 from typing import Any
@@ -511,10 +512,27 @@ def _labels(names: list[str]) -> list[str]:
 def _runner(df: pd.DataFrame, template: str, model: Any, output: str, options: dict,
             call: str = "apply") -> _Runnable:
     """One model, or several side by side (the option names checked first)."""
-    opts.check_names(options, opts.CHAT_OPTIONS, call)
+    _check_names(options, call)
     if isinstance(model, (list, tuple)):
         return _Group(df, template, model=list(model), output=output, **options)
     return _Apply(df, template, model=model, output=output, **options)
+
+
+@functools.cache
+def _options() -> dict[str, tuple[str, ...]]:
+    """What each call takes, read from the signatures that take it (embed's on first use)."""
+    from .embed import build_spec
+
+    chat = opts.keywords(_spec, _Apply.__init__, DataFrameLLM.estimate)
+    return {"apply": chat, "aapply": chat, "estimate": chat,
+            "submit": opts.keywords(_spec, _Apply.__init__, DataFrameLLM.submit),
+            "embed": opts.keywords(build_spec, DataFrameLLM.embed)}
+
+
+def _check_names(options: dict[str, Any], call: str) -> None:
+    known = _options()
+    opts.check_names(options, known[call], call,
+                     {other: names for other, names in known.items() if other in ("submit", "embed")})
 
 
 def _assemble(df: pd.DataFrame, columns: dict[str, Any], report: Any) -> pd.DataFrame:
@@ -529,7 +547,7 @@ def _assemble(df: pd.DataFrame, columns: dict[str, Any], report: Any) -> pd.Data
 
 def _estimate(df: pd.DataFrame, template: str, model: str | list[str], pilot: int | None,
               options: dict[str, Any]) -> pd.DataFrame:
-    opts.check_names(options, opts.CHAT_OPTIONS, "estimate")
+    _check_names(options, "estimate")
     models = [model] if isinstance(model, str) else list(model)
     if not models:
         raise errors.InputError("model= needs at least one model name")
@@ -568,7 +586,7 @@ class _Embed(_Runnable):
                  as_array: bool, value_field: str | None, progress: Any, options: dict[str, Any]) -> None:
         from .embed import EmbedRun, build_spec
 
-        opts.check_names(options, opts.EMBED_OPTIONS, "embed")
+        _check_names(options, "embed")
         if not isinstance(output, str) or not output:
             raise errors.InputError("output= must be a non-empty name")
         spec = build_spec(template, list(df.columns), model=model, value_field=value_field, **options)

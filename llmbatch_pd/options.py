@@ -5,8 +5,9 @@ is wanted, and a result column that would overwrite one of the frame's is refuse
 from __future__ import annotations
 
 import difflib
+import inspect
 import math
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable
 from typing import Any
 
 from . import errors
@@ -15,28 +16,37 @@ from .plan import Estimate
 from .run import RunSpec, check_limits
 from .types import Request, Usage
 
-RUN_OPTIONS = ("base_url", "api_key", "concurrency", "rpm", "tpm", "max_retries", "timeout",
-               "missing", "budget", "cache", "prices", "mode", "poll_interval")
-"""What every kind of run takes (chat and embeddings)."""
-CHAT_OPTIONS = RUN_OPTIONS + ("system", "temperature", "max_tokens", "schema", "schema_retries",
-                              "progress", "usage", "pilot")
-"""``apply``, ``aapply``, ``submit`` and ``estimate`` (besides ``model=`` and ``output=``)."""
-EMBED_OPTIONS = RUN_OPTIONS + ("dimensions", "encoding_format")
-"""``embed`` and ``aembed`` (besides ``model=``, ``output=``, ``as_array=``, ``progress=``)."""
-INTERNAL = frozenset({"value_field"})  # set by s.llm for the Series' one column
+NOT_OPTIONS = frozenset({"self", "df", "template", "columns", "value_field", "need_key",
+                         "check_budget", "label"})
+"""Parameters the accessor passes itself (``value_field``: s.llm's one column)."""
 
 
-def check_names(options: dict[str, Any], known: Iterable[str], call: str) -> None:
-    """An InputError for the first option ``call`` does not take, naming the one meant."""
+def keywords(*functions: Callable[..., Any]) -> tuple[str, ...]:
+    """The options the functions take by keyword: their signatures are the one list of
+    options, so an option added to a run is known here at once."""
+    names: list[str] = []
+    for function in functions:
+        for p in inspect.signature(function).parameters.values():
+            if (p.kind in (p.KEYWORD_ONLY, p.POSITIONAL_OR_KEYWORD) and p.name not in NOT_OPTIONS
+                    and p.name not in names):
+                names.append(p.name)
+    return tuple(names)
+
+
+def check_names(options: dict[str, Any], known: Iterable[str], call: str,
+                elsewhere: dict[str, Iterable[str]] | None = None) -> None:
+    """An InputError for the first option ``call`` does not take, naming the one meant (or
+    the call in ``elsewhere`` that takes it: ``dimensions=`` is embed's)."""
     known = tuple(known)
     for name in options:
-        if name in known or name in INTERNAL:
+        if name in known or name == "value_field":
             continue
         close = difflib.get_close_matches(name, known, n=1, cutoff=0.6)
+        owner = next((other for other, names in (elsewhere or {}).items() if name in names), None)
         if close:
             hint = f"did you mean {close[0]}=?"
-        elif name in CHAT_OPTIONS + EMBED_OPTIONS:
-            hint = f"{name}= belongs to {'embed' if name in EMBED_OPTIONS else 'apply'}()"
+        elif owner:
+            hint = f"{name}= belongs to {owner}()"
         else:
             hint = f"the options are {', '.join(sorted(known))}"
         raise errors.InputError(f"{call}() got an unknown option {name}=: {hint}")

@@ -200,6 +200,10 @@ def test_misspelled_options_name_the_option_meant(llm, sim):
         df.llm.embed("{t}", dimension=8, **llm)
     with pytest.raises(InputError, match="dimensions= belongs to embed"):
         df.llm.apply("{t}", dimensions=8, **llm)
+    with pytest.raises(InputError, match="confirm= belongs to submit"):
+        df.llm.apply("{t}", confirm=True, **llm)
+    with pytest.raises(InputError, match="did you mean confirm="):
+        df.llm.submit("{t}", confirmed=True, **llm)
     with pytest.raises(InputError, match="the options are .*temperature"):
         df["t"].llm.apply("{}", frobnicate=1, **llm)
     assert sim.log == []
