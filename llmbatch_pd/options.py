@@ -96,7 +96,7 @@ def check_budget_fits_one(spec: RunSpec, estimate: Estimate) -> None:
         return
     per_output = spec.cost(Usage(0, 1_000_000)) / 1_000_000
     fits = math.floor((budget - (worst - spec.max_tokens * per_output)) / per_output) if per_output else 0
-    advice = (f"pass max_tokens={fits:,} or less, or raise budget=" if fits >= 1
+    advice = (f"pass max_tokens={fits} or less, or raise budget=" if fits >= 1
               else "raise budget=")
     raise errors.BudgetError(
         f"not started: budget={money(budget)} cannot cover one request's worst case: up to "

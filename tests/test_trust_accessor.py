@@ -7,6 +7,7 @@ All over real HTTP against the simulator; expectations come from its request log
 from __future__ import annotations
 
 import asyncio
+import re
 import warnings
 
 import pandas as pd
@@ -239,9 +240,12 @@ def test_a_small_budget_is_shown_as_given(llm, sim):
 def test_a_budget_too_small_for_one_request_says_what_would_fit(llm, sim):
     """With budget= and no max_tokens=, a request's worst case is 4,096 output tokens:
     $0.0066 at gpt-4.1-mini's price, more than budget=0.001. Refused before sending."""
-    with pytest.raises(BudgetError, match=r"budget=\$0\.001 cannot cover one request.*max_tokens=\d+"):
+    with pytest.raises(BudgetError, match=r"budget=\$0\.001 cannot cover one request") as caught:
         rows(1).llm.apply("{t}", budget=0.001, **llm)
     assert sim.log == []
+    fits = int(re.search(r"pass max_tokens=(\d+) or less", str(caught.value)).group(1))
+    out = rows(1).llm.apply("{t}", budget=0.001, max_tokens=fits, **llm)  # the advice works
+    assert out["llm_output"].notna().all() and len(sim.log) == 1
 
 
 def test_a_truly_cheap_run_fits_a_tiny_budget(llm, sim):
