@@ -100,6 +100,13 @@ def test_side_by_side_raises_after_every_model_and_names_it(monkeypatch):
     assert [r.model for r in err.report] == [MODEL, "anthropic/claude-haiku-4-5"]
 
 
+def test_batch_mode_raises_the_same(llm, sim):
+    with pytest.raises(AuthenticationError) as caught:
+        rows(5).llm.apply("{t}", mode="batch", poll_interval=0.1, **{**llm, "api_key": WRONG})
+    assert caught.value.result["llm_output_error"].str.contains("HTTP 401").all()
+    assert {e["status"] for e in sim.log} == {401} and not sim.batches
+
+
 def test_embed_raises_with_its_vectors(sim):
     s = pd.Series(["a", "b", "c"])
     with pytest.raises(AuthenticationError) as caught:
