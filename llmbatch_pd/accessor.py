@@ -6,8 +6,7 @@ Accessors keep no state (pandas 3 builds a new one on every access).
 from __future__ import annotations
 
 import asyncio
-import signal
-import threading
+import functools
 import warnings
 from collections.abc import Iterator
 from typing import Any
@@ -16,12 +15,17 @@ import numpy as np
 import pandas as pd
 
 from . import errors, plan, pricing, store
+from . import options as opts
 from .budget import Ledger
-from .loop_thread import Call, engine_loop, run_sync
+from .interrupt import CancelOnSigint
+from .jobs import Job, tick
+from .loop_thread import engine_loop, run_sync
 from .models import batch_refusal, make_provider, parse_model
+from .numbers import money
+from .outcome import row_warning, stop_note
 from .params import check_params
 from .prompts import Template
-from .run import Run, RunReport, RunReports, RunSpec, check_limits, check_mode
+from .run import Run, RunReport, RunReports, RunSpec, check_mode
 from .ui import choose_display
 
 CHUNK = 2048
@@ -66,19 +70,6 @@ def _iter_rows(df: pd.DataFrame, fields: tuple[str, ...], colmap: dict[str, Any]
             yield dict(zip(fields, values, strict=True))
 
 
-def _check_options(output: str, concurrency: int, max_retries: int, timeout: float, missing: str,
-                   budget: float | None, temperature: Any, max_tokens: Any, pilot: Any) -> None:
-    if not isinstance(output, str) or not output:
-        raise errors.InputError("output= must be a non-empty column name")
-    check_limits(concurrency, max_retries, timeout, missing, budget)
-    if temperature is not None and (isinstance(temperature, bool) or not isinstance(temperature, (int, float))):
-        raise errors.InputError(f"temperature= must be a number, not {temperature!r}")
-    if max_tokens is not None and (isinstance(max_tokens, bool) or not isinstance(max_tokens, int) or max_tokens < 1):
-        raise errors.InputError(f"max_tokens= must be a positive integer, not {max_tokens!r}")
-    if pilot is not None and (isinstance(pilot, bool) or not isinstance(pilot, int) or pilot < 1):
-        raise errors.InputError(f"pilot= must be a positive number of rows, not {pilot!r}")
-
-
 def _spec(df: pd.DataFrame, template: str, *, model: str, system: str | None = None,
           temperature: float | None = None, max_tokens: int | None = None,
           base_url: str | None = None, api_key: str | None = None, concurrency: int = 64,
@@ -86,15 +77,16 @@ def _spec(df: pd.DataFrame, template: str, *, model: str, system: str | None = N
           timeout: float = 120.0, missing: str = "skip", budget: float | None = None,
           cache: bool | str | None = True, prices: dict | None = None,
           value_field: str | None = None, mode: str = "realtime",
-          poll_interval: float = 30.0, schema: Any = None,
-          schema_retries: int = 2, params: dict | None = None) -> tuple[RunSpec, Any]:
-    """Validate everything and build the run's spec and row source; nothing is sent."""
+          poll_interval: float = 30.0, schema: Any = None, schema_retries: int = 2,
+          params: dict | None = None, need_key: bool = True) -> tuple[RunSpec, Any]:
+    """Validate everything and build the run's spec and row source; nothing is sent.
+    ``need_key=False`` (an estimate that sends nothing) accepts a missing API key."""
     check_mode(mode, poll_interval)
     parsed = Template.parse(template, value_field=value_field)
     parsed.check_columns(list(df.columns))
     colmap = _column_map(df, parsed.fields)
     ref = parse_model(model, base_url=base_url)
-    provider = make_provider(ref, base_url=base_url, api_key=api_key)
+    provider = make_provider(ref, base_url=base_url, api_key=api_key, need_key=need_key)
     if mode == "batch" and not provider.supports_batch:
         raise errors.InputError(batch_refusal(ref))
     try:
@@ -156,7 +148,11 @@ def _may_repeat(df: pd.DataFrame, fields: tuple[str, ...]):
 
 
 class _Runnable:
-    """Blocking and awaitable runs with a display and Ctrl+C handling, for one model or several."""
+    """Blocking and awaitable runs with a display and Ctrl+C handling, for one model or several.
+    A run stopped by a fatal error (bad key, no quota, provider down) raises it, carrying the
+    result; otherwise skipped and failed rows are told in one warning."""
+
+    _warned = False
 
     def display(self, *, on_cancel=None, on_run=None, background: bool = False):
         raise NotImplementedError
@@ -171,6 +167,26 @@ class _Runnable:
         """(finished rows, rows), for the interrupted message."""
         raise NotImplementedError
 
+    def stopped(self, result: Any) -> errors.ProviderError | None:
+        """The fatal error that stopped the run, ready to raise (result attached), or None."""
+        raise NotImplementedError
+
+    def row_warning(self) -> str | None:
+        raise NotImplementedError
+
+    def finish(self, stacklevel: int = 3) -> Any:
+        """The result, once the run is over: raised inside the fatal error that stopped it,
+        else returned (after one warning about skipped and failed rows, if any)."""
+        out = self.result()
+        fatal = self.stopped(out)
+        if fatal is not None:
+            raise fatal
+        message = None if self._warned else self.row_warning()
+        if message:
+            self._warned = True
+            warnings.warn(message, UserWarning, stacklevel=stacklevel + 1)
+        return out
+
     def sync(self) -> pd.DataFrame:
         shown = self.display()
         try:
@@ -180,12 +196,12 @@ class _Runnable:
         finally:
             if shown:
                 shown.close()
-        return self.result()
+        return self.finish(stacklevel=3)
 
     async def run_async(self) -> pd.DataFrame:
         shown = self.display()
-        ticker = asyncio.ensure_future(_tick(shown)) if shown else None
-        interrupted = _CancelOnSigint(asyncio.current_task())
+        ticker = asyncio.ensure_future(tick(shown)) if shown else None
+        interrupted = CancelOnSigint(asyncio.current_task())
         try:
             await self._execute()
         except asyncio.CancelledError:
@@ -198,7 +214,7 @@ class _Runnable:
                 ticker.cancel()
             if shown:
                 shown.close()
-        return self.result()
+        return self.finish(stacklevel=3)
 
     def _interrupted(self, partial: pd.DataFrame) -> errors.RunInterrupted:
         answered, rows = self.progress_counts()
@@ -216,10 +232,7 @@ class _Apply(_Runnable):
     def __init__(self, df: pd.DataFrame, template: str, *, model: str, output: str = "llm_output",
                  progress: bool | str | None = None, usage: bool = False, pilot: int | None = None,
                  check_budget: bool = True, label: str | None = None, **options: Any) -> None:
-        _check_options(output, options.get("concurrency", 64), options.get("max_retries", 6),
-                       options.get("timeout", 120.0), options.get("missing", "skip"),
-                       options.get("budget"), options.get("temperature"),
-                       options.get("max_tokens"), pilot)
+        opts.check_chat(output, pilot, options)
         self.spec, self.rows = _spec(df, template, model=model, **options)
         self.df, self.output, self.progress, self.usage = df, output, progress, usage
         self.label = label
@@ -230,7 +243,9 @@ class _Apply(_Runnable):
                 raise errors.InputError(
                     f"schema= fields {sorted(taken)} would overwrite columns of the same name; "
                     "pass output='...' to name them output_field instead")
+        opts.check_new_columns(df.columns, self._new_columns(), output)
         self.pilot_size = pilot
+        self.pilot_run: Run | None = None
         self.pilot_measured: plan.Pilot | None = None
         self.cancelled = False
         self.check_budget = check_budget
@@ -257,12 +272,14 @@ class _Apply(_Runnable):
         estimate = Run(self.spec, self.rows, len(self.df), self.may_repeat).plan(pilot)
         budget = self.spec.budget
         expected = estimate.batch_cost if self.spec.mode == "batch" else estimate.cost
-        if (check and self.check_budget and budget is not None and expected is not None
-                and expected > budget):
+        if not (check and self.check_budget):
+            return estimate
+        if budget is not None and expected is not None and expected > budget:
             raise errors.BudgetError(
-                f"not started: the expected cost is above the budget of ${budget:.2f}.\n"
+                f"not started: the expected cost is above the budget of {money(budget)}.\n"
                 f"{estimate.summary()}\nRaise budget=, lower max_tokens=, or use fewer rows."
             )
+        opts.check_budget_fits_one(self.spec, estimate)
         return estimate
 
     async def _execute(self, ledger: Ledger | None = None) -> None:
@@ -294,6 +311,7 @@ class _Apply(_Runnable):
         pilot_run.keep_replies = True
         await pilot_run.execute(ledger)
         self.spec.prefill = pilot_run.replies
+        self.pilot_run = pilot_run
         stats = self.run.stats
         if pilot_run.stats.stop_reason:  # a bad key or a dead provider: no point going on
             stats.stop_reason = pilot_run.stats.stop_reason
@@ -314,6 +332,15 @@ class _Apply(_Runnable):
                                on_cancel=on_cancel or self.cancel, on_run=on_run, background=background)
         self.run.warnings_shown_elsewhere = type(shown).__name__ == "Panel"
         return shown
+
+    def _new_columns(self) -> list[str]:
+        """The names ``columns()`` makes (the schema's fields are checked on their own)."""
+        col = self.column
+        names = [col] if self.spec.schema is None else []
+        names.append(f"{col}_error")
+        if self.usage:
+            names += [f"{col}_input_tokens", f"{col}_output_tokens", f"{col}_cost"]
+        return names
 
     def columns(self) -> dict[str, Any]:
         """The new columns, by name: the answer (or one per schema field), the error, usage."""
@@ -345,6 +372,22 @@ class _Apply(_Runnable):
 
     def progress_counts(self) -> tuple[int, int]:
         return self.run.report.answered_rows, self.run.report.rows
+
+    @property
+    def stop_error(self) -> errors.ProviderError | None:
+        """Why the run (or its pilot) stopped early, or None."""
+        pilot = self.pilot_run.stop_error if self.pilot_run is not None else None
+        return self.run.stop_error or pilot
+
+    def stopped(self, result: Any) -> errors.ProviderError | None:
+        err = self.stop_error
+        if err is None or not err.fatal:
+            return None
+        return err.after_run(stop_note(self.report), result, self.report)
+
+    def row_warning(self) -> str | None:
+        return row_warning(self.run.errors, self.spec.template.fields,
+                           where=f" (the reasons are in the column {self.column + '_error'!r})")
 
     @property
     def report(self) -> RunReport:
@@ -385,10 +428,12 @@ class _Group(_Runnable):
             return
         costs = [a.estimate.batch_cost if a.spec.mode == "batch" else a.estimate.cost for a in self.applies]
         if all(c is not None for c in costs) and sum(costs) > self.budget:
-            lines = "\n".join(f"  {a.spec.model.full}: ${c:.4f}" for a, c in zip(self.applies, costs, strict=True))
+            lines = "\n".join(f"  {a.spec.model.full}: {money(c)}" for a, c in zip(self.applies, costs, strict=True))
             raise errors.BudgetError(
-                f"not started: the expected cost of ${sum(costs):.4f} for {len(costs)} models is above "
-                f"the budget of ${self.budget:.2f}:\n{lines}\nRaise budget=, drop a model, or use fewer rows.")
+                f"not started: the expected cost of {money(sum(costs))} for {len(costs)} models is above "
+                f"the budget of {money(self.budget)}:\n{lines}\nRaise budget=, drop a model, or use fewer rows.")
+        for a in self.applies:
+            opts.check_budget_fits_one(a.spec, a.estimate)
 
     @property
     def report(self) -> RunReports:
@@ -433,6 +478,21 @@ class _Group(_Runnable):
     def progress_counts(self) -> tuple[int, int]:
         return self.reports.answered_rows, self.reports.rows
 
+    def stopped(self, result: Any) -> errors.ProviderError | None:
+        """The first model's fatal stop (raised once every model has finished), naming it."""
+        for a in self.applies:
+            err = a.stop_error
+            if err is not None and err.fatal:
+                others = [b.spec.model.full for b in self.applies if b is not a]
+                note = (f"{a.spec.model.full}: {stop_note(a.report)} The other models "
+                        f"({', '.join(others)}) ran to the end; .report has every model's figures.")
+                return err.after_run(note, result, self.reports)
+        return None
+
+    def row_warning(self) -> str | None:
+        lines = [f"{a.spec.model.full}: {m}" for a in self.applies if (m := a.row_warning())]
+        return "\n".join(lines) or None
+
 
 def _model_list(model: Any) -> list[str]:
     names = list(model)
@@ -453,11 +513,30 @@ def _labels(names: list[str]) -> list[str]:
     return [s if short.count(s) == 1 else n.strip().replace("/", "_") for s, n in zip(short, names, strict=True)]
 
 
-def _runner(df: pd.DataFrame, template: str, model: Any, output: str, options: dict) -> _Runnable:
-    """One model, or several side by side."""
+def _runner(df: pd.DataFrame, template: str, model: Any, output: str, options: dict,
+            call: str = "apply") -> _Runnable:
+    """One model, or several side by side (the option names checked first)."""
+    _check_names(options, call)
     if isinstance(model, (list, tuple)):
         return _Group(df, template, model=list(model), output=output, **options)
     return _Apply(df, template, model=model, output=output, **options)
+
+
+@functools.cache
+def _options() -> dict[str, tuple[str, ...]]:
+    """What each call takes, read from the signatures that take it (embed's on first use)."""
+    from .embed import build_spec
+
+    chat = opts.keywords(_spec, _Apply.__init__, DataFrameLLM.estimate)
+    return {"apply": chat, "aapply": chat, "estimate": chat,
+            "submit": opts.keywords(_spec, _Apply.__init__, DataFrameLLM.submit),
+            "embed": opts.keywords(build_spec, DataFrameLLM.embed)}
+
+
+def _check_names(options: dict[str, Any], call: str) -> None:
+    known = _options()
+    opts.check_names(options, known[call], call,
+                     {other: names for other, names in known.items() if other in ("submit", "embed")})
 
 
 def _assemble(df: pd.DataFrame, columns: dict[str, Any], report: Any) -> pd.DataFrame:
@@ -470,69 +549,26 @@ def _assemble(df: pd.DataFrame, columns: dict[str, Any], report: Any) -> pd.Data
     return out
 
 
-class _CancelOnSigint:
-    """While awaited runs are going, Ctrl+C cancels them (keeping finished rows) instead of
-    escaping the event loop and leaving them suspended, as IPython's autoawait would.
-
-    One hook serves every awaited run on the loop: the first run installs it (saving the
-    handler it replaces), Ctrl+C cancels them all, and the last run to end puts the saved
-    handler back. A loop that already has its own SIGINT handler is left alone.
-    """
-
-    _runs: set[_CancelOnSigint] = set()
-    _hook: tuple[asyncio.AbstractEventLoop, Any] | None = None  # (loop, handler it replaced)
-
-    def __init__(self, task: asyncio.Task | None) -> None:
-        self.fired = False
-        self._task = task
-        if task is None or threading.current_thread() is not threading.main_thread():
-            return
-        loop = asyncio.get_running_loop()
-        cls = type(self)
-        if cls._hook is None:
-            if signal.SIGINT in getattr(loop, "_signal_handlers", {}):
-                return  # the application handles Ctrl+C on this loop itself
-            previous = signal.getsignal(signal.SIGINT)
-            try:
-                loop.add_signal_handler(signal.SIGINT, cls._fire_all)
-            except (NotImplementedError, RuntimeError, ValueError):
-                return
-            cls._hook = (loop, previous)
-        elif cls._hook[0] is not loop:
-            return
-        cls._runs.add(self)
-
-    @classmethod
-    def _fire_all(cls) -> None:
-        for run in list(cls._runs):
-            run.fired = True
-            run._task.cancel()
-
-    def restore(self) -> None:
-        cls = type(self)
-        if self not in cls._runs:
-            return
-        cls._runs.discard(self)
-        if not cls._runs and cls._hook is not None:
-            loop, previous = cls._hook
-            cls._hook = None
-            loop.remove_signal_handler(signal.SIGINT)
-            signal.signal(signal.SIGINT, previous if previous is not None else signal.default_int_handler)
-
-
 def _estimate(df: pd.DataFrame, template: str, model: str | list[str], pilot: int | None,
               options: dict[str, Any]) -> pd.DataFrame:
+    _check_names(options, "estimate")
     models = [model] if isinstance(model, str) else list(model)
     if not models:
         raise errors.InputError("model= needs at least one model name")
     options.pop("progress", None)
     rows = []
     for name in models:
-        job = _Apply(df, template, model=name, progress=False, pilot=pilot, check_budget=False, **options)
+        # without a pilot nothing is sent, so no API key is needed
+        job = _Apply(df, template, model=name, progress=False, pilot=pilot, check_budget=False,
+                     need_key=bool(pilot), **options)
         if pilot and len(df):
             if job.spec.cache_path is None:
                 warnings.warn("pilot= with cache=False: the pilot's answers cannot be kept", stacklevel=3)
             run_sync(job._pilot(None))
+            stop = job.pilot_run.stop_error
+            if stop is not None and stop.fatal:
+                raise stop.after_run(f"{name}: the pilot stopped, so nothing was estimated.",
+                                     None, job.pilot_run.report)
             job.estimate = job._plan(job.pilot_measured)
         row = job.estimate.as_row()
         budget = job.spec.budget
@@ -540,101 +576,6 @@ def _estimate(df: pd.DataFrame, template: str, model: str | list[str], pilot: in
         row["within_budget"] = None if budget is None or expected is None else expected <= budget
         rows.append(row)
     return pd.DataFrame(rows).set_index("model")
-
-
-class Job:
-    """A run going on in the background (``df.llm.submit``): the notebook stays usable.
-
-    It runs on the engine's own loop thread, so it keeps going while other cells run.
-    ``result()`` blocks until it is done, ``await job`` waits without blocking a loop,
-    ``cancel()`` stops sending and keeps every finished row.
-    """
-
-    def __init__(self, apply: _Apply | _Group, *, start: bool = True) -> None:
-        self._apply = apply
-        self._call: Call | None = None
-        self._lock = threading.Lock()  # start() and cancel() may come from a click and a cell at once
-        # Created here; updated from the engine's loop thread. With confirm=True the panel shows
-        # Run: a click reaches the kernel once the cell that called submit() has returned.
-        self._shown = apply.display(on_cancel=lambda: self._cancel("cancelled from the panel"),
-                                    on_run=None if start else self.start, background=True)
-        if start:
-            self.start()
-
-    @property
-    def report(self) -> RunReport | RunReports:
-        return self._apply.report
-
-    @property
-    def estimate(self) -> plan.Estimate:
-        return self._apply.estimate
-
-    def start(self) -> None:
-        """Begin sending (with ``confirm=True`` this is what the Run button does)."""
-        with self._lock:
-            if self._call is None:  # once; and never after cancel()
-                self._call = Call(self._main())
-
-    async def _main(self) -> None:
-        shown = self._shown
-        ticker = asyncio.ensure_future(_tick(shown)) if shown else None
-        try:
-            await self._apply._execute()
-        finally:
-            if ticker:
-                ticker.cancel()
-            if shown:
-                shown.close()
-
-    def done(self) -> bool:
-        return self._call is not None and self._call.done()
-
-    def cancel(self) -> None:
-        """Stop sending; requests in flight finish and every finished row is kept. Before
-        ``start()`` (``confirm=True``) nothing is ever sent."""
-        self._cancel("cancelled by the user")
-
-    def _cancel(self, reason: str) -> None:
-        with self._lock:
-            if self._call is None:  # never started: on the loop (it owns the panel from now on)
-                self._call = Call(self._never_started(reason))
-                return
-        self._apply.cancel(reason)
-
-    async def _never_started(self, reason: str) -> None:
-        self._apply.close_unstarted(reason)
-        if self._shown:
-            self._shown.close()
-
-    def wait(self, timeout: float | None = None) -> bool:
-        if self._call is None:
-            raise RuntimeError("the job has not started: call job.start() (or click Run)")
-        return self._call.wait(timeout)
-
-    def result(self, timeout: float | None = None) -> pd.DataFrame:
-        """The DataFrame, once the run is done (blocks until then)."""
-        if not self.wait(timeout):
-            raise TimeoutError(f"the job is still running ({self.report.finished_rows} of {self.report.rows} rows)")
-        self._call.result()  # re-raise what the run raised, if anything
-        return self._apply.result()
-
-    def __await__(self):
-        async def wait_here() -> pd.DataFrame:
-            await asyncio.get_running_loop().run_in_executor(None, self.wait)
-            return self.result()
-
-        return wait_here().__await__()
-
-    def __repr__(self) -> str:
-        r = self.report
-        state = "done" if self.done() else ("waiting to start" if self._call is None else "running")
-        return f"<llmbatch_pd.Job {r.model}: {state}, {r.finished_rows}/{r.rows} rows>"
-
-
-async def _tick(shown, interval: float = 0.1) -> None:
-    while True:
-        shown.update()
-        await asyncio.sleep(interval)
 
 
 EMBED_ERRORS_ATTR = "llm_errors"
@@ -649,6 +590,7 @@ class _Embed(_Runnable):
                  as_array: bool, value_field: str | None, progress: Any, options: dict[str, Any]) -> None:
         from .embed import EmbedRun, build_spec
 
+        _check_names(options, "embed")
         if not isinstance(output, str) or not output:
             raise errors.InputError("output= must be a non-empty name")
         spec = build_spec(template, list(df.columns), model=model, value_field=value_field, **options)
@@ -674,21 +616,30 @@ class _Embed(_Runnable):
     def progress_counts(self) -> tuple[int, int]:
         return self.run.report.answered_rows, self.run.report.rows
 
+    def stopped(self, result: Any) -> errors.ProviderError | None:
+        run = self.run
+        for part in (run.engine, run.batcher):
+            err = part.stopped if part is not None else None
+            if err is not None and err.fatal:
+                return err.after_run(stop_note(run.report), result, run.report)
+        return None
+
+    def row_warning(self) -> str | None:
+        from .embed import failure_warning
+
+        where = "their rows are NaN" if self.as_array else f"see .attrs[{EMBED_ERRORS_ATTR!r}]"
+        return failure_warning(self.run.row_errors(), self.run.spec.template.fields, f" ({where})")
+
     def result(self):
         """A Series of float32 vectors on the index (None where a row failed, the reasons in
         ``attrs["llm_errors"]``), or with ``as_array`` an (n, dim) float32 array, NaN rows failed."""
-        from .embed import failure_warning
-
         run, index = self.run, self.index
         errs = run.row_errors()
         matrix = run.matrix()
         run.report.estimate = run.report.estimate or run.estimate
         _last["report"] = run.report
-        message = failure_warning(errs)
-        if message:
-            where = "their rows are NaN" if self.as_array else f"see .attrs[{EMBED_ERRORS_ATTR!r}]"
-            warnings.warn(f"{message} ({where})", stacklevel=4)
         if self.as_array:
+            _last["result"] = matrix
             return matrix
         cells = np.empty(len(index), dtype=object)  # each cell one row of the matrix (a view)
         for i, ok in enumerate(run.has_vector()):
@@ -701,6 +652,16 @@ class _Embed(_Runnable):
         out.attrs[REPORT_ATTR] = run.report
         _last["result"] = out
         return out
+
+
+_COPY_ON_WRITE = int(pd.__version__.split(".")[0]) >= 3 or pd.get_option("mode.copy_on_write") is True
+
+
+def _snapshot(df: pd.DataFrame) -> pd.DataFrame:
+    """The frame as it is now, for a run that reads it later on the loop thread. Under
+    copy-on-write (pandas 3) a shallow copy is free and later edits of the caller's frame
+    do not reach it; pandas 2 without it needs a real copy."""
+    return df.copy(deep=not _COPY_ON_WRITE)
 
 
 def _series_frame(s: pd.Series) -> pd.DataFrame:
@@ -734,7 +695,7 @@ class DataFrameLLM:
     async def aapply(self, template: str, *, model: str | list[str], output: str = "llm_output",
                      **options: Any) -> pd.DataFrame:
         """``apply`` for code that already runs an event loop."""
-        return await _runner(self._df, template, model, output, options).run_async()
+        return await _runner(self._df, template, model, output, options, "aapply").run_async()
 
     def submit(self, template: str, *, model: str | list[str], output: str = "llm_output",
                confirm: bool = False, **options: Any) -> Job:
@@ -742,7 +703,8 @@ class DataFrameLLM:
 
         With ``confirm=True`` nothing is sent until ``job.start()`` (or the panel's Run button).
         """
-        return Job(_runner(self._df, template, model, output, options), start=not confirm)
+        frame = _snapshot(self._df)  # other cells may change the frame while the job runs
+        return Job(_runner(frame, template, model, output, options, "submit"), start=not confirm)
 
     def estimate(self, template: str, *, model: str | list[str], pilot: int | None = None,
                  **options: Any) -> pd.DataFrame:
@@ -797,7 +759,8 @@ class SeriesLLM:
 
     async def aapply(self, template: str, *, model: str | list[str], output: str = "llm_output",
                      **options: Any) -> pd.DataFrame:
-        return await _runner(self._frame(), template, model, output, self._options(options)).run_async()
+        return await _runner(self._frame(), template, model, output, self._options(options),
+                             "aapply").run_async()
 
     def estimate(self, template: str, *, model: str | list[str], pilot: int | None = None,
                  **options: Any) -> pd.DataFrame:

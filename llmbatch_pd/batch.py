@@ -47,6 +47,7 @@ import aiohttp
 from . import errors
 from .budget import Ledger
 from .engine import EngineStats, OnDone, RetryPolicy, WorstCost
+from .numbers import money
 from .providers.base import Parse, Provider
 from .store import Store, keys_digest
 from .types import BATCH_COUNTS, BatchInfo, Reply, Request
@@ -302,8 +303,8 @@ class BatchRunner:
             f"not started: a batch job cannot be stopped part-way, so its worst case must fit "
             f"the budget before it is sent. {len(pending):,} requests"
             + (f" ({new:,} new, {len(attached):,} in jobs already running)" if attached else "")
-            + f" could cost up to ${total:.4f} at batch prices ({tokens}), and "
-            f"${ledger.committed:.4f} is already committed of the ${ledger.limit:.2f} budget. "
+            + f" could cost up to {money(total)} at batch prices ({tokens}), and "
+            f"{money(ledger.committed)} is already committed of the {money(ledger.limit)} budget. "
             + ("Raise budget= or use fewer rows." if cap == "0"
                else "Raise budget=, lower max_tokens=, or use fewer rows.")
         )
@@ -506,7 +507,8 @@ class BatchRunner:
             if ledger is not None:
                 stats.cost += ledger.settle(worst, reply.usage)
                 if ledger.crossed_warning():
-                    self._warn(f"80% of the budget is committed (${ledger.spent:.4f} of ${ledger.limit:.2f})")
+                    self._warn(f"80% of the budget is committed ({money(ledger.spent)} of "
+                               f"{money(ledger.limit)})")
         else:
             if exc is None:
                 exc = errors.RowError("no answer")

@@ -12,6 +12,7 @@ from __future__ import annotations
 import asyncio
 from collections.abc import Callable
 
+from .numbers import money
 from .types import Usage
 
 PriceFn = Callable[[Usage], float]
@@ -100,8 +101,8 @@ class Ledger:
         return False
 
     def __repr__(self) -> str:
-        lim = "none" if self.limit is None else f"${self.limit:.4f}"
+        lim = "none" if self.limit is None else money(self.limit)
         return (
-            f"Ledger(limit={lim}, spent=${self.spent:.4f}, reserved=${self.reserved:.4f}, "
-            f"uncertain=${self.uncertain:.4f})"
+            f"Ledger(limit={lim}, spent={money(self.spent)}, reserved={money(self.reserved)}, "
+            f"uncertain={money(self.uncertain)})"
         )

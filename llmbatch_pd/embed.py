@@ -39,6 +39,7 @@ from .breaker import CircuitBreaker
 from .budget import Ledger
 from .limits import RateLimiter
 from .models import ModelRef, make_provider, parse_model
+from .numbers import money
 from .pricing import Price, cost, price_for
 from .prompts import MissingValue, Template
 from .providers.embeddings import OpenAIEmbeddings
@@ -324,7 +325,7 @@ class EmbedRun:
         expected = est.batch_cost if self.spec.batch else est.cost
         if budget is not None and expected is not None and expected > budget:
             raise errors.BudgetError(
-                f"not started: the expected cost is above the budget of ${budget:.2f}.\n"
+                f"not started: the expected cost is above the budget of {money(budget)}.\n"
                 f"{est.summary()}\nRaise budget= or use fewer rows.")
 
     # sending --------------------------------------------------------------------------------
@@ -467,9 +468,9 @@ class EmbedRun:
         return [u >= 0 and self.found[u] is not None for u in self.row_input]
 
 
-def failure_warning(errors_: list[str | None]) -> str | None:
-    """One line naming how many rows failed and the first reason, or None if none did."""
-    failed = [e for e in errors_ if e is not None]
-    if not failed:
-        return None
-    return f"{len(failed)} of {len(errors_)} rows have no embedding; first reason: {failed[0]}"
+def failure_warning(errors_: list[str | None], fields: tuple[str, ...] = (), where: str = "") -> str | None:
+    """How many rows have no embedding and the commonest reasons (skipped rows by column),
+    in the words apply uses too; None if every row has one."""
+    from .outcome import row_warning
+
+    return row_warning(errors_, fields, failed="have no embedding", where=where)

@@ -20,6 +20,7 @@ from . import errors
 from .breaker import CircuitBreaker
 from .budget import Ledger
 from .limits import RateLimiter
+from .numbers import money
 from .providers.base import Provider
 from .stats import RECENT_ERRORS, EngineStats  # noqa: F401  (re-exported)
 from .types import Reply, Request
@@ -141,8 +142,8 @@ class Engine:
                 worst = self.worst_cost(request) if self.worst_cost else 0.0
                 if not await self._reserve(worst):
                     self.stop(errors.BudgetReached(
-                        f"budget reached: ${self.ledger.committed:.4f} committed of "
-                        f"${self.ledger.limit:.4f}; this request could cost up to ${worst:.4f}"
+                        f"budget reached: {money(self.ledger.committed)} committed of "
+                        f"{money(self.ledger.limit)}; this request could cost up to {money(worst)}"
                     ))
                     continue
             probe = await self.breaker.admit() if self.breaker is not None else False
@@ -193,7 +194,8 @@ class Engine:
                 stats.cost += self.ledger.settle(worst, reply.usage)
                 if self.ledger.crossed_warning() and self.on_warning:
                     self.on_warning(
-                        f"80% of the budget is committed (${self.ledger.spent:.4f} of ${self.ledger.limit:.2f})"
+                        f"80% of the budget is committed ({money(self.ledger.spent)} of "
+                        f"{money(self.ledger.limit)})"
                     )
             stats.input_tokens += reply.usage.input_tokens
             stats.output_tokens += reply.usage.output_tokens

@@ -59,11 +59,15 @@ class ProviderError(LLMBatchError):
     """One request did not produce an answer.
 
     ``kind`` is a short stable label for counts and reports ("429", "5xx", "timeout", ...).
+    Raised by ``df.llm.apply`` (a :class:`FatalError` that stopped the run), it carries what
+    finished: ``result`` (the partial DataFrame, or embed's vectors) and ``report``.
     """
 
     retryable = False
     fatal = False
     kind = "error"
+    result: object = None
+    report: object = None
 
     def __init__(
         self,
@@ -82,6 +86,17 @@ class ProviderError(LLMBatchError):
 
     def __str__(self) -> str:
         return f"HTTP {self.status}: {self.message}" if self.status else self.message
+
+    def after_run(self, note: str, result: object, report: object) -> ProviderError:
+        """A copy for the caller of the run it stopped: ``note`` (what finished) added to the
+        message, the partial ``result`` and the ``report`` attached. A copy, so raising it
+        twice (``job.result()`` again) never adds the note twice."""
+        err = type(self).__new__(type(self))
+        err.__dict__.update(self.__dict__)
+        err.message = f"{self.message}\n{note}"
+        err.args = (err.message,)
+        err.result, err.report = result, report
+        return err
 
 
 class RetryableError(ProviderError):

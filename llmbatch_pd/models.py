@@ -104,13 +104,15 @@ def _provider_from_catalogue(name: str) -> str | None:
     return None
 
 
-def make_provider(ref: ModelRef, *, base_url: str | None = None, api_key: str | Secret | None = None) -> Provider:
+def make_provider(ref: ModelRef, *, base_url: str | None = None, api_key: str | Secret | None = None,
+                  need_key: bool = True) -> Provider:
+    """``need_key=False``: for an estimate, which sends nothing, a missing key is no error."""
     preset = PRESETS.get(ref.provider, COMPATIBLE)
     url = base_url or (os.environ.get(preset.base_url_env) if preset.base_url_env else None) or preset.base_url
     if not url:
         raise InputError(f"{ref.full!r} is sent as given to an OpenAI-compatible server: pass base_url=")
     key = secret_from(api_key, preset.key_env)
-    if key is None and not is_local(url):
+    if key is None and need_key and not is_local(url):
         raise InputError(
             f"no API key for {ref.full}: set ${preset.key_env} or pass api_key= "
             f"(a local server given as base_url= needs none)"

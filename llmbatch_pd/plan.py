@@ -13,6 +13,7 @@ import math
 from dataclasses import asdict, dataclass, field
 from typing import Any
 
+from .numbers import money as fmt_money
 from .pricing import Price, cost
 from .types import Usage
 
@@ -86,9 +87,9 @@ class Estimate:
     def summary(self) -> str:
         money = "no price known"
         if self.cost is not None:
-            money = f"${self.cost:.4f} expected (${self.cost_low:.4f}–${self.cost_high:.4f})"
+            money = f"{fmt_money(self.cost)} expected ({fmt_money(self.cost_low)}–{fmt_money(self.cost_high)})"
             if self.budget is not None:
-                money += f", budget ${self.budget:.2f}"
+                money += f", budget {fmt_money(self.budget)}"
         return (
             f"{self.model}: {self.rows} rows -> {self.requests} requests "
             f"({self.duplicates} duplicates, {self.cached} cached, {self.skipped} skipped"

@@ -24,6 +24,7 @@ from .breaker import CircuitBreaker
 from .budget import Ledger
 from .limits import RateLimiter
 from .models import ModelRef
+from .numbers import money
 from .pricing import Price, cost
 from .prompts import MISSING_POLICIES, MissingValue, Template, build_messages, request_key
 from .providers.base import Provider
@@ -257,7 +258,7 @@ class RunReports(list):
 
     def __repr__(self) -> str:
         return (f"<RunReports {len(self)} models: {self.answered_rows} answered, "
-                f"{self.failed_rows} failed, ${self.cost:.4f}>")
+                f"{self.failed_rows} failed, {money(self.cost)}>")
 
 
 class Run:
@@ -610,6 +611,15 @@ class Run:
         if self.report.truncated:
             self._warn(truncation_warning(self.report.truncated))
         return self.report
+
+    @property
+    def stop_error(self) -> errors.ProviderError | None:
+        """Why the run stopped early (the engine's or the batch runner's stop), or None. A
+        ``FatalError`` here (bad key, no quota, provider down) is raised to the caller."""
+        for part in (self.engine, self.batcher):
+            if part is not None and part.stopped is not None:
+                return part.stopped
+        return None
 
     def cancel(self, reason: str = "cancelled") -> None:
         """Send nothing more (a Cancel button); requests in flight finish and are kept.

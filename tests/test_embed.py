@@ -209,8 +209,10 @@ def test_bad_options_fail_before_sending(emb, sim):
 def test_secrets_stay_out_of_the_cache_and_errors(emb, sim, private_cache):
     texts(5).llm.embed(**emb)
     assert private_cache.exists() and KEY.encode() not in private_cache.read_bytes()
-    with pytest.warns(UserWarning, match="Incorrect API key"):
-        out = texts(2, "new").llm.embed(**{**emb, "api_key": KEY + "x"})
+    with pytest.raises(llmbatch_pd.AuthenticationError, match="Incorrect API key") as caught:
+        texts(2, "new").llm.embed(**{**emb, "api_key": KEY + "x"})  # a wrong key stops the run
+    out = caught.value.result
+    assert KEY not in str(caught.value)
     message = " ".join(out.attrs["llm_errors"].values())
     assert "Incorrect API key" in message and KEY not in message
     assert KEY not in repr(out.attrs["llm_report"]) and KEY not in out.attrs["llm_report"].summary()

@@ -1,4 +1,5 @@
-"""Faults over real HTTP: every row ends with an answer or an explicit error, nothing raises."""
+"""Faults over real HTTP: every row ends with an answer or an explicit error; a run-wide
+fault (bad key, no quota) raises, carrying every row."""
 
 import os
 import signal
@@ -9,6 +10,7 @@ import textwrap
 import pandas as pd
 import pytest
 
+import llmbatch_pd
 from llmbatch_pd.sim import Simulator
 
 from .conftest import KEY, MODEL, wait_until
@@ -40,9 +42,11 @@ def test_2000_rows_survive_mixed_faults():
 
 def test_bad_key_stops_after_first_answer():
     with Simulator(ttft_ms=5, api_key=KEY) as sim:
-        out = rows(500).llm.apply("Summarise: {t}", model=MODEL, base_url=sim.base_url,
-                                  api_key="sk-wrong-key-000", progress=False, concurrency=50)
+        with pytest.raises(llmbatch_pd.AuthenticationError) as caught:
+            rows(500).llm.apply("Summarise: {t}", model=MODEL, base_url=sim.base_url,
+                                api_key="sk-wrong-key-000", progress=False, concurrency=50)
         sent = len(sim.log)
+    out = caught.value.result
     assert sent == 1  # the first request goes alone, so a bad key costs one request
     assert out["llm_output"].isna().all()
     first = out["llm_output_error"].iloc[0]
@@ -55,15 +59,18 @@ def test_bad_key_stops_after_first_answer():
 def test_bad_key_from_environment_names_the_variable(monkeypatch):
     with Simulator(ttft_ms=5, api_key=KEY) as sim:
         monkeypatch.setenv("OPENAI_API_KEY", "sk-from-env-wrong")
-        out = rows(3).llm.apply("{t}", model=MODEL, base_url=sim.base_url, progress=False)
-    assert "$OPENAI_API_KEY" in out["llm_output_error"].iloc[0]
+        with pytest.raises(llmbatch_pd.AuthenticationError, match=r"\$OPENAI_API_KEY") as caught:
+            rows(3).llm.apply("{t}", model=MODEL, base_url=sim.base_url, progress=False)
+    assert "$OPENAI_API_KEY" in caught.value.result["llm_output_error"].iloc[0]
 
 
 def test_insufficient_quota_is_not_retried_and_stops():
     with Simulator(ttft_ms=5, quota_requests=30) as sim:
-        out = rows(300).llm.apply("{t}", model=MODEL, base_url=sim.base_url, api_key=KEY,
-                                  progress=False, concurrency=10)
+        with pytest.raises(llmbatch_pd.QuotaExceededError) as caught:
+            rows(300).llm.apply("{t}", model=MODEL, base_url=sim.base_url, api_key=KEY,
+                                progress=False, concurrency=10)
         statuses = [e["status"] for e in sim.log]
+    out = caught.value.result
     assert out["llm_output"].notna().sum() == 30
     assert statuses.count(429) <= 10  # at most the requests already in flight
     assert out["llm_output_error"].str.contains("quota").sum() >= 1

@@ -6,6 +6,7 @@ import pickle
 import pandas as pd
 import pytest
 
+import llmbatch_pd
 from llmbatch_pd.models import make_provider, parse_model
 from llmbatch_pd.secrets import Secret
 from llmbatch_pd.sim import Simulator
@@ -30,12 +31,15 @@ def test_key_absent_from_errors_logs_report_and_cache(tmp_path, caplog, private_
     caplog.set_level(logging.DEBUG)
     df = pd.DataFrame({"t": [f"row {i}" for i in range(30)]})
     with Simulator(ttft_ms=5, api_key="sk-the-right-one") as sim:
-        bad = df.llm.apply("{t}", model="openai/gpt-4.1-mini", base_url=sim.base_url, api_key=SECRET,
-                           progress=False)
+        with pytest.raises(llmbatch_pd.AuthenticationError) as caught:
+            df.llm.apply("{t}", model="openai/gpt-4.1-mini", base_url=sim.base_url, api_key=SECRET,
+                         progress=False)
+    bad = caught.value.result
     with Simulator(ttft_ms=5, api_key=SECRET, fault_5xx=0.2, seed=1) as sim:
         good = df.llm.apply("{t}", model="openai/gpt-4.1-mini", base_url=sim.base_url, api_key=SECRET,
                             progress=False, usage=True)
-    texts = [bad.to_csv(), good.to_csv(), repr(bad.llm.report), bad.llm.report.summary(),
+    texts = [str(caught.value), repr(caught.value), bad.to_csv(), good.to_csv(), repr(bad.llm.report),
+             bad.llm.report.summary(),
              repr(good.llm.report), caplog.text, repr(bad.attrs), repr(good.attrs)]
     assert not [t for t in texts if SECRET in t]
     for suffix in ("", "-wal", "-shm"):
@@ -71,7 +75,11 @@ def test_key_absent_from_executed_and_exported_notebook(tmp_path, monkeypatch):
             "sim = Simulator(ttft_ms=5, api_key='another-key', fault_5xx=0.1).start()\n"
             "os.environ['OPENAI_BASE_URL'] = sim.base_url\n"
             "df = pd.DataFrame({'t': ['a', 'b', 'c']})\n"
-            "out = df.llm.apply('{t}', model='openai/gpt-4.1-mini')\n"
+            "try:\n"
+            "    out = df.llm.apply('{t}', model='openai/gpt-4.1-mini')\n"
+            "except llmbatch_pd.AuthenticationError as exc:  # the wrong key stops the run\n"
+            "    out = exc.result\n"
+            "    print(exc)\n"
             "out"
         ),
         nbformat.v4.new_code_cell("out.llm.report"),
@@ -95,9 +103,11 @@ def test_key_absent_from_widget_state():
 
     df = pd.DataFrame({"t": [f"row {i}" for i in range(10)]})
     with Simulator(ttft_ms=5, api_key="sk-the-right-one") as sim:
-        out = df.llm.apply("{t}", model="openai/gpt-4.1-mini", base_url=sim.base_url, api_key=SECRET,
-                           progress=False)
-    report = out.llm.report
+        with pytest.raises(llmbatch_pd.AuthenticationError) as caught:
+            df.llm.apply("{t}", model="openai/gpt-4.1-mini", base_url=sim.base_url, api_key=SECRET,
+                         progress=False)
+    assert SECRET not in str(caught.value)
+    report = caught.value.result.llm.report
     assert report.stats.errors  # the 401 message is among the errors the panel lists
     panel = Panel(report, report.estimate, budget=1.0)
     panel.update()

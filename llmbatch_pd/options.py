@@ -1,0 +1,104 @@
+"""The options ``df.llm.apply``/``submit``/``estimate``/``embed`` take, checked before anything
+is sent: an unknown name (a typo) is refused naming the option meant, a bad value says what
+is wanted, and a result column that would overwrite one of the frame's is refused."""
+
+from __future__ import annotations
+
+import difflib
+import inspect
+import math
+from collections.abc import Callable, Iterable
+from typing import Any
+
+from . import errors
+from .numbers import money
+from .plan import Estimate
+from .run import RunSpec, check_limits
+from .types import Request, Usage
+
+NOT_OPTIONS = frozenset({"self", "df", "template", "columns", "value_field", "need_key",
+                         "check_budget", "label"})
+"""Parameters the accessor passes itself (``value_field``: s.llm's one column)."""
+
+
+def keywords(*functions: Callable[..., Any]) -> tuple[str, ...]:
+    """The options the functions take by keyword: their signatures are the one list of
+    options, so an option added to a run is known here at once."""
+    names: list[str] = []
+    for function in functions:
+        for p in inspect.signature(function).parameters.values():
+            if (p.kind in (p.KEYWORD_ONLY, p.POSITIONAL_OR_KEYWORD) and p.name not in NOT_OPTIONS
+                    and p.name not in names):
+                names.append(p.name)
+    return tuple(names)
+
+
+def check_names(options: dict[str, Any], known: Iterable[str], call: str,
+                elsewhere: dict[str, Iterable[str]] | None = None) -> None:
+    """An InputError for the first option ``call`` does not take, naming the one meant (or
+    the call in ``elsewhere`` that takes it: ``dimensions=`` is embed's)."""
+    known = tuple(known)
+    for name in options:
+        if name in known or name == "value_field":
+            continue
+        close = difflib.get_close_matches(name, known, n=1, cutoff=0.6)
+        owner = next((other for other, names in (elsewhere or {}).items() if name in names), None)
+        if close:
+            hint = f"did you mean {close[0]}=?"
+        elif owner:
+            hint = f"{name}= belongs to {owner}()"
+        else:
+            hint = f"the options are {', '.join(sorted(known))}"
+        raise errors.InputError(f"{call}() got an unknown option {name}=: {hint}")
+
+
+def check_chat(output: Any, pilot: Any, options: dict[str, Any]) -> None:
+    """The values of apply's options that the run itself does not check."""
+    if not isinstance(output, str) or not output:
+        raise errors.InputError("output= must be a non-empty column name")
+    check_limits(options.get("concurrency", 64), options.get("max_retries", 6),
+                 options.get("timeout", 120.0), options.get("missing", "skip"),
+                 options.get("budget"))
+    temperature, max_tokens = options.get("temperature"), options.get("max_tokens")
+    if temperature is not None and (isinstance(temperature, bool)
+                                    or not isinstance(temperature, (int, float))):
+        raise errors.InputError(f"temperature= must be a number, not {temperature!r}")
+    if max_tokens is not None and (isinstance(max_tokens, bool) or not isinstance(max_tokens, int)
+                                   or max_tokens < 1):
+        raise errors.InputError(f"max_tokens= must be a positive integer, not {max_tokens!r}")
+    if pilot is not None and (isinstance(pilot, bool) or not isinstance(pilot, int) or pilot < 1):
+        raise errors.InputError(f"pilot= must be a positive number of rows, not {pilot!r}")
+
+
+def check_new_columns(columns: Iterable[Any], new: Iterable[str], output: str) -> None:
+    """The result is the frame plus new columns: refuse a name the frame already has rather
+    than overwrite its data (an input column, or an earlier run's answers)."""
+    have = set(map(str, columns))
+    taken = [name for name in new if name in have]
+    if taken:
+        raise errors.InputError(
+            f"output={output!r} would overwrite the frame's column(s) {taken}: pass another "
+            f"output= name, or drop them first (df.drop(columns={taken}))")
+
+
+def check_budget_fits_one(spec: RunSpec, estimate: Estimate) -> None:
+    """The ledger sends a request only when its worst case (prompt plus ``max_tokens``) fits
+    the budget. A budget too small for a typical request's worst case is refused before
+    anything is sent, naming a ``max_tokens=`` that would fit, rather than ending in a frame
+    of "not sent" rows. (Batch mode reserves every request at once and says so itself.)"""
+    budget, to_send = spec.budget, estimate.requests
+    if budget is None or spec.price is None or spec.batch or not to_send or not spec.max_tokens:
+        return
+    typical = Request(index=0, messages=[], est_input_tokens=math.ceil(estimate.input_tokens / to_send),
+                      max_output_tokens=spec.max_tokens)
+    worst = spec.worst_cost(typical)
+    if worst <= budget:
+        return
+    per_output = spec.cost(Usage(0, 1_000_000)) / 1_000_000
+    fits = math.floor((budget - (worst - spec.max_tokens * per_output)) / per_output) if per_output else 0
+    advice = (f"pass max_tokens={fits} or less, or raise budget=" if fits >= 1
+              else "raise budget=")
+    raise errors.BudgetError(
+        f"not started: budget={money(budget)} cannot cover one request's worst case: up to "
+        f"{money(worst)} (its prompt plus max_tokens={spec.max_tokens:,} output tokens), and a "
+        f"request is sent only when its worst case fits the budget. To run: {advice}.")

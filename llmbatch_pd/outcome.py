@@ -1,0 +1,62 @@
+"""What a finished run tells its caller beyond the result: one warning for the rows skipped
+for a missing value (how many, which columns) and the rows that failed (how many, the
+commonest reasons), and the note a run-stopping error carries about what finished.
+
+Shared by chat (``apply``) and embeddings (``embed``), so both say it the same way."""
+
+from __future__ import annotations
+
+from collections import Counter
+from collections.abc import Iterable, Sequence
+from typing import Any
+
+from .numbers import count, plural
+from .prompts import MissingValue
+
+TOP_REASONS = 3
+REASON_CHARS = 200  # a provider's message can be long; the error column has it whole
+
+
+def _short(reason: str) -> str:
+    line = " ".join(reason.split())
+    return line if len(line) <= REASON_CHARS else line[: REASON_CHARS - 1] + "…"
+
+
+def row_warning(row_errors: Sequence[str | None], fields: Iterable[str], *,
+                failed: str = "have no answer", where: str = "") -> str | None:
+    """One message for a run's skipped and failed rows, or None when every row was answered:
+    how many, the columns with missing values, the commonest reasons. ``failed`` words the
+    outcome ("have no embedding"), ``where`` says where each row's reason is."""
+    skip_reasons = {str(MissingValue(f)): f for f in fields}
+    skipped: Counter[str] = Counter()
+    failures: Counter[str] = Counter()
+    for e in row_errors:
+        if e is None:
+            continue
+        if e in skip_reasons:
+            skipped[skip_reasons[e]] += 1
+        else:
+            failures[e] += 1
+    if not skipped and not failures:
+        return None
+    total = sum(skipped.values()) + sum(failures.values())
+    lines = [f"{count(total)} of {plural(len(row_errors), 'row')} {failed}{where}:"]
+    if skipped:
+        by_column = ", ".join(f"{c!r} ({count(k)})" for c, k in skipped.most_common())
+        lines.append(f"{count(sum(skipped.values()))} skipped, not sent, for a missing value in "
+                     f"column {by_column} (missing='empty' sends them with an empty field)")
+    if failures:
+        top = "; ".join(f"{_short(r)} ({count(k)})" for r, k in failures.most_common(TOP_REASONS))
+        more = len(failures) - TOP_REASONS
+        lines.append(f"{count(sum(failures.values()))} failed; commonest reasons: {top}"
+                     + (f"; and {plural(more, 'other reason')}" if more > 0 else ""))
+    return "\n  ".join(lines)
+
+
+def stop_note(report: Any) -> str:
+    """What finished before a run-wide fault stopped the run, and where it is."""
+    sent_failed = report.failed_rows - report.not_sent
+    return (f"The run stopped early: {count(report.answered_rows)} of {plural(report.rows, 'row')} "
+            f"answered, {count(sent_failed)} failed or skipped, {count(report.not_sent)} not sent. "
+            "Every row is in this error's .result (also llmbatch_pd.last_result()), the figures "
+            "in .report.")
