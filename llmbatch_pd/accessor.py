@@ -243,7 +243,7 @@ class _Apply(_Runnable):
                 raise errors.InputError(
                     f"schema= fields {sorted(taken)} would overwrite columns of the same name; "
                     "pass output='...' to name them output_field instead")
-        opts.check_new_columns(df.columns, self._new_columns(), output)
+        opts.check_new_columns(df.columns, self._new_columns(), output, self.spec.template.fields)
         self.pilot_size = pilot
         self.pilot_run: Run | None = None
         self.pilot_measured: plan.Pilot | None = None

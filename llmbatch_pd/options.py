@@ -70,15 +70,21 @@ def check_chat(output: Any, pilot: Any, options: dict[str, Any]) -> None:
         raise errors.InputError(f"pilot= must be a positive number of rows, not {pilot!r}")
 
 
-def check_new_columns(columns: Iterable[Any], new: Iterable[str], output: str) -> None:
-    """The result is the frame plus new columns: refuse a name the frame already has rather
-    than overwrite its data (an input column, or an earlier run's answers)."""
+def check_new_columns(columns: Iterable[Any], new: Iterable[str], output: str,
+                      fields: Iterable[str] = ()) -> None:
+    """The result is the frame plus new columns. A name the frame already has is refused
+    (rather than overwrite its data) unless the frame holds ALL of them and none is read by the
+    template: that is an earlier result of the same call, and re-running a notebook cell
+    (``df = df.llm.apply(...)``) replaces those answers with the new ones."""
     have = set(map(str, columns))
+    new = list(new)
     taken = [name for name in new if name in have]
-    if taken:
+    inputs = set(fields) & set(taken)
+    if taken and (inputs or len(taken) < len(new)):
         raise errors.InputError(
-            f"output={output!r} would overwrite the frame's column(s) {taken}: pass another "
-            f"output= name, or drop them first (df.drop(columns={taken}))")
+            f"output={output!r} would overwrite the frame's column(s) {taken}"
+            + (", which the template reads" if inputs else "")
+            + f": pass another output= name, or drop them first (df.drop(columns={taken}))")
 
 
 def check_budget_fits_one(spec: RunSpec, estimate: Estimate) -> None:

@@ -230,7 +230,19 @@ def test_output_that_would_overwrite_a_column_is_refused(llm, sim):
         df.llm.apply("{text}", **{**llm, "model": [MODEL, "openai/gpt-4.1-nano"]})
     with pytest.raises(InputError, match=r"\['text2_cost'\]"):
         df.assign(text2_cost=0).llm.submit("{text}", output="text2", usage=True, **llm)
+    with pytest.raises(InputError, match=r"\['text', 'text_error'\], which the template reads"):
+        df.assign(text_error="").llm.apply("{text}", output="text", **llm)
     assert sim.log == []
+
+
+def test_rerunning_a_cell_on_its_own_result_replaces_that_result(llm, sim):
+    """``df = df.llm.apply(...)`` run twice: the frame holds every column the call makes (and
+    the template reads none of them), so they are replaced, not refused."""
+    df = pd.DataFrame({"text": ["a", "b"]})
+    df = df.llm.apply("{text}", output="label", **llm)
+    df = df.llm.apply("{text} again", output="label", **llm)
+    assert list(df.columns) == ["text", "label", "label_error"]
+    assert len(sim.log) == 4 and df["label"].notna().all()  # the second prompts were asked
 
 
 # 6. money to 3 significant figures -----------------------------------------------------------
