@@ -25,7 +25,14 @@ from .budget import Ledger
 from .limits import RateLimiter
 from .models import ModelRef
 from .pricing import Price, cost
-from .prompts import MISSING_POLICIES, MissingValue, Template, build_messages, request_key
+from .prompts import (
+    MISSING_POLICIES,
+    CellError,
+    MissingValue,
+    Template,
+    build_messages,
+    request_key,
+)
 from .providers.base import Provider
 from .stats import EngineStats
 from .store import History, Store
@@ -95,6 +102,7 @@ class RunSpec:
     poll_interval: float = 30.0  # seconds between batch status checks (backing off)
     schema: OutputSchema | None = None  # schema=: answers as validated fields
     max_invalid: int = 2  # schema=: how often an answer that does not fit is asked again
+    repeats: Any = field(default=None, repr=False, compare=False)  # Run._prompt_repeats' memo
 
     @property
     def params(self) -> dict[str, Any]:
@@ -255,7 +263,9 @@ class Run:
     """A run over ``n`` rows whose field values come from ``rows()``."""
 
     def __init__(self, spec: RunSpec, rows: RowSource, n: int, may_repeat: Any = None) -> None:
-        self.may_repeat = may_repeat  # per row: False = its values appear once, no dedupe entry
+        # per row: False = its prompt appears once, no dedupe entry (None: track every row).
+        # Given per row's values, it is refined to prompts when the stream is first walked.
+        self.may_repeat = may_repeat
         self.spec = spec
         self.rows = rows
         self.n = n
@@ -275,6 +285,7 @@ class Run:
         self.sent_estimated_tokens = 0  # our count of the prompts that were answered
         self.answered_usage = [0, 0, 0]  # answers, their input and output tokens (not a pilot's)
         self._unsaved: list = []
+        self._stream: Iterator[Request] | None = None  # the request stream, walked once
 
     # the request stream ------------------------------------------------------------------
 
@@ -286,11 +297,11 @@ class Run:
         schema_tokens = 0 if spec.provider.schema_in_prompt else spec.schema_tokens()
         system = spec.system_prompt
         leaders: dict[str, int] = {}
-        may_repeat = self.may_repeat
+        may_repeat = self.may_repeat = self._prompt_repeats()
         for i, messages, key, hit in self._keyed(system, params):
-            if messages is None:  # a missing value: key holds the reason
-                self._fail(i, key)
-                report.skipped += 1
+            if messages is None:  # a missing value or a cell that does not fit: key holds why
+                self._fail(i, str(key))
+                report.skipped += isinstance(key, MissingValue)
                 continue
             tracked = may_repeat is None or may_repeat[i]
             leader = leaders.get(key) if tracked else None
@@ -330,18 +341,30 @@ class Run:
                 max_output_tokens=spec.max_tokens or 0,
             )
 
+    def _prompt_repeats(self) -> Any:
+        """The rows whose prompts may repeat (``Template.repeats``), once per spec and rows:
+        the estimate's walk and the run's share it."""
+        if self.may_repeat is None:
+            return None
+        done = self.spec.repeats
+        if done is None or done[0] is not self.rows or len(done[1]) != self.n:
+            spec = self.spec
+            done = spec.repeats = (self.rows, spec.template.repeats(self.rows(), self.n, spec.missing))
+        return done[1]
+
     def _keyed(self, system: str | None, params: dict[str, Any]) -> Iterator[tuple]:
         """(row, messages, key, cached answer) per row, rendered a chunk at a time so that the
-        cache is asked once per chunk instead of once per row. A row with a missing value
-        comes as (row, None, reason, None)."""
+        cache is asked once per chunk instead of once per row. A row that cannot be rendered
+        (a missing value, a cell that does not fit its format spec) comes as (row, None, the
+        exception, None): it fails alone, the others go on."""
         spec = self.spec
         endpoint, model = spec.provider.endpoint, spec.provider.model
         chunk: list[tuple] = []
         for i, values in enumerate(self.rows()):
             try:
                 messages = build_messages(spec.template.render(values, spec.missing), system)
-            except MissingValue as exc:
-                chunk.append((i, None, str(exc)))
+            except (MissingValue, CellError) as exc:
+                chunk.append((i, None, exc))
             else:
                 chunk.append((i, messages, request_key(endpoint, model, messages, params)))
             if len(chunk) >= LOOKUP_CHUNK:
@@ -408,9 +431,20 @@ class Run:
         if len(rows) > 1:
             self.report.saved_by_dedup += (len(rows) - 1) * self.spec.cost(reply.usage)
 
+    def _on_duplicate(self, request: Request, leader: int) -> None:
+        """Batch mode: ``request`` has the same key as row ``leader``'s (different values
+        that render the same prompt): not a request of its own, it shares that answer."""
+        self.report.requests -= 1
+        self.report.duplicates += 1
+        if self._is_finished(leader):
+            self._copy_row(leader, request.index)
+        else:
+            self._followers.setdefault(leader, []).append(request.index)
+
     def _copy_row(self, leader: int, i: int) -> None:
         if self.answers[leader] is None:
             self._fail(i, self.errors[leader])
+            self.report.not_sent += (self.errors[leader] or "").startswith("not sent")
             return
         self.answers[i] = self.answers[leader]
         if self.keep_usage:
@@ -532,7 +566,8 @@ class Run:
             from .batch import BatchRunner
 
             self.batcher = BatchRunner(
-                spec.provider, on_done=self._on_done, stats=self.stats, store=self.store,
+                spec.provider, on_done=self._on_done, on_duplicate=self._on_duplicate,
+                stats=self.stats, store=self.store,
                 ledger=ledger, worst_cost=spec.worst_cost, poll_interval=spec.poll_interval,
                 timeout=spec.timeout, retry=retry, on_warning=self._warn,
             )
@@ -551,31 +586,52 @@ class Run:
                 check=spec.schema.check if spec.schema is not None else None,
                 max_invalid=spec.max_invalid,
             )
+        self._stream = self._requests()
         try:
             if self.batcher is not None:  # mode="batch": the same stream, through batch jobs
-                await self.batcher.run(list(self._requests()))
+                await self.batcher.run(self._stream)
             else:
-                await self.engine.run(self._requests(), self._on_done)
+                await self.engine.run(self._stream, self._on_done)
+            self._drain(self._not_sent_reason())  # after a stop: cached and NA rows still say so
         except asyncio.CancelledError:
             self.report.interrupted = True
-            self._close_unfinished("cancelled: the run was interrupted before this row finished")
+            self._close_unfinished("cancelled: the run was interrupted before this row finished",
+                                   walk=False)
             raise
         finally:
             self._remember()
             self._close_store()
-        self._close_unfinished(f"not sent: {self.stats.stop_reason or 'the run ended first'}")
+        self._close_unfinished(self._not_sent_reason())
         return self.report
 
     def cancel(self, reason: str = "cancelled") -> None:
         """Send nothing more (a Cancel button); requests in flight finish and are kept.
-        In batch mode: stop waiting; submitted jobs keep running and a re-run collects them."""
+        In batch mode the submitted jobs are cancelled at the provider (after a warning naming
+        them) and what they answered before is still collected. A kernel interrupt instead
+        leaves them running, for the same call run again to collect."""
         if self.engine is not None:
             self.engine.stop(errors.RowError(reason, kind="cancelled"))
         if self.batcher is not None:
-            self.batcher.stop(errors.RowError(reason, kind="cancelled"))
+            self.batcher.stop(errors.RowError(reason, kind="cancelled"), cancel_jobs=True)
 
-    def _close_unfinished(self, reason: str) -> None:
-        """Every row ends with an answer or an explicit error."""
+    def _not_sent_reason(self) -> str:
+        return f"not sent: {self.stats.stop_reason or 'the run ended first'}"
+
+    def _drain(self, reason: str) -> None:
+        """Walk what is left of the request stream without sending: rows the cache answers,
+        rows with a missing value and duplicates keep their own outcome; the requests that
+        would have been sent fail with ``reason``."""
+        if self._stream is None:
+            self._stream = self._requests()
+        for request in self._stream:
+            self._fail(request.index, reason)
+            self.report.not_sent += reason.startswith("not sent")
+
+    def _close_unfinished(self, reason: str, walk: bool = True) -> None:
+        """Every row ends with an answer or an explicit error. ``walk``: first walk the rows
+        not yet rendered (a run stopped, or never started), so each keeps its own reason."""
+        if walk:
+            self._drain(reason)
         for i in range(self.n):
             if self.answers[i] is None and self.errors[i] is None:
                 self._fail(i, reason)
