@@ -38,6 +38,7 @@ from .stats import EngineStats
 from .store import History, Store
 from .tokens import TokenCounter, counter_for
 from .types import Reply, Request, Usage
+from .worst import hidden_prompt_tokens, price_at, tiers_for
 
 if TYPE_CHECKING:  # aiohttp loads on the first run (~200 ms of import), pydantic with schema=
     from .batch import BatchRunner
@@ -118,10 +119,21 @@ class RunSpec:
         return f"{self.system}\n\n{self.schema.instruction()}" if self.system else self.schema.instruction()
 
     def schema_tokens(self) -> int:
-        """What the schema adds to every prompt (the providers bill it as input)."""
+        """What the schema adds to every prompt (the providers bill it as input), and the
+        prompt the provider wraps it in (``worst.hidden_prompt_tokens``)."""
         if self.schema is None:
             return 0
-        return self.counter.count(json.dumps(self.schema.json_schema, separators=(",", ":")))
+        hidden = hidden_prompt_tokens(self.provider, self.schema, self.counter)
+        if self.provider.schema_in_prompt:  # in our system prompt: counted with the messages
+            return hidden
+        return hidden + self.counter.count(json.dumps(self.schema.json_schema, separators=(",", ":")))
+
+    @property
+    def tiers(self) -> tuple[tuple[int, Price], ...]:
+        """The catalogue's dearer tiers for long prompts (none for prices= overrides)."""
+        if self.price is None or self.price.source != "genai-prices":
+            return ()
+        return tiers_for(self.model.provider, self.model.model)
 
     @property
     def counter(self) -> TokenCounter:
@@ -132,16 +144,21 @@ class RunSpec:
         return self.mode == "batch"
 
     def cost(self, usage: Usage) -> float:
-        return cost(usage, self.price, batch=self.batch) if self.price is not None else 0.0
+        """What ``usage`` costs, in the price tier its prompt falls into."""
+        if self.price is None:
+            return 0.0
+        return cost(usage, price_at(self.price, self.tiers, usage.input_tokens), batch=self.batch)
 
     def worst_cost(self, request: Request) -> float:
-        """An upper bound on what one request can cost, reserved before it is sent."""
+        """An upper bound on what one request can cost, reserved before it is sent: its
+        prompt (hidden tokens included, see ``_requests``) at the top of our counting error,
+        ``max_tokens`` of answer, both at the tier that many prompt tokens fall into."""
         if self.price is None:
             return 0.0
         margin = plan.INPUT_RANGE_EXACT[1] if self.counter.exact else plan.INPUT_RANGE_ESTIMATED[1] * 1.2
         worst = Usage(math.ceil(request.est_input_tokens * margin) + 16,
                       request.max_output_tokens or plan.DEFAULT_MAX_OUTPUT)
-        return cost(worst, self.price, batch=self.batch)
+        return self.cost(worst)
 
 
 @dataclass(repr=False)
@@ -294,7 +311,7 @@ class Run:
         params = spec.params
         model = spec.provider.model
         counter, window = spec.counter, spec.context_window
-        schema_tokens = 0 if spec.provider.schema_in_prompt else spec.schema_tokens()
+        schema_tokens = spec.schema_tokens()
         system = spec.system_prompt
         leaders: dict[str, int] = {}
         may_repeat = self.may_repeat = self._prompt_repeats()

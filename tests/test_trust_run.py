@@ -22,6 +22,7 @@ from llmbatch_pd.models import make_provider, parse_model
 from llmbatch_pd.prompts import Template
 from llmbatch_pd.run import Run, RunSpec
 from llmbatch_pd.sim import Simulator
+from llmbatch_pd.types import Request, Usage
 
 from .conftest import cancel_once_batched
 
@@ -254,3 +255,55 @@ def test_embedding_batch_failures_are_counted_by_kind(sim):
     report = out.attrs["llm_report"]
     assert sum(report.stats.by_kind.values()) == 1  # one pack, one failed line
     assert "Errors by kind  none" not in report.summary()
+
+
+# -- 6. the budget's worst case: hidden prompt tokens and tiered prices -----------------------
+
+
+def _spec(model: str, schema: Any = None, base_url: str = "http://127.0.0.1:9/v1") -> RunSpec:
+    from llmbatch_pd.pricing import price_for
+    from llmbatch_pd.schema import OutputSchema
+
+    ref = parse_model(model, base_url=base_url)
+    return RunSpec(template=Template.parse("Classify: {text}"), model=ref,
+                   provider=make_provider(ref, base_url=base_url, api_key=KEY),
+                   price=price_for(ref.provider, ref.model),
+                   schema=OutputSchema.from_user(schema) if schema is not None else None)
+
+
+def test_worst_case_uses_the_dearer_tier_a_long_prompt_falls_into():
+    # genai-prices, claude-sonnet-4-5: $3 in / $15 out per million tokens; above 200,000
+    # prompt tokens every token costs $6 in / $22.5 out. Our Claude token counts are
+    # estimates, so the worst case takes the prompt at 1.35 x 1.2 = 1.62 times the count + 16.
+    spec = _spec("anthropic/claude-sonnet-4-5")
+    assert not spec.counter.exact
+    short = Request(index=0, messages=[], est_input_tokens=1_000, max_output_tokens=1_000)
+    assert spec.worst_cost(short) == pytest.approx((1_636 * 3 + 1_000 * 15) / 1e6)
+    # 150,000 counted tokens fit under the threshold, their worst case (243,016) does not
+    # (rel=1e-5: the float product may round one token up)
+    long = Request(index=0, messages=[], est_input_tokens=150_000, max_output_tokens=1_000)
+    assert spec.worst_cost(long) == pytest.approx((243_016 * 6 + 1_000 * 22.5) / 1e6, rel=1e-5)
+    spec.mode = "batch"
+    assert spec.worst_cost(long) == pytest.approx((243_016 * 6 + 1_000 * 22.5) / 1e6 / 2, rel=1e-5)
+    # and what such a request is settled at, from its real usage, is the tier's price too
+
+    spec.mode = "realtime"
+    assert spec.cost(Usage(210_000, 500)) == pytest.approx((210_000 * 6 + 500 * 22.5) / 1e6)
+    assert spec.cost(Usage(190_000, 500)) == pytest.approx((190_000 * 3 + 500 * 15) / 1e6)
+
+
+def test_worst_case_counts_the_forced_tools_hidden_system_prompt():
+    from pydantic import BaseModel
+
+    class Sentiment(BaseModel):
+        label: str
+
+    rows = [{"text": "I loved it"}]
+    plain = _spec("anthropic/claude-3-5-haiku-latest")
+    forced = _spec("anthropic/claude-3-5-haiku-latest", schema=Sentiment)
+    (without,) = Run(plain, lambda: iter(rows), 1)._requests()
+    (with_tool,) = Run(forced, lambda: iter(rows), 1)._requests()
+    # Anthropic bills a tool-use system prompt of 313-346 tokens around a forced tool
+    # (its pricing page), on top of the schema itself
+    assert with_tool.est_input_tokens - without.est_input_tokens >= 346 + 5
+    assert forced.worst_cost(with_tool) > plain.worst_cost(without) + 346 * 0.8 / 1e6
