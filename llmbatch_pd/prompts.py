@@ -96,6 +96,8 @@ class Template:
                 out.append(format_value(value, spec, conversion))
             except TemplateError as exc:
                 raise CellError(name, value, spec, exc.__cause__ or exc) from None
+            except Exception as exc:  # a value whose str() or repr() fails: its row alone
+                raise CellError(name, value, spec, exc) from None
         return "".join(out)
 
     def repeats(self, rows: Iterable[Mapping[str, Any]], n: int, missing: str = "skip") -> Any:
@@ -130,11 +132,18 @@ class CellError(Exception):
     gets an error and no request; the other rows go on."""
 
     def __init__(self, field: str, value: Any, spec: str, why: BaseException) -> None:
-        shown = repr(value)
+        try:
+            shown = repr(value)
+        except Exception:
+            shown = f"<{type(value).__name__} object>"
         shown = shown if len(shown) <= 60 else shown[:57] + "..."
-        super().__init__(
-            f"cannot render {{{field}:{spec}}}: the value {shown} ({type(value).__name__}) does "
-            f"not fit the format spec {spec!r} ({why}): row not sent")
+        kind = type(value).__name__
+        if spec:
+            what = (f"cannot render {{{field}:{spec}}}: the value {shown} ({kind}) does not fit "
+                    f"the format spec {spec!r} ({why})")
+        else:
+            what = f"cannot render {{{field}}}: the value {shown} ({kind}) cannot be written as text ({why})"
+        super().__init__(f"{what}: row not sent")
         self.field = field
 
 
