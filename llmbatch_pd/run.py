@@ -433,8 +433,10 @@ class Run:
     def _record(self, leader: int, reply: Reply | None, exc: errors.ProviderError | None,
                 rows: list[int], paid: bool = True) -> None:
         if reply is None:
+            message = str(exc)
             for i in rows:
-                self._fail(i, str(exc))
+                self._fail(i, message)
+            self.report.not_sent += len(rows) if message.startswith("not sent") else 0
             return
         keep_all = self.keep_usage
         for i in rows:
