@@ -40,7 +40,7 @@ from .budget import Ledger
 from .limits import RateLimiter
 from .models import ModelRef, make_provider, parse_model
 from .pricing import Price, cost, price_for
-from .prompts import CellError, MissingValue, Template
+from .prompts import BadText, CellError, MissingValue, Template
 from .providers.embeddings import OpenAIEmbeddings
 from .providers.openai import OpenAIChat
 from .run import RunReport, check_limits, check_mode
@@ -222,6 +222,11 @@ class EmbedRun:
             if not text:
                 self.errors[i] = "empty text: the embeddings API refuses empty strings; row not sent"
                 report.skipped += 1
+                continue
+            try:
+                text.encode()
+            except UnicodeEncodeError as exc:  # cannot be sent as JSON: this row alone fails
+                self.errors[i] = str(BadText(exc))
                 continue
             key = input_key(prefix, text)
             u = seen.get(key)

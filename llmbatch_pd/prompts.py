@@ -155,6 +155,17 @@ class CellError(Exception):
         self.field = field
 
 
+class BadText(Exception):
+    """A rendered prompt that is not valid Unicode (a lone surrogate from a badly decoded
+    file): it cannot be sent as JSON, so its row fails alone."""
+
+    def __init__(self, exc: UnicodeEncodeError) -> None:
+        bad = exc.object[exc.start:exc.end] if isinstance(exc.object, str) else ""
+        super().__init__(
+            f"the prompt holds text that is not valid Unicode ({bad!r}, {exc.reason}; often a "
+            "file read with the wrong encoding): row not sent")
+
+
 def _looks_literal(name: str, spec: str) -> bool:
     """A "field" that is really JSON or code: a quoted key, spaces, or a spec starting
     with a space (``{"label": ...}`` parses as field '"label"' with spec ' ...')."""

@@ -27,6 +27,7 @@ from .models import ModelRef
 from .pricing import Price, cost
 from .prompts import (
     MISSING_POLICIES,
+    BadText,
     CellError,
     MissingValue,
     Template,
@@ -380,10 +381,11 @@ class Run:
         for i, values in enumerate(self.rows()):
             try:
                 messages = build_messages(spec.template.render(values, spec.missing), system)
+                chunk.append((i, messages, request_key(endpoint, model, messages, params)))
             except (MissingValue, CellError) as exc:
                 chunk.append((i, None, exc))
-            else:
-                chunk.append((i, messages, request_key(endpoint, model, messages, params)))
+            except UnicodeEncodeError as exc:  # cannot be sent as JSON: this row alone fails
+                chunk.append((i, None, BadText(exc)))
             if len(chunk) >= LOOKUP_CHUNK:
                 yield from self._with_hits(chunk)
                 chunk = []

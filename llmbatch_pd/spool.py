@@ -90,11 +90,14 @@ class Spool:
         """Assign the spooled requests among ``keys`` that no job has yet to ``job`` (a job an
         earlier run submitted); how many."""
         self.db.execute("CREATE TEMP TABLE IF NOT EXISTS probe (key TEXT PRIMARY KEY)")
+        self.db.execute("BEGIN")
         self.db.execute("DELETE FROM probe")
         self.db.executemany("INSERT OR IGNORE INTO probe VALUES (?)", ((k,) for k in keys))
-        return self.db.execute(
+        claimed = self.db.execute(
             "UPDATE req SET job = ? WHERE job IS NULL AND key IN (SELECT key FROM probe)",
             (job,)).rowcount
+        self.db.execute("COMMIT")
+        return claimed
 
     def release(self, job: str) -> None:
         """Undo :meth:`claim` (the job cannot be read): those requests are submitted anew."""

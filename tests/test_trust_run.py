@@ -130,6 +130,18 @@ def test_an_embedding_cell_that_does_not_fit_fails_only_its_row(sim):
     assert "'.2f'" in out.attrs["llm_errors"][1]
 
 
+def test_text_that_is_not_valid_unicode_fails_only_its_row(sim):
+    df = pd.DataFrame({"t": [f"text {i}" for i in range(400)]})
+    df.loc[333, "t"] = "bad \ud800 cell"  # a lone surrogate: cannot be sent as JSON
+    out = df.llm.apply("{t}", cache=False, **openai_kw(sim))
+    assert "not valid Unicode" in out.loc[333, "llm_output_error"]
+    assert out["llm_output"].drop(index=333).notna().all() and len(chat_requests(sim)) == 399
+    with pytest.warns(UserWarning, match="1 of 400 rows"):
+        vectors = df["t"].llm.embed(model="openai/text-embedding-3-small", base_url=sim.base_url,
+                                    api_key=KEY, progress=False, cache=False)
+    assert "not valid Unicode" in vectors.attrs["llm_errors"][333]
+
+
 # -- 3. JSON braces in a template ---------------------------------------------------------------
 
 
