@@ -44,22 +44,20 @@ from __future__ import annotations
 import asyncio
 import sqlite3
 from collections import Counter
-from collections.abc import AsyncIterator, Callable, Iterable, Mapping
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
 from time import monotonic
-from typing import TypeVar
 
 import aiohttp
 
 from . import errors
+from .batch_http import BatchClient as _HTTP
 from .budget import Ledger
 from .engine import EngineStats, OnDone, RetryPolicy, WorstCost
-from .providers.base import Parse, Provider
+from .providers.base import Provider
 from .spool import Spool, Spooled
 from .store import Store, keys_digest
 from .types import BATCH_COUNTS, BatchInfo, Reply, Request
-
-T = TypeVar("T")
 
 DEFAULT_POLL_INTERVAL = 30.0
 MAX_POLL_INTERVAL = 300.0
@@ -69,74 +67,6 @@ CANCEL_WAIT = 60.0  # after cancelling jobs, how long the polls go on to collect
 SPOOL_YIELD = 2048  # requests spooled between two turns of the event loop
 OnDuplicate = Callable[[Request, int], None]
 """(request, row of the earlier request with the same key): one line, its answer shared."""
-
-
-class _HTTP:
-    """The runner's side of ``providers.base.BatchHTTP``: one session, retries, timeouts."""
-
-    def __init__(self, provider: Provider, session: aiohttp.ClientSession, timeout: float,
-                 retry: RetryPolicy) -> None:
-        self.provider = provider
-        self.session = session
-        self.timeout = aiohttp.ClientTimeout(total=timeout)
-        # Uploads and downloads may be hundreds of MB: bound the silences, not the total.
-        self.transfer_timeout = aiohttp.ClientTimeout(total=None, sock_connect=timeout, sock_read=timeout)
-        self.retry = retry
-
-    async def call(self, method: str, url: str, headers: Mapping[str, str], body: bytes | None,
-                   parse: Parse[T], *, resend: bool = True) -> T:
-        attempt = 0
-        big = body is not None and len(body) > 1 << 20
-        while True:
-            try:
-                try:
-                    async with self.session.request(
-                        method, url, data=body, headers=dict(headers),
-                        timeout=self.transfer_timeout if big else self.timeout,
-                    ) as resp:
-                        data = await resp.read()
-                        status, resp_headers = resp.status, resp.headers
-                except TimeoutError:
-                    raise errors.RequestTimeout(f"no answer from {method} {url} in time") from None
-                except aiohttp.ClientError as exc:
-                    raise errors.TransportError(
-                        self.provider._scrub(f"{type(exc).__name__}: {exc}")) from None
-                return parse(status, resp_headers, data)
-            except errors.ProviderError as exc:
-                # Without resend, only what the server clearly refused is sent again: after a
-                # timeout or a dropped connection the request may have taken effect.
-                unknown = isinstance(exc, (errors.RequestTimeout, errors.TransportError,
-                                           errors.MalformedResponse))
-                if (not exc.retryable or attempt >= self.retry.max_retries
-                        or (unknown and not resend)):
-                    raise
-                await asyncio.sleep(self.retry.delay(attempt, exc.retry_after))
-                attempt += 1
-
-    async def lines(self, url: str, headers: Mapping[str, str],
-                    on_error: Callable[[int, Mapping[str, str], bytes], errors.ProviderError]
-                    ) -> AsyncIterator[bytes]:
-        try:
-            async with self.session.get(url, headers=dict(headers), timeout=self.transfer_timeout) as resp:
-                if resp.status >= 400:
-                    raise on_error(resp.status, resp.headers, await resp.read())
-                pending: list[bytes] = []
-                async for chunk in resp.content.iter_chunked(1 << 16):
-                    if b"\n" not in chunk:
-                        pending.append(chunk)
-                        continue
-                    *complete, rest = b"".join([*pending, chunk]).split(b"\n")
-                    pending = [rest]
-                    for line in complete:
-                        if line.strip():
-                            yield line
-                last = b"".join(pending)
-                if last.strip():
-                    yield last
-        except TimeoutError:
-            raise errors.RequestTimeout(f"the download of {url} stalled") from None
-        except aiohttp.ClientError as exc:
-            raise errors.TransportError(self.provider._scrub(f"{type(exc).__name__}: {exc}")) from None
 
 
 @dataclass
