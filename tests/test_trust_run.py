@@ -249,6 +249,28 @@ def test_after_a_stop_missing_and_cached_rows_keep_their_own_outcome(sim, tmp_pa
     assert report.answered_rows + report.failed_rows == 40
 
 
+def test_after_a_circuit_breaker_stop_missing_rows_keep_their_reason(sim, tmp_path, monkeypatch):
+    import functools
+
+    from llmbatch_pd import breaker, run as run_module
+
+    # the real breaker, quicker to give up than its defaults (3 failures, 1 probe)
+    monkeypatch.setattr(run_module, "CircuitBreaker", functools.partial(
+        breaker.CircuitBreaker, threshold=3, cooldown=0.01, max_probes=1))
+    sim.configure(fault_5xx=1.0)
+    texts: list[Any] = [f"review {i}" for i in range(30)]
+    texts[20] = texts[27] = None
+    run = _run(sim, [{"text": t} for t in texts], KEY, tmp_path / "c.sqlite")
+    report = asyncio.run(run.execute())
+    assert "the provider is failing" in run.stats.stop_reason
+    assert len(chat_requests(sim)) < 30
+    assert "missing value" in run.errors[20] and "missing value" in run.errors[27]
+    assert report.skipped == 2
+    sent = len(chat_requests(sim))  # each sent row failed with the provider's error
+    assert sum(e.startswith("HTTP 5") for e in run.errors if e) == sent
+    assert report.not_sent == 30 - 2 - sent
+
+
 def test_a_job_cancelled_before_it_started_counts_its_skipped_rows(sim):
     df = pd.DataFrame({"text": ["a", None, "b", None, None]})
     job = df.llm.submit("Sentiment of {text}", confirm=True, cache=False, **openai_kw(sim))
