@@ -54,7 +54,7 @@ from . import errors
 from .batch_http import BatchClient as _HTTP
 from .budget import Ledger
 from .engine import EngineStats, OnDone, RetryPolicy, WorstCost
-from .providers.base import Provider
+from .providers.base import BatchOutcome, Provider
 from .spool import Spool, Spooled
 from .store import Store, keys_digest
 from .types import BATCH_COUNTS, BatchInfo, Reply, Request
@@ -65,6 +65,7 @@ MAX_POLL_FAILURES = 20  # consecutive polls that failed before a job is given up
 ENVELOPE_BYTES = 4096  # room for the multipart / JSON wrapping around the lines
 CANCEL_WAIT = 60.0  # after cancelling jobs, how long the polls go on to collect what they answered
 SPOOL_YIELD = 2048  # requests spooled between two turns of the event loop
+RESULT_CHUNK = 500  # result lines matched to their rows together
 OnDuplicate = Callable[[Request, int], None]
 """(request, row of the earlier request with the same key): one line, its answer shared."""
 
@@ -457,17 +458,17 @@ class BatchRunner:
         attempt = 0
         spool, job_id = self.spool, job.info.id
         while True:
+            lines: list[BatchOutcome] = []
             try:
-                async for key, reply, exc in self.provider.batch_results(http, job.info):
-                    item = spool.lookup(key)
-                    if item is not None and item.job == job_id:
-                        if not spool.done[item.seq]:
-                            job.pending -= 1
-                            self._finish_spooled(item, reply, exc)
-                    elif reply is not None and job.keys is not None and key in job.keys:
-                        self._cache(key, reply)  # not this run's row, but paid for: keep it
+                async for outcome in self.provider.batch_results(http, job.info):
+                    lines.append(outcome)
+                    if len(lines) >= RESULT_CHUNK:
+                        self._take(job, lines)
+                        lines = []
+                self._take(job, lines)
                 break
             except errors.ProviderError as exc:
+                self._take(job, lines)  # what was read before the download broke counts
                 if exc.retryable and attempt < self.retry.max_retries and self._stop is None:
                     await asyncio.sleep(self.retry.delay(attempt, exc.retry_after))
                     attempt += 1
@@ -489,6 +490,19 @@ class BatchRunner:
         job.pending = 0
         job.finished = True
         self._set_status(info.id, info.status, collected=True)
+
+    def _take(self, job: _Job, lines: list[BatchOutcome]) -> None:
+        """Hand a chunk of a job's result lines to their rows (each row once)."""
+        spool, job_id = self.spool, job.info.id
+        found = spool.lookup([key for key, _, _ in lines])
+        for key, reply, exc in lines:
+            item = found.get(key)
+            if item is not None and item.job == job_id:
+                if not spool.done[item.seq]:
+                    job.pending -= 1
+                    self._finish_spooled(item, reply, exc)
+            elif reply is not None and job.keys is not None and key in job.keys:
+                self._cache(key, reply)  # not this run's row, but paid for: keep it
 
     # outcomes --------------------------------------------------------------------------------
 
