@@ -403,8 +403,10 @@ class BatchRunner:
                     break
             if all(j.finished for j in self.jobs):
                 break
-            interval = self.poll_interval if changed or self._cancel_until else min(
-                interval * 1.5, self.max_poll_interval)
+            if self._cancel_until is not None:  # cancelled: look often, the wait is short
+                interval = min(self.poll_interval, self.cancel_wait / 6)
+            else:
+                interval = self.poll_interval if changed else min(interval * 1.5, self.max_poll_interval)
             assert self._wake is not None
             try:
                 await asyncio.wait_for(self._wake.wait(), interval)

@@ -252,7 +252,8 @@ def test_after_a_stop_missing_and_cached_rows_keep_their_own_outcome(sim, tmp_pa
 def test_after_a_circuit_breaker_stop_missing_rows_keep_their_reason(sim, tmp_path, monkeypatch):
     import functools
 
-    from llmbatch_pd import breaker, run as run_module
+    from llmbatch_pd import breaker
+    from llmbatch_pd import run as run_module
 
     # the real breaker, quicker to give up than its defaults (3 failures, 1 probe)
     monkeypatch.setattr(run_module, "CircuitBreaker", functools.partial(
@@ -341,3 +342,22 @@ def test_worst_case_counts_the_forced_tools_hidden_system_prompt():
     # (its pricing page), on top of the schema itself
     assert with_tool.est_input_tokens - without.est_input_tokens >= 346 + 5
     assert forced.worst_cost(with_tool) > plain.worst_cost(without) + 346 * 0.8 / 1e6
+
+
+def test_answers_given_before_a_cancel_are_kept_and_cached(sim, tmp_path):
+    sim.configure(batch_seconds=4.0)
+    cache = str(tmp_path / "c.sqlite")
+    df = pd.DataFrame({"text": [f"review {i}" for i in range(40)]})
+    job = df.llm.submit("Sentiment of {text}", cache=cache, mode="batch", **FAST, **openai_kw(sim))
+    wait_for(lambda: job.report.stats.batch_counts.get("succeeded", 0) >= 5)
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        job.cancel()
+        out = job.result(timeout=30)
+    answered = int(out["llm_output"].notna().sum())
+    assert 5 <= answered < 40  # what the job answered before the cancel was paid for: kept
+    assert out.loc[out["llm_output"].isna(), "llm_output_error"].str.contains("cancel").all()
+    sim.configure(batch_seconds=0.3)
+    again = df.llm.apply("Sentiment of {text}", cache=cache, mode="batch", **FAST, **openai_kw(sim))
+    assert again["llm_output"].notna().all() and again.llm.report.cached == answered
+    assert [e["batch_requests"] for e in creations(sim)] == [40, 40 - answered]
