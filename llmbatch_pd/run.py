@@ -531,6 +531,7 @@ class Run:
             token_counting=spec.counter.name, price=spec.price, max_tokens=spec.max_tokens,
             concurrency=spec.concurrency, rpm=spec.rpm or (learned.rpm if learned else None),
             tpm=spec.tpm or (learned.tpm if learned else None), budget=spec.budget, pilot=pilot,
+            tiers=spec.tiers,
         )
         estimate.cache_saves = r.saved_by_cache if spec.price is not None else None
         return estimate

@@ -361,3 +361,16 @@ def test_answers_given_before_a_cancel_are_kept_and_cached(sim, tmp_path):
     again = df.llm.apply("Sentiment of {text}", cache=cache, mode="batch", **FAST, **openai_kw(sim))
     assert again["llm_output"].notna().all() and again.llm.report.cached == answered
     assert [e["batch_requests"] for e in creations(sim)] == [40, 40 - answered]
+
+
+def test_the_estimate_prices_a_long_prompt_at_its_tier(sim):
+    # genai-prices, gemini-2.5-pro: $1.25 in / $10 out per million tokens; $2.50 / $15 for
+    # every token of a request whose prompt passes 200,000 tokens
+    df = pd.DataFrame({"text": ["lorem ipsum dolor sit amet " * 32_000]})  # ~160k tokens
+    est = df.llm.estimate("{text}", model="gemini/gemini-2.5-pro", base_url=sim.base_url,
+                          api_key=KEY, max_tokens=100, cache=False).iloc[0]
+    assert 120_000 < est["input_tokens"] < 200_000 < est["input_tokens_high"]
+    assert est["cost"] == pytest.approx((est["input_tokens"] * 1.25 + est["output_tokens"] * 10) / 1e6)
+    assert est["cost_high"] == pytest.approx((est["input_tokens_high"] * 2.5 + 100 * 15) / 1e6)
+    assert est["batch_cost_high"] == pytest.approx(est["cost_high"] / 2)
+    assert sim.log == []
