@@ -13,6 +13,10 @@
      above baseline and the output frame.
 
    The simulator runs in its own process with ``log=False``, answering in 1 ms.
+   ``--modes realtime,batch`` measures both: in batch mode the same rows go through the
+   simulator's OpenAI Batch API (``mode="batch"``, jobs of up to 50,000 requests, polled every
+   0.05 s); the requests stream through a temporary file, so the working memory per row should
+   match real time's. (``--skip-imports`` leaves out part 2.)
 
 2. ``import llmbatch_pd`` time beyond pandas: fresh interpreters time ``import pandas`` and
    then ``import llmbatch_pd`` (median of ``--import-runs``), and ``python -X importtime`` is
@@ -20,6 +24,8 @@
 
     .venv/bin/python benchmarks/memory.py
     .venv/bin/python benchmarks/memory.py --sizes 10000,30000 --import-runs 3
+    .venv/bin/python benchmarks/memory.py --sizes 10000,100000,1000000 --modes realtime,batch \
+        --skip-imports
 """
 
 from __future__ import annotations
@@ -57,14 +63,15 @@ def _frame(n: int, tag: str):
     )
 
 
-def child(n: int, concurrency: int, latency_ms: float, cache: bool) -> dict:
+def child(n: int, concurrency: int, latency_ms: float, cache: bool, mode: str = "realtime") -> dict:
     import tempfile
 
     import llmbatch_pd  # noqa: F401
     from llmbatch_pd.sim import Simulator
 
     with (
-        Simulator(ttft_ms=latency_ms, process=True, log=False, api_key=KEY) as sim,
+        Simulator(ttft_ms=latency_ms, process=True, log=False, api_key=KEY,
+                  batch_seconds=0.5) as sim,
         tempfile.TemporaryDirectory() as tmp,
     ):
 
@@ -76,6 +83,8 @@ def child(n: int, concurrency: int, latency_ms: float, cache: bool) -> dict:
                 api_key=KEY,
                 concurrency=concurrency,
                 progress=False,
+                mode=mode,
+                poll_interval=0.05,
                 cache=str(Path(tmp) / f"{name}.sqlite") if cache else False,
             )
 
@@ -95,6 +104,7 @@ def child(n: int, concurrency: int, latency_ms: float, cache: bool) -> dict:
             + out[list(df.columns)].memory_usage(deep=False).sum()
         )
         return {
+            "mode": mode,
             "rows": n,
             "wall": wall,
             "answered": int(out["llm_output"].notna().sum()),
@@ -211,22 +221,26 @@ def main() -> None:
         "--import-runs", type=int, default=7, help="fresh interpreters for the import timing"
     )
     ap.add_argument("--top", type=int, default=10, help="import offenders to list")
+    ap.add_argument("--modes", default="realtime", help="realtime and/or batch, comma-separated")
+    ap.add_argument("--skip-imports", action="store_true", help="memory only, no import timing")
+    ap.add_argument("--mode", default="realtime", help=argparse.SUPPRESS)
     ap.add_argument("--child", type=int, help=argparse.SUPPRESS)
     args = ap.parse_args()
 
     if args.child:
-        print(json.dumps(child(args.child, args.concurrency, args.latency_ms, args.cache)))
+        print(json.dumps(child(args.child, args.concurrency, args.latency_ms, args.cache, args.mode)))
         return
 
     print(machine_line())
     sizes = [int(s) for s in args.sizes.split(",") if s.strip()]
+    modes = [m.strip() for m in args.modes.split(",") if m.strip()]
     print(
         f"memory: sizes {', '.join(f'{s:,}' for s in sizes)}, each in a fresh subprocess; "
         f"{args.concurrency} in flight, simulator (own process, log=False) answering in "
         f"{args.latency_ms:g} ms; {'cache on (cold file)' if args.cache else 'cache=False'}\n"
     )
     results = []
-    for n in sizes:
+    for mode, n in ((m, n) for m in modes for n in sizes):
         cmd = [
             sys.executable,
             str(Path(__file__).resolve()),
@@ -236,24 +250,27 @@ def main() -> None:
             str(args.concurrency),
             "--latency-ms",
             str(args.latency_ms),
+            "--mode",
+            mode,
         ]
         if args.cache:
             cmd.append("--cache")
         out = subprocess.run(cmd, capture_output=True, text=True, check=False)
         if out.returncode != 0:
-            sys.exit(f"size {n} failed:\n{out.stderr[-2000:]}")
+            sys.exit(f"{mode} size {n} failed:\n{out.stderr[-2000:]}")
         results.append(json.loads(out.stdout.strip().splitlines()[-1]))
-        print(f"  {n:,} rows: {results[-1]['wall']:.1f} s", file=sys.stderr, flush=True)
+        print(f"  {mode} {n:,} rows: {results[-1]['wall']:.1f} s", file=sys.stderr, flush=True)
 
     rows = []
-    first = None
+    first: dict[str, float] = {}
     for r in results:
         peak_above = r["peak"] - r["baseline"]
         working = peak_above - r["output_adds"]
         held = r["after"] - r["baseline"] - r["output_adds"]
-        first = first or working
+        first.setdefault(r["mode"], working)
         rows.append(
             [
+                r["mode"],
                 f"{r['rows']:,}",
                 f"{r['wall']:.1f} s",
                 f"{r['answered']:,}",
@@ -264,13 +281,14 @@ def main() -> None:
                 f"{peak_above / MB:.1f}",
                 f"{working / MB:.1f}",
                 f"{working / r['rows']:.0f} B",
-                f"{working / first:.2f}×",
+                f"{working / first[r['mode']]:.2f}×",
                 f"{held / MB:.1f}",
             ]
         )
     print(
         table(
             [
+                "mode",
                 "rows",
                 "wall",
                 "answered",
@@ -281,13 +299,16 @@ def main() -> None:
                 "peak above baseline MB",
                 "working MB (peak − baseline − output adds)",
                 "working / row",
-                f"working vs {results[0]['rows']:,}",
+                f"working vs {sizes[0]:,}",
                 "RSS kept after the call MB",
             ],
             rows,
         )
     )
 
+    if args.skip_imports:
+        print(f"\nload average at the end: {' / '.join(f'{x:.2f}' for x in os.getloadavg())}")
+        return
     pandas_t, ours_t = import_times(args.import_runs)
     found, inside, own_self, total = import_offenders(max(3, args.import_runs // 2))
     print(

@@ -26,10 +26,17 @@ Never pay twice:
 - Requests that failed or expired are not cached, so the same ``apply`` run again submits a
   new job for exactly those rows.
 
-A job cannot be stopped part-way once submitted, so the budget must hold the worst case of
-every request (at batch prices) before anything is sent; otherwise ``BudgetError``.
-Cancelling the run (Ctrl+C, ``Job.cancel()``) stops waiting, not the jobs: they keep running
-at the provider, and the same call run again collects them.
+A job's cost cannot be capped part-way once submitted, so the budget must hold the worst case
+of every request (at batch prices) before anything is sent; otherwise ``BudgetError``.
+
+Cancelling: a user's cancel (``Job.cancel()``, the panel's Cancel, ``Run.cancel``) cancels the
+submitted jobs at the provider, after a warning naming them, and keeps polling a while
+(``CANCEL_WAIT``) to collect what they answered before the cancel (paid for). A kernel
+interrupt (Ctrl+C, a cancelled task) only stops waiting: the jobs keep running and the same
+call run again collects them, so an interrupt never throws away work that is being paid for.
+
+The requests are not held in memory: they stream into a temporary file (``spool.py``) while
+the rows are rendered, and each job's lines are read back from it when it is submitted.
 """
 
 from __future__ import annotations
@@ -37,102 +44,38 @@ from __future__ import annotations
 import asyncio
 import sqlite3
 from collections import Counter
-from collections.abc import AsyncIterator, Callable, Iterable, Mapping
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
 from time import monotonic
-from typing import TypeVar
 
 import aiohttp
 
 from . import errors
+from .batch_http import BatchClient as _HTTP
 from .budget import Ledger
 from .engine import EngineStats, OnDone, RetryPolicy, WorstCost
 from .numbers import money
-from .providers.base import Parse, Provider
+from .providers.base import BatchOutcome, Provider
+from .spool import Spool, Spooled
 from .store import Store, keys_digest
 from .types import BATCH_COUNTS, BatchInfo, Reply, Request
-
-T = TypeVar("T")
 
 DEFAULT_POLL_INTERVAL = 30.0
 MAX_POLL_INTERVAL = 300.0
 MAX_POLL_FAILURES = 20  # consecutive polls that failed before a job is given up (it stays open)
 ENVELOPE_BYTES = 4096  # room for the multipart / JSON wrapping around the lines
-
-
-class _HTTP:
-    """The runner's side of ``providers.base.BatchHTTP``: one session, retries, timeouts."""
-
-    def __init__(self, provider: Provider, session: aiohttp.ClientSession, timeout: float,
-                 retry: RetryPolicy) -> None:
-        self.provider = provider
-        self.session = session
-        self.timeout = aiohttp.ClientTimeout(total=timeout)
-        # Uploads and downloads may be hundreds of MB: bound the silences, not the total.
-        self.transfer_timeout = aiohttp.ClientTimeout(total=None, sock_connect=timeout, sock_read=timeout)
-        self.retry = retry
-
-    async def call(self, method: str, url: str, headers: Mapping[str, str], body: bytes | None,
-                   parse: Parse[T], *, resend: bool = True) -> T:
-        attempt = 0
-        big = body is not None and len(body) > 1 << 20
-        while True:
-            try:
-                try:
-                    async with self.session.request(
-                        method, url, data=body, headers=dict(headers),
-                        timeout=self.transfer_timeout if big else self.timeout,
-                    ) as resp:
-                        data = await resp.read()
-                        status, resp_headers = resp.status, resp.headers
-                except TimeoutError:
-                    raise errors.RequestTimeout(f"no answer from {method} {url} in time") from None
-                except aiohttp.ClientError as exc:
-                    raise errors.TransportError(
-                        self.provider._scrub(f"{type(exc).__name__}: {exc}")) from None
-                return parse(status, resp_headers, data)
-            except errors.ProviderError as exc:
-                # Without resend, only what the server clearly refused is sent again: after a
-                # timeout or a dropped connection the request may have taken effect.
-                unknown = isinstance(exc, (errors.RequestTimeout, errors.TransportError,
-                                           errors.MalformedResponse))
-                if (not exc.retryable or attempt >= self.retry.max_retries
-                        or (unknown and not resend)):
-                    raise
-                await asyncio.sleep(self.retry.delay(attempt, exc.retry_after))
-                attempt += 1
-
-    async def lines(self, url: str, headers: Mapping[str, str],
-                    on_error: Callable[[int, Mapping[str, str], bytes], errors.ProviderError]
-                    ) -> AsyncIterator[bytes]:
-        try:
-            async with self.session.get(url, headers=dict(headers), timeout=self.transfer_timeout) as resp:
-                if resp.status >= 400:
-                    raise on_error(resp.status, resp.headers, await resp.read())
-                pending: list[bytes] = []
-                async for chunk in resp.content.iter_chunked(1 << 16):
-                    if b"\n" not in chunk:
-                        pending.append(chunk)
-                        continue
-                    *complete, rest = b"".join([*pending, chunk]).split(b"\n")
-                    pending = [rest]
-                    for line in complete:
-                        if line.strip():
-                            yield line
-                last = b"".join(pending)
-                if last.strip():
-                    yield last
-        except TimeoutError:
-            raise errors.RequestTimeout(f"the download of {url} stalled") from None
-        except aiohttp.ClientError as exc:
-            raise errors.TransportError(self.provider._scrub(f"{type(exc).__name__}: {exc}")) from None
+CANCEL_WAIT = 60.0  # after cancelling jobs, how long the polls go on to collect what they answered
+SPOOL_YIELD = 2048  # requests spooled between two turns of the event loop
+RESULT_CHUNK = 500  # result lines matched to their rows together
+OnDuplicate = Callable[[Request, int], None]
+"""(request, row of the earlier request with the same key): one line, its answer shared."""
 
 
 @dataclass
 class _Job:
     info: BatchInfo
-    waiting: dict[str, Request]  # this run's requests in the job, not yet answered
-    keys: frozenset[str]  # every request key in the job
+    pending: int  # this run's requests in the job not yet answered
+    keys: frozenset[str] | None = None  # an earlier run's job: every key in it (None: all ours)
     attached: bool = False
     poll_failures: int = 0
     finished: bool = False  # collected, or given up for this run
@@ -147,6 +90,7 @@ class BatchRunner:
         provider: Provider,
         *,
         on_done: OnDone,
+        on_duplicate: OnDuplicate | None = None,
         stats: EngineStats | None = None,
         store: Store | None = None,
         ledger: Ledger | None = None,
@@ -160,6 +104,7 @@ class BatchRunner:
         retry: RetryPolicy | None = None,
         on_warning: Callable[[str], None] | None = None,
         session: aiohttp.ClientSession | None = None,
+        cancel_wait: float = CANCEL_WAIT,
     ) -> None:
         if not provider.supports_batch:
             raise errors.InputError(f"{provider.name} at {provider.base_url} has no batch API")
@@ -167,6 +112,7 @@ class BatchRunner:
             raise errors.InputError(f"poll_interval= must be a positive number of seconds, not {poll_interval!r}")
         self.provider = provider
         self.on_done = on_done
+        self.on_duplicate = on_duplicate
         self.stats = stats or EngineStats()
         self.store = store
         self.ledger = ledger
@@ -182,11 +128,14 @@ class BatchRunner:
         self.timeout = timeout
         self.retry = retry or RetryPolicy()
         self.on_warning = on_warning
+        self.cancel_wait = cancel_wait
         self._session = session
         self._stop: errors.ProviderError | None = None
+        self._cancel_jobs = False  # stop() from a user's cancel: cancel the jobs too
+        self._cancel_until: float | None = None  # set once the cancels are sent
         self._loop: asyncio.AbstractEventLoop | None = None
         self._wake: asyncio.Event | None = None
-        self._worst: dict[str, float] = {}
+        self.spool: Spool | None = None
         self.jobs: list[_Job] = []
 
     def __repr__(self) -> str:
@@ -195,12 +144,15 @@ class BatchRunner:
 
     # control -------------------------------------------------------------------------------
 
-    def stop(self, reason: errors.ProviderError) -> None:
-        """Stop submitting and waiting (from any thread). Jobs already submitted keep running
-        at the provider; their rows are told so, and the same call run again collects them."""
+    def stop(self, reason: errors.ProviderError, *, cancel_jobs: bool = False) -> None:
+        """Stop submitting and waiting (from the loop's thread; ``call_soon_threadsafe`` from
+        others). With ``cancel_jobs`` (a user's cancel) the jobs already submitted are
+        cancelled at the provider, and what they answered before is still collected; without
+        (a fatal error) they keep running, and the same call run again collects them."""
         if self._stop is None:
             self._stop = reason
             self.stats.stop_reason = str(reason)
+        self._cancel_jobs |= cancel_jobs
         if self._loop is not None and self._wake is not None:
             self._loop.call_soon_threadsafe(self._wake.set)
 
@@ -212,29 +164,26 @@ class BatchRunner:
 
     async def run(self, requests: Iterable[Request]) -> None:
         """Answer every request through batch jobs (until stopped), reporting each to
-        ``on_done``. Raises BudgetError, before anything is sent, if the worst case of the
-        jobs does not fit the budget."""
+        ``on_done``. The requests stream into a temporary file (``spool.py``), not memory.
+        Raises BudgetError, before anything is sent, if the worst case of the jobs does not
+        fit the budget."""
         stats = self.stats
         stats.started = stats.started or monotonic()
         self._loop, self._wake = asyncio.get_running_loop(), asyncio.Event()
-        pending = {r.key: r for r in requests}
         owns_session = self._session is None
         if owns_session:
             self._session = aiohttp.ClientSession(auto_decompress=True)
         http = _HTTP(self.provider, self._session, self.timeout, self.retry)
+        self.spool = Spool()
         try:
-            if not pending:
-                return
             stats.batch_status = "preparing"
-            self.jobs = await self._attach(http, pending)
-            attached = {k for job in self.jobs for k in job.waiting}
-            self._reserve(pending, attached)
-            fresh = [r for k, r in pending.items() if k not in attached]
-            for chunk in self._split(fresh):
-                if self._stop is not None:
-                    self._fail_all([r for r, _ in chunk], self._not_sent())
-                    continue
-                await self._submit(http, chunk)  # the job joins self.jobs
+            await self._fill(requests)
+            if not self.spool.count:
+                stats.batch_status = None
+                return
+            self.jobs = await self._attach(http)
+            self._reserve()
+            await self._submit_all(http)
             self._update_stats()
             await self._poll(http)
         except asyncio.CancelledError:
@@ -243,31 +192,55 @@ class BatchRunner:
         finally:
             stats.finished = monotonic()
             stats.in_flight = 0
+            self.spool.close()
             if owns_session and self._session is not None:
                 await self._session.close()
                 self._session = None
 
+    async def _fill(self, requests: Iterable[Request]) -> None:
+        """Spool every request (a chunk at a time, letting the loop breathe in between);
+        a request too large for any job fails at once, a repeated key joins its first."""
+        room = max(1, self.max_bytes - ENVELOPE_BYTES)
+        spool = self.spool
+        for n, request in enumerate(requests, 1):
+            line = self.provider.batch_line(request)
+            if len(line) + 1 > room:
+                self._finish(request, None, errors.RowError(
+                    f"this request is {(len(line) + 1) / 1e6:.1f} MB, more than a batch job can "
+                    f"carry ({self.max_bytes / 1e6:.0f} MB): not sent", kind="too large"), None)
+            else:
+                worst = self.worst_cost(request) if self.worst_cost is not None else 0.0
+                weight = self.provider.batch_inputs(request) if self.max_inputs else 0
+                leader = spool.add(request, line, worst, weight)
+                if leader is not None:  # the same prompt as an earlier row: one line, one answer
+                    if self.on_duplicate is None:
+                        raise RuntimeError(f"request key {request.key} twice and no on_duplicate")
+                    self.on_duplicate(request, leader)
+            if n % SPOOL_YIELD == 0:
+                await asyncio.sleep(0)
+        spool.seal()
+
     # re-attaching to jobs recorded by an earlier run -----------------------------------------
 
-    async def _attach(self, http: _HTTP, pending: dict[str, Request]) -> list[_Job]:
+    async def _attach(self, http: _HTTP) -> list[_Job]:
         if self.store is None:
             return []
-        p = self.provider
+        p, spool = self.provider, self.spool
         try:
             records = self.store.open_batches(p.endpoint, p.model)
         except sqlite3.Error as exc:
             self._warn(f"could not read the batch jobs recorded in the cache: {exc}")
             return []
         jobs: list[_Job] = []
-        taken: set[str] = set()
         for record in records:
-            mine = [k for k in record.keys if k in pending and k not in taken]
+            mine = spool.claim(record.keys, record.id)
             if not mine:
                 continue
             try:
                 info = await p.get_batch(http, record.id)
             except errors.ProviderError as exc:
                 if exc.fatal:
+                    spool.release(record.id)
                     self.stop(exc)
                     return jobs
                 if exc.retryable:  # the provider is briefly unwell: the polls will retry
@@ -276,33 +249,32 @@ class BatchRunner:
                     self._warn(f"batch {record.id} recorded in the cache cannot be read ({exc}); "
                                "its requests are submitted again")
                     self._set_status(record.id, f"unreadable: {exc}"[:200], collected=True)
+                    spool.release(record.id)
                     continue
-            taken.update(mine)
-            jobs.append(_Job(info, {k: pending[k] for k in mine}, frozenset(record.keys), attached=True))
+            jobs.append(_Job(info, mine, frozenset(record.keys), attached=True))
             self.stats.batch_ids.append(record.id)
         return jobs
 
     # budget ----------------------------------------------------------------------------------
 
-    def _reserve(self, pending: dict[str, Request], attached: set[str]) -> None:
+    def _reserve(self) -> None:
         """Reserve the worst case of every request at once: a job cannot be stopped part-way."""
-        if self.worst_cost is not None:
-            self._worst = {k: self.worst_cost(r) for k, r in pending.items()}
-        ledger = self.ledger
+        ledger, spool = self.ledger, self.spool
         if ledger is None:
             return
-        total = sum(self._worst.values())
+        total = spool.total_worst()
         if ledger.try_reserve(total):
-            ledger.holds += len(pending) - 1  # one hold per request, settled one by one
+            ledger.holds += spool.count - 1  # one hold per request, settled one by one
             return
-        new = len(pending) - len(attached)
-        caps = {r.max_output_tokens for r in pending.values()}
-        cap = f"{caps.pop():,}" if len(caps) == 1 else "max_tokens"
+        attached = sum(j.pending for j in self.jobs)
+        new = spool.count - attached
+        caps = spool.output_caps()
+        cap = f"{caps[0]:,}" if len(caps) == 1 else "max_tokens"
         tokens = "input tokens only" if cap == "0" else f"input plus {cap} output tokens each"  # 0: embeddings
         raise errors.BudgetError(
             f"not started: a batch job cannot be stopped part-way, so its worst case must fit "
-            f"the budget before it is sent. {len(pending):,} requests"
-            + (f" ({new:,} new, {len(attached):,} in jobs already running)" if attached else "")
+            f"the budget before it is sent. {spool.count:,} requests"
+            + (f" ({new:,} new, {attached:,} in jobs already running)" if attached else "")
             + f" could cost up to {money(total)} at batch prices ({tokens}), and "
             f"{money(ledger.committed)} is already committed of the {money(ledger.limit)} budget. "
             + ("Raise budget= or use fewer rows." if cap == "0"
@@ -311,37 +283,36 @@ class BatchRunner:
 
     # submitting ------------------------------------------------------------------------------
 
-    def _split(self, requests: list[Request]) -> Iterable[list[tuple[Request, bytes]]]:
+    async def _submit_all(self, http: _HTTP) -> None:
         """Jobs of at most ``max_requests`` requests, ``max_bytes`` bytes and, where the
-        provider caps them, ``max_inputs`` inputs."""
-        chunk: list[tuple[Request, bytes]] = []
+        provider caps them, ``max_inputs`` inputs, read back from the spool one at a time."""
+        chunk: list[tuple[Spooled, bytes]] = []
         size = inputs = 0
         room = max(1, self.max_bytes - ENVELOPE_BYTES)
-        for request in requests:
-            line = self.provider.batch_line(request)
+        for item, line, weight in self.spool.unassigned():
             n = len(line) + 1
-            if n > room:
-                self._finish(request, None, errors.RowError(
-                    f"this request is {n / 1e6:.1f} MB, more than a batch job can carry "
-                    f"({self.max_bytes / 1e6:.0f} MB): not sent", kind="too large"))
-                continue
-            weight = self.provider.batch_inputs(request) if self.max_inputs else 0
             if chunk and (len(chunk) >= self.max_requests or size + n > room
                           or (self.max_inputs and inputs + weight > self.max_inputs)):
-                yield chunk
+                await self._submit_or_drop(http, chunk)
                 chunk, size, inputs = [], 0, 0
-            chunk.append((request, line))
+            chunk.append((item, line))
             size += n
             inputs += weight
         if chunk:
-            yield chunk
+            await self._submit_or_drop(http, chunk)
 
-    async def _submit(self, http: _HTTP, chunk: list[tuple[Request, bytes]]) -> _Job | None:
-        requests = [r for r, _ in chunk]
-        tag = keys_digest(r.key for r in requests)
+    async def _submit_or_drop(self, http: _HTTP, chunk: list[tuple[Spooled, bytes]]) -> None:
+        if self._stop is not None:
+            self._fail_all([s for s, _ in chunk], self._not_sent(), counted=False)
+        else:
+            await self._submit(http, chunk)  # the job joins self.jobs
+
+    async def _submit(self, http: _HTTP, chunk: list[tuple[Spooled, bytes]]) -> _Job | None:
+        items = [s for s, _ in chunk]
+        tag = keys_digest(s.key for s in items)
         found = await self._find(http, tag)
         if found is not None:  # submitted before, but never recorded here: collect that one
-            return self._add_job(found, requests, attached=True)
+            return self._add_job(found, items, attached=True)
         self.stats.batch_status = "submitting"
         # Shielded: once the provider may have created the job, wait for its answer and its
         # record in the store even if the run is cancelled meanwhile.
@@ -355,7 +326,7 @@ class BatchRunner:
                 except BaseException:
                     pass
             if task.done() and not task.cancelled() and task.exception() is None:
-                self._add_job(task.result(), requests)
+                self._add_job(task.result(), items)
             raise
         except errors.ProviderError as exc:
             if exc.fatal:
@@ -363,18 +334,18 @@ class BatchRunner:
             may_exist = isinstance(exc, (errors.RequestTimeout, errors.TransportError, errors.MalformedResponse))
             found = await self._find(http, tag) if may_exist and not exc.fatal else None
             if found is not None:  # the create did go through: the job is there after all
-                return self._add_job(found, requests, attached=True)
+                return self._add_job(found, items, attached=True)
             reason = errors.RowError(
                 f"the batch job could not be created: {exc}"
                 + (" (it may exist at the provider all the same: check before running again)" if may_exist else ""),
                 kind=exc.kind)
-            self._fail_all(requests, reason, uncertain=may_exist)
+            self._fail_all(items, reason, uncertain=may_exist)
             return None
-        return self._add_job(info, requests)
+        return self._add_job(info, items)
 
-    async def _create(self, http: _HTTP, chunk: list[tuple[Request, bytes]], tag: str) -> BatchInfo:
+    async def _create(self, http: _HTTP, chunk: list[tuple[Spooled, bytes]], tag: str) -> BatchInfo:
         info = await self.provider.create_batch(http, [line for _, line in chunk], tag)
-        self._record(info, [r for r, _ in chunk])
+        self._record(info, [s.key for s, _ in chunk])
         return info
 
     async def _find(self, http: _HTTP, tag: str) -> BatchInfo | None:
@@ -386,22 +357,23 @@ class BatchRunner:
                 self.stop(exc)
             return None  # cannot look: submitting is still right
 
-    def _record(self, info: BatchInfo, requests: list[Request]) -> None:
+    def _record(self, info: BatchInfo, keys: list[str]) -> None:
         if self.store is None:
             return
         p = self.provider
         try:
             self.store.add_batch(info.id, provider=p.name, endpoint=p.endpoint, model=p.model,
-                                 keys=[r.key for r in requests], status=info.status)
+                                 keys=keys, status=info.status)
         except sqlite3.Error as exc:
             self._warn(f"batch {info.id} could not be recorded in the cache ({exc}): if this "
                        "run is interrupted, running it again would submit those requests again")
 
-    def _add_job(self, info: BatchInfo, requests: list[Request], attached: bool = False) -> _Job:
+    def _add_job(self, info: BatchInfo, items: list[Spooled], attached: bool = False) -> _Job:
         if attached:  # found at the provider: record it, as a job created here would be
-            self._record(info, requests)
-        job = _Job(info, {r.key: r for r in requests}, frozenset(r.key for r in requests), attached=attached)
-        self.stats.sent += 0 if attached else len(requests)
+            self._record(info, [s.key for s in items])
+        self.spool.assign([s.seq for s in items], info.id)
+        job = _Job(info, len(items), attached=attached)
+        self.stats.sent += 0 if attached else len(items)
         self.stats.batch_ids.append(info.id)
         self.jobs.append(job)
         return job
@@ -415,8 +387,11 @@ class BatchRunner:
             if not active:
                 break
             if self._stop is not None:
-                self._give_up_waiting(f"not collected: {self._stop}")
-                break
+                if self._cancel_jobs and self._cancel_until is None:
+                    await self._cancel(http, active)
+                if self._cancel_until is None or monotonic() >= self._cancel_until:
+                    self._give_up_waiting(f"not collected: {self._stop}")
+                    break
             changed = False
             for job in active:
                 if not job.info.ended:
@@ -425,17 +400,39 @@ class BatchRunner:
                     await self._collect(http, job)
                     changed = True
                 self._update_stats()
-                if self._stop is not None:
+                if self._stop is not None and self._cancel_until is None:
                     break
             if all(j.finished for j in self.jobs):
                 break
-            interval = self.poll_interval if changed else min(interval * 1.5, self.max_poll_interval)
+            if self._cancel_until is not None:  # cancelled: look often, the wait is short
+                interval = min(self.poll_interval, self.cancel_wait / 6)
+            else:
+                interval = self.poll_interval if changed else min(interval * 1.5, self.max_poll_interval)
             assert self._wake is not None
             try:
                 await asyncio.wait_for(self._wake.wait(), interval)
             except TimeoutError:
                 pass
+            self._wake.clear()
         self._update_stats()
+
+    async def _cancel(self, http: _HTTP, active: list[_Job]) -> None:
+        """A user's cancel: say so, then cancel the jobs still running at the provider. Their
+        answers so far were paid for: the polls go on a while to collect them."""
+        running = [j for j in active if not j.info.ended]
+        self._cancel_until = monotonic() + self.cancel_wait
+        if not running:
+            return
+        ids = ", ".join(j.info.id for j in running)
+        self._warn(f"{self._stop}: cancelling {len(running)} batch job(s) at the provider ({ids}); "
+                   "the answers they already gave are still collected and cached")
+        for job in running:
+            try:
+                job.info = await self.provider.cancel_batch(http, job.info.id)
+            except errors.ProviderError as exc:  # ended meanwhile (409), or unreachable
+                self._warn(f"batch {job.info.id} could not be cancelled: {exc}")
+            else:
+                self._set_status(job.info.id, job.info.status)
 
     async def _refresh(self, http: _HTTP, job: _Job) -> bool:
         """Ask the provider how the job is doing; True if anything changed."""
@@ -462,49 +459,71 @@ class BatchRunner:
     async def _collect(self, http: _HTTP, job: _Job) -> None:
         """Read every result of an ended job; mark it collected once all were read."""
         attempt = 0
+        spool, job_id = self.spool, job.info.id
         while True:
+            lines: list[BatchOutcome] = []
             try:
-                async for key, reply, exc in self.provider.batch_results(http, job.info):
-                    request = job.waiting.pop(key, None)
-                    if request is not None:
-                        self._finish(request, reply, exc)
-                    elif reply is not None and key in job.keys:
-                        self._cache(key, reply)  # not this run's row, but paid for: keep it
+                async for outcome in self.provider.batch_results(http, job.info):
+                    lines.append(outcome)
+                    if len(lines) >= RESULT_CHUNK:
+                        self._take(job, lines)
+                        lines = []
+                self._take(job, lines)
                 break
             except errors.ProviderError as exc:
+                self._take(job, lines)  # what was read before the download broke counts
                 if exc.retryable and attempt < self.retry.max_retries and self._stop is None:
                     await asyncio.sleep(self.retry.delay(attempt, exc.retry_after))
                     attempt += 1
                     continue
-                self._warn(f"the results of batch {job.info.id} could not be downloaded ({exc}); "
+                self._warn(f"the results of batch {job_id} could not be downloaded ({exc}); "
                            "the same call run again tries again")
                 self._abandon(job, errors.RowError(
-                    f"the results of batch {job.info.id} could not be downloaded: {exc}", kind=exc.kind))
+                    f"the results of batch {job_id} could not be downloaded: {exc}", kind=exc.kind))
                 return
         info = job.info
-        if job.waiting:  # no line for them: the job failed, expired or was cancelled first
+        left = spool.waiting(job_id)
+        if left:  # no line for them: the job failed, expired or was cancelled first
             kind = {"expired": "expired", "cancelled": "cancelled", "canceled": "cancelled"}.get(info.status, "batch")
             why = f": {info.error}" if info.error else ""
             missing = errors.RowError(
                 f"no result in batch {info.id} (status {info.status}{why}); "
                 "run the same call again to submit this row again", kind=kind)
-            for request in list(job.waiting.values()):
-                self._finish(request, None, missing)
-            job.waiting.clear()
+            self._fail_all(left, missing)
+        job.pending = 0
         job.finished = True
         self._set_status(info.id, info.status, collected=True)
 
+    def _take(self, job: _Job, lines: list[BatchOutcome]) -> None:
+        """Hand a chunk of a job's result lines to their rows (each row once)."""
+        spool, job_id = self.spool, job.info.id
+        found = spool.lookup([key for key, _, _ in lines])
+        for key, reply, exc in lines:
+            item = found.get(key)
+            if item is not None and item.job == job_id:
+                if not spool.done[item.seq]:
+                    job.pending -= 1
+                    self._finish_spooled(item, reply, exc)
+            elif reply is not None and job.keys is not None and key in job.keys:
+                self._cache(key, reply)  # not this run's row, but paid for: keep it
+
     # outcomes --------------------------------------------------------------------------------
 
+    def _finish_spooled(self, item: Spooled, reply: Reply | None, exc: errors.ProviderError | None,
+                        uncertain: bool = False, counted: bool = True) -> None:
+        self.spool.done[item.seq] = 1
+        self._finish(item.request(), reply, exc, item.worst, uncertain, counted)
+
     def _finish(self, request: Request, reply: Reply | None, exc: errors.ProviderError | None,
-                uncertain: bool = False) -> None:
+                worst: float | None, uncertain: bool = False, counted: bool = True) -> None:
+        """One request's outcome; ``worst`` is what it holds in the ledger (None: nothing).
+        ``counted``: its error goes in the errors by kind (not for rows merely left unsent)."""
         stats, ledger = self.stats, self.ledger
-        worst = self._worst.pop(request.key, 0.0)
         if reply is not None:
             stats.done += 1
             stats.input_tokens += reply.usage.input_tokens
             stats.output_tokens += reply.usage.output_tokens
-            if ledger is not None:
+            if ledger is not None and worst is not None:
                 stats.cost += ledger.settle(worst, reply.usage)
                 if ledger.crossed_warning():
                     self._warn(f"80% of the budget is committed ({money(ledger.spent)} of "
@@ -513,30 +532,36 @@ class BatchRunner:
             if exc is None:
                 exc = errors.RowError("no answer")
             stats.failed += 1
-            stats.note_error(exc)
-            if ledger is not None:
+            if counted:
+                stats.by_kind[exc.kind] += 1
+                stats.note_error(exc)
+            if ledger is not None and worst is not None:
                 if uncertain:
                     ledger.keep_uncertain(worst)
                 else:
                     ledger.settle(worst, None)
         self.on_done(request, reply, exc)
 
-    def _fail_all(self, requests: list[Request], exc: errors.ProviderError, uncertain: bool = False) -> None:
-        for request in requests:
-            self._finish(request, None, exc, uncertain)
+    def _fail_all(self, items: list[Spooled], exc: errors.ProviderError, uncertain: bool = False,
+                  counted: bool = True) -> None:
+        for item in items:
+            self._finish_spooled(item, None, exc, uncertain, counted)
 
-    def _abandon(self, job: _Job, exc: errors.ProviderError) -> None:
+    def _abandon(self, job: _Job, exc: errors.ProviderError, counted: bool = True) -> None:
         """Stop waiting for a job this run; it stays open in the store for the next run."""
-        self._fail_all(list(job.waiting.values()), exc, uncertain=True)
-        job.waiting.clear()
+        self._fail_all(self.spool.waiting(job.info.id), exc, uncertain=True, counted=counted)
+        job.pending = 0
         job.finished = True
 
     def _give_up_waiting(self, why: str) -> None:
         for job in self.jobs:
-            if not job.finished and job.waiting:
-                self._abandon(job, errors.RowError(
-                    f"{why}; batch {job.info.id} keeps running at the provider: run the same "
-                    "call again to collect its answers (they are not paid twice)", kind="cancelled"))
+            if not job.finished and job.pending:
+                where = ("is being cancelled at the provider: the same call run again collects "
+                         "what it answered before the cancel" if self._cancel_until is not None
+                         else "keeps running at the provider: run the same call again to collect "
+                         "its answers (they are not paid twice)")
+                self._abandon(job, errors.RowError(f"{why}; batch {job.info.id} {where}",
+                                                   kind="cancelled"), counted=False)
         self._update_stats()
 
     def _not_sent(self) -> errors.ProviderError:
@@ -566,7 +591,7 @@ class BatchRunner:
 
     def _update_stats(self) -> None:
         stats = self.stats
-        stats.in_flight = sum(len(j.waiting) for j in self.jobs if not j.finished)
+        stats.in_flight = sum(j.pending for j in self.jobs if not j.finished)
         if not self.jobs:
             return
         totals: Counter[str] = Counter({name: 0 for name in BATCH_COUNTS})

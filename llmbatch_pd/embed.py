@@ -41,7 +41,7 @@ from .limits import RateLimiter
 from .models import ModelRef, make_provider, parse_model
 from .numbers import money
 from .pricing import Price, cost, price_for
-from .prompts import MissingValue, Template
+from .prompts import BadText, CellError, MissingValue, Template
 from .providers.embeddings import OpenAIEmbeddings
 from .providers.openai import OpenAIChat
 from .run import RunReport, check_limits, check_mode
@@ -216,13 +216,19 @@ class EmbedRun:
         for i, values in enumerate(self.rows()):
             try:
                 text = spec.template.render(values, spec.missing)
-            except MissingValue as exc:
+            except (MissingValue, CellError) as exc:  # this row fails alone
                 self.errors[i] = str(exc)
-                report.skipped += 1
+                report.skipped += isinstance(exc, MissingValue)
+                report.failed_rows += isinstance(exc, CellError)
                 continue
             if not text:
                 self.errors[i] = "empty text: the embeddings API refuses empty strings; row not sent"
                 report.skipped += 1
+                continue
+            try:
+                text.encode()
+            except UnicodeEncodeError as exc:  # cannot be sent as JSON: this row alone fails
+                self.errors[i] = str(BadText(exc))
                 continue
             key = input_key(prefix, text)
             u = seen.get(key)
@@ -236,7 +242,7 @@ class EmbedRun:
             self.row_input[i] = u
             self.weight[u] += 1
         self.found = [None] * len(self.texts)
-        report.failed_rows = report.skipped
+        report.failed_rows = sum(e is not None for e in self.errors)
         self._lookup_cache()
         self._pack()
         self.estimate = self._estimate()
@@ -354,6 +360,7 @@ class EmbedRun:
             if len(vectors) != len(pack.inputs):
                 reply, exc = None, errors.MalformedResponse(
                     f"the server sent {len(vectors)} vectors for {len(pack.inputs)} inputs")
+                self.stats.by_kind[exc.kind] += 1  # the engine counted an answer
         if reply is None:
             for u in pack.inputs:
                 self.failed[u] = str(exc)
@@ -410,7 +417,7 @@ class EmbedRun:
                 stats=self.stats, on_warning=self._warn, breaker=CircuitBreaker())
         try:
             if self.batcher is not None:
-                await self.batcher.run(list(self._requests()))
+                await self.batcher.run(self._requests())
             else:
                 await self.engine.run(self._requests(), self._on_done)
         except asyncio.CancelledError:
@@ -426,12 +433,13 @@ class EmbedRun:
         return self.report
 
     def cancel(self, reason: str = "cancelled") -> None:
-        """Send nothing more; packs in flight finish and are kept. In batch mode: stop
-        waiting; submitted jobs keep running and the same call run again collects them."""
+        """Send nothing more; packs in flight finish and are kept. In batch mode the
+        submitted jobs are cancelled at the provider (what they answered is still collected);
+        a kernel interrupt instead leaves them running for the same call run again."""
         if self.engine is not None:
             self.engine.stop(errors.RowError(reason, kind="cancelled"))
         if self.batcher is not None:
-            self.batcher.stop(errors.RowError(reason, kind="cancelled"))
+            self.batcher.stop(errors.RowError(reason, kind="cancelled"), cancel_jobs=True)
 
     def _close_unfinished(self, reason: str) -> None:
         for u in range(len(self.texts)):

@@ -14,7 +14,7 @@ from dataclasses import asdict, dataclass, field
 from typing import Any
 
 from .numbers import money as fmt_money
-from .pricing import Price, cost
+from .pricing import BATCH_DISCOUNT, Price, cost
 from .types import Usage
 
 # Without a pilot we assume this many output tokens per answer (a sentence or two).
@@ -117,8 +117,10 @@ def build(
     tpm: float | None,
     budget: float | None,
     pilot: Pilot | None = None,
+    tiers: tuple[tuple[int, Price], ...] = (),
 ) -> Estimate:
-    """The numbers, from the counts of one pass over the request stream."""
+    """The numbers, from the counts of one pass over the request stream. ``tiers``: the
+    model's dearer prices for long prompts (``worst.tiers_for``), applied request by request."""
     requests = len(input_counts)
     counted = sum(input_counts)
     low_f, high_f = INPUT_RANGE_EXACT if exact else INPUT_RANGE_ESTIMATED
@@ -159,15 +161,32 @@ def build(
         price=price,
     )
     if price is not None:
-        for suffix, inp, out in (("_low", input_low, est.output_tokens_low),
-                                 ("", input_expected, est.output_tokens),
-                                 ("_high", input_high, est.output_tokens_high)):
-            usage = Usage(inp, out)
-            setattr(est, f"cost{suffix}", cost(usage, price))
-            setattr(est, f"batch_cost{suffix}", cost(usage, price, batch=True))
+        scenarios = (("_low", input_low, est.output_tokens_low, min(low_f, ratio), low_per),
+                     ("", input_expected, est.output_tokens, ratio, per_answer),
+                     ("_high", input_high, est.output_tokens_high, max(high_f, ratio * 1.05), cap))
+        for suffix, inp, out, factor, per in scenarios:
+            if tiers and any(c * factor > tiers[0][0] for c in input_counts):
+                dollars = _tiered(input_counts, factor, per, price, tiers)
+            else:
+                dollars = cost(Usage(inp, out), price)
+            setattr(est, f"cost{suffix}", dollars)
+            setattr(est, f"batch_cost{suffix}", dollars * BATCH_DISCOUNT)
     est.wall_time_s = wall_time(requests, latency, concurrency, rpm, tpm,
                                 (input_expected + est.output_tokens) / requests if requests else 0)
     return est
+
+
+def _tiered(counts: list[int], factor: float, per_answer: float, price: Price,
+            tiers: tuple[tuple[int, Price], ...]) -> float:
+    """Dollars request by request, each at the tier its prompt falls into (a long prompt makes
+    every one of its tokens dearer)."""
+    from .worst import price_at
+
+    total = 0.0
+    for count in counts:
+        tokens = count * factor
+        total += cost(Usage(math.ceil(tokens), math.ceil(per_answer)), price_at(price, tiers, tokens))
+    return total
 
 
 def wall_time(requests: int, latency: float, concurrency: int, rpm: float | None,

@@ -26,13 +26,22 @@ from .limits import RateLimiter
 from .models import ModelRef
 from .numbers import money
 from .pricing import Price, cost
-from .prompts import MISSING_POLICIES, MissingValue, Template, build_messages, request_key
+from .prompts import (
+    MISSING_POLICIES,
+    BadText,
+    CellError,
+    MissingValue,
+    Template,
+    build_messages,
+    request_key,
+)
 from .providers.base import Provider
 from .reuse import reusable, truncation_note, truncation_warning
 from .stats import EngineStats
 from .store import History, Store
 from .tokens import TokenCounter, counter_for
 from .types import Reply, Request, Usage
+from .worst import hidden_prompt_tokens, price_at, tiers_for
 from .writer import Writer
 
 if TYPE_CHECKING:  # aiohttp loads on the first run (~200 ms of import), pydantic with schema=
@@ -101,6 +110,7 @@ class RunSpec:
     poll_interval: float = 30.0  # seconds between batch status checks (backing off)
     schema: OutputSchema | None = None  # schema=: answers as validated fields
     max_invalid: int = 2  # schema=: how often an answer that does not fit is asked again
+    repeats: Any = field(default=None, repr=False, compare=False)  # Run._prompt_repeats' memo
 
     @property
     def params(self) -> dict[str, Any]:
@@ -116,10 +126,21 @@ class RunSpec:
         return f"{self.system}\n\n{self.schema.instruction()}" if self.system else self.schema.instruction()
 
     def schema_tokens(self) -> int:
-        """What the schema adds to every prompt (the providers bill it as input)."""
+        """What the schema adds to every prompt (the providers bill it as input), and the
+        prompt the provider wraps it in (``worst.hidden_prompt_tokens``)."""
         if self.schema is None:
             return 0
-        return self.counter.count(json.dumps(self.schema.json_schema, separators=(",", ":")))
+        hidden = hidden_prompt_tokens(self.provider, self.schema, self.counter)
+        if self.provider.schema_in_prompt:  # in our system prompt: counted with the messages
+            return hidden
+        return hidden + self.counter.count(json.dumps(self.schema.json_schema, separators=(",", ":")))
+
+    @property
+    def tiers(self) -> tuple[tuple[int, Price], ...]:
+        """The catalogue's dearer tiers for long prompts (none for prices= overrides)."""
+        if self.price is None or self.price.source != "genai-prices":
+            return ()
+        return tiers_for(self.model.provider, self.model.model)
 
     @property
     def counter(self) -> TokenCounter:
@@ -130,18 +151,23 @@ class RunSpec:
         return self.mode == "batch"
 
     def cost(self, usage: Usage) -> float:
-        """What ``usage`` cost: the provider's reported cost, else priced (0.0 without a price:
-        ``RunReport.priced`` then says the cost is unknown)."""
-        return cost(usage, self.price, batch=self.batch)
+        """What ``usage`` cost: the provider's reported cost, else priced in the tier its prompt
+        falls into (0.0 without a price: ``RunReport.priced`` then says the cost is unknown)."""
+        price = self.price
+        if price is not None:
+            price = price_at(price, self.tiers, usage.input_tokens)
+        return cost(usage, price, batch=self.batch)
 
     def worst_cost(self, request: Request) -> float:
-        """An upper bound on what one request can cost, reserved before it is sent."""
+        """An upper bound on what one request can cost, reserved before it is sent: its
+        prompt (hidden tokens included, see ``_requests``) at the top of our counting error,
+        ``max_tokens`` of answer, both at the tier that many prompt tokens fall into."""
         if self.price is None:
             return 0.0
         margin = plan.INPUT_RANGE_EXACT[1] if self.counter.exact else plan.INPUT_RANGE_ESTIMATED[1] * 1.2
         worst = Usage(math.ceil(request.est_input_tokens * margin) + 16,
                       request.max_output_tokens or plan.DEFAULT_MAX_OUTPUT)
-        return cost(worst, self.price, batch=self.batch)
+        return self.cost(worst)
 
 
 @dataclass(repr=False)
@@ -265,7 +291,9 @@ class Run:
     """A run over ``n`` rows whose field values come from ``rows()``."""
 
     def __init__(self, spec: RunSpec, rows: RowSource, n: int, may_repeat: Any = None) -> None:
-        self.may_repeat = may_repeat  # per row: False = its values appear once, no dedupe entry
+        # per row: False = its prompt appears once, no dedupe entry (None: track every row).
+        # Given per row's values, it is refined to prompts when the stream is first walked.
+        self.may_repeat = may_repeat
         self.spec = spec
         self.rows = rows
         self.n = n
@@ -289,6 +317,7 @@ class Run:
         self._writer: Writer | None = None  # the cache file's writer, waited for at the end
         self._writer_lost = 0
         self._handed_over = False  # answers given to the writer (then waited for at the end)
+        self._stream: Iterator[Request] | None = None  # the request stream, walked once
 
     # the request stream ------------------------------------------------------------------
 
@@ -297,14 +326,14 @@ class Run:
         params = spec.params
         model = spec.provider.model
         counter, window = spec.counter, spec.context_window
-        schema_tokens = 0 if spec.provider.schema_in_prompt else spec.schema_tokens()
+        schema_tokens = spec.schema_tokens()
         system = spec.system_prompt
         leaders: dict[str, int] = {}
-        may_repeat = self.may_repeat
+        may_repeat = self.may_repeat = self._prompt_repeats()
         for i, messages, key, hit in self._keyed(system, params):
-            if messages is None:  # a missing value: key holds the reason
-                self._fail(i, key)
-                report.skipped += 1
+            if messages is None:  # a missing value or a cell that does not fit: key holds why
+                self._fail(i, str(key))
+                report.skipped += isinstance(key, MissingValue)
                 continue
             tracked = may_repeat is None or may_repeat[i]
             leader = leaders.get(key) if tracked else None
@@ -344,10 +373,23 @@ class Run:
                 max_output_tokens=spec.max_tokens or 0,
             )
 
+    def _prompt_repeats(self) -> Any:
+        """The rows whose prompts may repeat (``Template.repeats``), once per spec and rows:
+        the estimate's walk and the run's share it."""
+        if self.may_repeat is None:
+            return None
+        done = self.spec.repeats
+        if done is None or done[0] is not self.rows or len(done[1]) != self.n:
+            spec = self.spec
+            done = spec.repeats = (self.rows, spec.template.repeats(self.rows(), self.n, spec.missing))
+        return done[1]
+
     def _keyed(self, system: str | None, params: dict[str, Any]) -> Iterator[tuple]:
         """(row, messages, key, cached answer) per row, rendered a chunk at a time so that the
-        cache is asked once per chunk instead of once per row. A row with a missing value
-        comes as (row, None, reason, None). The key leaves ``max_tokens`` out (see reuse.py)."""
+        cache is asked once per chunk instead of once per row. A row that cannot be rendered
+        (a missing value, a cell that does not fit its format spec) comes as (row, None, the
+        exception, None): it fails alone, the others go on. The key leaves ``max_tokens`` out
+        (see reuse.py)."""
         spec = self.spec
         endpoint, model = spec.provider.endpoint, spec.provider.model
         params = {k: v for k, v in params.items() if k != "max_tokens"}
@@ -355,10 +397,11 @@ class Run:
         for i, values in enumerate(self.rows()):
             try:
                 messages = build_messages(spec.template.render(values, spec.missing), system)
-            except MissingValue as exc:
-                chunk.append((i, None, str(exc)))
-            else:
                 chunk.append((i, messages, request_key(endpoint, model, messages, params)))
+            except (MissingValue, CellError) as exc:
+                chunk.append((i, None, exc))
+            except UnicodeEncodeError as exc:  # cannot be sent as JSON: this row alone fails
+                chunk.append((i, None, BadText(exc)))
             if len(chunk) >= LOOKUP_CHUNK:
                 yield from self._with_hits(chunk)
                 chunk = []
@@ -427,8 +470,10 @@ class Run:
     def _record(self, leader: int, reply: Reply | None, exc: errors.ProviderError | None,
                 rows: list[int], paid: bool = True) -> None:
         if reply is None:
+            message = str(exc)
             for i in rows:
-                self._fail(i, str(exc))
+                self._fail(i, message)
+            self.report.not_sent += len(rows) if message.startswith("not sent") else 0
             return
         keep_all = self.keep_usage
         if reply.truncated:  # the text is kept, and the row says it is cut short
@@ -447,9 +492,20 @@ class Run:
         if len(rows) > 1:
             self.report.saved_by_dedup += (len(rows) - 1) * self.spec.cost(reply.usage)
 
+    def _on_duplicate(self, request: Request, leader: int) -> None:
+        """Batch mode: ``request`` has the same key as row ``leader``'s (different values
+        that render the same prompt): not a request of its own, it shares that answer."""
+        self.report.requests -= 1
+        self.report.duplicates += 1
+        if self._is_finished(leader):
+            self._copy_row(leader, request.index)
+        else:
+            self._followers.setdefault(leader, []).append(request.index)
+
     def _copy_row(self, leader: int, i: int) -> None:
         if self.answers[leader] is None:
             self._fail(i, self.errors[leader])
+            self.report.not_sent += (self.errors[leader] or "").startswith("not sent")
             return
         self.answers[i] = self.answers[leader]
         if self.errors[leader] is not None:  # truncated: flagged like its leader
@@ -518,6 +574,7 @@ class Run:
             token_counting=spec.counter.name, price=spec.price, max_tokens=spec.max_tokens,
             concurrency=spec.concurrency, rpm=spec.rpm or (learned.rpm if learned else None),
             tpm=spec.tpm or (learned.tpm if learned else None), budget=spec.budget, pilot=pilot,
+            tiers=spec.tiers,
         )
         estimate.cache_saves = r.saved_by_cache if spec.price is not None else None
         return estimate
@@ -575,7 +632,8 @@ class Run:
             from .batch import BatchRunner
 
             self.batcher = BatchRunner(
-                spec.provider, on_done=self._on_done, stats=self.stats, store=self.store,
+                spec.provider, on_done=self._on_done, on_duplicate=self._on_duplicate,
+                stats=self.stats, store=self.store,
                 ledger=ledger, worst_cost=spec.worst_cost, poll_interval=spec.poll_interval,
                 timeout=spec.timeout, retry=retry, on_warning=self._warn,
             )
@@ -594,19 +652,22 @@ class Run:
                 check=spec.schema.check if spec.schema is not None else None,
                 max_invalid=spec.max_invalid,
             )
+        self._stream = self._requests()
         try:
             if self.batcher is not None:  # mode="batch": the same stream, through batch jobs
-                await self.batcher.run(list(self._requests()))
+                await self.batcher.run(self._stream)
             else:
-                await self.engine.run(self._requests(), self._on_done)
+                await self.engine.run(self._stream, self._on_done)
+            self._drain(self._not_sent_reason())  # after a stop: cached and NA rows still say so
         except asyncio.CancelledError:
             self.report.interrupted = True
-            self._close_unfinished("cancelled: the run was interrupted before this row finished")
+            self._close_unfinished("cancelled: the run was interrupted before this row finished",
+                                   walk=False)
             raise
         finally:
             self._remember()
             self._close_store()
-        self._close_unfinished(f"not sent: {self.stats.stop_reason or 'the run ended first'}")
+        self._close_unfinished(self._not_sent_reason())
         await self._settle_writes()
         if self.report.truncated:
             self._warn(truncation_warning(self.report.truncated))
@@ -623,14 +684,32 @@ class Run:
 
     def cancel(self, reason: str = "cancelled") -> None:
         """Send nothing more (a Cancel button); requests in flight finish and are kept.
-        In batch mode: stop waiting; submitted jobs keep running and a re-run collects them."""
+        In batch mode the submitted jobs are cancelled at the provider (after a warning naming
+        them) and what they answered before is still collected. A kernel interrupt instead
+        leaves them running, for the same call run again to collect."""
         if self.engine is not None:
             self.engine.stop(errors.RowError(reason, kind="cancelled"))
         if self.batcher is not None:
-            self.batcher.stop(errors.RowError(reason, kind="cancelled"))
+            self.batcher.stop(errors.RowError(reason, kind="cancelled"), cancel_jobs=True)
 
-    def _close_unfinished(self, reason: str) -> None:
-        """Every row ends with an answer or an explicit error."""
+    def _not_sent_reason(self) -> str:
+        return f"not sent: {self.stats.stop_reason or 'the run ended first'}"
+
+    def _drain(self, reason: str) -> None:
+        """Walk what is left of the request stream without sending: rows the cache answers,
+        rows with a missing value and duplicates keep their own outcome; the requests that
+        would have been sent fail with ``reason``."""
+        if self._stream is None:
+            self._stream = self._requests()
+        for request in self._stream:
+            self._fail(request.index, reason)
+            self.report.not_sent += reason.startswith("not sent")
+
+    def _close_unfinished(self, reason: str, walk: bool = True) -> None:
+        """Every row ends with an answer or an explicit error. ``walk``: first walk the rows
+        not yet rendered (a run stopped, or never started), so each keeps its own reason."""
+        if walk:
+            self._drain(reason)
         for i in range(self.n):
             if self.answers[i] is None and self.errors[i] is None:
                 self._fail(i, reason)

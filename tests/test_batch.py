@@ -350,20 +350,6 @@ def test_restart_reattaches_instead_of_submitting_again(tmp_path):
     assert store.get_batch(ids).collected
 
 
-def test_cancel_stops_waiting_and_a_rerun_collects(sim, tmp_path):
-    cache = str(tmp_path / "c.sqlite")
-    sim.configure(batch_seconds=2.0)
-    df = reviews(10)
-    job = df.llm.submit(SENTIMENT, cache=cache, mode="batch", **FAST, **openai_kw(sim))
-    wait_until(lambda: job.report.stats.batch_ids, 30, "the run to create its batch job")
-    job.cancel()
-    out = job.result(timeout=10)
-    assert out["llm_output"].isna().all()
-    assert out["llm_output_error"].str.contains("keeps running at the provider").all()
-    again = df.llm.apply(SENTIMENT, cache=cache, mode="batch", **FAST, **openai_kw(sim))
-    assert again["llm_output"].notna().all() and len(creations(sim)) == 1
-
-
 def test_a_cancelled_task_leaves_the_job_open_for_the_next_run(sim, tmp_path):
     cache = tmp_path / "c.sqlite"
     sim.configure(batch_seconds=1.5)
@@ -381,11 +367,9 @@ def test_a_cancelled_task_leaves_the_job_open_for_the_next_run(sim, tmp_path):
 def test_a_rerun_on_fewer_rows_attaches_and_caches_the_rest(sim, tmp_path):
     cache = str(tmp_path / "c.sqlite")
     sim.configure(batch_seconds=1.0)
-    df = reviews(12)
-    job = df.llm.submit(SENTIMENT, cache=cache, mode="batch", **FAST, **openai_kw(sim))
-    wait_until(lambda: job.report.stats.batch_ids, 30, "the run to create its batch job")
-    job.cancel()
-    job.result(timeout=10)
+    df = reviews(12)  # interrupted (an explicit cancel would cancel the job: test_trust_run.py)
+    cancel_once_batched(
+        sim, lambda: df.llm.aapply(SENTIMENT, cache=cache, mode="batch", **FAST, **openai_kw(sim)))
     head = df.head(5).llm.apply(SENTIMENT, cache=cache, mode="batch", **FAST, **openai_kw(sim))
     assert head["llm_output"].notna().all() and len(creations(sim)) == 1
     # the other 7 answers were paid for: they are in the cache, nothing is sent for them
@@ -559,10 +543,8 @@ def test_a_job_whose_record_was_lost_is_found_and_recorded(sim, tmp_path):
     cache = tmp_path / "c.sqlite"
     sim.configure(batch_seconds=1.0)
     df = reviews(8)
-    job = df.llm.submit(SENTIMENT, cache=str(cache), mode="batch", **FAST, **openai_kw(sim))
-    wait_until(lambda: job.report.stats.batch_ids, 30, "the run to create its batch job")
-    job.cancel()
-    job.result(timeout=10)
+    cancel_once_batched(
+        sim, lambda: df.llm.aapply(SENTIMENT, cache=str(cache), mode="batch", **FAST, **openai_kw(sim)))
     with sqlite3.connect(cache) as db:  # as if killed between the provider's answer and the write
         db.execute("DELETE FROM batches")
     out = df.llm.apply(SENTIMENT, cache=str(cache), mode="batch", **FAST, **openai_kw(sim))

@@ -65,3 +65,26 @@ def test_request_key_stable_and_sensitive():
     assert a != request_key("openai:u", "m", [{"role": "user", "content": "x"}], {"temperature": 1})
     # None-valued parameters do not change the answer, so they do not change the key
     assert request_key("e", "m", [], {"t": None}) == request_key("e", "m", [], {})
+
+
+def test_a_cell_that_cannot_be_written_fails_its_row_only():
+    from llmbatch_pd.prompts import CellError
+
+    class Broken:
+        def __str__(self):
+            raise RuntimeError("boom")
+
+    with pytest.raises(CellError, match=r"\{x\}.*\(Broken\).*boom"):
+        Template.parse("{x}").render({"x": Broken()})
+    with pytest.raises(CellError, match=r"\{p:\.1f\}.*'n/a' \(str\).*'\.1f'"):
+        Template.parse("{p:.1f}").render({"p": "n/a"})
+
+
+def test_repeats_are_judged_on_the_rendered_prompt():
+    t = Template.parse("{a}{b:.0f}")
+    rows = [{"a": "x", "b": 1.0}, {"a": "x", "b": 1.2}, {"a": "xy", "b": 2.0},
+            {"a": "x", "b": 7.0}, {"a": None, "b": 3.0}, {"a": "x", "b": "n/a"}]
+    # rows 0 and 1 render "x1"; "xy2" and "x7" are unique; None and "n/a" make no prompt
+    assert Template.parse("{a}{b:.0f}").repeats(iter(rows), 6).tolist() == [
+        True, True, False, False, False, False]
+    assert t.repeats(iter([{"a": "x1", "b": 2.0}, {"a": "x", "b": 12.0}]), 2).tolist() == [True, True]
