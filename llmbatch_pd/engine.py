@@ -20,6 +20,7 @@ from . import errors
 from .breaker import CircuitBreaker
 from .budget import Ledger
 from .limits import RateLimiter
+from .opening import Opening
 from .providers.base import Provider
 from .stats import RECENT_ERRORS, EngineStats  # noqa: F401  (re-exported)
 from .types import Reply, Request
@@ -29,22 +30,31 @@ WorstCost = Callable[[Request], float]
 Check = Callable[[str | None], object]
 """Raises errors.InvalidOutput for a paid answer that is unusable (``schema=``)."""
 
+CONNECT_S = 15.0  # seconds to open a connection before the host counts as unreachable
+
 
 @dataclass
 class RetryPolicy:
-    """Exponential backoff with jitter that never waits less than the server asked."""
+    """When to try a failed request again, and how long to wait first (README "What happens
+    on failure" documents these bounds).
+
+    Retry ``n`` (0, 1, ...) waits between 75 % and 100 % of ``min(base * 2**n, cap)`` seconds.
+    A server's Retry-After is honoured in full: never less, at most 0.25 s more (spread, so
+    the retries do not all land at once). A row waits at most ``max_wait`` seconds in all: a
+    wait that would take it past that (``Retry-After: 86400``) fails the row at once, saying
+    so, instead of sending early into a certain refusal or holding the run for a day.
+    """
 
     max_retries: int = 6
     base: float = 0.5
     cap: float = 8.0
+    max_wait: float = 300.0
     rng: random.Random = field(default_factory=random.Random)
 
     def delay(self, attempt: int, retry_after: float | None) -> float:
-        backoff = min(self.base * 2**attempt, self.cap) * (1 - 0.25 * self.rng.random())
         if retry_after is not None:
-            return min(retry_after, 60.0) + self.rng.random() * min(0.25, 0.1 + retry_after * 0.1)
-        return backoff
-
+            return retry_after + self.rng.random() * min(0.25, 0.1 + retry_after * 0.1)
+        return min(self.base * 2**attempt, self.cap) * (1 - 0.25 * self.rng.random())
 
 class Engine:
     def __init__(
@@ -70,7 +80,8 @@ class Engine:
         self.concurrency = concurrency
         self.limiter = limiter or RateLimiter()
         self.retry = retry or RetryPolicy()
-        self.timeout = aiohttp.ClientTimeout(total=timeout)
+        # a host that takes this long to accept a connection is not there (a black hole)
+        self.timeout = aiohttp.ClientTimeout(total=timeout, sock_connect=min(timeout, CONNECT_S))
         self.ledger = ledger
         self.worst_cost = worst_cost
         self.stats = stats or EngineStats()
@@ -79,15 +90,40 @@ class Engine:
         self.breaker = breaker
         self.check = check
         self.max_invalid = max_invalid  # asks again after an unusable answer, then the row fails
+        self.opening = Opening(provider.base_url)
         self._stop: errors.ProviderError | None = None
+        self._loop: asyncio.AbstractEventLoop | None = None
+        self._woken: asyncio.Event | None = None  # set by stop(): sleepers wake at once
 
     def stop(self, reason: errors.ProviderError) -> None:
-        """Send nothing more; requests in flight still finish."""
-        if self._stop is None:
-            self._stop = reason
-            self.stats.stop_reason = str(reason)
-            if self.breaker is not None:
-                self.breaker.release()
+        """Send nothing more; requests in flight still finish, sleeping workers wake at once.
+
+        The one place a run-wide stop is recorded (``stopped``). Safe from any thread: once it
+        returns no new request is sent, whichever thread called it.
+        """
+        if self._stop is not None:
+            return
+        self._stop = reason
+        self.stats.stop_reason = str(reason)
+        loop = self._loop
+        if loop is None or loop.is_closed():
+            return
+        try:
+            on_loop = asyncio.get_running_loop() is loop
+        except RuntimeError:
+            on_loop = False
+        if on_loop:
+            self._wake()
+        else:
+            loop.call_soon_threadsafe(self._wake)
+
+    def _wake(self) -> None:
+        if self._woken is not None:
+            self._woken.set()
+        if self.breaker is not None:
+            self.breaker.release()
+        if self.ledger is not None:
+            self.ledger.wake()
 
     @property
     def stopped(self) -> errors.ProviderError | None:
@@ -101,6 +137,10 @@ class Engine:
         """
         stats = self.stats
         stats.started = stats.started or monotonic()
+        self._loop = asyncio.get_running_loop()
+        self._woken = asyncio.Event()
+        if self._stop is not None:  # stopped before it began
+            self._wake()
         owns_session = self._session is None
         if owns_session:
             self._session = aiohttp.ClientSession(
@@ -109,14 +149,18 @@ class Engine:
             )
         try:
             source: Iterator[Request] = iter(requests)
-            first = next(source, None)
-            if first is not None:
-                await self._process(first, on_done)
-                if self._stop is None:
-                    workers = min(self.concurrency, max(stats.total - 1, 1) if stats.total else self.concurrency)
-                    async with asyncio.TaskGroup() as group:
-                        for _ in range(workers):
-                            group.create_task(self._worker(source, on_done))
+            # the first request goes alone, and the next ones too until one succeeds: a bad
+            # key, an unknown model or an unreachable host costs a few requests, not a wave
+            while self._stop is None and self.opening.on_probation:
+                request = next(source, None)
+                if request is None:
+                    return
+                await self._process(request, on_done)
+            if self._stop is None:
+                workers = min(self.concurrency, max(stats.total - 1, 1) if stats.total else self.concurrency)
+                async with asyncio.TaskGroup() as group:
+                    for _ in range(workers):
+                        group.create_task(self._worker(source, on_done))
         finally:
             stats.finished = monotonic()
             if owns_session:
@@ -129,30 +173,54 @@ class Engine:
             if self._stop is not None:
                 return
 
+    async def _sleep(self, seconds: float) -> bool:
+        """Sleep, unless the run stops meanwhile; True if it has stopped."""
+        if seconds > 0 and self._stop is None:
+            try:
+                async with asyncio.timeout(seconds):
+                    await self._woken.wait()
+            except TimeoutError:
+                pass
+        return self._stop is not None
+
     async def _process(self, request: Request, on_done: OnDone) -> None:
+        """One row: wait for its turn, send, retry; report exactly one outcome.
+
+        The budget is reserved only once the pacer's turn has come, right before sending,
+        and every reservation is settled (or kept, if it may have been billed) exactly once,
+        whatever happens: an answer, a failure, a stop or a cancellation.
+        """
         stats = self.stats
         attempt = invalid = 0
+        waited = 0.0
+        last: errors.ProviderError | None = None  # this row's last failure, if it was sent
         while True:
-            if self._stop is not None:
-                self._finish(request, None, self._stop_error(), on_done)
+            if self._stop is None and self.breaker is not None:
+                probe = await self.breaker.admit()
+            else:
+                probe = False
+            wait = 0.0 if self._stop else self.limiter.reserve(
+                request.est_input_tokens + request.max_output_tokens)
+            if await self._sleep(wait):
+                self._finish(request, None, self._stop_error(last), on_done)
                 return
             worst = 0.0
             if self.ledger is not None:
                 worst = self.worst_cost(request) if self.worst_cost else 0.0
                 if not await self._reserve(worst):
-                    self.stop(errors.BudgetReached(
-                        f"budget reached: ${self.ledger.committed:.4f} committed of "
-                        f"${self.ledger.limit:.4f}; this request could cost up to ${worst:.4f}"
-                    ))
-                    continue
-            probe = await self.breaker.admit() if self.breaker is not None else False
+                    if self._stop is None:
+                        self.stop(errors.BudgetReached(
+                            f"budget reached: ${self.ledger.committed:.4f} committed of "
+                            f"${self.ledger.limit:.4f}; this request could cost up to ${worst:.4f}"
+                        ))
+                    self._finish(request, None, self._stop_error(last), on_done)
+                    return
+            # from here the reservation is held: every path below settles or keeps it once
             if self._stop is not None:
                 if self.ledger is not None:
                     self.ledger.settle(worst, None)
-                continue
-            wait = self.limiter.reserve(request.est_input_tokens + request.max_output_tokens)
-            if wait > 0:
-                await asyncio.sleep(wait)
+                self._finish(request, None, self._stop_error(last), on_done)
+                return
             stats.in_flight += 1
             stats.sent += 1
             sent_at = monotonic()
@@ -162,25 +230,32 @@ class Engine:
                 stats.in_flight -= 1
                 stats.by_kind[exc.kind] += 1
                 self._settle_failure(exc, worst)
-                if isinstance(exc, errors.RateLimitError):
-                    self.limiter.on_rate_limited(exc.retry_after)
-                elif exc.retryable and self.breaker is not None and self.breaker.on_failure(probe):
-                    self.stop(errors.ProviderDown(
-                        f"the provider is failing: {self.breaker.consecutive} failures in a row "
-                        f"and {self.breaker.failed_probes} failed probes (last: {exc})"
-                    ))
+                last = exc
+                fatal = self._judge_failure(exc, probe, attempt)
+                if fatal is not None:
+                    self.stop(fatal)
                 if exc.fatal:
                     self.stop(exc)
                 elif exc.retryable and attempt < self.retry.max_retries and self._stop is None:
-                    stats.retrying += 1
-                    try:
-                        await asyncio.sleep(self.retry.delay(attempt, exc.retry_after))
-                    finally:
-                        stats.retrying -= 1
-                    attempt += 1
-                    continue
-                stats.note_error(exc)
-                self._finish(request, None, exc, on_done)
+                    delay = self.retry.delay(attempt, exc.retry_after)
+                    if waited + delay > self.retry.max_wait:
+                        exc = _with_note(exc, (
+                            f"not retried: the server asked to wait {exc.retry_after:g} s "
+                            f"(Retry-After), and a row waits at most {self.retry.max_wait:g} s"
+                        ) if exc.retry_after is not None else (
+                            f"not retried: waits would pass {self.retry.max_wait:g} s"))
+                    else:
+                        stats.retrying += 1
+                        try:
+                            stopped = await self._sleep(delay)
+                        finally:
+                            stats.retrying -= 1
+                        waited += delay
+                        attempt += 1
+                        if not stopped:
+                            continue
+                        exc = self._stop_error(exc)
+                self._fail_row(request, exc, on_done)
                 return
             except BaseException:
                 stats.in_flight -= 1
@@ -189,6 +264,7 @@ class Engine:
                 raise
             stats.in_flight -= 1
             stats.latency_total += monotonic() - sent_at
+            self.opening.answered()
             if self.ledger is not None:
                 stats.cost += self.ledger.settle(worst, reply.usage)
                 if self.ledger.crossed_warning() and self.on_warning:
@@ -205,14 +281,39 @@ class Engine:
                     self.check(reply.text)
                 except errors.InvalidOutput as exc:  # paid for, but unusable: ask again, a few times
                     stats.by_kind[exc.kind] += 1
+                    last = exc
                     if invalid < self.max_invalid and self._stop is None:
                         invalid += 1
                         continue
-                    stats.note_error(exc)
-                    self._finish(request, None, exc, on_done)
+                    self._fail_row(request, exc, on_done)
                     return
+            self.opening.usable()
             self._finish(request, reply, None, on_done)
             return
+
+    def _judge_failure(
+        self, exc: errors.ProviderError, probe: bool, attempt: int
+    ) -> errors.ProviderError | None:
+        """What one failed attempt says about the whole run (a stop reason, or None)."""
+        if exc.status is not None:
+            self.opening.answered()
+        if isinstance(exc, errors.RateLimitError):
+            self.limiter.on_rate_limited(exc.retry_after)
+        elif _never_connected(exc) and (fatal := self.opening.connect_failed(exc, attempt)):
+            return fatal
+        elif exc.retryable and self.breaker is not None and self.breaker.on_failure(probe):
+            return errors.ProviderDown(
+                f"the provider is failing: {self.breaker.consecutive} failures in a row "
+                f"and {self.breaker.failed_probes} failed probes (last: {exc})"
+            )
+        return None
+
+    def _fail_row(self, request: Request, exc: errors.ProviderError, on_done: OnDone) -> None:
+        """A row that was sent ends with its own failure; the first ones may stop the run."""
+        self.stats.note_error(exc)
+        self._finish(request, None, exc, on_done)
+        if self._stop is None and (fatal := self.opening.row_failed(exc)):
+            self.stop(fatal)
 
     async def _reserve(self, worst: float) -> bool:
         """Reserve the worst case; if in-flight reservations block it, wait for them."""
@@ -226,7 +327,8 @@ class Engine:
     def _settle_failure(self, exc: errors.ProviderError, worst: float) -> None:
         if self.ledger is None:
             return
-        if isinstance(exc, (errors.RequestTimeout, errors.TransportError, errors.MalformedResponse)):
+        if isinstance(exc, (errors.RequestTimeout, errors.TransportError, errors.MalformedResponse)) \
+                and not _never_connected(exc):
             self.ledger.keep_uncertain(worst)
         else:
             self.ledger.settle(worst, None)
@@ -238,8 +340,12 @@ class Engine:
             self.stats.failed += 1
         on_done(request, reply, exc)
 
-    def _stop_error(self) -> errors.ProviderError:
+    def _stop_error(self, last: errors.ProviderError | None = None) -> errors.ProviderError:
+        """The reason for a row the stop caught: its own last failure if it was sent (and
+        why it was not tried again), else "not sent: <why the run stopped>"."""
         stop = self._stop
+        if last is not None:
+            return _with_note(last, f"not retried: the run stopped ({stop})")
         return errors.RowError(f"not sent: {stop}", kind=stop.kind if stop else "stopped")
 
     async def _send(self, request: Request) -> Reply:
@@ -248,6 +354,11 @@ class Engine:
             async with self._session.post(url, data=body, headers=headers, timeout=self.timeout) as resp:
                 data = await resp.read()
                 status, resp_headers = resp.status, resp.headers
+        except (aiohttp.ClientConnectorError, aiohttp.ConnectionTimeoutError) as exc:
+            # the connection never opened: nothing reached the server (and nothing was billed)
+            raise errors.TransportError(
+                self.provider._scrub(f"{type(exc).__name__}: {exc}")
+            ) from exc
         except TimeoutError:
             raise errors.RequestTimeout(
                 f"no answer within {self.timeout.total:g}s (timeout=)"
@@ -258,3 +369,15 @@ class Engine:
             ) from None
         self.limiter.observe(self.provider.rate_limits(resp_headers))
         return self.provider.parse(status, resp_headers, data)
+
+
+def _never_connected(exc: errors.ProviderError) -> bool:
+    """A transport error whose connection never opened (DNS, refused, connect timeout)."""
+    return isinstance(exc.__cause__, (aiohttp.ClientConnectorError, aiohttp.ConnectionTimeoutError))
+
+
+def _with_note(exc: errors.ProviderError, note: str) -> errors.ProviderError:
+    """The same failure (class, status, kind) with why the engine gave up on it added."""
+    noted = errors.RowError(f"{exc.message} ({note})", status=exc.status, kind=exc.kind)
+    noted.__cause__ = exc.__cause__
+    return noted

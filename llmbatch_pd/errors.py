@@ -146,3 +146,23 @@ class QuotaExceededError(FatalError):
 
 class ProviderDown(FatalError):
     kind = "down"
+
+
+class RepeatedFailure(FatalError):
+    """The first answers all failed the same way and nothing has succeeded (an unknown model,
+    a gateway's misconfiguration): every other row would fail, and be paid, the same way."""
+
+    kind = "repeated"
+
+
+class StructuredOutputIgnored(FatalError):
+    """The first rows' answers never fitted ``schema=``, even when asked again: the server
+    seems to ignore structured output, so every row would be paid several times for nothing."""
+
+    kind = "schema ignored"
+
+
+class HostUnreachable(FatalError):
+    """The first request could not reach the host at all (DNS, connection refused)."""
+
+    kind = "unreachable"

@@ -66,6 +66,9 @@ class SimConfig:
     log: bool = True
     capture_requests: int = 0
     models: tuple[str, ...] = ("gpt-4.1-mini", "gpt-4.1-nano", "gpt-4o-mini", "sim-small")
+    # A chat/messages request for a model not in ``models`` gets OpenAI's answer to an unknown
+    # model: 404 {"error": {"code": "model_not_found", ...}}. Off by default: tests use many names.
+    unknown_model_404: bool = False
 
     def __post_init__(self) -> None:
         hints = typing.get_type_hints(type(self))

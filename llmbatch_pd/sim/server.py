@@ -249,6 +249,9 @@ class SimServer:
         entry["prompt_tokens"] = prompt_tokens = count_prompt_tokens(messages)
         if body.get("stream"):
             return dialect.error(400, "streaming not supported by the simulator", param="stream")
+        if cfg.unknown_model_404 and model not in cfg.models:
+            return dialect.error(404, f"The model `{model}` does not exist or you do not have "
+                                 "access to it.", code="model_not_found")
         if cfg.quota_requests is not None and self._used >= cfg.quota_requests:
             return dialect.out_of_quota()
 
