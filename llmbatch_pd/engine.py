@@ -173,6 +173,18 @@ class Engine:
             if self._stop is not None:
                 return
 
+    async def _turn(self, request: Request) -> bool:
+        """Wait for the pacer's slot; False if the run stopped meanwhile. A slot handed out
+        before the limiter reset its pace (a block, a reset) is exchanged for a new one."""
+        tokens = request.est_input_tokens + request.max_output_tokens
+        while self._stop is None:
+            generation = self.limiter.generation
+            if await self._sleep(self.limiter.reserve(tokens)):
+                return False
+            if self.limiter.generation == generation:
+                return True
+        return False
+
     async def _sleep(self, seconds: float) -> bool:
         """Sleep, unless the run stops meanwhile; True if it has stopped."""
         if seconds > 0 and self._stop is None:
@@ -199,9 +211,7 @@ class Engine:
                 probe = await self.breaker.admit()
             else:
                 probe = False
-            wait = 0.0 if self._stop else self.limiter.reserve(
-                request.est_input_tokens + request.max_output_tokens)
-            if await self._sleep(wait):
+            if not await self._turn(request):
                 self._finish(request, None, self._stop_error(last), on_done)
                 return
             worst = 0.0

@@ -31,6 +31,11 @@ class SimConfig:
     rpm: int | None = None
     tpm: int | None = None
     burst_seconds: float = 1.0
+    # > 0: the limits count per fixed calendar window of this many seconds instead (LiteLLM's
+    # proxy counts `rpm:` per calendar minute: 60), each window allowing rpm * fixed_window_s / 60,
+    # the count reset at boundaries aligned to the wall clock. A 429 then says (when it says
+    # anything) how long until the next boundary.
+    fixed_window_s: float = 0.0
     # What the limits say on the wire. rate_limit_headers=False sends no x-ratelimit-* /
     # anthropic-ratelimit-* header on any answer, as vLLM and many gateways do (limits still
     # apply); retry_after_on_429=False sends every 429 (limiter and fault_429 alike) without
@@ -90,7 +95,7 @@ class SimConfig:
             if not 0.0 <= getattr(self, name) <= 1.0:
                 raise ValueError(f"SimConfig.{name} must be between 0 and 1")
         nonneg = ("ttft_ms", "tokens_per_s", "jitter_ms", "fault_retry_after_s", "hang_seconds",
-                  "batch_seconds")
+                  "batch_seconds", "fixed_window_s")
         for name in nonneg:
             if getattr(self, name) < 0:
                 raise ValueError(f"SimConfig.{name} must be >= 0")
