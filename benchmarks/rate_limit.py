@@ -13,7 +13,9 @@ the bucket is empty. Four runs, each against fresh buckets:
 - fixed window, no headers, bare 429: a gateway counting per calendar window (LiteLLM's proxy
   counts ``rpm:`` per calendar minute), here 100 requests per 5 s (1,200 rpm) reset at
   wall-clock boundaries, with no headers and bare 429s; 600 rows (ideal 30 s; issue 10 asks
-  for < 60 s, ~1.2x ideal, few 429s after the first window).
+  for < 60 s, ~1.2x ideal, few 429s after the first window);
+- fixed calendar minute: LiteLLM's case itself, 600 per calendar minute, 1,200 rows (ideal
+  120 s; a run that starts inside a minute can beat it, the first minute being a burst).
 
 Achieved rate, from the simulator's log: successful requests between the first and the last
 success, ``(n - 1) / (t_last - t_first) × 60``; the steady rate leaves out the first
@@ -36,8 +38,8 @@ from pathlib import Path
 
 from _common import KEY, MODEL, Meter, machine_line, table, yes_no
 
-# name -> (rpm told to apply, simulator knobs, target: (share of the limit, share of 429s),
-#          rows (None: --rows))
+# name -> (rpm told to apply, simulator knobs, target: (share of the limit, share of 429s) or,
+#          for a fixed window, (wall / ideal, 429s after the first window / rows), rows)
 SCENARIOS = {
     "told rpm=": (True, {}, (0.95, 0.01), None),
     "not told (headers, 429s)": (False, {}, (0.90, 0.05), None),
@@ -47,7 +49,10 @@ SCENARIOS = {
         False, {"rate_limit_headers": False, "retry_after_on_429": False}, (0.80, 0.10), None),
     "fixed 5 s window (100/5 s), no headers, bare 429": (
         False, {"rate_limit_headers": False, "retry_after_on_429": False, "rpm": 1200,
-                "fixed_window_s": 5.0}, (0.83, 0.15), 600),
+                "fixed_window_s": 5.0}, (1.2, 0.05), 600),
+    "fixed calendar minute (600/min, LiteLLM rpm: 600), no headers, bare 429": (
+        False, {"rate_limit_headers": False, "retry_after_on_429": False, "rpm": 600,
+                "fixed_window_s": 60.0}, (1.2, 0.05), 1200),
 }
 TELLS_ALL = {"rate_limit_headers": True, "retry_after_on_429": True, "fixed_window_s": 0.0}
 
@@ -189,6 +194,18 @@ def main() -> None:
         )
         want_rate, want_429 = scenarios[name][2]
         achieved = (log_rpm or 0) / rpm
+        if knobs.get("fixed_window_s"):
+            # a calendar window: its first window is a burst whatever the client does; judge
+            # the wall time against the ideal and the 429s after that first window
+            late_share = late429 / n
+            checks.append([
+                label,
+                f"wall ≤ {want_rate:g}x ideal, ≤ {want_429:.0%} of rows 429s after the 1st window",
+                f"{r['wall'] / ideal:.2f}x, {late_share:.2%}",
+                yes_no(r["wall"] <= want_rate * ideal and late_share <= want_429
+                       and r["errors"] == 0),
+            ])
+            continue
         checks.append(
             [
                 label,

@@ -92,6 +92,7 @@ class Engine:
         self.max_invalid = max_invalid  # asks again after an unusable answer, then the row fails
         self.opening = Opening(provider.base_url)
         self._stop: errors.ProviderError | None = None
+        self._verdict: errors.FatalError | None = None  # the first answers' (see _fail_row)
         self._loop: asyncio.AbstractEventLoop | None = None
         self._woken: asyncio.Event | None = None  # set by stop(): sleepers wake at once
 
@@ -206,6 +207,8 @@ class Engine:
         attempt = invalid = 0
         waited = 0.0
         last: errors.ProviderError | None = None  # this row's last failure, if it was sent
+        if self._verdict is not None:
+            self.stop(self._verdict)
         while True:
             if self._stop is None and self.breaker is not None:
                 probe = await self.breaker.admit()
@@ -298,6 +301,7 @@ class Engine:
                     self._fail_row(request, exc, on_done)
                     return
             self.opening.usable()
+            self._verdict = None
             self._finish(request, reply, None, on_done)
             return
 
@@ -319,11 +323,13 @@ class Engine:
         return None
 
     def _fail_row(self, request: Request, exc: errors.ProviderError, on_done: OnDone) -> None:
-        """A row that was sent ends with its own failure; the first ones may stop the run."""
+        """A row that was sent ends with its own failure. The first ones may amount to a
+        verdict on the run, which stops it when another row is about to go (not when every
+        row has been tried already: there is nothing left to save)."""
         self.stats.note_error(exc)
         self._finish(request, None, exc, on_done)
         if self._stop is None and (fatal := self.opening.row_failed(exc)):
-            self.stop(fatal)
+            self._verdict = fatal
 
     async def _reserve(self, worst: float) -> bool:
         """Reserve the worst case; if in-flight reservations block it, wait for them."""

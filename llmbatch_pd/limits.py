@@ -127,7 +127,7 @@ class RateLimiter:
 
     def reserve(self, tokens: int) -> float:
         """Seconds to wait before sending a request expected to use ``tokens``."""
-        if self.blockade.blocked:
+        if self.blockade.blocked and self.learned_from in (None, "429s"):
             return self._probes.reserve(1.0)
         wait = self.requests.reserve(1.0)
         if self.tokens.rate:

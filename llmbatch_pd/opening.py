@@ -24,8 +24,7 @@ from . import errors
 
 SAME = 3
 PROBATION = 5  # rows sent one at a time while nothing has succeeded
-CONNECT_RETRIES = 1  # one quick retry of a first connection that failed (a blip)
-CONNECT_RETRY_DELAY = 0.5
+CONNECT_RETRIES = 1  # one retry (after the first backoff, ~0.5 s) of a first connection: a blip
 
 
 def where(base_url: str) -> str:
