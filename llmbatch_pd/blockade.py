@@ -23,7 +23,7 @@ RUN = 5  # consecutive 429s that make a block (random faults at 5 % do this once
 PROBE_FIRST = 0.1
 PROBE_SPACING = 0.125  # of the block's length so far
 PROBE_CAP = 5.0
-SHARE = 0.9  # of a measured window's rate: room for the error in timing the resets
+SHARE = 0.95  # of a measured window's rate: room for the error in timing the resets
 LONG = 0.15  # s: a block its first probe ends (0.1 s) is a refilling bucket's, or a blip
 
 
