@@ -71,6 +71,9 @@ class Engine:
         self._verdict: errors.FatalError | None = None  # the first answers' (see _fail_row)
         self._loop: asyncio.AbstractEventLoop | None = None
         self._woken: asyncio.Event | None = None  # set by stop(): sleepers wake at once
+        # set (and replaced) when the limiter resets its pace: pacer sleepers take new slots
+        self._repaced: asyncio.Event | None = None
+        self._generation = 0
 
     def stop(self, reason: errors.ProviderError) -> None:
         """Send nothing more; requests in flight still finish, sleeping workers wake at once.
@@ -97,6 +100,7 @@ class Engine:
     def _wake(self) -> None:
         if self._woken is not None:
             self._woken.set()
+            self._repaced.set()
         if self.breaker is not None:
             self.breaker.release()
         if self.ledger is not None:
@@ -116,6 +120,8 @@ class Engine:
         stats.started = stats.started or monotonic()
         self._loop = asyncio.get_running_loop()
         self._woken = asyncio.Event()
+        self._repaced = asyncio.Event()
+        self._generation = self.limiter.generation
         if self._stop is not None:  # stopped before it began
             self._wake()
         owns_session = self._session is None
@@ -155,19 +161,26 @@ class Engine:
         before the limiter reset its pace (a block, a reset) is exchanged for a new one."""
         tokens = request.est_input_tokens + request.max_output_tokens
         while self._stop is None:
-            generation = self.limiter.generation
-            if await self._sleep(self.limiter.reserve(tokens)):
+            generation, repaced = self.limiter.generation, self._repaced
+            if await self._sleep(self.limiter.reserve(tokens), repaced):
                 return False
             if self.limiter.generation == generation:
                 return True
         return False
 
-    async def _sleep(self, seconds: float) -> bool:
-        """Sleep, unless the run stops meanwhile; True if it has stopped."""
+    def _note_pace(self) -> None:
+        """After the limiter has heard an answer: wake the pacer's sleepers if it reset."""
+        if self.limiter.generation != self._generation and self._repaced is not None:
+            self._generation = self.limiter.generation
+            self._repaced.set()
+            self._repaced = asyncio.Event()
+
+    async def _sleep(self, seconds: float, until: asyncio.Event | None = None) -> bool:
+        """Sleep, unless the run stops (or ``until`` is set) meanwhile; True if stopped."""
         if seconds > 0 and self._stop is None:
             try:
                 async with asyncio.timeout(seconds):
-                    await self._woken.wait()
+                    await (until or self._woken).wait()
             except TimeoutError:
                 pass
         return self._stop is not None
@@ -263,6 +276,7 @@ class Engine:
             stats.input_tokens += reply.usage.input_tokens
             stats.output_tokens += reply.usage.output_tokens
             self.limiter.on_success()
+            self._note_pace()
             if self.breaker is not None:
                 self.breaker.on_success()
             if self.check is not None:
@@ -289,6 +303,7 @@ class Engine:
             self.opening.answered()
         if isinstance(exc, errors.RateLimitError):
             self.limiter.on_rate_limited(exc.retry_after)
+            self._note_pace()
         elif _never_connected(exc) and (fatal := self.opening.connect_failed(exc, attempt)):
             return fatal
         elif exc.retryable and self.breaker is not None and self.breaker.on_failure(probe):
