@@ -9,11 +9,16 @@ from .accessor import last_report, last_result
 from .errors import (
     AuthenticationError,
     BudgetError,
+    FatalError,
+    HostUnreachable,
     InputError,
     LLMBatchError,
+    ProviderDown,
     ProviderError,
     QuotaExceededError,
+    RepeatedFailure,
     RunInterrupted,
+    StructuredOutputIgnored,
     TemplateError,
 )
 from .run import RunReport
@@ -23,11 +28,16 @@ __version__ = "0.1.0"
 __all__ = [
     "AuthenticationError",
     "BudgetError",
+    "FatalError",
+    "HostUnreachable",
     "InputError",
     "LLMBatchError",
+    "ProviderDown",
     "ProviderError",
     "QuotaExceededError",
+    "RepeatedFailure",
     "RunInterrupted",
+    "StructuredOutputIgnored",
     "RunReport",
     "TemplateError",
     "cache",

@@ -79,6 +79,10 @@ class Ledger:
         self._settled.clear()
         await self._settled.wait()
 
+    def wake(self) -> None:
+        """Wake whoever waits for a settlement (the run stopped: they give up their turn)."""
+        self._settled.set()
+
     def settle(self, worst: float, usage: Usage | None) -> float:
         """Replace a reservation by the real cost of ``usage`` (None: nothing was billed)."""
         self._release(worst)

@@ -9,9 +9,7 @@ pool opens (one round trip, instead of a whole wave of doomed or throttled reque
 from __future__ import annotations
 
 import asyncio
-import random
 from collections.abc import Callable, Iterable, Iterator
-from dataclasses import dataclass, field
 from time import monotonic
 
 import aiohttp
@@ -21,7 +19,9 @@ from .breaker import CircuitBreaker
 from .budget import Ledger
 from .limits import RateLimiter
 from .numbers import money
+from .opening import Opening
 from .providers.base import Provider
+from .retry import RetryPolicy  # noqa: F401  (re-exported)
 from .stats import RECENT_ERRORS, EngineStats  # noqa: F401  (re-exported)
 from .types import Reply, Request
 
@@ -30,21 +30,7 @@ WorstCost = Callable[[Request], float]
 Check = Callable[[str | None], object]
 """Raises errors.InvalidOutput for a paid answer that is unusable (``schema=``)."""
 
-
-@dataclass
-class RetryPolicy:
-    """Exponential backoff with jitter that never waits less than the server asked."""
-
-    max_retries: int = 6
-    base: float = 0.5
-    cap: float = 8.0
-    rng: random.Random = field(default_factory=random.Random)
-
-    def delay(self, attempt: int, retry_after: float | None) -> float:
-        backoff = min(self.base * 2**attempt, self.cap) * (1 - 0.25 * self.rng.random())
-        if retry_after is not None:
-            return min(retry_after, 60.0) + self.rng.random() * min(0.25, 0.1 + retry_after * 0.1)
-        return backoff
+CONNECT_S = 15.0  # seconds to open a connection before the host counts as unreachable
 
 
 class Engine:
@@ -71,7 +57,8 @@ class Engine:
         self.concurrency = concurrency
         self.limiter = limiter or RateLimiter()
         self.retry = retry or RetryPolicy()
-        self.timeout = aiohttp.ClientTimeout(total=timeout)
+        # a host that takes this long to accept a connection is not there (a black hole)
+        self.timeout = aiohttp.ClientTimeout(total=timeout, sock_connect=min(timeout, CONNECT_S))
         self.ledger = ledger
         self.worst_cost = worst_cost
         self.stats = stats or EngineStats()
@@ -80,15 +67,45 @@ class Engine:
         self.breaker = breaker
         self.check = check
         self.max_invalid = max_invalid  # asks again after an unusable answer, then the row fails
+        self.opening = Opening(provider.base_url)
         self._stop: errors.ProviderError | None = None
+        self._verdict: errors.FatalError | None = None  # the first answers' (see _fail_row)
+        self._loop: asyncio.AbstractEventLoop | None = None
+        self._woken: asyncio.Event | None = None  # set by stop(): sleepers wake at once
+        # set (and replaced) when the limiter resets its pace: pacer sleepers take new slots
+        self._repaced: asyncio.Event | None = None
+        self._generation = 0
 
     def stop(self, reason: errors.ProviderError) -> None:
-        """Send nothing more; requests in flight still finish."""
-        if self._stop is None:
-            self._stop = reason
-            self.stats.stop_reason = str(reason)
-            if self.breaker is not None:
-                self.breaker.release()
+        """Send nothing more; requests in flight still finish, sleeping workers wake at once.
+
+        The one place a run-wide stop is recorded (``stopped``). Safe from any thread: once it
+        returns no new request is sent, whichever thread called it.
+        """
+        if self._stop is not None:
+            return
+        self._stop = reason
+        self.stats.stop_reason = str(reason)
+        loop = self._loop
+        if loop is None or loop.is_closed():
+            return
+        try:
+            on_loop = asyncio.get_running_loop() is loop
+        except RuntimeError:
+            on_loop = False
+        if on_loop:
+            self._wake()
+        else:
+            loop.call_soon_threadsafe(self._wake)
+
+    def _wake(self) -> None:
+        if self._woken is not None:
+            self._woken.set()
+            self._repaced.set()
+        if self.breaker is not None:
+            self.breaker.release()
+        if self.ledger is not None:
+            self.ledger.wake()
 
     @property
     def stopped(self) -> errors.ProviderError | None:
@@ -102,6 +119,12 @@ class Engine:
         """
         stats = self.stats
         stats.started = stats.started or monotonic()
+        self._loop = asyncio.get_running_loop()
+        self._woken = asyncio.Event()
+        self._repaced = asyncio.Event()
+        self._generation = self.limiter.generation
+        if self._stop is not None:  # stopped before it began
+            self._wake()
         owns_session = self._session is None
         if owns_session:
             self._session = aiohttp.ClientSession(
@@ -110,14 +133,18 @@ class Engine:
             )
         try:
             source: Iterator[Request] = iter(requests)
-            first = next(source, None)
-            if first is not None:
-                await self._process(first, on_done)
-                if self._stop is None:
-                    workers = min(self.concurrency, max(stats.total - 1, 1) if stats.total else self.concurrency)
-                    async with asyncio.TaskGroup() as group:
-                        for _ in range(workers):
-                            group.create_task(self._worker(source, on_done))
+            # the first request goes alone, and the next ones too until one succeeds: a bad
+            # key, an unknown model or an unreachable host costs a few requests, not a wave
+            while self._stop is None and self.opening.on_probation:
+                request = next(source, None)
+                if request is None:
+                    return
+                await self._process(request, on_done)
+            if self._stop is None:
+                workers = min(self.concurrency, max(stats.total - 1, 1) if stats.total else self.concurrency)
+                async with asyncio.TaskGroup() as group:
+                    for _ in range(workers):
+                        group.create_task(self._worker(source, on_done))
         finally:
             stats.finished = monotonic()
             if owns_session:
@@ -130,30 +157,74 @@ class Engine:
             if self._stop is not None:
                 return
 
+    async def _turn(self, request: Request) -> bool:
+        """Wait for the pacer's slot; False if the run stopped meanwhile. A slot handed out
+        before the limiter reset its pace (a block, a reset) is exchanged for a new one."""
+        tokens = request.est_input_tokens + request.max_output_tokens
+        while self._stop is None:
+            generation, repaced = self.limiter.generation, self._repaced
+            if await self._sleep(self.limiter.reserve(tokens), repaced):
+                return False
+            if self.limiter.generation == generation:
+                return True
+        return False
+
+    def _note_pace(self) -> None:
+        """After the limiter has heard an answer: wake the pacer's sleepers if it reset."""
+        if self.limiter.generation != self._generation and self._repaced is not None:
+            self._generation = self.limiter.generation
+            self._repaced.set()
+            self._repaced = asyncio.Event()
+
+    async def _sleep(self, seconds: float, until: asyncio.Event | None = None) -> bool:
+        """Sleep, unless the run stops (or ``until`` is set) meanwhile; True if stopped."""
+        if seconds > 0 and self._stop is None:
+            try:
+                async with asyncio.timeout(seconds):
+                    await (until or self._woken).wait()
+            except TimeoutError:
+                pass
+        return self._stop is not None
+
     async def _process(self, request: Request, on_done: OnDone) -> None:
+        """One row: wait for its turn, send, retry; report exactly one outcome.
+
+        The budget is reserved only once the pacer's turn has come, right before sending,
+        and every reservation is settled (or kept, if it may have been billed) exactly once,
+        whatever happens: an answer, a failure, a stop or a cancellation.
+        """
         stats = self.stats
-        attempt = invalid = 0
+        attempt = retries = invalid = 0  # attempt: the backoff's step; retries: max_retries'
+        first_failed: float | None = None  # a row waits at most retry.max_wait from here
+        last: errors.ProviderError | None = None  # this row's last failure, if it was sent
+        if self._verdict is not None:
+            self.stop(self._verdict)
         while True:
-            if self._stop is not None:
-                self._finish(request, None, self._stop_error(), on_done)
+            if self._stop is None and self.breaker is not None:
+                probe = await self.breaker.admit()
+            else:
+                probe = False
+            if not await self._turn(request):
+                self._finish(request, None, self._stop_error(last), on_done)
                 return
             worst = 0.0
             if self.ledger is not None:
                 worst = self.worst_cost(request) if self.worst_cost else 0.0
                 if not await self._reserve(worst):
-                    self.stop(errors.BudgetReached(
-                        f"budget reached: {money(self.ledger.committed)} committed of "
-                        f"{money(self.ledger.limit)}; this request could cost up to {money(worst)}"
-                    ))
-                    continue
-            probe = await self.breaker.admit() if self.breaker is not None else False
+                    if self._stop is None:
+                        self.stop(errors.BudgetReached(
+                            f"budget reached: {money(self.ledger.committed)} committed of "
+                            f"{money(self.ledger.limit)}; this request could cost up to "
+                            f"{money(worst)}"
+                        ))
+                    self._finish(request, None, self._stop_error(last), on_done)
+                    return
+            # from here the reservation is held: every path below settles or keeps it once
             if self._stop is not None:
                 if self.ledger is not None:
                     self.ledger.settle(worst, None)
-                continue
-            wait = self.limiter.reserve(request.est_input_tokens + request.max_output_tokens)
-            if wait > 0:
-                await asyncio.sleep(wait)
+                self._finish(request, None, self._stop_error(last), on_done)
+                return
             stats.in_flight += 1
             stats.sent += 1
             sent_at = monotonic()
@@ -163,25 +234,37 @@ class Engine:
                 stats.in_flight -= 1
                 stats.by_kind[exc.kind] += 1
                 self._settle_failure(exc, worst)
-                if isinstance(exc, errors.RateLimitError):
-                    self.limiter.on_rate_limited(exc.retry_after)
-                elif exc.retryable and self.breaker is not None and self.breaker.on_failure(probe):
-                    self.stop(errors.ProviderDown(
-                        f"the provider is failing: {self.breaker.consecutive} failures in a row "
-                        f"and {self.breaker.failed_probes} failed probes (last: {exc})"
-                    ))
+                last = exc
+                fatal = self._judge_failure(exc, probe, attempt)
+                if fatal is not None:
+                    self.stop(fatal)
                 if exc.fatal:
                     self.stop(exc)
-                elif exc.retryable and attempt < self.retry.max_retries and self._stop is None:
-                    stats.retrying += 1
-                    try:
-                        await asyncio.sleep(self.retry.delay(attempt, exc.retry_after))
-                    finally:
-                        stats.retrying -= 1
-                    attempt += 1
-                    continue
-                stats.note_error(exc)
-                self._finish(request, None, exc, on_done)
+                # a 429 is the limit's doing, not the row's: it does not use up max_retries
+                # (the limiter paces and probes); the row's wait is bounded by max_wait alone
+                elif exc.retryable and self._stop is None and (
+                        retries < self.retry.max_retries or isinstance(exc, errors.RateLimitError)):
+                    now = monotonic()
+                    first_failed = first_failed if first_failed is not None else now
+                    delay = self.retry.delay(attempt, exc.retry_after)
+                    if now - first_failed + delay > self.retry.max_wait:
+                        exc = _with_note(exc, (
+                            f"not retried: the server asked to wait {exc.retry_after:g} s "
+                            f"(Retry-After), and a row waits at most {self.retry.max_wait:g} s"
+                        ) if exc.retry_after is not None else (
+                            f"not retried: waits would pass {self.retry.max_wait:g} s"))
+                    else:
+                        stats.retrying += 1
+                        try:
+                            stopped = await self._sleep(delay)
+                        finally:
+                            stats.retrying -= 1
+                        attempt += 1
+                        retries += not isinstance(exc, errors.RateLimitError)
+                        if not stopped:
+                            continue
+                        exc = self._stop_error(exc)
+                self._fail_row(request, exc, on_done)
                 return
             except BaseException:
                 stats.in_flight -= 1
@@ -190,6 +273,7 @@ class Engine:
                 raise
             stats.in_flight -= 1
             stats.latency_total += monotonic() - sent_at
+            self.opening.answered()
             if self.ledger is not None:
                 stats.cost += self.ledger.settle(worst, reply.usage)
                 if self.ledger.crossed_warning() and self.on_warning:
@@ -200,6 +284,7 @@ class Engine:
             stats.input_tokens += reply.usage.input_tokens
             stats.output_tokens += reply.usage.output_tokens
             self.limiter.on_success()
+            self._note_pace()
             if self.breaker is not None:
                 self.breaker.on_success()
             if self.check is not None:
@@ -207,14 +292,43 @@ class Engine:
                     self.check(reply.text)
                 except errors.InvalidOutput as exc:  # paid for, but unusable: ask again, a few times
                     stats.by_kind[exc.kind] += 1
+                    last = exc
                     if invalid < self.max_invalid and self._stop is None:
                         invalid += 1
                         continue
-                    stats.note_error(exc)
-                    self._finish(request, None, exc, on_done)
+                    self._fail_row(request, exc, on_done)
                     return
+            self.opening.usable()
+            self._verdict = None
             self._finish(request, reply, None, on_done)
             return
+
+    def _judge_failure(
+        self, exc: errors.ProviderError, probe: bool, attempt: int
+    ) -> errors.ProviderError | None:
+        """What one failed attempt says about the whole run (a stop reason, or None)."""
+        if exc.status is not None:
+            self.opening.answered()
+        if isinstance(exc, errors.RateLimitError):
+            self.limiter.on_rate_limited(exc.retry_after)
+            self._note_pace()
+        elif _never_connected(exc) and (fatal := self.opening.connect_failed(exc, attempt)):
+            return fatal
+        elif exc.retryable and self.breaker is not None and self.breaker.on_failure(probe):
+            return errors.ProviderDown(
+                f"the provider is failing: {self.breaker.consecutive} failures in a row "
+                f"and {self.breaker.failed_probes} failed probes (last: {exc})"
+            )
+        return None
+
+    def _fail_row(self, request: Request, exc: errors.ProviderError, on_done: OnDone) -> None:
+        """A row that was sent ends with its own failure. The first ones may amount to a
+        verdict on the run, which stops it when another row is about to go (not when every
+        row has been tried already: there is nothing left to save)."""
+        self.stats.note_error(exc)
+        self._finish(request, None, exc, on_done)
+        if self._stop is None and (fatal := self.opening.row_failed(exc)):
+            self._verdict = fatal
 
     async def _reserve(self, worst: float) -> bool:
         """Reserve the worst case; if in-flight reservations block it, wait for them."""
@@ -228,7 +342,8 @@ class Engine:
     def _settle_failure(self, exc: errors.ProviderError, worst: float) -> None:
         if self.ledger is None:
             return
-        if isinstance(exc, (errors.RequestTimeout, errors.TransportError, errors.MalformedResponse)):
+        if isinstance(exc, (errors.RequestTimeout, errors.TransportError, errors.MalformedResponse)) \
+                and not _never_connected(exc):
             self.ledger.keep_uncertain(worst)
         else:
             self.ledger.settle(worst, None)
@@ -240,8 +355,12 @@ class Engine:
             self.stats.failed += 1
         on_done(request, reply, exc)
 
-    def _stop_error(self) -> errors.ProviderError:
+    def _stop_error(self, last: errors.ProviderError | None = None) -> errors.ProviderError:
+        """The reason for a row the stop caught: its own last failure if it was sent (and
+        why it was not tried again), else "not sent: <why the run stopped>"."""
         stop = self._stop
+        if last is not None:
+            return _with_note(last, f"not retried: the run stopped ({stop})")
         return errors.RowError(f"not sent: {stop}", kind=stop.kind if stop else "stopped")
 
     async def _send(self, request: Request) -> Reply:
@@ -250,6 +369,11 @@ class Engine:
             async with self._session.post(url, data=body, headers=headers, timeout=self.timeout) as resp:
                 data = await resp.read()
                 status, resp_headers = resp.status, resp.headers
+        except (aiohttp.ClientConnectorError, aiohttp.ConnectionTimeoutError) as exc:
+            # the connection never opened: nothing reached the server (and nothing was billed)
+            raise errors.TransportError(
+                self.provider._scrub(f"{type(exc).__name__}: {exc}")
+            ) from exc
         except TimeoutError:
             raise errors.RequestTimeout(
                 f"no answer within {self.timeout.total:g}s (timeout=)"
@@ -260,3 +384,15 @@ class Engine:
             ) from None
         self.limiter.observe(self.provider.rate_limits(resp_headers))
         return self.provider.parse(status, resp_headers, data)
+
+
+def _never_connected(exc: errors.ProviderError) -> bool:
+    """A transport error whose connection never opened (DNS, refused, connect timeout)."""
+    return isinstance(exc.__cause__, (aiohttp.ClientConnectorError, aiohttp.ConnectionTimeoutError))
+
+
+def _with_note(exc: errors.ProviderError, note: str) -> errors.ProviderError:
+    """The same failure (class, status, kind) with why the engine gave up on it added."""
+    noted = errors.RowError(f"{exc.message} ({note})", status=exc.status, kind=exc.kind)
+    noted.__cause__ = exc.__cause__
+    return noted

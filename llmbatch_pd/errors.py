@@ -22,7 +22,13 @@
         └── FatalError                 nothing else will work either: stop the run
             ├── AuthenticationError    401, 403
             ├── QuotaExceededError     429 insufficient_quota
-            └── ProviderDown           the circuit breaker gave up on a failing provider
+            ├── ProviderDown           the circuit breaker gave up on a failing provider
+            ├── RepeatedFailure        the same 400/404 on the first rows (unknown model)
+            ├── StructuredOutputIgnored  the first rows' answers never fit schema=
+            └── HostUnreachable        the first request could not reach base_url at all
+
+A FatalError that stopped a run is raised after it with ``.result`` (the rows that finished)
+and ``.report``.
 
 Retryability is a property of the class, read by one retry policy in the engine, so the
 provider decides *what* happened and the engine alone decides *what to do*.
@@ -161,3 +167,23 @@ class QuotaExceededError(FatalError):
 
 class ProviderDown(FatalError):
     kind = "down"
+
+
+class RepeatedFailure(FatalError):
+    """The first answers all failed the same way and nothing has succeeded (an unknown model,
+    a gateway's misconfiguration): every other row would fail, and be paid, the same way."""
+
+    kind = "repeated"
+
+
+class StructuredOutputIgnored(FatalError):
+    """The first rows' answers never fitted ``schema=``, even when asked again: the server
+    seems to ignore structured output, so every row would be paid several times for nothing."""
+
+    kind = "schema ignored"
+
+
+class HostUnreachable(FatalError):
+    """The first request could not reach the host at all (DNS, connection refused)."""
+
+    kind = "unreachable"

@@ -16,6 +16,7 @@ import time
 from collections import deque
 from collections.abc import Callable
 
+from .blockade import SHARE, Blockade
 from .types import RateLimitInfo
 
 Clock = Callable[[], float]
@@ -50,6 +51,10 @@ class Pacer:
         """Send nothing more before ``when`` (a server's Retry-After)."""
         self._tat = max(self._tat, when + self.burst_seconds)
 
+    def restart(self, when: float) -> None:
+        """Forget the slots handed out (their holders take new ones); the next one is ``when``."""
+        self._tat = when + self.burst_seconds
+
     def __repr__(self) -> str:
         if not self.rate:
             return "Pacer(unlimited)"
@@ -72,6 +77,11 @@ class RateLimiter:
     it, and the first 429 such a probe provokes puts the pace back on the ceiling. If slowing
     down does not lower the share of 429s, they are not about our pace: the cut is undone and
     the threshold raised.
+
+    A server that refuses *everything* for a while (a limit counted per calendar window) is a
+    ``Blockade``: everyone stops, one probe at a time finds the reset, and the pace is set from
+    one whole window. Whenever the pace is reset this way ``generation`` changes: a worker
+    asleep on a slot taken before takes a new one (``Pacer.restart``).
     """
 
     WINDOW = 50
@@ -106,11 +116,19 @@ class RateLimiter:
         self._first_served = 0.0
         self.ceiling: float | None = None
         self._grown_at = 0.0
+        self.blockade = Blockade()
+        self._probes = Pacer(None, clock, burst_seconds=0.0)  # one at a time while blocked
+        self._probe_at = 0.0
+        self.generation = 0
+        self._window_paced = False  # the pace comes from a whole calendar window: no probing up
+        self._unblocked_at = 0.0
 
     SEND_WINDOW = 2.0
 
     def reserve(self, tokens: int) -> float:
         """Seconds to wait before sending a request expected to use ``tokens``."""
+        if self.blockade.blocked and self.learned_from in (None, "429s"):
+            return self._probes.reserve(1.0)
         wait = self.requests.reserve(1.0)
         if self.tokens.rate:
             wait = max(wait, self.tokens.reserve(float(tokens)))
@@ -180,6 +198,8 @@ class RateLimiter:
         """A 429. Under sustained pressure, slow down; otherwise leave the pace alone."""
         self._record(1)
         now = self._clock()
+        if self.learned_from in (None, "429s"):
+            self._blocked(now, retry_after)
         rate = self.requests.rate
         if self.learned_from == "429s" and self.ceiling and rate and rate > self.ceiling:
             # probing above the last known limit found it again: back to where it was calm,
@@ -234,12 +254,43 @@ class RateLimiter:
             self._grown_at = now + pause
             self.learned_from = "429s"
 
+    def _blocked(self, now: float, retry_after: float | None) -> None:
+        """Everything refused: hold everyone but one probe at a time (the pace itself is
+        judged as usual, for when the block ends)."""
+        probe_at = self.blockade.refused(now, retry_after)
+        if probe_at is not None and probe_at != self._probe_at:
+            self._probe_at = probe_at
+            self._probes.rate = 1.0 / self.blockade.interval
+            self._probes.restart(probe_at)
+            self.generation += 1
+
+    def _unblocked(self, now: float, rate: float | None, whole: bool) -> None:
+        """The limit has reset: pace from what the last window served."""
+        self.learned_from = "429s"
+        self._recent.clear()
+        self._limited = 0
+        self._cut = None
+        self._unblocked_at = self._grown_at = now
+        self._calm_until = now + self.SEND_WINDOW
+        self.threshold = self.PRESSURE_SHARE  # what the 429s of the block said is void
+        self._window_paced = bool(rate and whole)
+        if rate and whole:
+            self.ceiling = self.requests.rate = rate * SHARE
+        elif rate:  # a first guess, high if the run began inside that window: probe above it
+            self.ceiling = self.requests.rate = rate
+        self.requests.restart(now)
+
     def on_success(self) -> None:
         """Calm answers win back the pace that 429s took, until it no longer binds."""
         self._record(0)
         if self.learned_from not in (None, "429s"):
             return
         now = self._clock()
+        was_blocked = self.blockade.blocked
+        if (reset := self.blockade.succeeded(now, self._first_send or now)) is not None:
+            self._unblocked(now, *reset)
+        if was_blocked:
+            self.generation += 1  # probe slots are void: take a slot at the pace
         self._served.append(now)
         if not self._first_served:
             self._first_served = now
@@ -253,12 +304,15 @@ class RateLimiter:
             elapsed = min(max(now - self._grown_at, 0.0), 0.25)
             self._grown_at = max(self._grown_at, now)
             below = self.ceiling is None or self.requests.rate < self.ceiling
+            if self._window_paced and not below:
+                return  # a whole window was measured: going faster only fills it up early
             grown = self.requests.rate * (1 + (self.FAST_GROWTH if below else self.PROBE) * elapsed)
             if below and self.ceiling is not None:
                 grown = min(grown, self.ceiling)  # fast up to the ceiling, then probe slowly
             self.requests.rate = grown
             sending = self._send_rate()
-            if sending and self.requests.rate > 4 * sending:
+            settled = now - self._unblocked_at > 2 * self.SEND_WINDOW
+            if sending and self.requests.rate > 4 * sending and settled:
                 self.requests.rate = None  # far above what we send: the limit is gone
                 self.learned_from = None
                 self.ceiling = None

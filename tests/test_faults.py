@@ -11,6 +11,7 @@ import pandas as pd
 import pytest
 
 import llmbatch_pd
+from llmbatch_pd.errors import RepeatedFailure
 from llmbatch_pd.sim import Simulator
 
 from .conftest import KEY, MODEL, wait_until
@@ -76,14 +77,20 @@ def test_insufficient_quota_is_not_retried_and_stops():
     assert out["llm_output_error"].str.contains("quota").sum() >= 1
 
 
-def test_non_retryable_400_is_a_row_error_not_a_stop():
+def test_the_same_400_on_the_first_rows_stops_the_run_without_retrying():
+    """A 400 is not retried; the same 400 on the first three rows (nothing answered yet) is a
+    run-wide fault, raised with every row's reason (a lone 400 among good answers stays its
+    row's error: test_trust_engine.py)."""
     with Simulator(ttft_ms=5) as sim:
         # a temperature out of the API's range: the simulator answers 400, like OpenAI
-        out = rows(5).llm.apply("{t}", model=MODEL, base_url=sim.base_url, api_key=KEY,
-                                progress=False, temperature=2.5)
+        with pytest.raises(RepeatedFailure) as caught:
+            rows(5).llm.apply("{t}", model=MODEL, base_url=sim.base_url, api_key=KEY,
+                              progress=False, temperature=2.5)
+    assert [e["status"] for e in sim.log] == [400] * 3  # each tried once, none retried
+    out = caught.value.result
     assert out["llm_output"].isna().all()
-    assert out["llm_output_error"].str.contains("400").all()
-    assert len(sim.log) == 5  # each tried once, none retried
+    assert out["llm_output_error"].str.startswith("HTTP 400").sum() == 3
+    assert out["llm_output_error"].str.startswith("not sent").sum() == 2
 
 
 def test_retries_exhausted_gives_explicit_error():

@@ -17,6 +17,7 @@ from openai.lib._parsing._completions import type_to_response_format_param
 
 import llmbatch_pd  # noqa: F401  (registers df.llm)
 from llmbatch_pd import InputError
+from llmbatch_pd.errors import StructuredOutputIgnored
 from llmbatch_pd.providers.anthropic import uses_tool_for_schema
 from llmbatch_pd.schema import OutputSchema
 from llmbatch_pd.sim import Simulator
@@ -219,17 +220,30 @@ def test_schema_retries_must_be_a_count(sim):
 
 def test_an_answer_that_never_fits_becomes_the_rows_error_after_bounded_retries(sim):
     sim.configure(fault_invalid_json=1.0)
-    out = run(sim, reviews(4), schema=Review, schema_retries=2)
+    out = run(sim, reviews(2), schema=Review, schema_retries=2)
     assert out["sentiment"].isna().all()
     assert out["llm_output_error"].str.contains("does not fit the schema").all()
-    assert len(sim.log) == 4 * 3  # each row: the first answer and two more tries
+    assert len(sim.log) == 2 * 3  # each row: the first answer and two more tries
     report = out.llm.report
-    assert report.stats.by_kind["invalid output"] == 12 and report.failed_rows == 4
-    # the unusable answers were paid for and are counted: all 12, by hand at the list price
-    assert [e["status"] for e in sim.log] == [200] * 12
+    assert report.stats.by_kind["invalid output"] == 6 and report.failed_rows == 2
+    # the unusable answers were paid for and are counted: all 6, by hand at the list price
+    assert [e["status"] for e in sim.log] == [200] * 6
     assert report.cost == pytest.approx(bill(sim.log)) and report.cost > 0
-    run(sim, reviews(4), schema=Review, schema_retries=0)  # nothing was cached: all sent again, once
-    assert len(sim.log) == 12 + 4
+    run(sim, reviews(2), schema=Review, schema_retries=0)  # nothing was cached: all sent again, once
+    assert len(sim.log) == 6 + 2
+
+
+def test_a_server_that_ignores_the_schema_stops_the_run_after_three_rows(sim):
+    """Every answer unusable (a gateway that drops response_format): three rows, each asked
+    three times, then the run stops instead of paying three times for every row."""
+    sim.configure(fault_invalid_json=1.0)
+    with pytest.raises(StructuredOutputIgnored) as caught:
+        run(sim, reviews(20), schema=Review, schema_retries=2)
+    assert len(sim.log) == 3 * 3
+    errs = caught.value.result["llm_output_error"]
+    assert errs.str.startswith("answer does not fit the schema").sum() == 3
+    assert errs.str.startswith("not sent").sum() == 17
+    assert caught.value.report.cost == pytest.approx(bill(sim.log))
 
 
 @pytest.mark.parametrize("model", ["openai/gpt-4.1-mini", "anthropic/claude-haiku-4-5",

@@ -31,6 +31,11 @@ class SimConfig:
     rpm: int | None = None
     tpm: int | None = None
     burst_seconds: float = 1.0
+    # > 0: the limits count per fixed calendar window of this many seconds instead (LiteLLM's
+    # proxy counts `rpm:` per calendar minute: 60), each window allowing rpm * fixed_window_s / 60,
+    # the count reset at boundaries aligned to the wall clock. A 429 then says (when it says
+    # anything) how long until the next boundary.
+    fixed_window_s: float = 0.0
     # What the limits say on the wire. rate_limit_headers=False sends no x-ratelimit-* /
     # anthropic-ratelimit-* header on any answer, as vLLM and many gateways do (limits still
     # apply); retry_after_on_429=False sends every 429 (limiter and fault_429 alike) without
@@ -70,6 +75,9 @@ class SimConfig:
     log: bool = True
     capture_requests: int = 0
     models: tuple[str, ...] = ("gpt-4.1-mini", "gpt-4.1-nano", "gpt-4o-mini", "sim-small")
+    # A chat/messages request for a model not in ``models`` gets OpenAI's answer to an unknown
+    # model: 404 {"error": {"code": "model_not_found", ...}}. Off by default: tests use many names.
+    unknown_model_404: bool = False
 
     def __post_init__(self) -> None:
         hints = typing.get_type_hints(type(self))
@@ -91,7 +99,7 @@ class SimConfig:
             if not 0.0 <= getattr(self, name) <= 1.0:
                 raise ValueError(f"SimConfig.{name} must be between 0 and 1")
         nonneg = ("ttft_ms", "tokens_per_s", "jitter_ms", "fault_retry_after_s", "hang_seconds",
-                  "batch_seconds")
+                  "batch_seconds", "fixed_window_s")
         for name in nonneg:
             if getattr(self, name) < 0:
                 raise ValueError(f"SimConfig.{name} must be >= 0")

@@ -4,11 +4,16 @@ OpenAI states its per-minute limits "may be enforced over shorter periods": 60,0
 act as 1,000 requests per second. So each bucket holds ``limit * burst_seconds / 60`` and
 refills continuously at ``limit / 60`` per second. Time is always passed in (``now``,
 from ``loop.time()``), so tests can drive the clock without sleeping.
+
+Gateways count differently: LiteLLM's proxy (``rpm:`` on a model) counts requests per calendar
+minute, a counter reset at each boundary. ``FixedWindow`` does that for any window length, its
+boundaries aligned to the wall clock (every process in the world agrees where a minute starts).
 """
 
 from __future__ import annotations
 
 import math
+import time
 from dataclasses import dataclass
 
 
@@ -59,6 +64,48 @@ class Bucket:
         return f"Bucket(limit={self.limit}, level={self.level:.1f}/{self.capacity:.1f})"
 
 
+class FixedWindow:
+    """``limit`` per minute, counted per calendar window of ``window_s`` seconds: each window
+    allows ``limit * window_s / 60``, and the count starts again at the next boundary."""
+
+    def __init__(self, limit: int, window_s: float, now: float) -> None:
+        self.limit = limit
+        self.window_s = window_s
+        self.capacity = limit * window_s / 60.0
+        self._wall = time.time() - now  # ``now`` is monotonic; windows follow the wall clock
+        self._index: int | None = None
+        self.used = 0.0
+
+    def _roll(self, now: float) -> None:
+        index = math.floor((now + self._wall) / self.window_s)
+        if index != self._index:
+            self._index, self.used = index, 0.0
+
+    def _to_boundary(self, now: float) -> float:
+        return (self._index + 1) * self.window_s - (now + self._wall)
+
+    def wait_for(self, amount: float, now: float) -> float:
+        self._roll(now)
+        if self.used + min(amount, self.capacity) <= self.capacity + 1e-9:
+            return 0.0
+        return max(self._to_boundary(now), 1e-3)
+
+    def take(self, amount: float, now: float) -> None:
+        self._roll(now)
+        self.used += amount
+
+    def remaining(self, now: float) -> int:
+        self._roll(now)
+        return max(0, math.floor(self.capacity - self.used + 1e-9))
+
+    def reset_after(self, now: float) -> float:
+        self._roll(now)
+        return self._to_boundary(now) if self.used else 0.0
+
+    def __repr__(self) -> str:
+        return f"FixedWindow(limit={self.limit}, used={self.used:.0f}/{self.capacity:.0f})"
+
+
 @dataclass(frozen=True)
 class Refusal:
     """Why a request was refused: which limit, a message, and when to retry."""
@@ -71,9 +118,15 @@ class Refusal:
 class RateLimiter:
     """Requests-per-minute and tokens-per-minute buckets; a limit of None is unlimited."""
 
-    def __init__(self, rpm: int | None, tpm: int | None, burst_seconds: float, now: float) -> None:
-        self.requests = Bucket(rpm, burst_seconds, now) if rpm is not None else None
-        self.tokens = Bucket(tpm, burst_seconds, now) if tpm is not None else None
+    def __init__(self, rpm: int | None, tpm: int | None, burst_seconds: float, now: float,
+                 window_s: float = 0.0) -> None:
+        def limit(n: int | None) -> Bucket | FixedWindow | None:
+            if n is None:
+                return None
+            return FixedWindow(n, window_s, now) if window_s > 0 else Bucket(n, burst_seconds, now)
+
+        self.requests = limit(rpm)
+        self.tokens = limit(tpm)
 
     def acquire(self, tokens: int, now: float, model: str = "the model") -> Refusal | None:
         """Take one request and ``tokens`` tokens, or take nothing and say why not."""

@@ -66,7 +66,8 @@ class SimServer:
         """Forget the log, the limiter's buckets and the quota used; reseed the dice."""
         cfg = self.config
         self._start = time.monotonic()
-        self._limiter = RateLimiter(cfg.rpm, cfg.tpm, cfg.burst_seconds, self._start)
+        self._limiter = RateLimiter(cfg.rpm, cfg.tpm, cfg.burst_seconds, self._start,
+                                    cfg.fixed_window_s)
         self._faults = random.Random(cfg.seed)
         self._jitter = random.Random(f"jitter-{cfg.seed}")
         self._used = 0
@@ -77,8 +78,10 @@ class SimServer:
         """Change knobs at runtime; limits and seed changes start fresh buckets and dice."""
         old, new = self.config, self.config.replace(**knobs)
         self.config = new
-        if (old.rpm, old.tpm, old.burst_seconds) != (new.rpm, new.tpm, new.burst_seconds):
-            self._limiter = RateLimiter(new.rpm, new.tpm, new.burst_seconds, time.monotonic())
+        limits = ("rpm", "tpm", "burst_seconds", "fixed_window_s")
+        if any(getattr(old, k) != getattr(new, k) for k in limits):
+            self._limiter = RateLimiter(new.rpm, new.tpm, new.burst_seconds, time.monotonic(),
+                                        new.fixed_window_s)
         if old.seed != new.seed:
             self._faults = random.Random(new.seed)
             self._jitter = random.Random(f"jitter-{new.seed}")
@@ -250,6 +253,9 @@ class SimServer:
         entry["prompt_tokens"] = prompt_tokens = count_prompt_tokens(messages)
         if body.get("stream"):
             return dialect.error(400, "streaming not supported by the simulator", param="stream")
+        if cfg.unknown_model_404 and model not in cfg.models:
+            return dialect.error(404, f"The model `{model}` does not exist or you do not have "
+                                 "access to it.", code="model_not_found")
         if cfg.quota_requests is not None and self._used >= cfg.quota_requests:
             return dialect.out_of_quota()
 
