@@ -128,6 +128,24 @@ def test_job_cancel_on_a_paced_background_run_sends_nothing_more_and_ends(sim, l
     assert out["llm_output"].notna().sum() == at_cancel
 
 
+def test_429s_do_not_use_up_max_retries_a_refusal_longer_than_the_backoffs_loses_no_row(sim, llm):
+    """A gateway refusing everything until its window turns (LiteLLM's calendar minute) may
+    refuse longer than max_retries backoffs last: the rows wait for the limit, none fails."""
+    sim.configure(fault_429=1.0, fault_retry_after_s=0.01)
+    df = pd.DataFrame({"t": [f"limited row {i}" for i in range(8)]})
+    job = df.llm.submit("{t}", max_retries=1, concurrency=4, **llm)
+
+    async def refused_many_times():  # far more 429s than 8 rows x (1 + max_retries=1) attempts
+        await wait_until(lambda: sum(e["status"] == 429 for e in sim.log) >= 24)
+
+    asyncio.run(refused_many_times())
+    sim.configure(fault_429=0.0)  # the window turns
+    assert job.wait(DEADLINE), "the job did not end once the limit let requests through"
+    out = job.result()
+    assert out["llm_output_error"].isna().all(), out["llm_output_error"].tolist()
+    assert sum(e["status"] == 200 for e in sim.log) == 8  # each row answered, and paid, once
+
+
 def test_stop_wakes_a_row_waiting_in_retry_backoff_and_it_keeps_its_own_failure():
     async def main():
         with Simulator(ttft_ms=1, fault_5xx=1.0) as sim:
