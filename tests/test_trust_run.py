@@ -25,12 +25,8 @@ from llmbatch_pd.sim import Simulator
 from llmbatch_pd.types import Request, Usage
 
 from .conftest import cancel_once_batched
+from .test_batch import FAST, KEY, OPENAI_MODEL, claude_kw, creations, openai_kw
 
-KEY = "sk-test-0123456789abcdefSECRET"
-OPENAI_MODEL = "openai/gpt-4.1-mini"
-CLAUDE_MODEL = "anthropic/claude-haiku-4-5"
-PRICES = {OPENAI_MODEL: (0.4, 1.6), CLAUDE_MODEL: (1.0, 5.0)}
-FAST = {"poll_interval": 0.02}
 CHAT_PATHS = ("/v1/chat/completions", "/v1/messages")
 
 
@@ -38,20 +34,6 @@ CHAT_PATHS = ("/v1/chat/completions", "/v1/messages")
 def sim():
     with Simulator(ttft_ms=2, api_key=KEY, batch_seconds=0.3) as s:
         yield s
-
-
-def openai_kw(sim: Simulator, **extra: Any) -> dict[str, Any]:
-    return {"model": OPENAI_MODEL, "base_url": sim.base_url, "api_key": KEY, "progress": False,
-            "prices": PRICES, **extra}
-
-
-def claude_kw(sim: Simulator, **extra: Any) -> dict[str, Any]:
-    return {"model": CLAUDE_MODEL, "base_url": sim.anthropic_url, "api_key": KEY,
-            "progress": False, "prices": PRICES, **extra}
-
-
-def creations(sim: Simulator) -> list[dict[str, Any]]:
-    return [e for e in sim.log if e.get("batch") and e["status"] == 200]
 
 
 def chat_requests(sim: Simulator) -> list[dict[str, Any]]:
