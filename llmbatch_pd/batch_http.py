@@ -13,6 +13,7 @@ import aiohttp
 from . import errors
 from .engine import RetryPolicy
 from .providers.base import Parse, Provider
+from .secrets import safe_url
 
 T = TypeVar("T")
 
@@ -43,7 +44,7 @@ class BatchClient:
                         data = await resp.read()
                         status, resp_headers = resp.status, resp.headers
                 except TimeoutError:
-                    raise errors.RequestTimeout(f"no answer from {method} {url} in time") from None
+                    raise errors.RequestTimeout(f"no answer from {method} {safe_url(url)} in time") from None
                 except aiohttp.ClientError as exc:
                     raise errors.TransportError(
                         self.provider._scrub(f"{type(exc).__name__}: {exc}")) from None
@@ -80,6 +81,6 @@ class BatchClient:
                 if last.strip():
                     yield last
         except TimeoutError:
-            raise errors.RequestTimeout(f"the download of {url} stalled") from None
+            raise errors.RequestTimeout(f"the download of {safe_url(url)} stalled") from None
         except aiohttp.ClientError as exc:
             raise errors.TransportError(self.provider._scrub(f"{type(exc).__name__}: {exc}")) from None

@@ -138,7 +138,7 @@ def price_for(
     if provider == AS_GIVEN:
         if overrides and model in overrides:
             return _override_price(model, overrides[model])
-        owner = None if "/" in model else resolve_provider(model)
+        owner = catalogue_owner(provider, model)
         return _catalogue_price(owner, model) if owner else None
     if model.lower().startswith(provider + "/"):
         model = model[len(provider) + 1 :]
@@ -147,6 +147,16 @@ def price_for(
             if key in overrides:
                 return _override_price(key, overrides[key])
     return _catalogue_price(provider, model)
+
+
+def catalogue_owner(provider: str, model: str) -> str | None:
+    """Whose catalogue entry prices ``model``: the provider itself, or, for a name sent as
+    given (:data:`AS_GIVEN`), the owner of the catalogue's bare model of that name (None for
+    a prefixed name we do not know, ``gateway/x``)."""
+    provider = _our_provider(provider)
+    if provider != AS_GIVEN:
+        return provider
+    return None if "/" in model else resolve_provider(model)
 
 
 def resolve_provider(model: str) -> str | None:
@@ -198,12 +208,9 @@ def context_window(provider: str, model: str) -> int | None:
     Dated snapshot names ("gpt-4.1-mini-2025-04-14") resolve to their model through
     genai-prices, so they get the same answer as the model.
     """
-    provider = _our_provider(provider)
-    if provider == AS_GIVEN:  # a name sent as given: the catalogue's model of that name
-        owner = None if "/" in model else resolve_provider(model)
-        if owner is None:
-            return None
-        provider = owner
+    provider = catalogue_owner(provider, model)
+    if provider is None:
+        return None
     if model.lower().startswith(provider + "/"):
         model = model[len(provider) + 1 :]
     info = _model_info(provider, model)

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+from urllib.parse import urlsplit, urlunsplit
 
 
 class Secret:
@@ -45,3 +46,17 @@ def secret_from(value: str | Secret | None, env_var: str | None) -> Secret | Non
     if env_var and os.environ.get(env_var):
         return Secret(os.environ[env_var], source=env_var)
     return None
+
+
+def safe_url(url: str) -> str:
+    """A URL to show in a message or repr: no user info and no query (either may hold a
+    credential, ``https://user:token@host/v1?key=...``)."""
+    try:
+        parts = urlsplit(str(url))
+        host = parts.hostname or ""
+        host = f"[{host}]" if ":" in host else host  # an IPv6 address keeps its brackets
+        if parts.port is not None:
+            host = f"{host}:{parts.port}"
+        return urlunsplit((parts.scheme, host, parts.path, "", ""))
+    except ValueError:
+        return "the configured base_url"

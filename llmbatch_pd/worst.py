@@ -57,7 +57,8 @@ def tiers_for(provider: str, model: str) -> tuple[tuple[int, Price], ...]:
     empty for the many models with one price."""
     from . import pricing
 
-    info = pricing._model_info(pricing._our_provider(provider), model)
+    owner = pricing.catalogue_owner(provider, model)  # a gateway's bare name: its catalogue
+    info = pricing._model_info(owner, model) if owner is not None else None
     if info is None:
         return ()
     prices = pricing._standard_model_price(info.prices, datetime.now(tz=UTC))

@@ -27,6 +27,18 @@ def test_provider_repr_has_no_key():
     assert SECRET not in repr(p) and SECRET not in repr(vars(p).get("api_key"))
 
 
+def test_a_credential_in_base_url_is_not_shown_in_reprs_or_batch_messages():
+    """A gateway URL may carry a credential (user info or a query token): reprs and the
+    batch client's messages name the host and path only."""
+    from llmbatch_pd.secrets import safe_url
+
+    url = "https://alice:s3cretpw@gw.example.com:8443/v1?token=tok123"
+    provider = make_provider(parse_model("openai/gpt-4.1-mini"), base_url=url, api_key="k")
+    assert "s3cretpw" not in repr(provider) and "tok123" not in repr(provider)
+    assert "gw.example.com:8443/v1" in repr(provider)
+    assert safe_url("http://[::1]:4000/v1?k=x") == "http://[::1]:4000/v1"
+
+
 def test_key_absent_from_errors_logs_report_and_cache(tmp_path, caplog, private_cache):
     caplog.set_level(logging.DEBUG)
     df = pd.DataFrame({"t": [f"row {i}" for i in range(30)]})

@@ -345,6 +345,16 @@ def test_answers_given_before_a_cancel_are_kept_and_cached(sim, tmp_path):
     assert [e["batch_requests"] for e in creations(sim)] == [40, 40 - answered]
 
 
+def test_a_bare_name_sent_to_a_gateway_keeps_its_catalogue_tiers():
+    """``model="claude-sonnet-4-5", base_url=<gateway>`` is sent as given and priced from the
+    catalogue's model of that name: its dearer tier above 200,000 prompt tokens too ($6 in /
+    $22.5 out per million, genai-prices), or a long prompt's budget reservation is too low."""
+    spec = _spec("claude-sonnet-4-5")
+    assert spec.model.provider == "openai-compatible" and spec.price.input_per_mtok == 3
+    assert spec.cost(Usage(210_000, 500)) == pytest.approx((210_000 * 6 + 500 * 22.5) / 1e6)
+    assert spec.cost(Usage(190_000, 500)) == pytest.approx((190_000 * 3 + 500 * 15) / 1e6)
+
+
 def test_the_estimate_prices_a_long_prompt_at_its_tier(sim):
     # genai-prices, gemini-2.5-pro: $1.25 in / $10 out per million tokens; $2.50 / $15 for
     # every token of a request whose prompt passes 200,000 tokens

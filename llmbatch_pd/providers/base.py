@@ -19,7 +19,7 @@ from collections.abc import AsyncIterator, Callable, Mapping
 from typing import TYPE_CHECKING, Any, Protocol, TypeVar
 
 from .. import errors
-from ..secrets import Secret
+from ..secrets import Secret, safe_url
 from ..types import BatchInfo, RateLimitInfo, Reply, Request
 
 if TYPE_CHECKING:  # pydantic loads only when schema= is used
@@ -167,7 +167,7 @@ class Provider(ABC):
         raise NotImplementedError(f"{self.name} has no batch API")
 
     def __repr__(self) -> str:
-        return f"{type(self).__name__}(model={self.model!r}, base_url={self.base_url!r})"
+        return f"{type(self).__name__}(model={self.model!r}, base_url={safe_url(self.base_url)!r})"
 
     # helpers shared by the dialects -------------------------------------------------------
 
