@@ -1,7 +1,6 @@
 """The engine alone (no pandas): plain async Python over requests, against the simulator."""
 
 import asyncio
-import threading
 
 from llmbatch_pd import errors
 from llmbatch_pd.breaker import CircuitBreaker
@@ -49,10 +48,27 @@ def test_circuit_breaker_stops_a_provider_that_stays_down():
 
 
 def test_circuit_breaker_resumes_when_the_provider_recovers():
+    """The provider recovers once the breaker has opened (an event, not a moment in time):
+    the probes find it back and every row is answered."""
     with Simulator(ttft_ms=5, fault_5xx=1.0) as sim:
-        threading.Timer(0.6, lambda: sim.configure(fault_5xx=0.0)).start()
+        provider = make_provider(parse_model("openai/gpt-4.1-mini"), base_url=sim.base_url, api_key=KEY)
         breaker = CircuitBreaker(threshold=5, cooldown=0.2, max_probes=5)
-        engine, out = run(sim, 200, concurrency=8, breaker=breaker, retry=RetryPolicy(max_retries=8, base=0.01, cap=0.05))
+        engine = Engine(provider, concurrency=8, breaker=breaker,
+                        retry=RetryPolicy(max_retries=8, base=0.01, cap=0.05))
+        out = {}
+
+        async def scenario():
+            task = asyncio.ensure_future(engine.run(
+                requests(200), lambda r, reply, exc: out.__setitem__(r.index, reply.text if reply else exc)))
+            deadline = asyncio.get_running_loop().time() + 30
+            while breaker.opened < 1:
+                assert asyncio.get_running_loop().time() < deadline, "the breaker never opened"
+                assert not task.done(), "the run ended before the breaker opened"
+                await asyncio.sleep(0.005)
+            sim.configure(fault_5xx=0.0)
+            await task
+
+        asyncio.run(scenario())
     assert engine.stopped is None
     assert breaker.opened >= 1 and breaker.state == "closed"
     assert sum(isinstance(v, str) for v in out.values()) == 200

@@ -41,7 +41,7 @@ def test_cancel_stops_and_keeps_finished_rows():
         sent = len(sim.log)
     done = int(out["llm_output"].notna().sum())
     assert 10 <= done < 2000
-    assert done >= sent - 10  # nothing in flight was thrown away
+    assert done == sent  # every request sent was answered and kept: nothing in flight thrown away
     assert out["llm_output_error"].dropna().str.contains("cancelled by the user").all()
 
 

@@ -256,7 +256,10 @@ def test_an_unknown_model_raises_after_a_few_requests(proxy: Proxy, via: dict[st
         df.llm.apply(TEMPLATE, model="no-such-model", output="sentiment", **via)
     except FatalError as exc:
         raised = exc
-    wait_for(lambda: proxy.statuses()[400] > before[400], 10, "the 400 in the access log")
+    assert raised is not None, "no FatalError"
+    sent_by_us = raised.report.stats.sent  # the proxy's own log must show every one of them
+    wait_for(lambda: sum((proxy.statuses() - before).values()) >= sent_by_us, 10,
+             f"the proxy's access log to show the {sent_by_us} requests sent")
     sent = sum((proxy.statuses() - before).values())
     FIGURES["unknown model: requests / raised"] = f"{sent} / {type(raised).__name__}"
     assert raised is not None, f"no FatalError after {sent} requests"

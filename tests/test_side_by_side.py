@@ -72,7 +72,9 @@ def test_the_models_run_at_the_same_time(sim):
     """One request at a time per model, and every first request hangs at the server until the
     client gives up on it: the server holds three at once only if the models run side by side."""
     sim.configure(fault_hang=1.0, hang_seconds=60, capture_requests=20)
-    job = frame(4).llm.submit(PROMPT, model=MODELS, concurrency=1, timeout=1.0, **endpoint(sim))
+    # timeout=3: the three first requests must all be in before the first one times out and is
+    # sent again (which would put a retry among the first three captured)
+    job = frame(4).llm.submit(PROMPT, model=MODELS, concurrency=1, timeout=3.0, **endpoint(sim))
     wait_until(lambda: sim.stats()["max_in_flight"] >= 3, 30, "a request of each model at once")
     sim.configure(fault_hang=0.0)  # the hung ones time out at the client, and are sent again
     out = job.result(timeout=60)

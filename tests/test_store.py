@@ -7,7 +7,6 @@ import stat
 import subprocess
 import sys
 import textwrap
-import time
 
 import pandas as pd
 
@@ -15,7 +14,7 @@ from llmbatch_pd.sim import Simulator
 from llmbatch_pd.store import MIGRATIONS, Store
 from llmbatch_pd.types import Reply, Usage
 
-from .conftest import KEY
+from .conftest import KEY, wait_until
 
 HERE = {**os.environ, "PYTHONPATH": os.path.dirname(os.path.dirname(os.path.abspath(__file__)))}
 """A script run from a temporary directory imports this checkout, not an installed copy."""
@@ -124,9 +123,8 @@ def test_sigkill_midway_loses_only_requests_in_flight(tmp_path):
     """))
     with Simulator(ttft_ms=40, api_key=KEY) as sim:
         proc = subprocess.Popen([sys.executable, str(script), sim.base_url], env=HERE)
-        deadline = time.monotonic() + 60
-        while len(sim.log) < n // 2 and time.monotonic() < deadline:
-            time.sleep(0.02)
+        wait_until(lambda: len(sim.log) >= n // 2 or proc.poll() is not None, 60,
+                   f"{n // 2} answers before the kill")
         proc.send_signal(signal.SIGKILL)
         proc.wait(timeout=30)
         first_run = {e["prompt_sha"] for e in sim.log if e["status"] == 200}

@@ -188,15 +188,17 @@ def test_an_interrupt_leaves_the_jobs_running(sim, tmp_path):
 def test_batch_requests_are_spooled_to_a_temporary_file_and_removed(sim, tmp_path, monkeypatch):
     monkeypatch.setattr(tempfile, "tempdir", str(tmp_path / "tmp"))
     (tmp_path / "tmp").mkdir()
-    sim.configure(batch_seconds=1.0)
+    sim.configure(batch_seconds=30.0)  # the job outlives the look at the spool, however slow
     df = pd.DataFrame({"text": [f"review {i}" for i in range(50)]})
     job = df.llm.submit("Sentiment of {text}", cache=False, mode="batch", **FAST, **openai_kw(sim))
     wait_for(lambda: job.report.stats.batch_ids)
     spooled = list((tmp_path / "tmp").glob("llmbatch_pd-batch-*/requests.sqlite"))
     assert len(spooled) == 1 and spooled[0].stat().st_size > 50 * 100  # the 50 lines are there
-    out = job.result(timeout=30)
-    assert out["llm_output"].notna().all()
-    assert list((tmp_path / "tmp").iterdir()) == []
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")  # the cancel names the job it cancels
+        job.cancel()
+        job.result(timeout=60)
+    assert list((tmp_path / "tmp").iterdir()) == []  # the spool is gone with the run
 
 
 # -- 7, 8. a stopped run: every row keeps its own reason; counts exact -------------------------
@@ -271,7 +273,8 @@ def test_embedding_batch_failures_are_counted_by_kind(sim):
                           api_key=KEY, progress=False, cache=False, mode="batch", **FAST)
     report = out.attrs["llm_report"]
     assert sum(report.stats.by_kind.values()) == 1  # one pack, one failed line
-    assert "Errors by kind  none" not in report.summary()
+    kinds = [line for line in report.summary().splitlines() if "Errors by kind" in line]
+    assert kinds and "none" not in kinds[0], kinds  # the failed line is counted by its kind
 
 
 # -- 6. the budget's worst case: hidden prompt tokens and tiered prices -----------------------
@@ -327,7 +330,7 @@ def test_worst_case_counts_the_forced_tools_hidden_system_prompt():
 
 
 def test_answers_given_before_a_cancel_are_kept_and_cached(sim, tmp_path):
-    sim.configure(batch_seconds=4.0)
+    sim.configure(batch_seconds=12.0)  # slack between the 5th answer and the job's end
     cache = str(tmp_path / "c.sqlite")
     df = pd.DataFrame({"text": [f"review {i}" for i in range(40)]})
     job = df.llm.submit("Sentiment of {text}", cache=cache, mode="batch", **FAST, **openai_kw(sim))
