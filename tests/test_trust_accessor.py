@@ -309,3 +309,29 @@ def test_submit_takes_the_values_when_called(edit):
         sent = sorted(c["body"]["messages"][-1]["content"] for c in sim.captured)
     assert sent == [f"Echo row {i}" for i in range(6)]
     assert list(out["t"]) == [f"row {i}" for i in range(6)] and out["llm_output"].notna().all()
+
+
+# 9. a host that cannot be reached, through apply ---------------------------------------------
+
+
+def test_apply_to_an_unreachable_host_raises_naming_base_url_with_every_row():
+    """No server at base_url (a loopback port bound and closed): apply raises HostUnreachable
+    at once (not after a minute of retries), names the URL but never the key, and carries a
+    frame with every row's reason; nothing was paid."""
+    import socket
+
+    from llmbatch_pd import HostUnreachable
+
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        url = f"http://127.0.0.1:{s.getsockname()[1]}/v1"
+    df = pd.DataFrame({"t": [f"row {i}" for i in range(50)]})
+    with pytest.raises(HostUnreachable) as caught:
+        df.llm.apply("{t}", model=MODEL, base_url=url, api_key=KEY, progress=False)
+    message = str(caught.value)
+    assert url in message and KEY not in message
+    out = caught.value.result
+    assert len(out) == 50 and out["llm_output"].isna().all()
+    assert out["llm_output_error"].notna().all()
+    assert caught.value.report.stats.sent <= 2  # the first request, tried once more
+    assert llmbatch_pd.last_result() is out
