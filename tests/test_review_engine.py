@@ -1,0 +1,60 @@
+"""Review fixes to the engine's judgement of a run (answers cut at max_tokens, a verdict left
+unspoken at the end of a run) and to cancelling during a pilot. Checked on the simulator's
+request log; every wait has a deadline, nothing sleeps."""
+
+from __future__ import annotations
+
+import warnings
+
+import pandas as pd
+import pydantic
+import pytest
+
+from llmbatch_pd import errors
+
+
+class Note(pydantic.BaseModel):
+    summary: str
+    words: list[str]
+
+
+def frame(n: int) -> pd.DataFrame:
+    return pd.DataFrame({"text": [f"note number {i}" for i in range(n)]})
+
+
+def cut(log: list[dict]) -> int:
+    return sum(e["finish_reason"] == "length" for e in log)
+
+
+# -- 1. an answer cut at max_tokens that misses schema= ------------------------------------
+
+
+def test_answers_cut_before_they_fit_the_schema_stop_the_run_naming_max_tokens(sim, llm):
+    with pytest.raises(errors.RepeatedFailure) as caught:
+        frame(10).llm.apply("Summarise {text}", schema=Note, max_tokens=5, **llm)
+    # three rows, each asked once: the same limit would cut a second answer again
+    assert len(sim.log) == 3 and cut(sim.log) == 3
+    assert "max_tokens=5" in str(caught.value)
+    assert not isinstance(caught.value, errors.StructuredOutputIgnored)
+    reasons = caught.value.result["llm_output_error"].tolist()
+    assert all(r.startswith("truncated at max_tokens=5: answer does not fit the schema")
+               for r in reasons[:3])
+    assert all(r.startswith("not sent") for r in reasons[3:])
+
+
+def test_a_row_cut_before_it_fits_the_schema_fails_alone_asked_once(sim, llm):
+    # at max_tokens=30 the simulator's answers for these rows are 25 to 31 tokens long: some
+    # rows are cut (row 0 is not, so the run is under way before the first cut one)
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        out = frame(20).llm.apply("Summarise {text}", schema=Note, max_tokens=30, **llm)
+    shas = [e["prompt_sha"] for e in sim.log]
+    assert len(shas) == 20 and len(set(shas)) == 20  # every row asked exactly once
+    n_cut = cut(sim.log)
+    assert 0 < n_cut < 20
+    reasons = out["llm_output_error"].dropna().tolist()
+    assert len(reasons) == n_cut == out.llm.report.failed_rows
+    assert all(r.startswith("truncated at max_tokens=30: answer does not fit the schema")
+               for r in reasons)
+    messages = [str(w.message) for w in caught]  # these rows have no answer indeed
+    assert len(messages) == 1 and messages[0].startswith(f"{n_cut} of 20 rows have no answer")
