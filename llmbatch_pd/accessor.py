@@ -386,7 +386,7 @@ class _Apply(_Runnable):
         return err.after_run(stop_note(self.report), result, self.report)
 
     def row_warning(self) -> str | None:
-        return row_warning(self.run.errors, self.spec.template.fields,
+        return row_warning(self.run.errors, self.spec.template.fields, answers=self.run.answers,
                            where=f" (the reasons are in the column {self.column + '_error'!r})")
 
     @property

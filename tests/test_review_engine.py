@@ -58,3 +58,22 @@ def test_a_row_cut_before_it_fits_the_schema_fails_alone_asked_once(sim, llm):
                for r in reasons)
     messages = [str(w.message) for w in caught]  # these rows have no answer indeed
     assert len(messages) == 1 and messages[0].startswith(f"{n_cut} of 20 rows have no answer")
+
+
+# -- 2. a truncated run's warnings -----------------------------------------------------------
+
+
+def test_rows_cut_at_max_tokens_keep_their_answer_and_are_not_called_unanswered(sim, llm):
+    df = pd.DataFrame({"text": [f"note number {i}" for i in range(20)] + [None]})
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        out = df.llm.apply("Write about {text}", max_tokens=35, **llm)
+    n_cut = cut(sim.log)
+    assert len(sim.log) == 20 and 0 < n_cut < 20
+    assert out["llm_output"].notna().sum() == 20
+    messages = [str(w.message) for w in caught]
+    assert len(messages) == 2, messages
+    assert messages[0].startswith(f"{n_cut} answers were cut at the output limit")
+    # only the row with a missing value has no answer
+    assert messages[1].startswith("1 of 21 rows have no answer"), messages[1]
+    assert "1 skipped" in messages[1] and "failed" not in messages[1]
