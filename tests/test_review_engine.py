@@ -12,6 +12,10 @@ import pytest
 
 from llmbatch_pd import errors
 
+from .conftest import paused, wait_until
+
+DEADLINE = 60.0  # seconds, for a job to finish once it has been cancelled
+
 
 class Note(pydantic.BaseModel):
     summary: str
@@ -77,3 +81,26 @@ def test_rows_cut_at_max_tokens_keep_their_answer_and_are_not_called_unanswered(
     # only the row with a missing value has no answer
     assert messages[1].startswith("1 of 21 rows have no answer"), messages[1]
     assert "1 skipped" in messages[1] and "failed" not in messages[1]
+
+
+# -- 3. cancelling during a pilot -----------------------------------------------------------
+
+
+def test_cancel_during_a_pilot_stops_the_pilot_and_keeps_the_reason(sim, llm):
+    job = frame(200).llm.submit("Write about {text}", pilot=30, concurrency=1, **llm)
+    try:
+        wait_until(lambda: sim.log, 30, "the pilot's first answer")
+        with paused(sim):  # nothing finishes meanwhile: the log is what was answered at cancel
+            at = len(sim.log)
+            job.cancel()
+    finally:
+        assert job.wait(DEADLINE), "the job did not end after cancel()"
+    # concurrency=1: at most the one request in flight at cancel() finishes; nothing new goes
+    assert 1 <= at < 30 and len(sim.log) <= at + 1
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        out = job.result()
+    answered = out["llm_output"].notna().sum()
+    assert answered == sum(e["status"] == 200 for e in sim.log)
+    assert set(out["llm_output_error"].dropna()) == {"not sent: cancelled by the user"}
+    assert len(caught) == 1 and "cancelled by the user" in str(caught[0].message)
