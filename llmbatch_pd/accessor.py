@@ -246,6 +246,7 @@ class _Apply(_Runnable):
         opts.check_new_columns(df.columns, self._new_columns(), output, self.spec.template.fields)
         self.pilot_size = pilot
         self.pilot_run: Run | None = None
+        self.pilot_positions: list[int] = []  # the rows the pilot sends
         self.pilot_measured: plan.Pilot | None = None
         self.cancelled: str | None = None  # why cancel() was called
         self.check_budget = check_budget
@@ -301,17 +302,33 @@ class _Apply(_Runnable):
             self.run.stats.stop_reason = self.cancelled
         if self.run.stats.stop_reason:
             self.run._close_unfinished(f"not sent: {self.run.stats.stop_reason}")
+            self._keep_pilot_failures()
             return
         await self.run.execute(ledger)
 
+    def _keep_pilot_failures(self) -> None:
+        """A run the pilot stopped: the rows the pilot sent and lost keep their own reason
+        (the 404 that stopped it), not "not sent"."""
+        pilot, run = self.pilot_run, self.run
+        if pilot is None:
+            return
+        for j, i in enumerate(self.pilot_positions):
+            own, now = pilot.errors[j], run.errors[i]
+            if pilot.answers[j] is None and own and not own.startswith("not sent") \
+                    and run.answers[i] is None and now and now.startswith("not sent"):
+                run.errors[i] = own
+                run.report.not_sent -= 1
+
     async def _pilot(self, ledger: Ledger | None) -> None:
         """Run a few evenly spread rows first; their answers are kept for the main run."""
-        positions = _pilot_positions(len(self.df), self.pilot_size)
+        positions = self.pilot_positions = _pilot_positions(len(self.df), self.pilot_size)
         pilot_run = Run(self.spec, lambda: self.rows(positions), len(positions))
         pilot_run.keep_replies = True
         # known before it sends: cancel() stops it (its engine exists once execute() yields)
         self.pilot_run = pilot_run
         await pilot_run.execute(ledger)
+        if pilot_run.engine is not None:  # its first answers' verdict stops what follows
+            pilot_run.engine.conclude()
         self.spec.prefill = pilot_run.replies
         stats = self.run.stats
         if pilot_run.stats.stop_reason:  # a bad key or a dead provider: no point going on

@@ -112,6 +112,14 @@ class Engine:
     def stopped(self) -> errors.ProviderError | None:
         return self._stop
 
+    def conclude(self) -> None:
+        """After ``run``: a verdict on the first answers that no later row heard becomes the
+        stop. For a run that others follow (a pilot: the main run, an estimate), where every
+        row was tried before the verdict could stop it; a finished run alone keeps each row's
+        own failure and its warning (there is nothing left to save)."""
+        if self._stop is None and self._verdict is not None:
+            self.stop(self._verdict)
+
     async def run(self, requests: Iterable[Request], on_done: OnDone) -> None:
         """Send every request (until stopped) and report each outcome to ``on_done``.
 
@@ -330,8 +338,8 @@ class Engine:
                   cut_at: int | None | bool = False) -> None:
         """A row that was sent ends with its own failure (``cut_at``: its answer was cut at
         that output limit before it fitted ``schema=``). The first ones may amount to a
-        verdict on the run, which stops it when another row is about to go (not when every
-        row has been tried already: there is nothing left to save)."""
+        verdict on the run, which stops it when another row is about to go (or, after a
+        pilot, when the run ends: ``conclude``)."""
         self.stats.note_error(exc)
         self._finish(request, None, exc, on_done)
         opening = self.opening

@@ -11,8 +11,9 @@ import pydantic
 import pytest
 
 from llmbatch_pd import errors
+from llmbatch_pd.sim import Simulator
 
-from .conftest import paused, wait_until
+from .conftest import KEY, paused, wait_until
 
 DEADLINE = 60.0  # seconds, for a job to finish once it has been cancelled
 
@@ -104,3 +105,44 @@ def test_cancel_during_a_pilot_stops_the_pilot_and_keeps_the_reason(sim, llm):
     assert answered == sum(e["status"] == 200 for e in sim.log)
     assert set(out["llm_output_error"].dropna()) == {"not sent: cancelled by the user"}
     assert len(caught) == 1 and "cancelled by the user" in str(caught[0].message)
+
+
+# -- 4. a verdict at the end of a run ------------------------------------------------------
+
+
+@pytest.fixture
+def no_such_model():
+    """A server that knows gpt-4.1-mini only: every request for another model gets a 404."""
+    with Simulator(ttft_ms=2, api_key=KEY, models=["gpt-4.1-mini"], unknown_model_404=True) as s:
+        yield s
+
+
+def unknown(sim) -> dict:
+    return {"model": "openai/gpt-4.1-nano", "base_url": sim.base_url, "api_key": KEY}
+
+
+def test_estimate_with_a_pilot_on_an_unknown_model_raises_after_three_requests(no_such_model):
+    with pytest.raises(errors.RepeatedFailure, match="404"):
+        frame(40).llm.estimate("Write about {text}", pilot=3, **unknown(no_such_model))
+    assert [e["status"] for e in no_such_model.log] == [404, 404, 404]
+
+
+def test_apply_with_a_pilot_on_an_unknown_model_sends_the_pilot_only(no_such_model):
+    with pytest.raises(errors.RepeatedFailure, match="404") as caught:
+        frame(40).llm.apply("Write about {text}", pilot=3, progress=False, **unknown(no_such_model))
+    assert [e["status"] for e in no_such_model.log] == [404, 404, 404]
+    reasons = caught.value.result["llm_output_error"]
+    # the pilot's rows keep their own failure; the others say why they were not sent
+    assert reasons.str.startswith("HTTP 404").sum() == 3
+    assert reasons.str.startswith("not sent: the first 3 requests all failed").sum() == 37
+    assert caught.value.report.not_sent == 37
+
+
+def test_a_finished_run_of_three_rows_on_an_unknown_model_keeps_each_rows_failure(no_such_model):
+    # no pilot: every row was tried, nothing is left to save; the rows say why (one warning)
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        out = frame(3).llm.apply("Write about {text}", progress=False, **unknown(no_such_model))
+    assert [e["status"] for e in no_such_model.log] == [404, 404, 404]
+    assert out["llm_output_error"].str.startswith("HTTP 404").all()
+    assert len(caught) == 1 and str(caught[0].message).startswith("3 of 3 rows have no answer")
