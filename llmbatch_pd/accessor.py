@@ -246,8 +246,9 @@ class _Apply(_Runnable):
         opts.check_new_columns(df.columns, self._new_columns(), output, self.spec.template.fields)
         self.pilot_size = pilot
         self.pilot_run: Run | None = None
+        self.pilot_positions: list[int] = []  # the rows the pilot sends
         self.pilot_measured: plan.Pilot | None = None
-        self.cancelled = False
+        self.cancelled: str | None = None  # why cancel() was called
         self.check_budget = check_budget
         self.may_repeat = _may_repeat(df, self.spec.template.fields)
         self.run = Run(self.spec, self.rows, len(df), self.may_repeat)
@@ -291,27 +292,44 @@ class _Apply(_Runnable):
 
     async def _prepare(self, ledger: Ledger | None) -> None:
         """The pilot, and the estimate it refines (checked against the budget)."""
-        if self.pilot_size and len(self.df):
+        if self.pilot_size and len(self.df) and not self.cancelled:
             await self._pilot(ledger)
             self.estimate = self._plan(self.pilot_measured)
         self.run.report.estimate = self._estimate
 
     async def _main(self, ledger: Ledger | None) -> None:
         if self.cancelled and not self.run.stats.stop_reason:
-            self.run.stats.stop_reason = "cancelled from the panel"
+            self.run.stats.stop_reason = self.cancelled
         if self.run.stats.stop_reason:
             self.run._close_unfinished(f"not sent: {self.run.stats.stop_reason}")
+            self._keep_pilot_failures()
             return
         await self.run.execute(ledger)
 
+    def _keep_pilot_failures(self) -> None:
+        """A run the pilot stopped: the rows the pilot sent and lost keep their own reason
+        (the 404 that stopped it), not "not sent"."""
+        pilot, run = self.pilot_run, self.run
+        if pilot is None:
+            return
+        for j, i in enumerate(self.pilot_positions):
+            own, now = pilot.errors[j], run.errors[i]
+            if pilot.answers[j] is None and own and not own.startswith("not sent") \
+                    and run.answers[i] is None and now and now.startswith("not sent"):
+                run.errors[i] = own
+                run.report.not_sent -= 1
+
     async def _pilot(self, ledger: Ledger | None) -> None:
         """Run a few evenly spread rows first; their answers are kept for the main run."""
-        positions = _pilot_positions(len(self.df), self.pilot_size)
+        positions = self.pilot_positions = _pilot_positions(len(self.df), self.pilot_size)
         pilot_run = Run(self.spec, lambda: self.rows(positions), len(positions))
         pilot_run.keep_replies = True
-        await pilot_run.execute(ledger)
-        self.spec.prefill = pilot_run.replies
+        # known before it sends: cancel() stops it (its engine exists once execute() yields)
         self.pilot_run = pilot_run
+        await pilot_run.execute(ledger)
+        if pilot_run.engine is not None:  # its first answers' verdict stops what follows
+            pilot_run.engine.conclude()
+        self.spec.prefill = pilot_run.replies
         stats = self.run.stats
         if pilot_run.stats.stop_reason:  # a bad key or a dead provider: no point going on
             stats.stop_reason = pilot_run.stats.stop_reason
@@ -321,9 +339,15 @@ class _Apply(_Runnable):
         self.pilot_measured = pilot_run.as_pilot()
 
     def cancel(self, reason: str = "cancelled from the panel") -> None:
-        """Stop sending (from any thread: the loop does it); also stops after a pilot."""
-        self.cancelled = True
-        engine_loop().call_soon_threadsafe(self.run.cancel, reason)
+        """Stop sending (from any thread: the loop does it), the pilot too if it is going;
+        a pilot or run not yet started never starts (``_prepare``, ``_main``)."""
+        self.cancelled = reason
+        engine_loop().call_soon_threadsafe(self._cancel_runs, reason)
+
+    def _cancel_runs(self, reason: str) -> None:
+        if self.pilot_run is not None and self.pilot_measured is None:  # the pilot is going
+            self.pilot_run.cancel(reason)
+        self.run.cancel(reason)
 
     def display(self, *, on_cancel=None, on_run=None, background: bool = False):
         """The panel in a notebook, a tqdm bar elsewhere, or nothing (``progress=False``).
@@ -386,7 +410,7 @@ class _Apply(_Runnable):
         return err.after_run(stop_note(self.report), result, self.report)
 
     def row_warning(self) -> str | None:
-        return row_warning(self.run.errors, self.spec.template.fields,
+        return row_warning(self.run.errors, self.spec.template.fields, answers=self.run.answers,
                            where=f" (the reasons are in the column {self.column + '_error'!r})")
 
     @property

@@ -22,6 +22,7 @@ from .numbers import money
 from .opening import Opening
 from .providers.base import Provider
 from .retry import RetryPolicy  # noqa: F401  (re-exported)
+from .reuse import truncation_note
 from .stats import RECENT_ERRORS, EngineStats  # noqa: F401  (re-exported)
 from .types import Reply, Request
 
@@ -110,6 +111,14 @@ class Engine:
     @property
     def stopped(self) -> errors.ProviderError | None:
         return self._stop
+
+    def conclude(self) -> None:
+        """After ``run``: a verdict on the first answers that no later row heard becomes the
+        stop. For a run that others follow (a pilot: the main run, an estimate), where every
+        row was tried before the verdict could stop it; a finished run alone keeps each row's
+        own failure and its warning (there is nothing left to save)."""
+        if self._stop is None and self._verdict is not None:
+            self.stop(self._verdict)
 
     async def run(self, requests: Iterable[Request], on_done: OnDone) -> None:
         """Send every request (until stopped) and report each outcome to ``on_done``.
@@ -293,6 +302,10 @@ class Engine:
                 except errors.InvalidOutput as exc:  # paid for, but unusable: ask again, a few times
                     stats.by_kind[exc.kind] += 1
                     last = exc
+                    if reply.truncated:  # cut at max_tokens: asked again, it would be cut again
+                        limit = request.max_output_tokens or self.provider.default_max_tokens
+                        self._fail_row(request, _cut(exc, limit), on_done, cut_at=limit)
+                        return
                     if invalid < self.max_invalid and self._stop is None:
                         invalid += 1
                         continue
@@ -321,13 +334,17 @@ class Engine:
             )
         return None
 
-    def _fail_row(self, request: Request, exc: errors.ProviderError, on_done: OnDone) -> None:
-        """A row that was sent ends with its own failure. The first ones may amount to a
-        verdict on the run, which stops it when another row is about to go (not when every
-        row has been tried already: there is nothing left to save)."""
+    def _fail_row(self, request: Request, exc: errors.ProviderError, on_done: OnDone,
+                  cut_at: int | None | bool = False) -> None:
+        """A row that was sent ends with its own failure (``cut_at``: its answer was cut at
+        that output limit before it fitted ``schema=``). The first ones may amount to a
+        verdict on the run, which stops it when another row is about to go (or, after a
+        pilot, when the run ends: ``conclude``)."""
         self.stats.note_error(exc)
         self._finish(request, None, exc, on_done)
-        if self._stop is None and (fatal := self.opening.row_failed(exc)):
+        opening = self.opening
+        fatal = opening.row_failed(exc) if cut_at is False else opening.row_cut(exc, cut_at)
+        if self._stop is None and fatal is not None:
             self._verdict = fatal
 
     async def _reserve(self, worst: float) -> bool:
@@ -389,6 +406,13 @@ class Engine:
 def _never_connected(exc: errors.ProviderError) -> bool:
     """A transport error whose connection never opened (DNS, refused, connect timeout)."""
     return isinstance(exc.__cause__, (aiohttp.ClientConnectorError, aiohttp.ConnectionTimeoutError))
+
+
+def _cut(exc: errors.InvalidOutput, limit: int | None) -> errors.InvalidOutput:
+    """A schema failure whose cause is the output limit: the row's reason says so first."""
+    cut = errors.InvalidOutput(f"{truncation_note(limit)}: {exc.message}", status=exc.status)
+    cut.__cause__ = exc.__cause__
+    return cut
 
 
 def _with_note(exc: errors.ProviderError, note: str) -> errors.ProviderError:

@@ -12,6 +12,9 @@ So until one usable answer has come back the engine sends rows one at a time (at
   the run's fault, at a cost of three requests.
 - ``SAME`` rows whose answers never fitted ``schema=`` even when asked again:
   ``StructuredOutputIgnored`` (``SAME`` x (1 + schema_retries) requests).
+- ``SAME`` rows whose answers were cut at the output limit before they fitted ``schema=``
+  (never asked again: the same limit would cut them again): ``RepeatedFailure`` naming
+  ``max_tokens``. Not "the server ignores structured output": the limit is the cause.
 - the first request failing to connect twice (DNS, refused, connect timeout), the host never
   reached: ``HostUnreachable``, naming the URL (never the key).
 """
@@ -21,6 +24,7 @@ from __future__ import annotations
 from yarl import URL
 
 from . import errors
+from .reuse import truncation_note
 
 SAME = 3
 PROBATION = 5  # rows sent one at a time while nothing has succeeded
@@ -47,6 +51,7 @@ class Opening:
         self._same: tuple[type, int | None, str] | None = None
         self._same_count = 0
         self._unusable = 0
+        self._cut = 0
 
     @property
     def on_probation(self) -> bool:
@@ -66,6 +71,21 @@ class Opening:
         return errors.HostUnreachable(
             f"cannot reach {where(self.base_url)} ({exc}): nothing was sent. Check base_url= "
             "and the network (a proxy, VPN or firewall?)"
+        )
+
+    def row_cut(self, exc: errors.ProviderError, limit: int | None) -> errors.FatalError | None:
+        """A row whose answer was cut at ``limit`` before it fitted ``schema=``; fatal when the
+        first ones are all cut (every row would be paid for an answer too short to use)."""
+        self.rows_failed += 1
+        if self.succeeded:
+            return None
+        self._cut += 1
+        if self._cut < SAME:
+            return None
+        return errors.RepeatedFailure(
+            f"the first {self._cut} answers were all cut at the output limit "
+            f"({truncation_note(limit)}) before they fitted schema=, and none succeeded, so "
+            f"every row would be: raise max_tokens=. Last: {exc}"
         )
 
     def row_failed(self, exc: errors.ProviderError) -> errors.FatalError | None:

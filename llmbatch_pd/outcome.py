@@ -23,15 +23,18 @@ def _short(reason: str) -> str:
 
 
 def row_warning(row_errors: Sequence[str | None], fields: Iterable[str], *,
-                failed: str = "have no answer", where: str = "") -> str | None:
+                failed: str = "have no answer", where: str = "",
+                answers: Sequence[object] | None = None) -> str | None:
     """One message for a run's skipped and failed rows, or None when every row was answered:
     how many, the columns with missing values, the commonest reasons. ``failed`` words the
-    outcome ("have no embedding"), ``where`` says where each row's reason is."""
+    outcome ("have no embedding"), ``where`` says where each row's reason is. ``answers``: a
+    row with one is not counted whatever its error says (an answer cut at max_tokens keeps
+    its text; its own warning says so)."""
     skip_reasons = {str(MissingValue(f)): f for f in fields}
     skipped: Counter[str] = Counter()
     failures: Counter[str] = Counter()
-    for e in row_errors:
-        if e is None:
+    for i, e in enumerate(row_errors):
+        if e is None or (answers is not None and answers[i] is not None):
             continue
         if e in skip_reasons:
             skipped[skip_reasons[e]] += 1
