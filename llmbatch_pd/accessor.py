@@ -22,7 +22,7 @@ from .jobs import Job, tick
 from .loop_thread import engine_loop, run_sync
 from .models import batch_refusal, make_provider, parse_model
 from .numbers import money
-from .outcome import row_warning, stop_note
+from .outcome import raised_stop, row_warning, stop_note
 from .params import check_params
 from .prompts import Template
 from .run import Run, RunReport, RunReports, RunSpec, check_mode
@@ -133,20 +133,6 @@ def _pilot_positions(n: int, size: int) -> list[int]:
     return sorted({int(i * n / size) for i in range(size)}) if size else []
 
 
-def _may_repeat(df: pd.DataFrame, fields: tuple[str, ...]):
-    """Per row, whether its template values occur more than once (pandas hashes them in C):
-    only those rows need a place in the run's de-duplication map. None (track every row)
-    when a value is unhashable. Rows whose different values render the same prompt are then
-    sent twice, which costs a request, never a wrong answer."""
-    if not fields:
-        return None
-    try:
-        cols = [c for c in df.columns if str(c) in fields]
-        return df[cols].duplicated(keep=False).to_numpy()
-    except TypeError:
-        return None
-
-
 class _Runnable:
     """Blocking and awaitable runs with a display and Ctrl+C handling, for one model or several.
     A run stopped by a fatal error (bad key, no quota, provider down) raises it, carrying the
@@ -250,8 +236,7 @@ class _Apply(_Runnable):
         self.pilot_measured: plan.Pilot | None = None
         self.cancelled: str | None = None  # why cancel() was called
         self.check_budget = check_budget
-        self.may_repeat = _may_repeat(df, self.spec.template.fields)
-        self.run = Run(self.spec, self.rows, len(df), self.may_repeat)
+        self.run = Run(self.spec, self.rows, len(df), find_repeats=True)
         self.run.keep_usage = usage
         # with a pilot, judge the budget on the pilot's figures (the ledger bounds the pilot).
         # The plan walks every row (render, key, token count, cache lookup) before anything is
@@ -270,7 +255,7 @@ class _Apply(_Runnable):
         self._estimate = value
 
     def _plan(self, pilot: plan.Pilot | None = None, check: bool = True) -> plan.Estimate:
-        estimate = Run(self.spec, self.rows, len(self.df), self.may_repeat).plan(pilot)
+        estimate = Run(self.spec, self.rows, len(self.df), find_repeats=True).plan(pilot)
         budget = self.spec.budget
         expected = estimate.batch_cost if self.spec.mode == "batch" else estimate.cost
         if not (check and self.check_budget):
@@ -641,12 +626,7 @@ class _Embed(_Runnable):
         return self.run.report.answered_rows, self.run.report.rows
 
     def stopped(self, result: Any) -> errors.ProviderError | None:
-        run = self.run
-        for part in (run.engine, run.batcher):
-            err = part.stopped if part is not None else None
-            if err is not None and err.fatal:
-                return err.after_run(stop_note(run.report), result, run.report)
-        return None
+        return raised_stop((self.run.engine, self.run.batcher), result, self.run.report)
 
     def row_warning(self) -> str | None:
         from .embed import failure_warning

@@ -219,7 +219,6 @@ class EmbedRun:
             except (MissingValue, CellError) as exc:  # this row fails alone
                 self.errors[i] = str(exc)
                 report.skipped += isinstance(exc, MissingValue)
-                report.failed_rows += isinstance(exc, CellError)
                 continue
             if not text:
                 self.errors[i] = "empty text: the embeddings API refuses empty strings; row not sent"

@@ -63,3 +63,13 @@ def stop_note(report: Any) -> str:
             f"answered, {count(sent_failed)} failed or skipped, {count(report.not_sent)} not sent. "
             "Every row is in this error's .result (also llmbatch_pd.last_result()), the figures "
             "in .report.")
+
+
+def raised_stop(parts: Iterable[Any], result: Any, report: Any) -> Any:
+    """The run-wide fault (a ``FatalError``) that stopped a run's engine or batch runner,
+    ready to raise with what finished attached; None when it ended otherwise."""
+    for part in parts:
+        err = part.stopped if part is not None else None
+        if err is not None:
+            return err.after_run(stop_note(report), result, report) if err.fatal else None
+    return None

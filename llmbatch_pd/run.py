@@ -290,10 +290,11 @@ class RunReports(list):
 class Run:
     """A run over ``n`` rows whose field values come from ``rows()``."""
 
-    def __init__(self, spec: RunSpec, rows: RowSource, n: int, may_repeat: Any = None) -> None:
+    def __init__(self, spec: RunSpec, rows: RowSource, n: int, find_repeats: bool = False) -> None:
         # per row: False = its prompt appears once, no dedupe entry (None: track every row).
-        # Given per row's values, it is refined to prompts when the stream is first walked.
-        self.may_repeat = may_repeat
+        # With find_repeats, found from the rendered prompts when the stream is first walked
+        # (a pass that pays off on big frames; a pilot's few rows just track every row).
+        self.may_repeat: Any = True if find_repeats else None
         self.spec = spec
         self.rows = rows
         self.n = n
