@@ -19,7 +19,7 @@ from . import options as opts
 from .budget import Ledger
 from .interrupt import CancelOnSigint
 from .jobs import Job, tick
-from .loop_thread import engine_loop, run_sync
+from .loop_thread import on_loop, run_sync
 from .models import batch_refusal, make_provider, parse_model
 from .numbers import money
 from .outcome import raised_stop, row_warning, stop_note
@@ -324,10 +324,11 @@ class _Apply(_Runnable):
         self.pilot_measured = pilot_run.as_pilot()
 
     def cancel(self, reason: str = "cancelled from the panel") -> None:
-        """Stop sending (from any thread: the loop does it), the pilot too if it is going;
-        a pilot or run not yet started never starts (``_prepare``, ``_main``)."""
+        """Stop sending, the pilot too if it is going; from any thread, returning once the
+        loop has applied it (nothing is sent after this returns). A pilot or run not yet
+        started never starts (``_prepare``, ``_main``)."""
         self.cancelled = reason
-        engine_loop().call_soon_threadsafe(self._cancel_runs, reason)
+        on_loop(self._cancel_runs, reason)
 
     def _cancel_runs(self, reason: str) -> None:
         if self.pilot_run is not None and self.pilot_measured is None:  # the pilot is going
@@ -617,7 +618,7 @@ class _Embed(_Runnable):
         return shown
 
     def cancel(self, reason: str = "cancelled from the panel") -> None:
-        engine_loop().call_soon_threadsafe(self.run.cancel, reason)
+        on_loop(self.run.cancel, reason)
 
     async def _execute(self) -> None:
         await self.run.execute()

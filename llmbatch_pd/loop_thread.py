@@ -39,6 +39,25 @@ def engine_loop() -> asyncio.AbstractEventLoop:
         return _loop
 
 
+def on_loop(fn: Callable[..., Any], *args: Any, timeout: float = 5.0) -> None:
+    """Call ``fn(*args)`` on the private loop and return once it has run there (at once when
+    already on it): a cancel that returns has taken effect, so nothing is sent after it."""
+    loop = engine_loop()
+    if threading.current_thread() is _thread:
+        fn(*args)
+        return
+    done = threading.Event()
+
+    def call() -> None:
+        try:
+            fn(*args)
+        finally:
+            done.set()
+
+    loop.call_soon_threadsafe(call)
+    done.wait(timeout)
+
+
 class Call:
     """A coroutine running on the private loop; wait for it, or cancel it, from any thread."""
 
