@@ -51,6 +51,7 @@ from time import monotonic
 import aiohttp
 
 from . import errors
+from .batch_gate import BatchGate
 from .batch_http import BatchClient as _HTTP
 from .budget import Ledger
 from .engine import EngineStats, OnDone, RetryPolicy, WorstCost
@@ -105,6 +106,8 @@ class BatchRunner:
         on_warning: Callable[[str], None] | None = None,
         session: aiohttp.ClientSession | None = None,
         cancel_wait: float = CANCEL_WAIT,
+        flush: Callable[[], None] | None = None,
+        gate: BatchGate | None = None,
     ) -> None:
         if not provider.supports_batch:
             raise errors.InputError(f"{provider.name} at {provider.base_url} has no batch API")
@@ -129,6 +132,10 @@ class BatchRunner:
         self.retry = retry or RetryPolicy()
         self.on_warning = on_warning
         self.cancel_wait = cancel_wait
+        # ``flush``: hands the answers given to ``on_done`` to the store's writer now, so a
+        # job's collected flag, queued on the same writer next, reaches the file after them.
+        self.flush = flush
+        self.gate = gate  # model=[...]: nobody submits until every model's worst case is reserved
         self._session = session
         self._stop: errors.ProviderError | None = None
         self._cancel_jobs = False  # stop() from a user's cancel: cancel the jobs too
@@ -175,6 +182,7 @@ class BatchRunner:
             self._session = aiohttp.ClientSession(auto_decompress=True)
         http = _HTTP(self.provider, self._session, self.timeout, self.retry)
         self.spool = Spool()
+        gate, self.gate = self.gate, None
         try:
             stats.batch_status = "preparing"
             await self._fill(requests)
@@ -183,13 +191,22 @@ class BatchRunner:
                 return
             self.jobs = await self._attach(http)
             self._reserve()
+            if gate is not None:
+                gate, passing = None, gate
+                await passing.passed()
             await self._submit_all(http)
             self._update_stats()
             await self._poll(http)
-        except asyncio.CancelledError:
-            self._give_up_waiting("cancelled: the run was interrupted")
+        except BaseException as exc:
+            if gate is not None:  # failed before the gate (a budget refusal): nobody submits
+                gate.leave(failed=True)
+                gate = None
+            if isinstance(exc, asyncio.CancelledError):
+                self._give_up_waiting("cancelled: the run was interrupted")
             raise
         finally:
+            if gate is not None:  # nothing to send: the other models need not wait for it
+                gate.leave()
             stats.finished = monotonic()
             stats.in_flight = 0
             self.spool.close()
@@ -361,12 +378,9 @@ class BatchRunner:
         if self.store is None:
             return
         p = self.provider
-        try:
-            self.store.add_batch(info.id, provider=p.name, endpoint=p.endpoint, model=p.model,
-                                 keys=keys, status=info.status)
-        except sqlite3.Error as exc:
-            self._warn(f"batch {info.id} could not be recorded in the cache ({exc}): if this "
-                       "run is interrupted, running it again would submit those requests again")
+        # on the writer thread: a file locked by another process never stalls the loop
+        self.store.add_batch_later(info.id, provider=p.name, endpoint=p.endpoint, model=p.model,
+                                   keys=keys, status=info.status)
 
     def _add_job(self, info: BatchInfo, items: list[Spooled], attached: bool = False) -> _Job:
         if attached:  # found at the provider: record it, as a job created here would be
@@ -492,6 +506,8 @@ class BatchRunner:
             self._fail_all(left, missing)
         job.pending = 0
         job.finished = True
+        if self.flush is not None:
+            self.flush()  # the answers first, then (behind them on the writer) the flag
         self._set_status(info.id, info.status, collected=True)
 
     def _take(self, job: _Job, lines: list[BatchOutcome]) -> None:
@@ -572,18 +588,12 @@ class BatchRunner:
         # Vectors are cached per input text by the embeddings run, which this key is not.
         if self.store is None or reply.text is None or reply.vectors is not None:
             return
-        try:
-            self.store.put(key, self.provider.model, reply)
-        except sqlite3.Error:
-            pass  # this run does not need it; the answers it needs are written by on_done
+        self.store.put_later([(key, self.provider.model, reply)])
 
     def _set_status(self, batch_id: str, status: str, collected: bool = False) -> None:
         if self.store is None:
             return
-        try:
-            self.store.set_batch_status(batch_id, status, collected=collected)
-        except sqlite3.Error as exc:
-            self._warn(f"could not record the status of batch {batch_id}: {exc}")
+        self.store.set_batch_status_later(batch_id, status, collected=collected)
 
     def _warn(self, message: str) -> None:
         if self.on_warning is not None:

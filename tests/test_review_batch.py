@@ -65,6 +65,72 @@ def count(path: Path, sql: str) -> int:
         db.close()
 
 
+# -- 2. collected only with the answers on disk; no batch write on the loop -----------------
+
+def watch_collected(path: Path) -> None:
+    """A trigger in the cache file notes, inside the very transaction that marks a job
+    collected, how many answers that transaction sees on disk."""
+    Store(path).close()  # the file exists, migrated
+    db = sqlite3.connect(path)
+    db.executescript("""
+        CREATE TABLE seen (answers INTEGER);
+        CREATE TRIGGER note_collected AFTER UPDATE OF collected ON batches
+        WHEN NEW.collected = 1 AND OLD.collected = 0
+        BEGIN INSERT INTO seen SELECT COUNT(*) FROM answers; END;
+    """)
+    db.close()
+
+
+def test_a_job_is_marked_collected_only_with_its_answers_on_disk(sim, tmp_path):
+    path = tmp_path / "c.sqlite"
+    watch_collected(path)
+    out = notes(30).llm.apply("Write about {text}", model=MINI, cache=path, **batch_kw(sim))
+    assert out["llm_output"].notna().all()
+    assert llmbatch_pd.cache.flush(timeout=60)
+    seen = [r[0] for r in sqlite3.connect(path).execute("SELECT answers FROM seen")]
+    assert seen == [30]  # marked once, and by then all 30 answers were in the file
+    assert count(path, "SELECT COUNT(*) FROM batches WHERE collected = 1") == 1
+
+
+HOLDER = textwrap.dedent("""
+    import sqlite3, sys
+    db = sqlite3.connect(sys.argv[1], isolation_level=None)
+    db.execute("BEGIN EXCLUSIVE")
+    db.execute("INSERT INTO history VALUES ('holder', 0, 0, 0, 0, 0, NULL, NULL, 0)")
+    print("locked", flush=True)
+    sys.stdin.readline()  # until told
+    db.execute("ROLLBACK")
+    print("released", flush=True)
+""")
+
+
+def test_batch_run_writes_nothing_on_the_loop_while_another_process_holds_the_lock(sim, tmp_path):
+    """The job's record and statuses wait for the lock on the writer thread (the run says the
+    file is locked); once it frees, the job is on file, collected, with its answers."""
+    path = tmp_path / "locked.sqlite"
+    Store(path).close()
+    holder = subprocess.Popen([sys.executable, "-c", HOLDER, str(path)], stdin=subprocess.PIPE,
+                              stdout=subprocess.PIPE, text=True)
+    try:
+        assert holder.stdout.readline().strip() == "locked"
+        with pytest.warns(UserWarning) as said:
+            out = notes(12).llm.apply("Write about {text}", model=MINI, cache=path, **batch_kw(sim))
+        messages = [str(w.message) for w in said]
+        assert out["llm_output"].notna().all()
+        assert any("locked by another process" in m for m in messages), messages
+        assert not any("could not record" in m or "could not be recorded" in m for m in messages), messages
+        assert count(path, "SELECT COUNT(*) FROM batches") == 0  # nothing got past the lock yet
+        holder.stdin.write("go\n")
+        holder.stdin.flush()
+        assert holder.stdout.readline().strip() == "released"
+        assert holder.wait(timeout=30) == 0
+    finally:
+        holder.kill()
+    assert llmbatch_pd.cache.flush(timeout=60)
+    assert count(path, "SELECT COUNT(*) FROM batches WHERE collected = 1") == 1
+    assert count(path, "SELECT COUNT(*) FROM answers") == 12
+
+
 # -- 3. one bad row no longer loses its whole transaction ----------------------------------
 
 def test_a_lone_surrogate_answer_is_kept_and_so_are_the_others(tmp_path):
