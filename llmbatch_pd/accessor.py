@@ -8,7 +8,7 @@ from __future__ import annotations
 import asyncio
 import functools
 import warnings
-from collections.abc import Iterator
+from collections.abc import Coroutine, Iterable, Iterator
 from typing import Any
 
 import numpy as np
@@ -16,6 +16,7 @@ import pandas as pd
 
 from . import errors, plan, pricing, store
 from . import options as opts
+from .batch_gate import BatchGate
 from .budget import Ledger
 from .interrupt import CancelOnSigint
 from .jobs import Job, tick
@@ -405,6 +406,19 @@ class _Apply(_Runnable):
         return f"{base}_{self.label}" if self.label else base
 
 
+async def _together(coros: Iterable[Coroutine[Any, Any, None]]) -> None:
+    """Run ``coros`` at once; the first error cancels the rest and is raised (as itself)."""
+    try:
+        async with asyncio.TaskGroup() as group:
+            for coro in coros:
+                group.create_task(coro)
+    except BaseExceptionGroup as raised:
+        first = raised.exceptions[0]
+        while isinstance(first, BaseExceptionGroup):
+            first = first.exceptions[0]
+        raise first from None
+
+
 class _Group(_Runnable):
     """``model=[...]``: the same template on every model, side by side. The runs go at once
     (each provider has its own rate limits), under one budget, in one display; each model's
@@ -444,13 +458,20 @@ class _Group(_Runnable):
         return [a.estimate for a in self.applies]
 
     async def _execute(self) -> None:
+        """Every model at once; the first error cancels the others, so nothing is sent (or
+        paid for) after the call raised. In batch mode no model submits a job before the
+        worst cases of all of them are reserved together in the shared budget."""
         first = self.applies[0]
         root = Ledger(self.budget, first.spec.cost)
         ledgers = [root.share(a.spec.cost) for a in self.applies]
-        await asyncio.gather(*(a._prepare(ledger) for a, ledger in zip(self.applies, ledgers, strict=True)))
+        await _together(a._prepare(ledger) for a, ledger in zip(self.applies, ledgers, strict=True))
         if any(a.pilot_size for a in self.applies):
             self._check_budget()  # on the pilots' figures
-        await asyncio.gather(*(a._main(ledger) for a, ledger in zip(self.applies, ledgers, strict=True)))
+        batched = [a for a in self.applies if a.spec.mode == "batch"]
+        gate = BatchGate(len(batched)) if len(batched) > 1 else None
+        for a in batched:
+            a.run.batch_gate = gate
+        await _together(a._main(ledger) for a, ledger in zip(self.applies, ledgers, strict=True))
 
     def cancel(self, reason: str = "cancelled from the panel") -> None:
         for a in self.applies:

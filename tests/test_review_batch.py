@@ -65,6 +65,36 @@ def count(path: Path, sql: str) -> int:
         db.close()
 
 
+# -- 1. model=[...]: the first error stops every model ------------------------------------
+
+def test_one_models_budget_error_leaves_no_other_model_running(sim, tmp_path):
+    """Worst cases by hand, 20 rows of 1,000 output tokens at batch prices (half of $1.60 and
+    $0.40 per M output): gpt-4.1-mini $0.016 alone is over budget=0.012, gpt-4.1-nano's $0.004
+    fits. The call raises, and no job of either model is created, then or later."""
+    with pytest.raises(errors.BudgetError):
+        notes(20).llm.apply("Write about {text}", model=[MINI, NANO], budget=0.012,
+                            max_tokens=1000, cache=tmp_path / "c.sqlite", **batch_kw(sim))
+    wait_until(loop_idle, 60, "every task of the call to end")
+    assert created(sim) == [] and sim.batches == []
+
+
+def test_summed_worst_case_of_all_models_is_checked_before_any_job(sim, tmp_path):
+    """Each model alone fits budget=0.018 (worst cases $0.016 and $0.004 by hand, as above),
+    together ($0.020) they do not: nothing is sent, rather than one model's job paid for."""
+    with pytest.raises(errors.BudgetError):
+        notes(20).llm.apply("Write about {text}", model=[MINI, NANO], budget=0.018,
+                            max_tokens=1000, cache=tmp_path / "c.sqlite", **batch_kw(sim))
+    wait_until(loop_idle, 60, "every task of the call to end")
+    assert created(sim) == [] and sim.batches == []
+
+
+def test_models_that_fit_together_all_run(sim, tmp_path):
+    out = notes(20).llm.apply("Write about {text}", model=[MINI, NANO], budget=0.05,
+                              max_tokens=1000, cache=tmp_path / "c.sqlite", **batch_kw(sim))
+    assert out[[f"llm_output_{m.split('/')[1]}" for m in (MINI, NANO)]].notna().all().all()
+    assert sorted(j["model"] for j in sim.batches) == ["gpt-4.1-mini", "gpt-4.1-nano"]
+
+
 # -- 2. collected only with the answers on disk; no batch write on the loop -----------------
 
 def watch_collected(path: Path) -> None:
