@@ -8,8 +8,9 @@ session, the retries, the polling and the bookkeeping.
 
 Never pay twice:
 
-- A job is recorded in the store (``Store.add_batch``) the moment the provider has created
-  it, with the keys of its requests. A run that finds a job still open for some of its
+- A job is recorded in the store (``Store.add_batch_later``: on the cache's writer thread,
+  so a file another process has locked never stalls the loop) the moment the provider has
+  created it, with the keys of its requests. A run that finds a job still open for some of its
   requests (same endpoint, same model, same keys: the same call after a kernel restart)
   re-attaches to it instead of submitting those requests again. Creating a job and
   recording it is shielded from Ctrl+C.
@@ -20,7 +21,10 @@ Never pay twice:
   is collected instead of paid for again. Anthropic's message batches have no labels, so
   there only the cache's record protects.
 - Results go to the cache as they are downloaded; a job is marked collected only once every
-  result has been read, so a download cut short is read again by the next run. Results of an
+  result has been read, so a download cut short is read again by the next run. The flag is
+  queued on the writer behind the answers (``flush`` hands them over first), so it reaches
+  the file with or after them, never before: a crash in between leaves the job open, and
+  the next run downloads it again rather than paying again. Results of an
   attached job that this run does not need (a re-run on fewer rows) are cached too: they
   were paid for.
 - Requests that failed or expired are not cached, so the same ``apply`` run again submits a

@@ -97,16 +97,16 @@ def test_models_that_fit_together_all_run(sim, tmp_path):
 
 # -- 2. collected only with the answers on disk; no batch write on the loop -----------------
 
-def watch_collected(path: Path) -> None:
+def watch_collected(path: Path, table: str = "answers") -> None:
     """A trigger in the cache file notes, inside the very transaction that marks a job
-    collected, how many answers that transaction sees on disk."""
+    collected, how many answers (or vectors) that transaction sees on disk."""
     Store(path).close()  # the file exists, migrated
     db = sqlite3.connect(path)
-    db.executescript("""
+    db.executescript(f"""
         CREATE TABLE seen (answers INTEGER);
         CREATE TRIGGER note_collected AFTER UPDATE OF collected ON batches
         WHEN NEW.collected = 1 AND OLD.collected = 0
-        BEGIN INSERT INTO seen SELECT COUNT(*) FROM answers; END;
+        BEGIN INSERT INTO seen SELECT COUNT(*) FROM {table}; END;
     """)
     db.close()
 
@@ -119,6 +119,19 @@ def test_a_job_is_marked_collected_only_with_its_answers_on_disk(sim, tmp_path):
     assert llmbatch_pd.cache.flush(timeout=60)
     seen = [r[0] for r in sqlite3.connect(path).execute("SELECT answers FROM seen")]
     assert seen == [30]  # marked once, and by then all 30 answers were in the file
+    assert count(path, "SELECT COUNT(*) FROM batches WHERE collected = 1") == 1
+
+
+def test_an_embeddings_job_is_marked_collected_only_with_its_vectors_on_disk(sim, tmp_path):
+    path = tmp_path / "c.sqlite"
+    watch_collected(path, "vectors")
+    texts = pd.Series([f"text number {i}" for i in range(40)])
+    out = texts.llm.embed(model="openai/text-embedding-3-small", dimensions=8, cache=path,
+                          **batch_kw(sim))
+    assert out.notna().all()
+    assert llmbatch_pd.cache.flush(timeout=60)
+    seen = [r[0] for r in sqlite3.connect(path).execute("SELECT answers FROM seen")]
+    assert seen == [40]
     assert count(path, "SELECT COUNT(*) FROM batches WHERE collected = 1") == 1
 
 
