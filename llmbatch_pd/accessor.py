@@ -16,7 +16,7 @@ import pandas as pd
 
 from . import errors, plan, pricing, store
 from . import options as opts
-from .batch_gate import BatchGate
+from .batch_gate import BatchGate, Party
 from .budget import Ledger
 from .interrupt import CancelOnSigint
 from .jobs import Job, tick
@@ -419,6 +419,20 @@ async def _together(coros: Iterable[Coroutine[Any, Any, None]]) -> None:
         raise first from None
 
 
+async def _gated(a: _Apply, ledger: Ledger, party: Party | None) -> None:
+    """One model's run, holding its place at the batch gate until it passes it or ends."""
+    a.run.batch_gate = party
+    try:
+        await a._main(ledger)
+    except BaseException:
+        if party is not None:
+            party.leave(failed=True)
+        raise
+    finally:
+        if party is not None:
+            party.leave()
+
+
 class _Group(_Runnable):
     """``model=[...]``: the same template on every model, side by side. The runs go at once
     (each provider has its own rate limits), under one budget, in one display; each model's
@@ -467,11 +481,11 @@ class _Group(_Runnable):
         await _together(a._prepare(ledger) for a, ledger in zip(self.applies, ledgers, strict=True))
         if any(a.pilot_size for a in self.applies):
             self._check_budget()  # on the pilots' figures
-        batched = [a for a in self.applies if a.spec.mode == "batch"]
-        gate = BatchGate(len(batched)) if len(batched) > 1 else None
-        for a in batched:
-            a.run.batch_gate = gate
-        await _together(a._main(ledger) for a, ledger in zip(self.applies, ledgers, strict=True))
+        gate = BatchGate() if sum(a.spec.mode == "batch" for a in self.applies) > 1 else None
+        parties = [gate.party() if gate is not None and a.spec.mode == "batch" else None
+                   for a in self.applies]  # every place taken before any model starts
+        await _together(_gated(a, ledger, party)
+                        for a, ledger, party in zip(self.applies, ledgers, parties, strict=True))
 
     def cancel(self, reason: str = "cancelled from the panel") -> None:
         for a in self.applies:

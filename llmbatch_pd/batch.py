@@ -55,7 +55,7 @@ from time import monotonic
 import aiohttp
 
 from . import errors
-from .batch_gate import BatchGate
+from .batch_gate import Party
 from .batch_http import BatchClient as _HTTP
 from .budget import Ledger
 from .engine import EngineStats, OnDone, RetryPolicy, WorstCost
@@ -111,7 +111,7 @@ class BatchRunner:
         session: aiohttp.ClientSession | None = None,
         cancel_wait: float = CANCEL_WAIT,
         flush: Callable[[], None] | None = None,
-        gate: BatchGate | None = None,
+        gate: Party | None = None,
     ) -> None:
         if not provider.supports_batch:
             raise errors.InputError(f"{provider.name} at {provider.base_url} has no batch API")

@@ -95,6 +95,19 @@ def test_models_that_fit_together_all_run(sim, tmp_path):
     assert sorted(j["model"] for j in sim.batches) == ["gpt-4.1-mini", "gpt-4.1-nano"]
 
 
+def test_a_model_with_nothing_to_send_does_not_hold_the_others_back(sim, tmp_path):
+    """gpt-4.1-mini's answers are all cached: it leaves the gate at once, nano still runs."""
+    path, df = tmp_path / "c.sqlite", notes(10)
+    df.llm.apply("Write about {text}", model=MINI, cache=path, **batch_kw(sim))
+    sim.reset()
+    job = df.llm.submit("Write about {text}", model=[MINI, NANO], budget=0.05, cache=path,
+                        **batch_kw(sim))
+    assert job.wait(60), "the run did not end: a model waits at the gate for one that left"
+    out = job.result()
+    assert out[["llm_output_gpt-4.1-mini", "llm_output_gpt-4.1-nano"]].notna().all().all()
+    assert [e["model"] for e in created(sim)] == ["gpt-4.1-nano"]  # mini sent nothing
+
+
 # -- 2. collected only with the answers on disk; no batch write on the loop -----------------
 
 def watch_collected(path: Path, table: str = "answers") -> None:
