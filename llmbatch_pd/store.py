@@ -407,8 +407,8 @@ def _storable(text: str | None) -> str | None:
     """Text SQLite accepts: a lone surrogate (half an emoji, which a JSON reply may carry as
     ``\\ud83d``) is not UTF-8 and would make the whole write fail; it becomes U+FFFD, so the
     answer is kept and any version of this library (or a sqlite3 shell) can still read it."""
-    if text is None:
-        return None
+    if not isinstance(text, str):
+        return text  # None; anything else SQLite refuses on the writer, alone
     try:
         text.encode("utf-8")
     except UnicodeEncodeError:

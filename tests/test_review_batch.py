@@ -216,3 +216,23 @@ def test_a_failing_write_gives_up_only_itself(tmp_path):
     assert count(path, "SELECT COUNT(*) FROM answers") == 100
     assert store.writer.lost == 0
     store.close()
+
+
+def test_a_job_is_not_marked_collected_when_one_of_its_answers_failed_to_be_written(tmp_path):
+    """One answer SQLite refuses (a text that is not text) is given up alone, and the job's
+    collected flag queued behind it is held back: the next run reads the job again (free)
+    instead of paying again for that row."""
+    path = tmp_path / "c.sqlite"
+    store = Store(path)
+    store.add_batch("batch_1", provider="openai", endpoint="/v1/chat/completions", model="m",
+                    keys=[f"k{i}" for i in range(11)], status="completed")
+    items = [(f"k{i}", "m", Reply(f"answer {i}", Usage(1, 1), "stop")) for i in range(10)]
+    items.insert(5, ("kbad", "m", Reply(["not", "text"], Usage(1, 1), "stop")))
+    with store.writer._cond:  # both handed over before the thread can take either
+        store.put_later(items)
+        store.set_batch_status_later("batch_1", "completed", collected=True)
+    assert store.flush(60)
+    assert count(path, "SELECT COUNT(*) FROM answers") == 10
+    assert store.writer.lost == 1 and "not supported" in store.writer.error
+    assert count(path, "SELECT collected FROM batches WHERE id = 'batch_1'") == 0
+    store.close()
