@@ -8,7 +8,7 @@ from __future__ import annotations
 import asyncio
 import functools
 import warnings
-from collections.abc import Iterator
+from collections.abc import Coroutine, Iterable, Iterator
 from typing import Any
 
 import numpy as np
@@ -16,6 +16,7 @@ import pandas as pd
 
 from . import errors, plan, pricing, store
 from . import options as opts
+from .batch_gate import BatchGate, Party
 from .budget import Ledger
 from .interrupt import CancelOnSigint
 from .jobs import Job, tick
@@ -415,6 +416,33 @@ class _Apply(_Runnable):
         return f"{base}_{self.label}" if self.label else base
 
 
+async def _together(coros: Iterable[Coroutine[Any, Any, None]]) -> None:
+    """Run ``coros`` at once; the first error cancels the rest and is raised (as itself)."""
+    try:
+        async with asyncio.TaskGroup() as group:
+            for coro in coros:
+                group.create_task(coro)
+    except BaseExceptionGroup as raised:
+        first = raised.exceptions[0]
+        while isinstance(first, BaseExceptionGroup):
+            first = first.exceptions[0]
+        raise first from None
+
+
+async def _gated(a: _Apply, ledger: Ledger, party: Party | None) -> None:
+    """One model's run, holding its place at the batch gate until it passes it or ends."""
+    a.run.batch_gate = party
+    try:
+        await a._main(ledger)
+    except BaseException:
+        if party is not None:
+            party.leave(failed=True)
+        raise
+    finally:
+        if party is not None:
+            party.leave()
+
+
 class _Group(_Runnable):
     """``model=[...]``: the same template on every model, side by side. The runs go at once
     (each provider has its own rate limits), under one budget, in one display; each model's
@@ -454,13 +482,20 @@ class _Group(_Runnable):
         return [a.estimate for a in self.applies]
 
     async def _execute(self) -> None:
+        """Every model at once; the first error cancels the others, so nothing is sent (or
+        paid for) after the call raised. In batch mode no model submits a job before the
+        worst cases of all of them are reserved together in the shared budget."""
         first = self.applies[0]
         root = Ledger(self.budget, first.spec.cost)
         ledgers = [root.share(a.spec.cost) for a in self.applies]
-        await asyncio.gather(*(a._prepare(ledger) for a, ledger in zip(self.applies, ledgers, strict=True)))
+        await _together(a._prepare(ledger) for a, ledger in zip(self.applies, ledgers, strict=True))
         if any(a.pilot_size for a in self.applies):
             self._check_budget()  # on the pilots' figures
-        await asyncio.gather(*(a._main(ledger) for a, ledger in zip(self.applies, ledgers, strict=True)))
+        gate = BatchGate() if sum(a.spec.mode == "batch" for a in self.applies) > 1 else None
+        parties = [gate.party() if gate is not None and a.spec.mode == "batch" else None
+                   for a in self.applies]  # every place taken before any model starts
+        await _together(_gated(a, ledger, party)
+                        for a, ledger, party in zip(self.applies, ledgers, parties, strict=True))
 
     def cancel(self, reason: str = "cancelled from the panel") -> None:
         for a in self.applies:

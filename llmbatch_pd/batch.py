@@ -8,8 +8,9 @@ session, the retries, the polling and the bookkeeping.
 
 Never pay twice:
 
-- A job is recorded in the store (``Store.add_batch``) the moment the provider has created
-  it, with the keys of its requests. A run that finds a job still open for some of its
+- A job is recorded in the store (``Store.add_batch_later``: on the cache's writer thread,
+  so a file another process has locked never stalls the loop) the moment the provider has
+  created it, with the keys of its requests. A run that finds a job still open for some of its
   requests (same endpoint, same model, same keys: the same call after a kernel restart)
   re-attaches to it instead of submitting those requests again. Creating a job and
   recording it is shielded from Ctrl+C.
@@ -20,7 +21,10 @@ Never pay twice:
   is collected instead of paid for again. Anthropic's message batches have no labels, so
   there only the cache's record protects.
 - Results go to the cache as they are downloaded; a job is marked collected only once every
-  result has been read, so a download cut short is read again by the next run. Results of an
+  result has been read, so a download cut short is read again by the next run. The flag is
+  queued on the writer behind the answers (``flush`` hands them over first), so it reaches
+  the file with or after them, never before: a crash in between leaves the job open, and
+  the next run downloads it again rather than paying again. Results of an
   attached job that this run does not need (a re-run on fewer rows) are cached too: they
   were paid for.
 - Requests that failed or expired are not cached, so the same ``apply`` run again submits a
@@ -51,6 +55,7 @@ from time import monotonic
 import aiohttp
 
 from . import errors
+from .batch_gate import Party
 from .batch_http import BatchClient as _HTTP
 from .budget import Ledger
 from .engine import EngineStats, OnDone, RetryPolicy, WorstCost
@@ -105,6 +110,8 @@ class BatchRunner:
         on_warning: Callable[[str], None] | None = None,
         session: aiohttp.ClientSession | None = None,
         cancel_wait: float = CANCEL_WAIT,
+        flush: Callable[[], None] | None = None,
+        gate: Party | None = None,
     ) -> None:
         if not provider.supports_batch:
             raise errors.InputError(f"{provider.name} at {provider.base_url} has no batch API")
@@ -129,6 +136,10 @@ class BatchRunner:
         self.retry = retry or RetryPolicy()
         self.on_warning = on_warning
         self.cancel_wait = cancel_wait
+        # ``flush``: hands the answers given to ``on_done`` to the store's writer now, so a
+        # job's collected flag, queued on the same writer next, reaches the file after them.
+        self.flush = flush
+        self.gate = gate  # model=[...]: nobody submits until every model's worst case is reserved
         self._session = session
         self._stop: errors.ProviderError | None = None
         self._cancel_jobs = False  # stop() from a user's cancel: cancel the jobs too
@@ -175,6 +186,7 @@ class BatchRunner:
             self._session = aiohttp.ClientSession(auto_decompress=True)
         http = _HTTP(self.provider, self._session, self.timeout, self.retry)
         self.spool = Spool()
+        gate, self.gate = self.gate, None
         try:
             stats.batch_status = "preparing"
             await self._fill(requests)
@@ -183,13 +195,22 @@ class BatchRunner:
                 return
             self.jobs = await self._attach(http)
             self._reserve()
+            if gate is not None:
+                gate, passing = None, gate
+                await passing.passed()
             await self._submit_all(http)
             self._update_stats()
             await self._poll(http)
-        except asyncio.CancelledError:
-            self._give_up_waiting("cancelled: the run was interrupted")
+        except BaseException as exc:
+            if gate is not None:  # failed before the gate (a budget refusal): nobody submits
+                gate.leave(failed=True)
+                gate = None
+            if isinstance(exc, asyncio.CancelledError):
+                self._give_up_waiting("cancelled: the run was interrupted")
             raise
         finally:
+            if gate is not None:  # nothing to send: the other models need not wait for it
+                gate.leave()
             stats.finished = monotonic()
             stats.in_flight = 0
             self.spool.close()
@@ -361,12 +382,9 @@ class BatchRunner:
         if self.store is None:
             return
         p = self.provider
-        try:
-            self.store.add_batch(info.id, provider=p.name, endpoint=p.endpoint, model=p.model,
-                                 keys=keys, status=info.status)
-        except sqlite3.Error as exc:
-            self._warn(f"batch {info.id} could not be recorded in the cache ({exc}): if this "
-                       "run is interrupted, running it again would submit those requests again")
+        # on the writer thread: a file locked by another process never stalls the loop
+        self.store.add_batch_later(info.id, provider=p.name, endpoint=p.endpoint, model=p.model,
+                                   keys=keys, status=info.status)
 
     def _add_job(self, info: BatchInfo, items: list[Spooled], attached: bool = False) -> _Job:
         if attached:  # found at the provider: record it, as a job created here would be
@@ -492,6 +510,8 @@ class BatchRunner:
             self._fail_all(left, missing)
         job.pending = 0
         job.finished = True
+        if self.flush is not None:
+            self.flush()  # the answers first, then (behind them on the writer) the flag
         self._set_status(info.id, info.status, collected=True)
 
     def _take(self, job: _Job, lines: list[BatchOutcome]) -> None:
@@ -572,18 +592,12 @@ class BatchRunner:
         # Vectors are cached per input text by the embeddings run, which this key is not.
         if self.store is None or reply.text is None or reply.vectors is not None:
             return
-        try:
-            self.store.put(key, self.provider.model, reply)
-        except sqlite3.Error:
-            pass  # this run does not need it; the answers it needs are written by on_done
+        self.store.put_later([(key, self.provider.model, reply)])
 
     def _set_status(self, batch_id: str, status: str, collected: bool = False) -> None:
         if self.store is None:
             return
-        try:
-            self.store.set_batch_status(batch_id, status, collected=collected)
-        except sqlite3.Error as exc:
-            self._warn(f"could not record the status of batch {batch_id}: {exc}")
+        self.store.set_batch_status_later(batch_id, status, collected=collected)
 
     def _warn(self, message: str) -> None:
         if self.on_warning is not None:

@@ -408,7 +408,7 @@ class EmbedRun:
             self.batcher = BatchRunner(
                 spec.provider, on_done=self._on_done, stats=self.stats, store=self._store,
                 ledger=ledger, worst_cost=spec.worst_cost, poll_interval=spec.poll_interval,
-                timeout=spec.timeout, retry=retry, on_warning=self._warn)
+                timeout=spec.timeout, retry=retry, on_warning=self._warn, flush=self._save)
         else:
             self.engine = Engine(
                 spec.provider, concurrency=spec.concurrency, limiter=RateLimiter(spec.rpm, spec.tpm),

@@ -308,6 +308,7 @@ class Run:
         self._followers: dict[int, list[int]] = {}
         self.engine: Engine | None = None
         self.batcher: BatchRunner | None = None
+        self.batch_gate = None  # model=[...] in batch mode: see batch_gate.py
         self.store: Store | None = None
         self.warnings_shown_elsewhere = False
         self.keep_replies = False  # a pilot keeps its answers (by key) for the main run
@@ -637,6 +638,7 @@ class Run:
                 stats=self.stats, store=self.store,
                 ledger=ledger, worst_cost=spec.worst_cost, poll_interval=spec.poll_interval,
                 timeout=spec.timeout, retry=retry, on_warning=self._warn,
+                flush=self._save, gate=self.batch_gate,
             )
         else:
             self.engine = Engine(

@@ -20,6 +20,7 @@ from __future__ import annotations
 import hashlib
 import json
 import os
+import re
 import sqlite3
 import time
 from collections.abc import Callable, Iterable
@@ -253,13 +254,12 @@ class Store:
     def add_batch(self, batch_id: str, *, provider: str, endpoint: str, model: str,
                   keys: list[str], status: str) -> None:
         """Record a job the provider has just created (autocommit, before anything else)."""
-        now = time.time()
-        self.db.execute(
-            "INSERT OR REPLACE INTO batches (id, provider, endpoint, model, keys, keys_digest, "
-            "size, status, collected, created, updated) VALUES (?, ?, ?, ?, ?, ?, ?, ?, 0, ?, ?)",
-            (batch_id, provider, endpoint, model, json.dumps(keys), keys_digest(keys), len(keys),
-             status, now, now),
-        )
+        _add_batch(self.db, batch_id, provider, endpoint, model, keys, status)
+
+    def add_batch_later(self, batch_id: str, *, provider: str, endpoint: str, model: str,
+                        keys: list[str], status: str) -> None:
+        """``add_batch`` on the writer thread: another process's lock never stalls the loop."""
+        self.writer.call(lambda db: _add_batch(db, batch_id, provider, endpoint, model, keys, status))
 
     def open_batches(self, endpoint: str, model: str) -> list[BatchRecord]:
         """Jobs for this endpoint and model whose results have not all been collected."""
@@ -282,10 +282,14 @@ class Store:
     def set_batch_status(self, batch_id: str, status: str, *, collected: bool = False) -> None:
         """The job's latest status; ``collected=True`` once every result is in the cache
         (or known to be missing), so no later run attaches to it again."""
-        self.db.execute(
-            "UPDATE batches SET status = ?, collected = MAX(collected, ?), updated = ? WHERE id = ?",
-            (status, int(collected), time.time(), batch_id),
-        )
+        _set_batch_status(self.db, batch_id, status, collected)
+
+    def set_batch_status_later(self, batch_id: str, status: str, *, collected: bool = False) -> None:
+        """``set_batch_status`` on the writer thread, behind the answers handed over before
+        it: ``collected`` reaches the file only with (or after) the job's answers, and not
+        at all if one of them could not be written (the next run reads the job again)."""
+        self.writer.call(lambda db: _set_batch_status(db, batch_id, status, collected),
+                         after_answers=collected)
 
     def put_many(self, items: list[tuple[str, str, Reply]]) -> None:
         """Write several answers in one transaction (one WAL commit instead of one each)."""
@@ -347,6 +351,24 @@ class Store:
         return f"Store({str(self.path)!r})"
 
 
+def _add_batch(db: sqlite3.Connection, batch_id: str, provider: str, endpoint: str, model: str,
+               keys: list[str], status: str) -> None:
+    now = time.time()
+    db.execute(
+        "INSERT OR REPLACE INTO batches (id, provider, endpoint, model, keys, keys_digest, "
+        "size, status, collected, created, updated) VALUES (?, ?, ?, ?, ?, ?, ?, ?, 0, ?, ?)",
+        (batch_id, provider, endpoint, model, json.dumps(keys), keys_digest(keys), len(keys),
+         status, now, now),
+    )
+
+
+def _set_batch_status(db: sqlite3.Connection, batch_id: str, status: str, collected: bool) -> None:
+    db.execute(
+        "UPDATE batches SET status = ?, collected = MAX(collected, ?), updated = ? WHERE id = ?",
+        (status, int(collected), time.time(), batch_id),
+    )
+
+
 def _get_history(db: sqlite3.Connection, key: str) -> History | None:
     row = db.execute(
         "SELECT requests, input_tokens, estimated_input_tokens, output_tokens, latency_total, "
@@ -372,10 +394,26 @@ def _add_history(db: sqlite3.Connection, key: str, run: History) -> None:
 
 def _row(key: str, model: str, reply: Reply, now: float) -> Row:
     u = reply.usage
-    return (key, model, reply.text, reply.finish_reason, u.input_tokens, u.output_tokens,
+    return (key, model, _storable(reply.text), reply.finish_reason, u.input_tokens, u.output_tokens,
             u.cached_tokens, u.cache_write_tokens, now, reply.limit)
 
 
 def _reply(row: Row) -> Reply:
     """A stored row (ANSWER_COLUMNS, then the limit) -> the Reply it holds."""
     return Reply(row[2], Usage(row[4], row[5], row[6], row[7]), row[3], row[1], limit=row[9])
+
+
+def _storable(text: str | None) -> str | None:
+    """Text SQLite accepts: a lone surrogate (half an emoji, which a JSON reply may carry as
+    ``\\ud83d``) is not UTF-8 and would make the whole write fail; it becomes U+FFFD, so the
+    answer is kept and any version of this library (or a sqlite3 shell) can still read it."""
+    if not isinstance(text, str):
+        return text  # None; anything else SQLite refuses on the writer, alone
+    try:
+        text.encode("utf-8")
+    except UnicodeEncodeError:
+        return _SURROGATE.sub("\ufffd", text)
+    return text
+
+
+_SURROGATE = re.compile("[\ud800-\udfff]")

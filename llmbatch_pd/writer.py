@@ -42,6 +42,32 @@ def write_answers(db: sqlite3.Connection, rows: Iterable[Row]) -> None:
     db.executemany(INSERT_CUT, [(row[0], row[9]) for row in rows if row[3] == "length"])
 
 
+class _AfterAnswers:
+    """A job that must not run once an answer handed over before it failed to be written."""
+
+    def __init__(self, job: Job, lost_at: int) -> None:
+        self.job, self.lost_at = job, lost_at
+
+    def __call__(self, db: sqlite3.Connection) -> None:
+        self.job(db)
+
+
+def _alone(db: sqlite3.Connection, write: Callable[[], None]) -> Exception | None:
+    """``write()`` inside a savepoint: on failure only it is undone (its error returned);
+    a lock is raised, to try the whole transaction again."""
+    db.execute("SAVEPOINT one")
+    try:
+        write()
+    except Exception as exc:
+        if _locked(exc) or not db.in_transaction:
+            raise
+        db.execute("ROLLBACK TO one")
+        db.execute("RELEASE one")
+        return exc
+    db.execute("RELEASE one")
+    return None
+
+
 def _locked(exc: BaseException) -> bool:
     """Another connection holds the lock: try again soon (anything else will not pass)."""
     return isinstance(exc, sqlite3.OperationalError) and ("locked" in str(exc) or "busy" in str(exc))
@@ -65,10 +91,13 @@ class Writer:
                 self._pending[row[0]] = row
             self._wake()
 
-    def call(self, job: Job) -> None:
-        """Run ``job(connection)`` inside the next write transaction."""
+    def call(self, job: Job, *, after_answers: bool = False) -> None:
+        """Run ``job(connection)`` inside the next write transaction, after the answers
+        handed over before it (in the same transaction, or an earlier one). ``after_answers``:
+        skip the job if an answer failed to be written since it was queued (a batch job is
+        marked collected only once its answers are on disk)."""
         with self._cond:
-            self._jobs.append(job)
+            self._jobs.append(_AfterAnswers(job, self.lost) if after_answers else job)
             self._wake()
 
     def pending(self, keys: Iterable[str]) -> dict[str, Row]:
@@ -147,14 +176,35 @@ class Writer:
         try:
             write_answers(db, rows.values())
             for job in jobs:
-                job(db)
+                if self._may_run(job, 0):
+                    job(db)
             db.execute("COMMIT")
-        except Exception as exc:  # a full disk, a broken job: never a dead thread with answers
-            try:
-                if db.in_transaction:
-                    db.execute("ROLLBACK")
-            except sqlite3.Error:
-                pass
+        except Exception as exc:  # one bad row or job, a full disk: never a dead thread
+            self._rollback(db)
+            if _locked(exc):
+                return
+            self._one_by_one(db, rows, jobs)
+            return
+        with self._cond:
+            self._done(rows, jobs)
+
+    def _one_by_one(self, db: sqlite3.Connection, rows: dict[str, Row], jobs: list[Job]) -> None:
+        """A transaction failed for a reason other than a lock: write each answer and job on
+        its own, so only those that cannot be written are given up (not the whole lot)."""
+        bad_rows: list[BaseException] = []
+        bad_jobs: list[BaseException] = []
+        try:
+            db.execute("BEGIN IMMEDIATE")
+            for row in rows.values():
+                if (exc := _alone(db, lambda row=row: write_answers(db, [row]))) is not None:
+                    bad_rows.append(exc)
+            for job in jobs:
+                if self._may_run(job, len(bad_rows)):
+                    if (exc := _alone(db, lambda job=job: job(db))) is not None:
+                        bad_jobs.append(exc)
+            db.execute("COMMIT")
+        except Exception as exc:  # the file itself cannot be written (or is locked again)
+            self._rollback(db)
             if _locked(exc):
                 return
             with self._cond:
@@ -162,7 +212,22 @@ class Writer:
                 self._done(rows, jobs)
             return
         with self._cond:
+            if bad_rows or bad_jobs:
+                first = (bad_rows or bad_jobs)[0]
+                self.error = f"{type(first).__name__}: {first}"
+                self.lost += len(bad_rows)  # a run's settle() warns with the count
             self._done(rows, jobs)
+
+    def _may_run(self, job: Job, failed_now: int) -> bool:
+        return not isinstance(job, _AfterAnswers) or self.lost + failed_now <= job.lost_at
+
+    @staticmethod
+    def _rollback(db: sqlite3.Connection) -> None:
+        try:
+            if db.in_transaction:
+                db.execute("ROLLBACK")
+        except sqlite3.Error:
+            pass
 
     def _done(self, rows: dict[str, Row], jobs: list[Job]) -> None:  # condition held
         for key, row in rows.items():
