@@ -12,7 +12,6 @@ import json
 import sqlite3
 import subprocess
 import sys
-import textwrap
 from pathlib import Path
 
 import pandas as pd
@@ -26,6 +25,7 @@ from llmbatch_pd.store import Store
 from llmbatch_pd.types import Reply, Usage
 
 from .conftest import KEY, wait_until
+from .test_trust_cache import HOLDER  # the other process that holds the cache lock
 
 MINI, NANO = "openai/gpt-4.1-mini", "openai/gpt-4.1-nano"
 
@@ -148,16 +148,6 @@ def test_an_embeddings_job_is_marked_collected_only_with_its_vectors_on_disk(sim
     assert count(path, "SELECT COUNT(*) FROM batches WHERE collected = 1") == 1
 
 
-HOLDER = textwrap.dedent("""
-    import sqlite3, sys
-    db = sqlite3.connect(sys.argv[1], isolation_level=None)
-    db.execute("BEGIN EXCLUSIVE")
-    db.execute("INSERT INTO history VALUES ('holder', 0, 0, 0, 0, 0, NULL, NULL, 0)")
-    print("locked", flush=True)
-    sys.stdin.readline()  # until told
-    db.execute("ROLLBACK")
-    print("released", flush=True)
-""")
 
 
 def test_batch_run_writes_nothing_on_the_loop_while_another_process_holds_the_lock(sim, tmp_path):
