@@ -545,9 +545,8 @@ class BatchRunner:
             stats.output_tokens += reply.usage.output_tokens
             if ledger is not None and worst is not None:
                 stats.cost += ledger.settle(worst, reply.usage)
-                if ledger.crossed_warning():
-                    self._warn(f"80% of the budget is committed ({money(ledger.spent)} of "
-                               f"{money(ledger.limit)})")
+                if note := ledger.crossed_warning():
+                    self._warn(note)
         else:
             if exc is None:
                 exc = errors.RowError("no answer")

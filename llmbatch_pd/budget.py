@@ -97,12 +97,14 @@ class Ledger:
         self.uncertain += worst
         self._settled.set()
 
-    def crossed_warning(self) -> bool:
-        """True once, when committed spend first passes ``warn_at`` of the limit."""
+    def crossed_warning(self) -> str | None:
+        """The warning to give, once, when committed spend first passes ``warn_at`` of the
+        limit; None before and after."""
         if self.limit and not self.warned and self.spent + self.uncertain >= self.warn_at * self.limit:
             self.warned = True
-            return True
-        return False
+            return (f"{self.warn_at:.0%} of the budget is committed ({money(self.spent)} of "
+                    f"{money(self.limit)})")
+        return None
 
     def __repr__(self) -> str:
         lim = "none" if self.limit is None else money(self.limit)

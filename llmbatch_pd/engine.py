@@ -285,11 +285,8 @@ class Engine:
             self.opening.answered()
             if self.ledger is not None:
                 stats.cost += self.ledger.settle(worst, reply.usage)
-                if self.ledger.crossed_warning() and self.on_warning:
-                    self.on_warning(
-                        f"80% of the budget is committed ({money(self.ledger.spent)} of "
-                        f"{money(self.ledger.limit)})"
-                    )
+                if (note := self.ledger.crossed_warning()) and self.on_warning:
+                    self.on_warning(note)
             stats.input_tokens += reply.usage.input_tokens
             stats.output_tokens += reply.usage.output_tokens
             self.limiter.on_success()
