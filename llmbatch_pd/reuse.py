@@ -13,6 +13,7 @@ from collections.abc import Callable
 from typing import Any
 
 from .errors import InvalidOutput
+from .numbers import plural
 from .types import Reply
 
 
@@ -24,8 +25,8 @@ def truncation_note(limit: int | None) -> str:
 
 
 def truncation_warning(rows: int) -> str:
-    return (f"{rows} answers were cut at the output limit (their rows say so in the error "
-            "column, the text is kept): raise max_tokens=")
+    return (f"{plural(rows, 'answer')} {'was' if rows == 1 else 'were'} cut at the output limit (their rows say so in the error "
+            "column, the text is kept): raise max_tokens= to have them whole")
 
 
 def reusable(hit: Reply, limit: int | None, user_limit: int | None,
