@@ -42,6 +42,7 @@ class Blockade:
         self.served_whole = 0  # successes between the first and the last reset
         self._refused_at = 0.0
         self._since = 0.0
+        self._probe_refused = False  # a probe of this block was refused: it is no blip
 
     def refused(self, now: float, retry_after: float | None) -> float | None:
         """A 429: the time the next probe may go if this starts or prolongs a block, else None."""
@@ -53,8 +54,10 @@ class Blockade:
             self.blocked = True
             self.interval = PROBE_FIRST
             self._since = now
+            self._probe_refused = False
         elif now >= self.next_probe:  # a probe was refused (earlier ones were in flight before)
             self.interval = min(max((now - self._since) * PROBE_SPACING, PROBE_FIRST), PROBE_CAP)
+            self._probe_refused = True
         else:
             return self.next_probe
         wait = retry_after if retry_after is not None else self.interval
@@ -65,7 +68,9 @@ class Blockade:
         """A success. Ending a long block, it returns (the rate measured since the last
         reset, whether that measure covers a whole window); otherwise None."""
         self.run = 0
-        if not self.blocked or now - self._since < LONG:
+        # a blip, not a reset: short, or ended by an answer to a request sent before the block
+        # (a burst of fast 429s ahead of slower answers, as random 429s give at a run's start)
+        if not self.blocked or now - self._since < LONG or not self._probe_refused:
             self.blocked = False
             self.served += 1
             return None

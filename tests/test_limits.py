@@ -106,3 +106,22 @@ def test_parse_retry_after_prefers_ms():
     assert parse_retry_after({"retry-after": "3"}) == 3.0
     assert parse_retry_after({"retry-after": "Wed, 21 Oct 2015 07:28:00 GMT"}) == 0.0
     assert parse_retry_after({}) is None
+
+
+def test_fast_429s_ahead_of_slower_answers_are_a_blip_not_a_window_reset():
+    """Random 429s come back at once while answers take longer, so the first few responses of
+    a wave can be five 429s in a row. The answer that follows was sent before that "block":
+    no probe was refused, so it is no reset and says nothing about a window's rate."""
+    from llmbatch_pd.blockade import LONG, RUN, Blockade
+
+    b = Blockade()
+    for _ in range(RUN):
+        b.refused(0.0, None)
+    assert b.blocked
+    assert b.succeeded(LONG + 0.5, started=0.0) is None  # no reset measured
+    assert not b.blocked
+    # a real block: a probe is refused, then one gets through -> a reset is measured
+    for _ in range(RUN):
+        b.refused(10.0, None)
+    b.refused(10.2, None)  # the first probe (due at 10.1) refused
+    assert b.succeeded(10.5, started=0.0) is not None
