@@ -33,7 +33,8 @@ import pytest
 from llmbatch_pd.errors import FatalError
 from llmbatch_pd.sim import Simulator
 
-from .litellm.harness import LITELLM, Proxy, Trap, wait_for
+from .conftest import wait_until
+from .litellm.harness import LITELLM, Proxy, Trap
 
 CI = os.environ.get("CI", "").strip().lower() in ("1", "true", "yes")
 MASTER_KEY = f"sk-proxy-test-{secrets.token_hex(8)}"
@@ -213,7 +214,7 @@ def test_per_minute_limit_answers_every_row(proxy: Proxy, via: dict[str, Any]) -
     # Use it up in the first half of a minute, so the proxy refuses for 30-60 s: longer than
     # six retries' backoff (0.5+1+2+4+8+8 s), which a client that counts 429s as ordinary
     # failures would give up after. (LiteLLM's window is its clock's minute, this machine's.)
-    wait_for(lambda: time.time() % 60 < 30, 31, "the first half of a minute")
+    wait_until(lambda: time.time() % 60 < 30, 31, "the first half of a minute")
     answer, refusal = use_up_the_minute(proxy)
     window_left = 60 - time.time() % 60
     # What the proxy really sends. Its answers tell the limit and what is left of it, but not
@@ -258,7 +259,7 @@ def test_an_unknown_model_raises_after_a_few_requests(proxy: Proxy, via: dict[st
         raised = exc
     assert raised is not None, "no FatalError"
     sent_by_us = raised.report.stats.sent  # the proxy's own log must show every one of them
-    wait_for(lambda: sum((proxy.statuses() - before).values()) >= sent_by_us, 10,
+    wait_until(lambda: sum((proxy.statuses() - before).values()) >= sent_by_us, 10,
              f"the proxy's access log to show the {sent_by_us} requests sent")
     sent = sum((proxy.statuses() - before).values())
     FIGURES["unknown model: requests / raised"] = f"{sent} / {type(raised).__name__}"
@@ -298,7 +299,7 @@ def test_a_proxy_restart_mid_run_loses_no_row_and_pays_none_twice(
 
     thread = threading.Thread(target=run, daemon=True)
     thread.start()
-    wait_for(lambda: len(paid()) >= 12, 60, "12 answers from the upstream")
+    wait_until(lambda: len(paid()) >= 12, 60, "12 answers from the upstream")
     # Hold every new request at the provider, so that the kill cuts only unanswered ones. A
     # request that arrives after the switch is held; once `workers` of them are in flight
     # (all there can be), every earlier answer has reached the client.
@@ -319,11 +320,11 @@ def test_a_proxy_restart_mid_run_loses_no_row_and_pays_none_twice(
             progress.update(finished=stats["total"], since=time.monotonic())
         return time.monotonic() - progress["since"] > 2.0
 
-    wait_for(all_held, 30, "every worker held upstream")
+    wait_until(all_held, 30, "every worker held upstream")
     answered_before_kill = len(paid())
     down = time.monotonic()
     proxy.kill()
-    wait_for(lambda: upstream.stats()["in_flight"] == 0, 30, "the held requests to be cut")
+    wait_until(lambda: upstream.stats()["in_flight"] == 0, 30, "the held requests to be cut")
     upstream.configure(fault_hang=0.0)
     proxy.start()
     FIGURES["restart: proxy down (s)"] = f"{time.monotonic() - down:.1f}"

@@ -25,7 +25,7 @@ from llmbatch_pd.store import Store
 from llmbatch_pd.types import Reply, Usage
 
 from .conftest import KEY, wait_until
-from .test_trust_cache import HOLDER  # the other process that holds the cache lock
+from .test_trust_cache import HOLDER, release  # the process that holds the cache lock
 
 MINI, NANO = "openai/gpt-4.1-mini", "openai/gpt-4.1-nano"
 
@@ -166,10 +166,7 @@ def test_batch_run_writes_nothing_on_the_loop_while_another_process_holds_the_lo
         assert any("locked by another process" in m for m in messages), messages
         assert not any("could not record" in m or "could not be recorded" in m for m in messages), messages
         assert count(path, "SELECT COUNT(*) FROM batches") == 0  # nothing got past the lock yet
-        holder.stdin.write("go\n")
-        holder.stdin.flush()
-        assert holder.stdout.readline().strip() == "released"
-        assert holder.wait(timeout=30) == 0
+        release(holder)
     finally:
         holder.kill()
     assert llmbatch_pd.cache.flush(timeout=60)

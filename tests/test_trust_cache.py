@@ -159,6 +159,14 @@ HOLDER = textwrap.dedent("""
 """)
 
 
+def release(holder: subprocess.Popen) -> None:
+    """Tell the HOLDER process to let go of the lock, and see that it did."""
+    holder.stdin.write("go\n")
+    holder.stdin.flush()
+    assert holder.stdout.readline().strip() == "released"
+    assert holder.wait(timeout=30) == 0
+
+
 def test_a_run_goes_on_while_another_process_holds_the_cache_lock(sim, tmp_path):
     path = tmp_path / "locked.sqlite"
     from llmbatch_pd.store import Store
@@ -178,10 +186,7 @@ def test_a_run_goes_on_while_another_process_holds_the_cache_lock(sim, tmp_path)
         sim.reset()
         again = df.llm.apply("Say {text}", cache=path, **openai_kw(sim))
         assert sim.log == [] and again["llm_output"].tolist() == out["llm_output"].tolist()
-        holder.stdin.write("go\n")
-        holder.stdin.flush()
-        assert holder.stdout.readline().strip() == "released"
-        assert holder.wait(timeout=30) == 0
+        release(holder)
     finally:
         holder.kill()
     assert llmbatch_pd.cache.flush(timeout=60)

@@ -8,7 +8,6 @@ from __future__ import annotations
 
 import asyncio
 import tempfile
-import time
 import warnings
 from pathlib import Path
 from typing import Any
@@ -24,7 +23,7 @@ from llmbatch_pd.run import Run, RunSpec
 from llmbatch_pd.sim import Simulator
 from llmbatch_pd.types import Request, Usage
 
-from .conftest import cancel_once_batched
+from .conftest import cancel_once_batched, wait_until
 from .test_batch import FAST, KEY, OPENAI_MODEL, claude_kw, creations, openai_kw
 
 CHAT_PATHS = ("/v1/chat/completions", "/v1/messages")
@@ -38,13 +37,6 @@ def sim():
 
 def chat_requests(sim: Simulator) -> list[dict[str, Any]]:
     return [e for e in sim.log if e["path"] in CHAT_PATHS]
-
-
-def wait_for(condition, timeout: float = 20.0) -> None:
-    deadline = time.monotonic() + timeout
-    while not condition():
-        assert time.monotonic() < deadline, "timed out waiting"
-        time.sleep(0.01)
 
 
 # -- 1. different values, the same prompt ------------------------------------------------------
@@ -155,7 +147,7 @@ def test_cancel_cancels_the_providers_jobs_after_saying_so(sim, kw, cancel_path)
     sim.configure(batch_seconds=30.0)
     df = pd.DataFrame({"text": [f"review {i}" for i in range(6)]})
     job = df.llm.submit("Sentiment of {text}", mode="batch", **FAST, **kw(sim))
-    wait_for(lambda: job.report.stats.batch_ids)
+    wait_until(lambda: job.report.stats.batch_ids, 20, "the run to create its batch job")
     with warnings.catch_warnings(record=True) as caught:
         warnings.simplefilter("always")
         job.cancel()
@@ -191,7 +183,7 @@ def test_batch_requests_are_spooled_to_a_temporary_file_and_removed(sim, tmp_pat
     sim.configure(batch_seconds=30.0)  # the job outlives the look at the spool, however slow
     df = pd.DataFrame({"text": [f"review {i}" for i in range(50)]})
     job = df.llm.submit("Sentiment of {text}", cache=False, mode="batch", **FAST, **openai_kw(sim))
-    wait_for(lambda: job.report.stats.batch_ids)
+    wait_until(lambda: job.report.stats.batch_ids, 20, "the run to create its batch job")
     spooled = list((tmp_path / "tmp").glob("llmbatch_pd-batch-*/requests.sqlite"))
     assert len(spooled) == 1 and spooled[0].stat().st_size > 50 * 100  # the 50 lines are there
     with warnings.catch_warnings():
@@ -334,7 +326,8 @@ def test_answers_given_before_a_cancel_are_kept_and_cached(sim, tmp_path):
     cache = str(tmp_path / "c.sqlite")
     df = pd.DataFrame({"text": [f"review {i}" for i in range(40)]})
     job = df.llm.submit("Sentiment of {text}", cache=cache, mode="batch", **FAST, **openai_kw(sim))
-    wait_for(lambda: job.report.stats.batch_counts.get("succeeded", 0) >= 5)
+    wait_until(lambda: job.report.stats.batch_counts.get("succeeded", 0) >= 5, 20,
+               "5 answers from the batch job")
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")
         job.cancel()

@@ -15,11 +15,11 @@ import threading
 import time
 import urllib.error
 import urllib.request
-from collections.abc import Callable
 from pathlib import Path
-from typing import Any
 
 import psutil
+
+from ..conftest import wait_until
 
 ROOT = Path(__file__).resolve().parents[2]
 CONFIG = Path(__file__).parent / "proxy.yaml"
@@ -41,18 +41,6 @@ def free_port() -> int:
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))
         return int(s.getsockname()[1])
-
-
-def wait_for(condition: Callable[[], Any], deadline_s: float, what: str) -> Any:
-    """Poll ``condition`` until it is truthy; fail naming ``what`` after ``deadline_s``."""
-    deadline = time.monotonic() + deadline_s
-    while True:
-        value = condition()
-        if value:
-            return value
-        if time.monotonic() > deadline:
-            raise AssertionError(f"timed out after {deadline_s:.0f} s waiting for {what}")
-        time.sleep(0.05)
 
 
 class Trap:
@@ -104,7 +92,7 @@ class Proxy:
             self.proc = subprocess.Popen(command, cwd=self.workdir, env=self.env, stdout=log,
                                          stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL,
                                          start_new_session=True, preexec_fn=die_with_parent)
-        wait_for(self._ready, START_DEADLINE, "the LiteLLM proxy's /health/readiness")
+        wait_until(self._ready, START_DEADLINE, "the LiteLLM proxy's /health/readiness")
         self.start_seconds.append(time.monotonic() - started)
 
     def _ready(self) -> bool:
@@ -136,7 +124,7 @@ class Proxy:
     def seen_since(self, before: collections.Counter[int], answered: int) -> dict[int, int]:
         """Requests by status since ``before``, once at least ``answered`` 200s are logged
         (the access line is written just after the answer is sent)."""
-        wait_for(lambda: self.statuses()[200] - before[200] >= answered, 10,
+        wait_until(lambda: self.statuses()[200] - before[200] >= answered, 10,
                  f"{answered} answers in the proxy's access log")
         now = self.statuses()
         return {status: now[status] - before[status] for status in now if now[status] > before[status]}
