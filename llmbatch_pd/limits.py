@@ -91,6 +91,7 @@ class RateLimiter:
     HEADROOM = 0.95  # pace this close to the rate the server was seen to serve
     FAST_GROWTH = 0.7  # per second (compounded: about x2 a second) below the ceiling
     PROBE = 0.02  # per second above the ceiling: +2 % a second, so an overshoot stays small
+    NOISE_MEMORY = 0.01  # weight of one answer in the noise share (about the last 100)
 
     def __init__(
         self,
@@ -121,6 +122,10 @@ class RateLimiter:
         self._probe_at = 0.0
         self.generation = 0
         self._window_paced = False  # the pace comes from a whole calendar window: no probing up
+        # Share of 429s that pace does not explain (random refusals of a busy shared pool, a
+        # gateway's fault injection): measured while pacing at the ceiling, where a limit
+        # alone would refuse nothing. Cuts and probe resets look only at 429s above it.
+        self.noise = 0.0
         self._unblocked_at = 0.0
 
     SEND_WINDOW = 2.0
@@ -146,7 +151,18 @@ class RateLimiter:
         n = len(self._recent)
         return self._limited / n if n >= self.MIN_SAMPLE else 0.0
 
+    def _margin(self, sigmas: float) -> float:
+        """The noise share plus ``sigmas`` standard errors of a WINDOW-answer reading of it."""
+        return self.noise + sigmas * (self.noise * (1 - self.noise) / self.WINDOW) ** 0.5
+
+    def _learn_noise(self, limited: int) -> None:
+        rate, ceiling = self.requests.rate, self.ceiling
+        if (self.learned_from == "429s" and rate and ceiling and rate <= ceiling * 1.001
+                and not self.blockade.blocked):
+            self.noise += self.NOISE_MEMORY * (limited - self.noise)
+
     def _record(self, limited: int) -> None:
+        self._learn_noise(limited)
         if len(self._recent) == self._recent.maxlen:
             self._limited -= self._recent[0]
         self._recent.append(limited)
@@ -201,7 +217,8 @@ class RateLimiter:
         if self.learned_from in (None, "429s"):
             self._blocked(now, retry_after)
         rate = self.requests.rate
-        if self.learned_from == "429s" and self.ceiling and rate and rate > self.ceiling:
+        if (self.learned_from == "429s" and self.ceiling and rate and rate > self.ceiling
+                and self.pressure > self._margin(2)):
             # probing above the last known limit found it again: back to where it was calm,
             # or to what the server served meanwhile, if that is more
             served, fair = self._served_rate()
@@ -213,18 +230,14 @@ class RateLimiter:
         # Once 429s have set the pace they are known to be about it: react to half the share,
         # or a pace a little above the limit would sit between "grow" and "cut" for good.
         threshold = self.threshold / 2 if self.learned_from == "429s" else self.threshold
+        threshold = max(threshold, self._margin(3))  # a streak of noise is not a limit
+        self._judge_cut(now)
         if pressure < threshold or now < self._calm_until:
             return
         self._recent.clear()
         self._limited = 0
         if self._cut is not None and pressure >= 0.8 * self._cut[1]:
-            # the last slow-down did not lower the share of 429s: they are not about our pace
-            # (an overloaded shared pool, injected faults). Undo it and ask for more evidence.
-            self.requests.rate = self._cut[0]
-            self.threshold = min(0.6, pressure + 0.1)
-            self._cut = None
-            self.ceiling = None
-            self._calm_until = now + self.SEND_WINDOW
+            self._undo_cut(now, pressure)
             return
         pause = min(retry_after if retry_after is not None else 1.0, 10.0)
         served, fair = self._served_rate()
@@ -253,6 +266,26 @@ class RateLimiter:
             self.ceiling = target if fair else None
             self._grown_at = now + pause
             self.learned_from = "429s"
+
+    def _undo_cut(self, now: float, pressure: float) -> None:
+        """The last slow-down did not lower the share of 429s: they are not about our pace (an
+        overloaded shared pool, injected faults). Undo it; that share is noise from now on."""
+        assert self._cut is not None
+        self.requests.rate = self._cut[0]
+        self.threshold = min(0.6, pressure + 0.1)
+        self.noise = max(self.noise, pressure)
+        self._cut = None
+        self.ceiling = None
+        self._calm_until = now + self.SEND_WINDOW
+
+    def _judge_cut(self, now: float) -> None:
+        """A whole window answered at the new pace tells whether the last cut helped."""
+        if self._cut is None or len(self._recent) < self.WINDOW or now < self._calm_until:
+            return
+        if self.pressure >= 0.8 * self._cut[1]:
+            self._undo_cut(now, self.pressure)
+        else:
+            self._cut = None  # the slow-down worked
 
     def _blocked(self, now: float, retry_after: float | None) -> None:
         """Everything refused: hold everyone but one probe at a time (the pace itself is
@@ -297,9 +330,8 @@ class RateLimiter:
         if not self.requests.rate:
             self._served_rate()  # trims the window, so it never grows with the run
             return
+        self._judge_cut(now)
         if len(self._recent) >= self.MIN_SAMPLE and self.pressure < self.threshold / 2:
-            if len(self._recent) == self.WINDOW:
-                self._cut = None  # calm over a whole window: the slow-down worked
             # growth with time, not per answer: a step covers at most a quarter second
             elapsed = min(max(now - self._grown_at, 0.0), 0.25)
             self._grown_at = max(self._grown_at, now)

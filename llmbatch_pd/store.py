@@ -17,6 +17,7 @@ to the running job instead of submitting (and paying for) the same requests agai
 
 from __future__ import annotations
 
+import functools
 import hashlib
 import json
 import os
@@ -31,7 +32,7 @@ import numpy as np
 
 from .errors import InputError
 from .types import Reply, Usage
-from .writer import ANSWER_COLUMNS, Row, write_answers, writer_for
+from .writer import ANSWER_COLUMNS, Row, sqlite_gate, write_answers, writer_for
 
 ENV_VAR = "LLMBATCH_PD_CACHE"
 
@@ -174,9 +175,19 @@ def resolve(cache: bool | str | os.PathLike | None) -> Path | None:
     raise InputError(f"cache= must be True, False or a file path, not {cache!r}")
 
 
+def _gated(method: Callable) -> Callable:
+    """Run a Store method with ``fork()`` kept out (see ``writer.ForkGate``)."""
+    @functools.wraps(method)
+    def gated(*args, **kwargs):
+        with sqlite_gate:
+            return method(*args, **kwargs)
+    return gated
+
+
 class Store:
     """A cache file. Open it in the thread that uses it (the engine's loop thread)."""
 
+    @_gated
     def __init__(self, path: str | os.PathLike) -> None:
         self.path = Path(path)
         self.path.parent.mkdir(parents=True, exist_ok=True, mode=0o700)
@@ -217,6 +228,7 @@ class Store:
     def get(self, key: str) -> Reply | None:
         return self.get_many([key]).get(key)
 
+    @_gated
     def get_many(self, keys: list[str]) -> dict[str, Reply]:
         """The answers held for any of ``keys``, in one query (a chunk of a run's rows),
         including those handed to the writer and not on disk yet."""
@@ -251,6 +263,7 @@ class Store:
 
     # batch jobs -------------------------------------------------------------------------
 
+    @_gated
     def add_batch(self, batch_id: str, *, provider: str, endpoint: str, model: str,
                   keys: list[str], status: str) -> None:
         """Record a job the provider has just created (autocommit, before anything else)."""
@@ -261,6 +274,7 @@ class Store:
         """``add_batch`` on the writer thread: another process's lock never stalls the loop."""
         self.writer.call(lambda db: _add_batch(db, batch_id, provider, endpoint, model, keys, status))
 
+    @_gated
     def open_batches(self, endpoint: str, model: str) -> list[BatchRecord]:
         """Jobs for this endpoint and model whose results have not all been collected."""
         rows = self.db.execute(
@@ -270,6 +284,7 @@ class Store:
         ).fetchall()
         return [BatchRecord(r[0], r[1], r[2], r[3], tuple(json.loads(r[4])), r[5], r[6]) for r in rows]
 
+    @_gated
     def get_batch(self, batch_id: str) -> BatchRecord | None:
         r = self.db.execute(
             "SELECT id, provider, endpoint, model, keys, status, created, collected FROM batches "
@@ -279,6 +294,7 @@ class Store:
             return None
         return BatchRecord(r[0], r[1], r[2], r[3], tuple(json.loads(r[4])), r[5], r[6], bool(r[7]))
 
+    @_gated
     def set_batch_status(self, batch_id: str, status: str, *, collected: bool = False) -> None:
         """The job's latest status; ``collected=True`` once every result is in the cache
         (or known to be missing), so no later run attaches to it again."""
@@ -291,6 +307,7 @@ class Store:
         self.writer.call(lambda db: _set_batch_status(db, batch_id, status, collected),
                          after_answers=collected)
 
+    @_gated
     def put_many(self, items: list[tuple[str, str, Reply]]) -> None:
         """Write several answers in one transaction (one WAL commit instead of one each)."""
         now = time.time()
@@ -304,9 +321,11 @@ class Store:
 
     # what earlier runs measured -------------------------------------------------------------
 
+    @_gated
     def get_history(self, key: str) -> History | None:
         return _get_history(self.db, key)
 
+    @_gated
     def add_history(self, key: str, run: History) -> None:
         """Fold one run's figures into the template's history (older ones weigh less)."""
         _add_history(self.db, key, run)
@@ -317,6 +336,7 @@ class Store:
 
     # embeddings ---------------------------------------------------------------------------
 
+    @_gated
     def get_vectors(self, keys: list[str]) -> dict[str, tuple[np.ndarray, int]]:
         """The cached vectors among ``keys``: key -> (float32 vector, its input's tokens)."""
         found: dict[str, tuple[np.ndarray, int]] = {}
@@ -326,6 +346,7 @@ class Store:
                 found[key] = (vector, tokens)
         return found
 
+    @_gated
     def put_vectors(self, items: list[tuple[str, str, np.ndarray, int]]) -> None:
         """Write (key, model, vector, tokens) rows in one transaction."""
         now = time.time()
@@ -341,9 +362,11 @@ class Store:
             self.db.execute("ROLLBACK")
             raise
 
+    @_gated
     def __len__(self) -> int:
         return self.db.execute("SELECT COUNT(*) FROM answers").fetchone()[0]
 
+    @_gated
     def close(self) -> None:
         self.db.close()
 

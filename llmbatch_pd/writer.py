@@ -26,6 +26,55 @@ IDLE_EXIT = 1.0
 EXIT_WAIT = 60.0
 """Seconds the process waits at exit for answers a lock kept from being written."""
 
+class ForkGate:
+    """Keeps ``fork()`` out of SQLite calls made on other threads.
+
+    A thread inside SQLite holds its mutexes (the one guarding open files while it connects,
+    a file's lock while it writes); a child forked at that moment inherits them held by a
+    thread it does not have, and its first ``connect`` to that file hangs for ever. Any number
+    of threads may be inside at once; a fork waits (a bounded time) until none is, and no
+    thread enters until the fork is done.
+    """
+
+    WAIT = 10.0  # seconds a fork waits for a write stuck on another process's lock
+
+    def __init__(self) -> None:
+        self.reset()
+
+    def reset(self) -> None:
+        """In a forked child: no other thread exists, so none is inside."""
+        self._cond = threading.Condition()
+        self._inside = 0
+        self._forking = False
+
+    def __enter__(self) -> None:
+        with self._cond:
+            while self._forking:
+                self._cond.wait()
+            self._inside += 1
+
+    def __exit__(self, *exc: object) -> None:
+        with self._cond:
+            self._inside -= 1
+            self._cond.notify_all()
+
+    def before_fork(self) -> None:
+        self._cond.acquire()  # released in after_fork_in_parent
+        self._forking = True
+        deadline = time.monotonic() + self.WAIT
+        while self._inside and (left := deadline - time.monotonic()) > 0:
+            self._cond.wait(left)
+
+    def after_fork_in_parent(self) -> None:
+        self._forking = False
+        self._cond.notify_all()
+        self._cond.release()
+
+
+sqlite_gate = ForkGate()
+"""Held around every SQLite call this package makes off the caller's thread (and in Store)."""
+
+
 Row = tuple  # ANSWER_COLUMNS, then the max_tokens the answer was asked with
 Job = Callable[[sqlite3.Connection], None]
 ANSWER_COLUMNS = ("key, model, text, finish_reason, input_tokens, output_tokens, cached_tokens, "
@@ -145,9 +194,10 @@ class Writer:
     def _main(self) -> None:
         db = None
         try:
-            db = sqlite3.connect(self.path, timeout=BUSY_TIMEOUT, isolation_level=None,
-                                 check_same_thread=False)
-            db.execute("PRAGMA synchronous=NORMAL")
+            with sqlite_gate:
+                db = sqlite3.connect(self.path, timeout=BUSY_TIMEOUT, isolation_level=None,
+                                     check_same_thread=False)
+                db.execute("PRAGMA synchronous=NORMAL")
             while True:
                 with self._cond:
                     if not self._pending and not self._jobs:
@@ -156,7 +206,8 @@ class Writer:
                         self._thread = None  # the next add starts another
                         return
                     rows, jobs = dict(self._pending), list(self._jobs)
-                self._write(db, rows, jobs)
+                with sqlite_gate:
+                    self._write(db, rows, jobs)
         except Exception as exc:  # the file cannot be written at all: drop, say why
             with self._cond:
                 self._give_up(self._pending, self._jobs, exc)
@@ -164,7 +215,8 @@ class Writer:
                 self._cond.notify_all()
         finally:
             if db is not None:
-                db.close()
+                with sqlite_gate:
+                    db.close()
 
     def _write(self, db: sqlite3.Connection, rows: dict[str, Row], jobs: list[Job]) -> None:
         try:
@@ -271,9 +323,11 @@ def _forget_after_fork() -> None:
     global _registry
     _writers.clear()
     _registry = threading.Lock()
+    sqlite_gate.reset()
 
 
-os.register_at_fork(after_in_child=_forget_after_fork)
+os.register_at_fork(before=sqlite_gate.before_fork, after_in_parent=sqlite_gate.after_fork_in_parent,
+                    after_in_child=_forget_after_fork)
 
 
 @atexit.register
