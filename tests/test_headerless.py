@@ -208,3 +208,28 @@ def test_a_calendar_minute_limit_without_headers_is_paced_near_its_rate(phase: f
     # ideal: two windows' worth after the first (partial) one; 1.2x of the 120 s ideal
     assert clock.now - start <= 60.0 + 1.2 * 120.0
     assert late <= 60, f"{late} 429s after the first window"
+
+
+def test_random_429s_do_not_ratchet_the_pace_down() -> None:
+    """5 % of answers are 429s whatever the pace (a gateway's fault injection, a busy shared
+    pool) and the client can send at most CAPACITY a second. Before, each streak of those 429s
+    cut the pace to 95 % of what was served, and the next streak cut again from there: 10,000
+    rows took 200 s instead of 35. The reference is the client's own capacity."""
+    import random
+
+    capacity = 200.0
+    clock = Clock()
+    lim = RateLimiter(clock=clock)
+    draw = random.Random(7)
+    sent_late = 0
+    start = clock.now
+    while clock.now < start + 120.0:
+        clock.now += max(1.0 / capacity, lim.reserve(1))
+        if clock.now > start + 60.0:
+            sent_late += 1
+        if draw.random() < 0.05:
+            lim.on_rate_limited(0.2)
+        else:
+            lim.on_success()
+    assert sent_late / 60.0 >= 0.8 * capacity, (sent_late / 60.0, lim)
+    assert lim.noise == pytest.approx(0.05, abs=0.04) or lim.requests.rate is None

@@ -428,7 +428,10 @@ def _write_in_child(path: str) -> None:
 
 
 def test_a_forked_child_writes_with_its_own_writer(tmp_path):
-    """The parent's writer thread does not exist in a forked child: the child starts its own."""
+    """The parent's writer thread does not exist in a forked child: the child starts its own.
+    Forked while that thread is inside SQLite (connecting, writing 2,000 answers), a child
+    used to inherit SQLite's mutexes held and hang in its first connect (about half the time:
+    CI caught it); each of five forks here lands in the middle of such a write."""
     import multiprocessing
 
     from llmbatch_pd.store import Store
@@ -436,10 +439,14 @@ def test_a_forked_child_writes_with_its_own_writer(tmp_path):
 
     path = tmp_path / "fork.sqlite"
     parent = Store(path)
-    parent.put_later([("parent", "m", Reply("from the parent", Usage(1, 1), "stop"))])
-    child = multiprocessing.get_context("fork").Process(target=_write_in_child, args=(str(path),))
-    child.start()  # very likely while the parent's writer thread is alive (it idles 1 s)
-    child.join(timeout=60)
-    assert child.exitcode == 0
-    assert parent.flush(timeout=30)
-    assert count_rows(path) == 2
+    for round_ in range(5):
+        parent.put_later([(f"parent {round_} {i}", "m", Reply("from the parent " * 60, Usage(1, 1), "stop"))
+                          for i in range(2000)])
+        child = multiprocessing.get_context("fork").Process(target=_write_in_child, args=(str(path),))
+        child.start()
+        child.join(timeout=60)
+        if child.exitcode is None:
+            child.kill()
+        assert child.exitcode == 0, f"fork {round_}: the child hung or failed ({child.exitcode})"
+        assert parent.flush(timeout=30)
+    assert count_rows(path) == 5 * 2000 + 1
