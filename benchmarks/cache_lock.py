@@ -53,7 +53,7 @@ def main() -> None:
 
     import llmbatch_pd
     from llmbatch_pd.sim import Simulator
-    from llmbatch_pd.store import Store
+    from llmbatch_pd.store.db import Store
 
     print(machine_line())
     df = pd.DataFrame({"text": [f"row {i}" for i in range(args.rows)]})

@@ -6,7 +6,8 @@ Importing this package registers the ``df.llm`` and ``s.llm`` accessors.
 from . import accessor as _accessor  # registers df.llm and s.llm
 from . import cache
 from .accessor import last_report, last_result
-from .errors import (
+from .core import errors  # llmbatch_pd.errors, as before the layers
+from .core.errors import (
     AuthenticationError,
     BudgetError,
     FatalError,
@@ -21,7 +22,7 @@ from .errors import (
     StructuredOutputIgnored,
     TemplateError,
 )
-from .run import RunReport
+from .runs.run import RunReport
 
 __version__ = "0.1.0"
 
@@ -41,6 +42,7 @@ __all__ = [
     "RunReport",
     "TemplateError",
     "cache",
+    "errors",
     "last_report",
     "last_result",
 ]

@@ -14,19 +14,22 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
-from . import errors, plan, pricing, store
 from . import options as opts
-from .batch_gate import BatchGate, Party
-from .budget import Ledger
-from .interrupt import CancelOnSigint
+from .core import errors
+from .core.budget import Ledger
+from .core.numbers import money
+from .core.outcome import raised_stop, row_warning, stop_note
+from .core.params import check_params
+from .core.prompts import Template
 from .jobs import Job, tick
-from .loop_thread import on_loop, run_sync
-from .models import batch_refusal, make_provider, parse_model
-from .numbers import money
-from .outcome import raised_stop, row_warning, stop_note
-from .params import check_params
-from .prompts import Template
-from .run import Run, RunReport, RunReports, RunSpec, check_mode
+from .planning import estimate as plan
+from .planning import pricing
+from .planning.batch_gate import BatchGate, Party
+from .providers.registry import batch_refusal, make_provider, parse_model
+from .runs.interrupt import CancelOnSigint
+from .runs.run import Run, RunReport, RunReports, RunSpec, check_mode
+from .store import db as store
+from .transport.loop_thread import on_loop, run_sync
 from .ui import choose_display
 
 CHUNK = 2048
@@ -105,7 +108,7 @@ def _spec(df: pd.DataFrame, template: str, *, model: str, system: str | None = N
         max_tokens = plan.DEFAULT_MAX_OUTPUT  # a real bound for the worst case the budget reserves
     output_schema = None
     if schema is not None:
-        from .schema import OutputSchema  # pydantic loads only when schema= is used
+        from .core.schema import OutputSchema  # pydantic loads only when schema= is used
 
         output_schema = OutputSchema.from_user(schema)
         provider.structured(output_schema)  # a provider without structured output says so now
@@ -360,7 +363,7 @@ class _Apply(_Runnable):
         if self.spec.schema is None:
             cols[col] = pd.array(run.answers, dtype="string")
         else:
-            from .columns import field_columns
+            from .frames import field_columns
 
             for name, column in field_columns(self.spec.schema, run.answers, run.invalidate).items():
                 cols[self._field_column(name)] = column
@@ -570,7 +573,7 @@ def _runner(df: pd.DataFrame, template: str, model: Any, output: str, options: d
 @functools.cache
 def _options() -> dict[str, tuple[str, ...]]:
     """What each call takes, read from the signatures that take it (embed's on first use)."""
-    from .embed import build_spec
+    from .runs.embed import build_spec
 
     chat = opts.keywords(_spec, _Apply.__init__, DataFrameLLM.estimate)
     return {"apply": chat, "aapply": chat, "estimate": chat,
@@ -633,7 +636,7 @@ class _Embed(_Runnable):
 
     def __init__(self, df: pd.DataFrame, template: str, *, model: str, output: str,
                  as_array: bool, value_field: str | None, progress: Any, options: dict[str, Any]) -> None:
-        from .embed import EmbedRun, build_spec
+        from .runs.embed import EmbedRun, build_spec
 
         _check_names(options, "embed")
         if not isinstance(output, str) or not output:
@@ -665,7 +668,7 @@ class _Embed(_Runnable):
         return raised_stop((self.run.engine, self.run.batcher), result, self.run.report)
 
     def row_warning(self) -> str | None:
-        from .embed import failure_warning
+        from .runs.embed import failure_warning
 
         where = "their rows are NaN" if self.as_array else f"see .attrs[{EMBED_ERRORS_ATTR!r}]"
         return failure_warning(self.run.row_errors(), self.run.spec.template.fields, f" ({where})")

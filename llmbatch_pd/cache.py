@@ -23,9 +23,9 @@ from pathlib import Path
 
 import pandas as pd
 
-from .errors import InputError
-from .store import Store, default_path
-from .writer import flush_all, writer_for
+from .core.errors import InputError
+from .store.db import Store, default_path
+from .store.writer import flush_all, writer_for
 
 __all__ = ["CacheInfo", "clear", "flush", "info"]
 

@@ -9,9 +9,9 @@ from typing import Any
 
 import pandas as pd
 
-from . import plan
-from .loop_thread import Call
-from .run import RunReport, RunReports
+from .planning import estimate as plan
+from .runs.run import RunReport, RunReports
+from .transport.loop_thread import Call
 
 
 class Job:

@@ -10,11 +10,11 @@ import math
 from collections.abc import Callable, Iterable
 from typing import Any
 
-from . import errors
-from .numbers import money
-from .plan import Estimate
-from .run import RunSpec, check_limits
-from .types import Request, Usage
+from .core import errors
+from .core.numbers import money
+from .core.types import Request, Usage
+from .planning.estimate import Estimate
+from .runs.run import RunSpec, check_limits
 
 NOT_OPTIONS = frozenset({"self", "df", "template", "columns", "value_field", "need_key",
                          "check_budget", "label"})

@@ -18,7 +18,7 @@ _T = TypeVar("_T")
 # Published list prices, dollars per million tokens (input, output), typed in by hand from the
 # providers' price pages (OpenAI: platform.openai.com/docs/pricing; Anthropic: "Pricing" in the
 # Claude docs; both charge half of these through their batch APIs). Tests compute bills with
-# these literals, never with llmbatch_pd.pricing, so a wrong price table in the library fails.
+# these literals, never with llmbatch_pd.planning.pricing, so a wrong price table in the library fails.
 PRICES_PER_MTOK = {
     "gpt-4.1-mini": (0.40, 1.60),  # cached input $0.10
     "gpt-4.1-nano": (0.10, 0.40),  # cached input $0.025

@@ -15,9 +15,9 @@ import pandas as pd
 import pytest
 
 import llmbatch_pd  # noqa: F401  (registers df.llm)
-from llmbatch_pd import errors
-from llmbatch_pd.engine import Engine, EngineStats, RetryPolicy
-from llmbatch_pd.models import PRESETS, make_provider, parse_model
+from llmbatch_pd.core import errors
+from llmbatch_pd.core.secrets import Secret
+from llmbatch_pd.core.types import Request
 from llmbatch_pd.providers.anthropic import (
     API_VERSION,
     DEFAULT_MAX_TOKENS,
@@ -25,12 +25,12 @@ from llmbatch_pd.providers.anthropic import (
     seconds_until,
     split_system,
 )
-from llmbatch_pd.secrets import Secret
+from llmbatch_pd.providers.registry import PRESETS, make_provider, parse_model
 from llmbatch_pd.sim import Simulator
 from llmbatch_pd.sim.answers import make_answer
 from llmbatch_pd.sim.anthropic import FIELDS, chat_messages, rfc3339_after
 from llmbatch_pd.sim.tokens import count_prompt_tokens, count_tokens
-from llmbatch_pd.types import Request
+from llmbatch_pd.transport.engine import Engine, EngineStats, RetryPolicy
 
 KEY = "sk-ant-test-0123456789abcdefSECRET"
 MODEL = "claude-haiku-4-5"

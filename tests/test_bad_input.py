@@ -9,7 +9,7 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from llmbatch_pd import InputError, TemplateError
-from llmbatch_pd.prompts import Template, format_value
+from llmbatch_pd.core.prompts import Template, format_value
 
 
 def test_missing_column_lists_the_columns(llm, sim):
@@ -121,7 +121,7 @@ def test_arbitrary_templates_never_reach_into_objects(text):
 @settings(max_examples=200, deadline=None)
 @given(cells)
 def test_any_cell_formats_to_text(value):
-    from llmbatch_pd.prompts import is_missing
+    from llmbatch_pd.core.prompts import is_missing
 
     if not is_missing(value):
         assert isinstance(format_value(value), str)

@@ -21,14 +21,14 @@ import pandas as pd
 import pytest
 
 import llmbatch_pd  # noqa: F401  (registers df.llm)
-from llmbatch_pd import errors
-from llmbatch_pd.batch import BatchRunner, summarize
-from llmbatch_pd.models import make_provider, parse_model
+from llmbatch_pd.core import errors
+from llmbatch_pd.core.types import Request
 from llmbatch_pd.providers.anthropic import AnthropicMessages
 from llmbatch_pd.providers.openai import OpenAIChat
+from llmbatch_pd.providers.registry import make_provider, parse_model
+from llmbatch_pd.runs.batch import BatchRunner, summarize
 from llmbatch_pd.sim import Simulator
-from llmbatch_pd.store import Store, keys_digest
-from llmbatch_pd.types import Request
+from llmbatch_pd.store.db import Store, keys_digest
 
 from .conftest import bill, cancel_once_batched, wait_until
 

@@ -16,7 +16,7 @@ import llmbatch_pd
 from llmbatch_pd import BudgetError, InputError
 from llmbatch_pd.sim import Simulator
 from llmbatch_pd.sim.embeddings import vector
-from llmbatch_pd.store import Store
+from llmbatch_pd.store.db import Store
 from tests.conftest import KEY, bill, cancel_once_batched, wait_until
 
 MODEL = "openai/text-embedding-3-small"

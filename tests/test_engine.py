@@ -2,12 +2,12 @@
 
 import asyncio
 
-from llmbatch_pd import errors
-from llmbatch_pd.breaker import CircuitBreaker
-from llmbatch_pd.engine import Engine, EngineStats, RetryPolicy
-from llmbatch_pd.models import make_provider, parse_model
+from llmbatch_pd.core import errors
+from llmbatch_pd.core.types import Request
+from llmbatch_pd.providers.registry import make_provider, parse_model
 from llmbatch_pd.sim import Simulator
-from llmbatch_pd.types import Request
+from llmbatch_pd.transport.breaker import CircuitBreaker
+from llmbatch_pd.transport.engine import Engine, EngineStats, RetryPolicy
 
 KEY = "sk-engine-test"
 

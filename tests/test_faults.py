@@ -11,7 +11,7 @@ import pandas as pd
 import pytest
 
 import llmbatch_pd
-from llmbatch_pd.errors import RepeatedFailure
+from llmbatch_pd.core.errors import RepeatedFailure
 from llmbatch_pd.sim import Simulator
 
 from .conftest import KEY, MODEL, paused, wait_until

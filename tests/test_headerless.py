@@ -11,8 +11,8 @@ import pandas as pd
 import pytest
 
 import llmbatch_pd  # noqa: F401  (registers df.llm)
-from llmbatch_pd.limits import RateLimiter
 from llmbatch_pd.sim import Simulator
+from llmbatch_pd.transport.limits import RateLimiter
 
 KEY = "sk-test-0123456789"
 

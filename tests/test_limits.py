@@ -2,9 +2,9 @@
 
 import pytest
 
-from llmbatch_pd.limits import BURST_SECONDS, Pacer, RateLimiter
+from llmbatch_pd.core.types import RateLimitInfo
 from llmbatch_pd.providers.base import parse_duration, parse_retry_after
-from llmbatch_pd.types import RateLimitInfo
+from llmbatch_pd.transport.limits import BURST_SECONDS, Pacer, RateLimiter
 
 
 class Clock:
@@ -112,7 +112,7 @@ def test_fast_429s_ahead_of_slower_answers_are_a_blip_not_a_window_reset():
     """Random 429s come back at once while answers take longer, so the first few responses of
     a wave can be five 429s in a row. The answer that follows was sent before that "block":
     no probe was refused, so it is no reset and says nothing about a window's rate."""
-    from llmbatch_pd.blockade import LONG, RUN, Blockade
+    from llmbatch_pd.transport.blockade import LONG, RUN, Blockade
 
     b = Blockade()
     for _ in range(RUN):

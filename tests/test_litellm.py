@@ -30,7 +30,7 @@ import openai
 import pandas as pd
 import pytest
 
-from llmbatch_pd.errors import FatalError
+from llmbatch_pd.core.errors import FatalError
 from llmbatch_pd.sim import Simulator
 
 from .conftest import wait_until

@@ -12,9 +12,16 @@ from pathlib import Path
 import genai_prices
 import pytest
 
-from llmbatch_pd import pricing
-from llmbatch_pd.pricing import AS_GIVEN, Price, context_window, cost, price_for, resolve_provider
-from llmbatch_pd.types import Usage
+from llmbatch_pd.core.types import Usage
+from llmbatch_pd.planning import pricing
+from llmbatch_pd.planning.pricing import (
+    AS_GIVEN,
+    Price,
+    context_window,
+    cost,
+    price_for,
+    resolve_provider,
+)
 
 # Noon UTC today: inside DeepSeek's standard-price window (00:30-16:30 UTC) in the data.
 NOON = datetime.now(tz=UTC).replace(hour=12, minute=0, second=0, microsecond=0)

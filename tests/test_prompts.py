@@ -4,8 +4,8 @@ import math
 import pandas as pd
 import pytest
 
-from llmbatch_pd.errors import TemplateError
-from llmbatch_pd.prompts import MissingValue, Template, format_value, is_missing, request_key
+from llmbatch_pd.core.errors import TemplateError
+from llmbatch_pd.core.prompts import MissingValue, Template, format_value, is_missing, request_key
 
 
 def test_fields_and_escapes():
@@ -68,7 +68,7 @@ def test_request_key_stable_and_sensitive():
 
 
 def test_a_cell_that_cannot_be_written_fails_its_row_only():
-    from llmbatch_pd.prompts import CellError
+    from llmbatch_pd.core.prompts import CellError
 
     class Broken:
         def __str__(self):

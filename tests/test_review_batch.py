@@ -18,11 +18,11 @@ import pandas as pd
 import pytest
 
 import llmbatch_pd
-from llmbatch_pd import errors
-from llmbatch_pd.loop_thread import engine_loop
+from llmbatch_pd.core import errors
+from llmbatch_pd.core.types import Reply, Usage
 from llmbatch_pd.sim import Simulator
-from llmbatch_pd.store import Store
-from llmbatch_pd.types import Reply, Usage
+from llmbatch_pd.store.db import Store
+from llmbatch_pd.transport.loop_thread import engine_loop
 
 from .conftest import KEY, wait_until
 from .test_trust_cache import HOLDER, release  # the process that holds the cache lock

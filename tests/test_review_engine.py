@@ -10,7 +10,7 @@ import pandas as pd
 import pydantic
 import pytest
 
-from llmbatch_pd import errors
+from llmbatch_pd.core import errors
 from llmbatch_pd.sim import Simulator
 
 from .conftest import KEY, paused, wait_until

@@ -7,8 +7,8 @@ import pandas as pd
 import pytest
 
 import llmbatch_pd
-from llmbatch_pd.models import make_provider, parse_model
-from llmbatch_pd.secrets import Secret
+from llmbatch_pd.core.secrets import Secret
+from llmbatch_pd.providers.registry import make_provider, parse_model
 from llmbatch_pd.sim import Simulator
 
 SECRET = "sk-live-TOPSECRET-4242424242424242"
@@ -30,7 +30,7 @@ def test_provider_repr_has_no_key():
 def test_a_credential_in_base_url_is_not_shown_in_reprs_or_batch_messages():
     """A gateway URL may carry a credential (user info or a query token): reprs and the
     batch client's messages name the host and path only."""
-    from llmbatch_pd.secrets import safe_url
+    from llmbatch_pd.core.secrets import safe_url
 
     url = "https://alice:s3cretpw@gw.example.com:8443/v1?token=tok123"
     provider = make_provider(parse_model("openai/gpt-4.1-mini"), base_url=url, api_key="k")

@@ -10,9 +10,9 @@ import textwrap
 
 import pandas as pd
 
+from llmbatch_pd.core.types import Reply, Usage
 from llmbatch_pd.sim import Simulator
-from llmbatch_pd.store import MIGRATIONS, Store
-from llmbatch_pd.types import Reply, Usage
+from llmbatch_pd.store.db import MIGRATIONS, Store
 
 from .conftest import KEY, wait_until
 
@@ -93,8 +93,8 @@ def test_two_processes_share_one_cache_file(tmp_path):
     path = tmp_path / "shared.sqlite"
     code = textwrap.dedent(f"""
         import sys
-        from llmbatch_pd.store import Store
-        from llmbatch_pd.types import Reply, Usage
+        from llmbatch_pd.store.db import Store
+        from llmbatch_pd.core.types import Reply, Usage
         s = Store({str(path)!r})
         who = sys.argv[1]
         for i in range(1500):

@@ -17,9 +17,9 @@ from openai.lib._parsing._completions import type_to_response_format_param
 
 import llmbatch_pd  # noqa: F401  (registers df.llm)
 from llmbatch_pd import InputError
-from llmbatch_pd.errors import StructuredOutputIgnored
+from llmbatch_pd.core.errors import StructuredOutputIgnored
+from llmbatch_pd.core.schema import OutputSchema
 from llmbatch_pd.providers.anthropic import uses_tool_for_schema
-from llmbatch_pd.schema import OutputSchema
 from llmbatch_pd.sim import Simulator
 
 from .conftest import bill

@@ -13,7 +13,7 @@ from pathlib import Path
 
 import pytest
 
-from llmbatch_pd import tokens
+from llmbatch_pd.planning import tokens
 
 ENGLISH = "The battery lasts about two days with normal use, which is better than I expected."
 VIETNAMESE = "Sản phẩm dùng rất tốt, pin trâu, giao hàng nhanh. Tôi sẽ tiếp tục ủng hộ shop."
@@ -253,7 +253,7 @@ NO_NETWORK = textwrap.dedent(
     socket.create_connection = refuse
     socket.getaddrinfo = refuse
 
-    from llmbatch_pd import tokens
+    from llmbatch_pd.planning import tokens
 
     for model in (None, "gpt-4.1-mini", "openai/gpt-4o", "gpt-4", "anthropic/claude-haiku-4-5"):
         counter = tokens.counter_for(model)

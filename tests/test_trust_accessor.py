@@ -15,7 +15,7 @@ import pytest
 
 import llmbatch_pd
 from llmbatch_pd import AuthenticationError, BudgetError, InputError
-from llmbatch_pd.budget import Ledger
+from llmbatch_pd.core.budget import Ledger
 from llmbatch_pd.sim import Simulator
 
 from .conftest import KEY, MODEL
@@ -142,7 +142,7 @@ def test_side_by_side_failures_in_one_warning_naming_the_models(llm, sim):
 
 
 def test_the_warning_names_the_three_commonest_reasons():
-    from llmbatch_pd.outcome import row_warning
+    from llmbatch_pd.core.outcome import row_warning
 
     errors = [None] * 4 + ["HTTP 400: a"] * 5 + ["HTTP 500: b"] * 3 + ["timeout"] * 2 + ["x", "y"]
     text = row_warning(errors, ())

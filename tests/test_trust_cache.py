@@ -21,7 +21,7 @@ import pydantic
 import pytest
 
 import llmbatch_pd
-from llmbatch_pd import errors
+from llmbatch_pd.core import errors
 from llmbatch_pd.sim import Simulator
 
 KEY = "sk-test-0123456789abcdefSECRET"
@@ -169,7 +169,7 @@ def release(holder: subprocess.Popen) -> None:
 
 def test_a_run_goes_on_while_another_process_holds_the_cache_lock(sim, tmp_path):
     path = tmp_path / "locked.sqlite"
-    from llmbatch_pd.store import Store
+    from llmbatch_pd.store.db import Store
 
     Store(path).close()  # the file exists, migrated, before the other process locks it
     holder = subprocess.Popen([sys.executable, "-c", HOLDER, str(path)], stdin=subprocess.PIPE,
@@ -207,7 +207,7 @@ def test_answers_a_lock_holds_back_are_written_before_the_process_exits(tmp_path
         print(int(out["llm_output"].notna().sum()), flush=True)
         sys.stdin.readline()  # the test releases the lock, then lets the script end
     """))
-    from llmbatch_pd.store import Store
+    from llmbatch_pd.store.db import Store
 
     Store(path).close()
     with Simulator(ttft_ms=2, api_key=KEY) as sim:
@@ -388,7 +388,7 @@ def test_clear_refuses_bad_arguments(tmp_path):
 
 
 def test_open_batch_records_survive_a_clear(tmp_path):
-    from llmbatch_pd.store import Store
+    from llmbatch_pd.store.db import Store
 
     path = tmp_path / "batches.sqlite"
     store = Store(path)
@@ -402,7 +402,7 @@ def test_open_batch_records_survive_a_clear(tmp_path):
 
 def test_a_write_the_file_refuses_is_a_warning_and_the_answers_stay_in_the_result(sim, tmp_path):
     path = tmp_path / "refusing.sqlite"
-    from llmbatch_pd.store import Store
+    from llmbatch_pd.store.db import Store
 
     Store(path).close()
     db = sqlite3.connect(path)
@@ -419,8 +419,8 @@ def test_a_write_the_file_refuses_is_a_warning_and_the_answers_stay_in_the_resul
 
 
 def _write_in_child(path: str) -> None:
-    from llmbatch_pd.store import Store
-    from llmbatch_pd.types import Reply, Usage
+    from llmbatch_pd.core.types import Reply, Usage
+    from llmbatch_pd.store.db import Store
 
     store = Store(path)
     store.put_later([("child", "m", Reply("from the child", Usage(1, 1), "stop"))])
@@ -434,8 +434,8 @@ def test_a_forked_child_writes_with_its_own_writer(tmp_path):
     CI caught it); each of five forks here lands in the middle of such a write."""
     import multiprocessing
 
-    from llmbatch_pd.store import Store
-    from llmbatch_pd.types import Reply, Usage
+    from llmbatch_pd.core.types import Reply, Usage
+    from llmbatch_pd.store.db import Store
 
     path = tmp_path / "fork.sqlite"
     parent = Store(path)

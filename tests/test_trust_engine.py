@@ -12,15 +12,15 @@ import socket
 import pandas as pd
 import pytest
 
-from llmbatch_pd import errors
-from llmbatch_pd.breaker import CircuitBreaker
-from llmbatch_pd.budget import Ledger
-from llmbatch_pd.engine import Engine, RetryPolicy
-from llmbatch_pd.limits import RateLimiter
-from llmbatch_pd.models import make_provider, parse_model
-from llmbatch_pd.schema import OutputSchema
+from llmbatch_pd.core import errors
+from llmbatch_pd.core.budget import Ledger
+from llmbatch_pd.core.schema import OutputSchema
+from llmbatch_pd.core.types import Request, Usage
+from llmbatch_pd.providers.registry import make_provider, parse_model
 from llmbatch_pd.sim import Simulator
-from llmbatch_pd.types import Request, Usage
+from llmbatch_pd.transport.breaker import CircuitBreaker
+from llmbatch_pd.transport.engine import Engine, RetryPolicy
+from llmbatch_pd.transport.limits import RateLimiter
 
 from .conftest import KEY, MODEL
 

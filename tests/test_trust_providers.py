@@ -17,10 +17,10 @@ import pandas as pd
 import pytest
 
 import llmbatch_pd  # noqa: F401  (registers df.llm)
-from llmbatch_pd.errors import InputError
-from llmbatch_pd.models import make_provider, parse_model
+from llmbatch_pd.core.errors import InputError
+from llmbatch_pd.core.types import Request
+from llmbatch_pd.providers.registry import make_provider, parse_model
 from llmbatch_pd.sim import Simulator
-from llmbatch_pd.types import Request
 from llmbatch_pd.ui.report import reports_html, reports_markdown, reports_text
 
 KEY = "sk-test-0123456789abcdefSECRET"

@@ -16,12 +16,12 @@ import pandas as pd
 import pytest
 
 import llmbatch_pd  # noqa: F401  (registers df.llm)
-from llmbatch_pd import errors
-from llmbatch_pd.models import make_provider, parse_model
-from llmbatch_pd.prompts import Template
-from llmbatch_pd.run import Run, RunSpec
+from llmbatch_pd.core import errors
+from llmbatch_pd.core.prompts import Template
+from llmbatch_pd.core.types import Request, Usage
+from llmbatch_pd.providers.registry import make_provider, parse_model
+from llmbatch_pd.runs.run import Run, RunSpec
 from llmbatch_pd.sim import Simulator
-from llmbatch_pd.types import Request, Usage
 
 from .conftest import cancel_once_batched, wait_until
 from .test_batch import FAST, KEY, OPENAI_MODEL, claude_kw, creations, openai_kw
@@ -228,8 +228,8 @@ def test_after_a_stop_missing_and_cached_rows_keep_their_own_outcome(sim, tmp_pa
 def test_after_a_circuit_breaker_stop_missing_rows_keep_their_reason(sim, tmp_path, monkeypatch):
     import functools
 
-    from llmbatch_pd import breaker
-    from llmbatch_pd import run as run_module
+    from llmbatch_pd.runs import run as run_module
+    from llmbatch_pd.transport import breaker
 
     # the real breaker, quicker to give up than its defaults (3 failures, 1 probe)
     monkeypatch.setattr(run_module, "CircuitBreaker", functools.partial(
@@ -273,8 +273,8 @@ def test_embedding_batch_failures_are_counted_by_kind(sim):
 
 
 def _spec(model: str, schema: Any = None, base_url: str = "http://127.0.0.1:9/v1") -> RunSpec:
-    from llmbatch_pd.pricing import price_for
-    from llmbatch_pd.schema import OutputSchema
+    from llmbatch_pd.core.schema import OutputSchema
+    from llmbatch_pd.planning.pricing import price_for
 
     ref = parse_model(model, base_url=base_url)
     return RunSpec(template=Template.parse("Classify: {text}"), model=ref,

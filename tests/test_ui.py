@@ -12,12 +12,12 @@ import time
 import ipywidgets as w
 import pytest
 
-from llmbatch_pd import plan
-from llmbatch_pd.engine import EngineStats
-from llmbatch_pd.errors import InputError
-from llmbatch_pd.plan import Estimate
-from llmbatch_pd.pricing import Price
-from llmbatch_pd.run import RunReport
+from llmbatch_pd.core.errors import InputError
+from llmbatch_pd.planning import estimate as plan
+from llmbatch_pd.planning.estimate import Estimate
+from llmbatch_pd.planning.pricing import Price
+from llmbatch_pd.runs.run import RunReport
+from llmbatch_pd.transport.engine import EngineStats
 from llmbatch_pd.ui import (
     ConsoleProgress,
     choose_display,
@@ -581,10 +581,10 @@ def test_console_progress_postfix_and_plan():
 
 NOTEBOOK = '''
 import time
-from llmbatch_pd.engine import EngineStats
-from llmbatch_pd import plan
-from llmbatch_pd.pricing import Price
-from llmbatch_pd.run import RunReport
+from llmbatch_pd.transport.engine import EngineStats
+from llmbatch_pd.planning import estimate as plan
+from llmbatch_pd.planning.pricing import Price
+from llmbatch_pd.runs.run import RunReport
 from llmbatch_pd.ui.panel import Panel
 
 report = RunReport(model="openai/gpt-4.1-mini", rows=300, requests=250, duplicates=50)
@@ -633,7 +633,7 @@ def test_nbconvert_export_of_an_nbclient_run_shows_the_static_summary(tmp_path):
 
 
 def test_console_postfix_shows_batch_status():
-    from llmbatch_pd.run import RunReport
+    from llmbatch_pd.runs.run import RunReport
     from llmbatch_pd.ui.console import ConsoleProgress
 
     report = RunReport(model="openai/gpt-4.1-mini", rows=10)
@@ -1019,7 +1019,7 @@ def test_to_send_counts_cached_rows_once(llm, sim):
     import pandas as pd
 
     from llmbatch_pd.accessor import _spec
-    from llmbatch_pd.run import Run
+    from llmbatch_pd.runs.run import Run
     from llmbatch_pd.ui.report import plan_lines
 
     df = pd.DataFrame({"t": ["a", "a", "b", "c", "d", "e"]})

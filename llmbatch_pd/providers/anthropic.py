@@ -28,12 +28,12 @@ from collections.abc import Mapping
 from datetime import UTC, datetime
 from typing import TYPE_CHECKING, Any
 
-from .. import errors
-from ..types import BatchInfo, RateLimitInfo, Reply, Request, Usage
+from ..core import errors
+from ..core.types import BatchInfo, RateLimitInfo, Reply, Request, Usage
 from .base import BatchHTTP, BatchOutcome, Provider, classify_http_error, parse_int
 
 if TYPE_CHECKING:  # pydantic loads only when schema= is used
-    from ..schema import OutputSchema
+    from ..core.schema import OutputSchema
 
 API_VERSION = "2026-10-21"
 """``anthropic-version``, as the SDK 2.14 sends it (anthropic/_constants.py)."""

@@ -3,7 +3,7 @@
 Providers know nothing of scheduling; the engine owns the connection pool and the retries.
 Batch jobs (``mode="batch"``) use the same seam: a provider with a batch API writes its lines
 and reads its job and result objects, and talks HTTP only through the :class:`BatchHTTP` it
-is handed (``llmbatch_pd.batch`` owns the session, the retries and the polling).
+is handed (``llmbatch_pd.runs.batch`` owns the session, the retries and the polling).
 """
 
 from __future__ import annotations
@@ -18,12 +18,12 @@ from abc import ABC, abstractmethod
 from collections.abc import AsyncIterator, Callable, Mapping
 from typing import TYPE_CHECKING, Any, Protocol, TypeVar
 
-from .. import errors
-from ..secrets import Secret, safe_url
-from ..types import BatchInfo, RateLimitInfo, Reply, Request
+from ..core import errors
+from ..core.secrets import Secret, safe_url
+from ..core.types import BatchInfo, RateLimitInfo, Reply, Request
 
 if TYPE_CHECKING:  # pydantic loads only when schema= is used
-    from ..schema import OutputSchema
+    from ..core.schema import OutputSchema
 
 T = TypeVar("T")
 Parse = Callable[[int, Mapping[str, str], bytes], T]

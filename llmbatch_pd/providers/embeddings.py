@@ -21,9 +21,9 @@ from typing import Any
 
 import numpy as np
 
-from .. import errors
-from ..secrets import Secret
-from ..types import Reply, Request, Usage
+from ..core import errors
+from ..core.secrets import Secret
+from ..core.types import Reply, Request, Usage
 from .base import Provider
 from .openai import OpenAIBatches, OpenAIChat
 

@@ -16,8 +16,8 @@ import json
 from collections.abc import Mapping
 from typing import TYPE_CHECKING, Any
 
-from .. import errors
-from ..types import BatchInfo, RateLimitInfo, Reply, Request, Usage
+from ..core import errors
+from ..core.types import BatchInfo, RateLimitInfo, Reply, Request, Usage
 from .base import (
     BatchHTTP,
     BatchOutcome,
@@ -29,7 +29,7 @@ from .base import (
 )
 
 if TYPE_CHECKING:  # pydantic loads only when schema= is used
-    from ..schema import OutputSchema
+    from ..core.schema import OutputSchema
 
 BATCH_ENDED = frozenset({"completed", "failed", "expired", "cancelled"})
 DEAD = frozenset({"failed", "expired", "cancelled", "cancelling"})  # no answers to collect

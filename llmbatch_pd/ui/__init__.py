@@ -24,8 +24,8 @@ from .report import (
 )
 
 if TYPE_CHECKING:
-    from ..plan import Estimate
-    from ..run import RunReport
+    from ..planning.estimate import Estimate
+    from ..runs.run import RunReport
     from .group import GroupPanel
     from .panel import Panel
 
@@ -82,7 +82,7 @@ def choose_display(
     share. The display is one card (or one bar) for all of them; ``on_cancel`` is called once
     and must cancel every run, ``on_run`` once starts them all."""
     if progress not in PROGRESS_CHOICES or (progress is not None and not isinstance(progress, (bool, str))):
-        from ..errors import InputError
+        from ..core.errors import InputError
 
         raise InputError(f"progress= must be True, False, None, 'widget' or 'tqdm', not {progress!r}")
     if progress is False:

@@ -28,8 +28,8 @@ from .report import (
 )
 
 if TYPE_CHECKING:
-    from ..plan import Estimate
-    from ..run import RunReport
+    from ..planning.estimate import Estimate
+    from ..runs.run import RunReport
 
 POSTFIX_KINDS = ("429", "5xx", "529", "timeout", "connection")
 

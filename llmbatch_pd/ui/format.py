@@ -1,5 +1,5 @@
-"""The display's number formatting; it lives in :mod:`llmbatch_pd.numbers` (pure, no display
+"""The display's number formatting; it lives in :mod:`llmbatch_pd.core.numbers` (pure, no display
 libraries) so that the engine's and the ledger's messages use the same figures."""
 
-from ..numbers import *  # noqa: F403
-from ..numbers import __all__  # noqa: F401
+from ..core.numbers import *  # noqa: F403
+from ..core.numbers import __all__  # noqa: F401

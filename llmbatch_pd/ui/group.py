@@ -50,8 +50,8 @@ from .report import (
 )
 
 if TYPE_CHECKING:
-    from ..plan import Estimate
-    from ..run import RunReport
+    from ..planning.estimate import Estimate
+    from ..runs.run import RunReport
 
 _set = Card._set  # write a trait only if it changed
 _small = Card._small

@@ -64,8 +64,8 @@ from .report import (
 )
 
 if TYPE_CHECKING:
-    from ..plan import Estimate
-    from ..run import RunReport
+    from ..planning.estimate import Estimate
+    from ..runs.run import RunReport
 
 KIND_ORDER = ("429", "5xx", "529", "timeout", "connection", "malformed")
 

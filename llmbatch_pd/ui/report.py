@@ -19,9 +19,9 @@ from . import format as fmt
 from .costs import PRICE_UNKNOWN, UNKNOWN_NOTE, excludes, priced, spent, total_spent
 
 if TYPE_CHECKING:
-    from ..plan import Estimate
-    from ..run import RunReport
-    from ..stats import EngineStats
+    from ..core.stats import EngineStats
+    from ..planning.estimate import Estimate
+    from ..runs.run import RunReport
 
 # -- look -----------------------------------------------------------------------------------
 # Fixed accent colours read well on light and dark themes; text and surfaces follow

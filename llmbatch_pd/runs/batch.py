@@ -54,16 +54,16 @@ from time import monotonic
 
 import aiohttp
 
-from . import errors
-from .batch_gate import Party
-from .batch_http import BatchClient as _HTTP
-from .budget import Ledger
-from .engine import EngineStats, OnDone, RetryPolicy, WorstCost
-from .numbers import money
-from .providers.base import BatchOutcome, Provider
-from .spool import Spool, Spooled
-from .store import Store, keys_digest
-from .types import BATCH_COUNTS, BatchInfo, Reply, Request
+from ..core import errors
+from ..core.budget import Ledger
+from ..core.numbers import money
+from ..core.types import BATCH_COUNTS, BatchInfo, Reply, Request
+from ..planning.batch_gate import Party
+from ..providers.base import BatchOutcome, Provider
+from ..store.db import Store, keys_digest
+from ..store.spool import Spool, Spooled
+from ..transport.batch_http import BatchClient as _HTTP
+from ..transport.engine import EngineStats, OnDone, RetryPolicy, WorstCost
 
 DEFAULT_POLL_INTERVAL = 30.0
 MAX_POLL_INTERVAL = 300.0

@@ -22,8 +22,8 @@ from typing import TYPE_CHECKING, Any
 from .pricing import Price
 
 if TYPE_CHECKING:
-    from .providers.base import Provider
-    from .schema import OutputSchema
+    from ..core.schema import OutputSchema
+    from ..providers.base import Provider
     from .tokens import TokenCounter
 
 ANTHROPIC_SCHEMA_PROMPT_TOKENS = 346
@@ -38,7 +38,7 @@ def hidden_prompt_tokens(provider: Provider, schema: OutputSchema | None,
     """Input tokens the provider bills on top of the messages and the schema itself."""
     if schema is None or provider.name != "anthropic":
         return 0
-    from .providers.anthropic import TOOL_DESCRIPTION
+    from ..providers.anthropic import TOOL_DESCRIPTION
 
     return ANTHROPIC_SCHEMA_PROMPT_TOKENS + counter.count(f"{schema.name} {TOOL_DESCRIPTION}")
 

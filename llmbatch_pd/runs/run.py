@@ -19,14 +19,10 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from . import errors, plan
-from .breaker import CircuitBreaker
-from .budget import Ledger
-from .limits import RateLimiter
-from .models import ModelRef
-from .numbers import money
-from .pricing import Price, cost
-from .prompts import (
+from ..core import errors
+from ..core.budget import Ledger
+from ..core.numbers import money
+from ..core.prompts import (
     MISSING_POLICIES,
     BadText,
     CellError,
@@ -35,19 +31,24 @@ from .prompts import (
     build_messages,
     request_key,
 )
-from .providers.base import Provider
-from .reuse import reusable, truncation_note, truncation_warning
-from .stats import EngineStats
-from .store import History, Store
-from .tokens import TokenCounter, counter_for
-from .types import Reply, Request, Usage
-from .worst import hidden_prompt_tokens, price_at, tiers_for
-from .writer import Writer
+from ..core.reuse import reusable, truncation_note, truncation_warning
+from ..core.stats import EngineStats
+from ..core.types import Reply, Request, Usage
+from ..planning import estimate as plan
+from ..planning.pricing import Price, cost
+from ..planning.tokens import TokenCounter, counter_for
+from ..planning.worst import hidden_prompt_tokens, price_at, tiers_for
+from ..providers.base import Provider
+from ..providers.registry import ModelRef
+from ..store.db import History, Store
+from ..store.writer import Writer
+from ..transport.breaker import CircuitBreaker
+from ..transport.limits import RateLimiter
 
 if TYPE_CHECKING:  # aiohttp loads on the first run (~200 ms of import), pydantic with schema=
+    from ..core.schema import OutputSchema
+    from ..transport.engine import Engine
     from .batch import BatchRunner
-    from .engine import Engine
-    from .schema import OutputSchema
 
 MIN_HISTORY = 5  # answered requests of a template before its history replaces the defaults
 LOOKUP_CHUNK = 256  # rows rendered and looked up in the cache together
@@ -206,7 +207,7 @@ class RunReport:
 
     def summary(self) -> str:
         """Plain text for scripts and logs: the same figures the notebook summary shows."""
-        from .ui.report import report_text
+        from ..ui.report import report_text
 
         return report_text(self)
 
@@ -219,12 +220,12 @@ class RunReport:
         return self.estimate.batch_cost if self.mode == "batch" else self.estimate.cost
 
     def _repr_html_(self) -> str:
-        from .ui.report import report_html
+        from ..ui.report import report_html
 
         return report_html(self)
 
     def to_markdown(self) -> str:
-        from .ui.report import report_markdown
+        from ..ui.report import report_markdown
 
         return report_markdown(self)
 
@@ -266,19 +267,19 @@ class RunReports(list):
         return self.answered_rows + self.failed_rows
 
     def summary(self) -> str:
-        from .ui.report import reports_text
+        from ..ui.report import reports_text
 
         return reports_text(list(self))
 
     __str__ = summary
 
     def _repr_html_(self) -> str:
-        from .ui.report import reports_html
+        from ..ui.report import reports_html
 
         return reports_html(list(self))
 
     def to_markdown(self) -> str:
-        from .ui.report import reports_markdown
+        from ..ui.report import reports_markdown
 
         return reports_markdown(list(self))
 
@@ -625,7 +626,7 @@ class Run:
         if ledger is None:  # also without a price: a provider may report each answer's cost
             ledger = Ledger(spec.budget, spec.cost)
         # the HTTP stack (aiohttp) loads on the first run, not at import
-        from .engine import Engine, RetryPolicy
+        from ..transport.engine import Engine, RetryPolicy
 
         retry = RetryPolicy(max_retries=spec.max_retries)
         self.stats.total = self.n

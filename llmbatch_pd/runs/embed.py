@@ -5,7 +5,7 @@ and the unit of sending is a *pack* of inputs. Each input text is keyed on its o
 model, dimensions, text): identical texts are sent once, and a re-run sends only the inputs
 the cache does not hold. The rest are packed greedily up to the API's limits (OpenAI: 2048
 inputs, 300,000 tokens summed over a request, 8192 tokens per input) and each pack is one
-:class:`~llmbatch_pd.types.Request` for the unchanged engine: rate limits, retries, timeouts,
+:class:`~llmbatch_pd.core.types.Request` for the unchanged engine: rate limits, retries, timeouts,
 the budget ledger and the circuit breaker all work per pack.
 
 Our token counts may be estimates (no tokenizer offline), so packs keep a margin below the
@@ -13,7 +13,7 @@ request limit, and an input that might be over the per-input limit goes in a pac
 if the API refuses it, only that row fails.
 
 ``mode="batch"`` sends the same packs as lines of OpenAI batch jobs on ``/v1/embeddings``
-(half price, within 24 hours) through the chat runs' :class:`~llmbatch_pd.batch.BatchRunner`:
+(half price, within 24 hours) through the chat runs' :class:`~llmbatch_pd.runs.batch.BatchRunner`:
 jobs recorded in the cache and re-attached after a restart, found again by their label,
 split at 50,000 inputs per job. A pack's key (its ``custom_id``) is a digest of its inputs'
 keys, so the same call run again makes the same packs and finds its jobs.
@@ -34,19 +34,20 @@ from typing import Any
 
 import numpy as np
 
-from . import errors, plan
-from .breaker import CircuitBreaker
-from .budget import Ledger
-from .limits import RateLimiter
-from .models import ModelRef, make_provider, parse_model
-from .numbers import money
-from .pricing import Price, cost, price_for
-from .prompts import BadText, CellError, MissingValue, Template
-from .providers.embeddings import OpenAIEmbeddings
-from .providers.openai import OpenAIChat
+from ..core import errors
+from ..core.budget import Ledger
+from ..core.numbers import money
+from ..core.prompts import BadText, CellError, MissingValue, Template
+from ..core.types import Reply, Request, Usage
+from ..planning import estimate as plan
+from ..planning.pricing import Price, cost, price_for
+from ..planning.tokens import TokenCounter, counter_for
+from ..providers.embeddings import OpenAIEmbeddings
+from ..providers.openai import OpenAIChat
+from ..providers.registry import ModelRef, make_provider, parse_model
+from ..transport.breaker import CircuitBreaker
+from ..transport.limits import RateLimiter
 from .run import RunReport, check_limits, check_mode
-from .tokens import TokenCounter, counter_for
-from .types import Reply, Request, Usage
 
 MAX_INPUTS = 2048
 """OpenAI: at most 2048 inputs in one embeddings request."""
@@ -113,7 +114,7 @@ def build_spec(template: str, columns: list[Any], *, model: str, value_field: st
                prices: dict | None = None, encoding_format: str = "base64",
                mode: str = "realtime", poll_interval: float = 30.0) -> EmbedSpec:
     """Validate the options and resolve the model to an embeddings provider; sends nothing."""
-    from . import store
+    from ..store import db as store
 
     if dimensions is not None and (isinstance(dimensions, bool) or not isinstance(dimensions, int)
                                    or dimensions < 1):
@@ -252,7 +253,7 @@ class EmbedRun:
         spec = self.spec
         if spec.cache_path is None or not self.keys:
             return
-        from .store import Store
+        from ..store.db import Store
 
         try:
             store = Store(spec.cache_path)
@@ -387,7 +388,7 @@ class EmbedRun:
         """Send every pack: the engine retries, throttles and keeps to the budget; in batch
         mode the batch runner submits, polls and collects jobs (the whole worst case reserved
         first, since a job cannot be stopped part-way)."""
-        from .engine import Engine, RetryPolicy  # aiohttp loads on the first run
+        from ..transport.engine import Engine, RetryPolicy  # aiohttp loads on the first run
 
         spec = self.spec
         self.prepare()
@@ -396,7 +397,7 @@ class EmbedRun:
         self.stats.total = len(self.packs)
         retry = RetryPolicy(max_retries=spec.max_retries)
         if spec.cache_path is not None and self.packs:
-            from .store import Store
+            from ..store.db import Store
 
             try:
                 self._store = Store(spec.cache_path)
@@ -478,6 +479,6 @@ class EmbedRun:
 def failure_warning(errors_: list[str | None], fields: tuple[str, ...] = (), where: str = "") -> str | None:
     """How many rows have no embedding and the commonest reasons (skipped rows by column),
     in the words apply uses too; None if every row has one."""
-    from .outcome import row_warning
+    from ..core.outcome import row_warning
 
     return row_warning(errors_, fields, failed="have no embedding", where=where)

@@ -28,12 +28,14 @@ import os
 from dataclasses import dataclass
 from urllib.parse import urlsplit
 
-from .errors import InputError
-from .pricing import AS_GIVEN  # ModelRef.provider of a name sent as given (rule 2): not a prefix
-from .providers.anthropic import AnthropicMessages
-from .providers.base import Provider
-from .providers.openai import OpenAIChat
-from .secrets import Secret, secret_from
+from ..core.errors import InputError
+from ..core.secrets import Secret, secret_from
+from ..planning.pricing import (
+    AS_GIVEN,  # ModelRef.provider of a name sent as given (rule 2): not a prefix
+)
+from .anthropic import AnthropicMessages
+from .base import Provider
+from .openai import OpenAIChat
 
 
 @dataclass(frozen=True)

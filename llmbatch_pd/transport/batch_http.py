@@ -10,10 +10,10 @@ from typing import TypeVar
 
 import aiohttp
 
-from . import errors
+from ..core import errors
+from ..core.secrets import safe_url
+from ..providers.base import Parse, Provider
 from .engine import RetryPolicy
-from .providers.base import Parse, Provider
-from .secrets import safe_url
 
 T = TypeVar("T")
 

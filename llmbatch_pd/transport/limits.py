@@ -16,8 +16,8 @@ import time
 from collections import deque
 from collections.abc import Callable
 
+from ..core.types import RateLimitInfo
 from .blockade import SHARE, Blockade
-from .types import RateLimitInfo
 
 Clock = Callable[[], float]
 

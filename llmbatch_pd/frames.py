@@ -13,8 +13,8 @@ import numpy as np
 import pandas as pd
 import pydantic
 
-from . import errors
-from .schema import OutputSchema, categories
+from .core import errors
+from .core.schema import OutputSchema, categories
 
 
 def field_columns(schema: OutputSchema, answers: list,

@@ -18,7 +18,7 @@ from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
 
-from .types import Request
+from ..core.types import Request
 
 READ_CHUNK = 1024  # rows read back at a time
 LOOKUP_CHUNK = 500  # keys looked up in one query (SQLite allows 32,766 parameters)

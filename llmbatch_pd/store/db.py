@@ -30,8 +30,8 @@ from pathlib import Path
 
 import numpy as np
 
-from .errors import InputError
-from .types import Reply, Usage
+from ..core.errors import InputError
+from ..core.types import Reply, Usage
 from .writer import ANSWER_COLUMNS, Row, sqlite_gate, write_answers, writer_for
 
 ENV_VAR = "LLMBATCH_PD_CACHE"

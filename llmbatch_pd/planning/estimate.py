@@ -13,9 +13,9 @@ import math
 from dataclasses import asdict, dataclass, field
 from typing import Any
 
-from .numbers import money as fmt_money
+from ..core.numbers import money as fmt_money
+from ..core.types import Usage
 from .pricing import BATCH_DISCOUNT, Price, cost
-from .types import Usage
 
 # Without a pilot we assume this many output tokens per answer (a sentence or two).
 DEFAULT_OUTPUT_TOKENS = 100

@@ -1,7 +1,7 @@
 """Prices per million tokens, and the dollar cost of a request's usage.
 
 Why a module of our own: the plan and the budget need one small, offline answer per model,
-"what does a token cost", and one formula for the cost of :class:`~llmbatch_pd.types.Usage`.
+"what does a token cost", and one formula for the cost of :class:`~llmbatch_pd.core.types.Usage`.
 
 Prices come from the ``genai-prices`` package's *bundled* data. Its updater (``UpdatePrices``)
 fetches newer data over the network and is never started here; if the user started it in the
@@ -74,7 +74,7 @@ class Price:
 
 
 class UsageLike(Protocol):
-    """What :func:`cost` reads; :class:`llmbatch_pd.types.Usage` is one."""
+    """What :func:`cost` reads; :class:`llmbatch_pd.core.types.Usage` is one."""
 
     input_tokens: int
     output_tokens: int

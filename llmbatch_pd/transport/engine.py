@@ -14,17 +14,17 @@ from time import monotonic
 
 import aiohttp
 
-from . import errors
+from ..core import errors
+from ..core.budget import Ledger
+from ..core.numbers import money
+from ..core.reuse import truncation_note
+from ..core.stats import RECENT_ERRORS, EngineStats  # noqa: F401  (re-exported)
+from ..core.types import Reply, Request
+from ..providers.base import Provider
 from .breaker import CircuitBreaker
-from .budget import Ledger
 from .limits import RateLimiter
-from .numbers import money
 from .opening import Opening
-from .providers.base import Provider
 from .retry import RetryPolicy  # noqa: F401  (re-exported)
-from .reuse import truncation_note
-from .stats import RECENT_ERRORS, EngineStats  # noqa: F401  (re-exported)
-from .types import Reply, Request
 
 OnDone = Callable[[Request, Reply | None, errors.ProviderError | None], None]
 WorstCost = Callable[[Request], float]

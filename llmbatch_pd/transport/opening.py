@@ -23,8 +23,8 @@ from __future__ import annotations
 
 from yarl import URL
 
-from . import errors
-from .reuse import truncation_note
+from ..core import errors
+from ..core.reuse import truncation_note
 
 SAME = 3
 PROBATION = 5  # rows sent one at a time while nothing has succeeded

@@ -1,0 +1,15 @@
+"""The defaults of every call's options, in one place (the accessor's signatures, the run specs,
+the engine and the batch runner all read them from here)."""
+
+CONCURRENCY = 64
+"""Requests in flight at once."""
+MAX_RETRIES = 6
+"""Retries of a request after a retryable failure (429s do not count: the limiter paces)."""
+TIMEOUT = 120.0
+"""Seconds a request may take, from sending to its last byte."""
+POLL_INTERVAL = 30.0
+"""Seconds between a batch job's status checks (backing off)."""
+SCHEMA_RETRIES = 2
+"""Times a row whose answer does not fit ``schema=`` is asked again."""
+MISSING = "skip"
+"""What a row with a missing template field does: not sent."""

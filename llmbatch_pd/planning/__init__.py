@@ -1,0 +1,1 @@
+"""Before a run: tokens, prices, the estimate, worst cases."""

@@ -1,0 +1,1 @@
+"""One call from start to finish: chat rows, embeddings, batch jobs."""

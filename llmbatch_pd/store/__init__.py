@@ -1,0 +1,1 @@
+"""The cache file: answers, batch jobs, vectors, history; written from one thread."""

@@ -1,0 +1,1 @@
+"""Sending: the event-loop thread, the engine, pacing, retries, the circuit breaker."""
