@@ -1,35 +1,28 @@
-"""``POST /v1/embeddings``, shaped like OpenAI's: limits, error bodies, float and base64 vectors.
+"""What ``POST /v1/embeddings`` answers, shaped like OpenAI's: checks, error texts, float and base64 vectors.
 
 Vectors are deterministic: a unit vector drawn from a hash of (model, text), so a test can
 compute the expected one and two clients must receive the same. Similar texts are not similar
 vectors. ``dimensions`` shortens the way OpenAI documents it: cut, then re-normalise.
 
-The request goes through the server's pipeline like a chat request: auth, body checks,
-quota, fault injection, the rate limiter (charged with the inputs' tokens), latency, the log.
-Batch jobs on ``/v1/embeddings`` (``batches.py``) validate and answer their lines with the same
-:func:`check` and :func:`response_object`.
+This module holds what an embeddings request is, not how it is served: the server's pipeline
+(``server.py``: auth, body checks, quota, fault injection, the rate limiter charged with the
+inputs' tokens, latency, the log) checks a request with :func:`check` and answers it with
+:func:`response_body`; batch jobs on ``/v1/embeddings`` (``batches.py``) validate and answer
+their lines with the same :func:`check` and :func:`response_object`. It imports neither of them,
+so both can import it.
 """
 
 from __future__ import annotations
 
-import asyncio
 import base64
 import hashlib
 import json
-import sys
-import time
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
 import numpy as np
-from aiohttp import web
 
-from .faults import pick_fault
 from .tokens import count_tokens
 from .validate import Invalid
-
-if TYPE_CHECKING:
-    from .dialect import ChatCompletions
-    from .server import Entry, SimServer
 
 MAX_INPUTS = 2048
 MAX_INPUT_TOKENS = 8192
@@ -136,39 +129,3 @@ def response_object(model: str, texts: list[str], tokens: int, dims: int | None,
 def response_body(model: str, texts: list[str], tokens: int, dims: int | None, fmt: str) -> bytes:
     """:func:`response_object` as compact JSON bytes."""
     return json.dumps(response_object(model, texts, tokens, dims, fmt), separators=(",", ":")).encode()
-
-
-async def handle(server: SimServer, dialect: ChatCompletions, request: web.Request,
-                 entry: Entry) -> web.StreamResponse:
-    """The chat pipeline's steps, in its order, for an embeddings request."""
-    cfg = server.config
-    if denied := dialect.denied(request.headers, cfg.api_key):
-        return denied
-    try:
-        body = await request.json()
-    except ValueError:
-        return dialect.not_json()
-    checked = check(body)
-    if isinstance(checked, Invalid):
-        return dialect.error(400, checked.message, param=checked.param, code=checked.code)
-    model, texts, tokens, dims, fmt = checked
-    entry["model"] = sys.intern(model)
-    entry["prompt_sha"] = hashlib.sha256("\x00".join(texts).encode()).hexdigest()[:16]
-    entry["prompt_tokens"] = tokens
-    entry["inputs"] = len(texts)
-    if cfg.quota_requests is not None and server._used >= cfg.quota_requests:
-        return dialect.out_of_quota()
-    entry["fault"] = fault = pick_fault(server._faults, cfg)
-    if fault == "hang":
-        await asyncio.sleep(cfg.hang_seconds)
-    elif fault is not None:
-        return server._fault(fault, request, cfg, dialect)
-    now = time.monotonic()
-    if refusal := server._limiter.acquire(tokens, now, model):
-        headers = dialect.limit_headers(server._limiter, now) | dialect.retry_headers(refusal.retry_after)
-        return dialect.rate_limited(refusal, headers)
-    headers = dialect.limit_headers(server._limiter, now)
-    server._used += 1
-    await asyncio.sleep(server._latency(cfg, 0))
-    return web.Response(body=response_body(model, texts, tokens, dims, fmt),
-                        content_type="application/json", headers=headers)

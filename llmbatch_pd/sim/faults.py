@@ -1,10 +1,17 @@
-"""Which fault, if any, hits a request: one seeded draw walked over the fault rates."""
+"""Which fault, if any, hits a request: one seeded draw walked over the fault rates; and the
+one fault that is not a response, a connection reset."""
 
 from __future__ import annotations
 
 import random
+import socket
+import struct
+from typing import TYPE_CHECKING
 
 from .config import FAULTS, SimConfig
+
+if TYPE_CHECKING:
+    from aiohttp import web
 
 
 def pick_fault(rng: random.Random, config: SimConfig, *, structured: bool = False) -> str | None:
@@ -25,3 +32,14 @@ def pick_fault(rng: random.Random, config: SimConfig, *, structured: bool = Fals
             return None if fault == "invalid_json" and not structured else fault
         draw -= rate
     return None
+
+
+def reset_connection(request: web.Request) -> None:
+    """Drop the TCP connection with an RST, as a crashed proxy would."""
+    transport = request.transport
+    if transport is None:
+        return
+    sock = transport.get_extra_info("socket")
+    if sock is not None:
+        sock.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER, struct.pack("ii", 1, 0))
+    transport.abort()

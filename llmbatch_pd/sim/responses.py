@@ -15,6 +15,7 @@ SERVER_ERRORS = {
 }
 OVERLOADED = {"type": "error", "error": {"type": "overloaded_error", "message": "Overloaded"}}
 """Anthropic's 529, which OpenAI-compatible gateways pass through unchanged."""
+_SECRET_HEADERS = frozenset({"authorization", "x-api-key", "api-key", "proxy-authorization"})
 MALFORMED = b'{"id": "chatcmpl-sim", "object": "chat.completion", "choices": [{"index": 0, "mes'
 """A 200 body cut mid-stream, as a broken proxy would deliver it."""
 QUOTA_MESSAGE = (
@@ -52,6 +53,16 @@ def bad_key_body(key: str | None) -> dict[str, Any]:
 def mask_key(key: str) -> str:
     """Keep only the first 5 and last 2 characters of a key: "sk-ab***yz"."""
     return f"{key[:5]}***{key[-2:]}" if len(key) >= 10 else "***"
+
+
+def mask_header(name: str, value: str) -> str:
+    """A credential header with its secret masked but its scheme kept: "Bearer sk-ab***yz"."""
+    if name not in _SECRET_HEADERS:
+        return value
+    scheme, sep, token = value.partition(" ")
+    if sep and scheme.lower() in ("bearer", "basic"):
+        return f"{scheme} {mask_key(token.strip())}"
+    return mask_key(value.strip())
 
 
 def completion_body(model: str, answer: Answer, prompt_tokens: int) -> dict[str, Any]:

@@ -1,5 +1,6 @@
-"""The simulator's aiohttp application: OpenAI's and Anthropic's completion endpoints, their
-batch APIs (``batches.py``), plus ``/_sim/*`` controls.
+"""The simulator's aiohttp application: OpenAI's and Anthropic's completion endpoints, OpenAI's
+embeddings (checked and answered by ``embeddings.py``), their batch APIs (``batches.py``), plus
+``/_sim/*`` controls. The modules it routes to never import it back.
 
 A request passes, in order: auth, required headers, body checks, quota, fault injection, the
 rate limiter, then sleeps its latency and answers. One pipeline serves both APIs; a
@@ -11,11 +12,9 @@ from __future__ import annotations
 
 import asyncio
 import collections
-import functools
+import hashlib
 import json
 import random
-import socket
-import struct
 import sys
 import time
 from collections.abc import Awaitable, Callable
@@ -29,18 +28,18 @@ from .anthropic import Messages
 from .batches import BatchDesk
 from .config import SimConfig
 from .dialect import ChatCompletions, Dialect
-from .faults import pick_fault
+from .faults import pick_fault, reset_connection
 from .limits import RateLimiter
 from .log import RequestLog
-from .responses import SERVER_ERRORS, error_body, mask_key, models_body
+from .responses import SERVER_ERRORS, error_body, mask_header, models_body
 from .tokens import count_prompt_tokens
+from .validate import Invalid
 
 Entry = dict[str, Any]
 _Handler = Callable[[web.Request, Entry], Awaitable[web.StreamResponse]]
 
 OPENAI = ChatCompletions()
 ANTHROPIC = Messages()
-_SECRET_HEADERS = frozenset({"authorization", "x-api-key", "api-key", "proxy-authorization"})
 _LIMIT_HEADER_PREFIXES = ("x-ratelimit-", "anthropic-ratelimit-")
 _RETRY_HEADERS = ("retry-after", "retry-after-ms")
 
@@ -100,7 +99,7 @@ class SimServer:
         app = web.Application(client_max_size=64 * 1024 * 1024)
         app.router.add_post("/v1/chat/completions", self._tracked(self._chat))
         app.router.add_post("/v1/messages", self._tracked(self._messages))
-        app.router.add_post("/v1/embeddings", self._tracked(functools.partial(embeddings.handle, self, OPENAI)))
+        app.router.add_post("/v1/embeddings", self._tracked(self._embeddings))
         app.router.add_get("/v1/models", self._tracked(self._models))
         desk, oa, an = self.batches, self._openai_auth, self._anthropic_auth
         app.router.add_post("/v1/files", self._tracked(oa(desk.upload)))
@@ -204,7 +203,7 @@ class SimServer:
             body: Any = json.loads(raw)
         except ValueError:
             body = raw[:2000].decode("utf-8", "replace")
-        headers = {k.lower(): _mask_header(k.lower(), v) for k, v in request.headers.items()}
+        headers = {k.lower(): mask_header(k.lower(), v) for k, v in request.headers.items()}
         self.captured.append(
             {"method": request.method, "path": request.path, "headers": headers, "body": body}
         )
@@ -294,6 +293,40 @@ class SimServer:
             headers["x-litellm-response-cost"] = str(tokens * cfg.response_cost_per_mtok / 1e6)
         return web.json_response(dialect.answer(model, answer, prompt_tokens), headers=headers)
 
+    async def _embeddings(self, request: web.Request, entry: Entry) -> web.StreamResponse:
+        """The chat pipeline's steps, in its order, for an embeddings request."""
+        cfg, dialect = self.config, OPENAI
+        if denied := dialect.denied(request.headers, cfg.api_key):
+            return denied
+        try:
+            body = await request.json()
+        except ValueError:
+            return dialect.not_json()
+        checked = embeddings.check(body)
+        if isinstance(checked, Invalid):
+            return dialect.error(400, checked.message, param=checked.param, code=checked.code)
+        model, texts, tokens, dims, fmt = checked
+        entry["model"] = sys.intern(model)
+        entry["prompt_sha"] = hashlib.sha256("\x00".join(texts).encode()).hexdigest()[:16]
+        entry["prompt_tokens"] = tokens
+        entry["inputs"] = len(texts)
+        if cfg.quota_requests is not None and self._used >= cfg.quota_requests:
+            return dialect.out_of_quota()
+        entry["fault"] = fault = pick_fault(self._faults, cfg)
+        if fault == "hang":
+            await asyncio.sleep(cfg.hang_seconds)
+        elif fault is not None:
+            return self._fault(fault, request, cfg, dialect)
+        now = time.monotonic()
+        if refusal := self._limiter.acquire(tokens, now, model):
+            headers = dialect.limit_headers(self._limiter, now) | dialect.retry_headers(refusal.retry_after)
+            return dialect.rate_limited(refusal, headers)
+        headers = dialect.limit_headers(self._limiter, now)
+        self._used += 1
+        await asyncio.sleep(self._latency(cfg, 0))
+        return web.Response(body=embeddings.response_body(model, texts, tokens, dims, fmt),
+                            content_type="application/json", headers=headers)
+
     def _latency(self, cfg: SimConfig, completion_tokens: int) -> float:
         seconds = cfg.ttft_ms / 1000
         if cfg.tokens_per_s > 0:
@@ -316,7 +349,7 @@ class SimServer:
             return web.Response(
                 body=dialect.malformed, content_type="application/json", headers=headers
             )
-        _reset_connection(request)
+        reset_connection(request)
         return web.Response(status=500)  # never sent: the socket is already gone
 
     # -- /_sim -------------------------------------------------------------------------
@@ -376,24 +409,3 @@ async def serve(
 def _error(status: int, message: str) -> web.Response:
     """OpenAI's error envelope, for the control routes and unknown paths."""
     return web.json_response(error_body(message), status=status)
-
-
-def _mask_header(name: str, value: str) -> str:
-    """A credential header with its secret masked but its scheme kept: "Bearer sk-ab***yz"."""
-    if name not in _SECRET_HEADERS:
-        return value
-    scheme, sep, token = value.partition(" ")
-    if sep and scheme.lower() in ("bearer", "basic"):
-        return f"{scheme} {mask_key(token.strip())}"
-    return mask_key(value.strip())
-
-
-def _reset_connection(request: web.Request) -> None:
-    """Drop the TCP connection with an RST, as a crashed proxy would."""
-    transport = request.transport
-    if transport is None:
-        return
-    sock = transport.get_extra_info("socket")
-    if sock is not None:
-        sock.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER, struct.pack("ii", 1, 0))
-    transport.abort()
