@@ -59,7 +59,7 @@ def estimate_rows(reports: list[Any], estimates: Any = None) -> tuple[list[list[
         rows.append([
             model,
             Cell(fmt.count(e.rows)),
-            Cell(fmt.count(e.requests), f"+{fmt.count(e.cached)} cached" if e.cached else ""),
+            Cell(fmt.count(e.to_send), f"+{fmt.count(e.cached)} cached" if e.cached else ""),
             Cell(fmt.tokens(e.input_tokens)),
             Cell("~" + fmt.tokens(e.output_tokens)),
             Cell(fmt.money(mid), "", "") if mid is not None else Cell(PRICE_UNKNOWN, "", "warn"),
@@ -78,7 +78,7 @@ def estimate_rows(reports: list[Any], estimates: Any = None) -> tuple[list[list[
     total = [
         Cell("Total", fmt.plural(len(reports), "model")),
         Cell(fmt.count(sum(e.rows for e in known) if known else sum(r.rows for r in reports))),
-        Cell(fmt.count(sum(e.requests for e in known)) if known else fmt.MISSING),
+        Cell(fmt.count(sum(e.to_send for e in known)) if known else fmt.MISSING),
         Cell(fmt.tokens(sum(e.input_tokens for e in known)) if known else fmt.MISSING),
         Cell("~" + fmt.tokens(sum(e.output_tokens for e in known)) if known else fmt.MISSING),
         Cell(fmt.money(partial(mids)) if priced_mids or not known else PRICE_UNKNOWN,

@@ -204,14 +204,14 @@ class GroupPanel(Card):
                       f'{"" if final else " elapsed"}</span>')
 
     def _plan_line(self, modes: list[str]) -> str:
-        mids, lows, highs, requests = [], [], [], 0
+        mids, lows, highs, to_send = [], [], [], 0
         for e, mode in zip(self.estimates, modes, strict=True):
             low, mid, high = expected_cost(e, mode)
             lows.append(low)
             mids.append(mid)
             highs.append(high)
-            requests += e.requests if e is not None else 0
-        parts = [f"{fmt.plural(requests, 'request')} over {fmt.plural(len(modes), 'model')}"]
+            to_send += e.to_send if e is not None else 0
+        parts = [f"{fmt.plural(to_send, 'request')} over {fmt.plural(len(modes), 'model')}"]
         known = [i for i, m in enumerate(mids) if m is not None]
         if known:
             low, high = sum(lows[i] or 0.0 for i in known), sum(highs[i] or 0.0 for i in known)

@@ -60,12 +60,12 @@ def plan_lines(estimate: Estimate, *, budget: float | None = None, mode: str = "
     if e.too_long:
         unique.append(f"{fmt.count(e.too_long)} too long")
     lines.append(Line("Rows", fmt.count(e.rows)))
-    # e.requests is what will be sent: cached and too-long prompts are already out of it
-    lines.append(Line("Requests", fmt.count(e.requests + e.cached + e.too_long),
+    # cached and too-long prompts are not in e.to_send: the unique requests add them back
+    lines.append(Line("Requests", fmt.count(e.to_send + e.cached + e.too_long),
                       "after de-duplication: " + ", ".join(unique)))
     lines.append(Line("Cache hits", fmt.count(e.cached),
                       f"saves {fmt.money(e.cache_saves)}" if e.cache_saves else ""))
-    lines.append(Line("To send", fmt.count(e.requests)))
+    lines.append(Line("To send", fmt.count(e.to_send)))
     lines.append(Line("Input tokens", fmt.tokens(e.input_tokens),
                       f"{fmt.tokens(e.input_tokens_low)}–{fmt.tokens(e.input_tokens_high)}"
                       + (f"; {e.token_counting}" if e.token_counting else "")))

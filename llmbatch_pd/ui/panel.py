@@ -193,7 +193,7 @@ class Panel(Card):
     def _plan_line(self, mode: str) -> str:
         e = self.estimate
         low, mid, high = expected_cost(e, mode)
-        parts = [f"{fmt.plural(e.requests, 'request')} to send"]  # cached ones are not in it
+        parts = [f"{fmt.plural(e.to_send, 'request')} to send"]
         if e.cached:
             parts.append(f"{fmt.count(e.cached)} cached")
         parts.append(f"~{fmt.tokens(e.input_tokens)} in / ~{fmt.tokens(e.output_tokens)} out tokens")
