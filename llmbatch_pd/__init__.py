@@ -22,7 +22,7 @@ from .core.errors import (
     StructuredOutputIgnored,
     TemplateError,
 )
-from .runs.run import RunReport
+from .core.report import RunReport
 
 __version__ = "0.1.0"
 

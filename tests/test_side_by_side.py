@@ -10,8 +10,8 @@ import pytest
 import llmbatch_pd
 from llmbatch_pd import BudgetError, InputError
 from llmbatch_pd.core.budget import Ledger
+from llmbatch_pd.core.report import RunReports
 from llmbatch_pd.core.types import Usage
-from llmbatch_pd.runs.run import RunReports
 from llmbatch_pd.sim import Simulator
 
 from .conftest import bill, wait_until

@@ -13,10 +13,10 @@ import ipywidgets as w
 import pytest
 
 from llmbatch_pd.core.errors import InputError
+from llmbatch_pd.core.report import RunReport
 from llmbatch_pd.planning import estimate as plan
 from llmbatch_pd.planning.estimate import Estimate
 from llmbatch_pd.planning.pricing import Price
-from llmbatch_pd.runs.run import RunReport
 from llmbatch_pd.transport.engine import EngineStats
 from llmbatch_pd.ui import (
     ConsoleProgress,
@@ -27,7 +27,7 @@ from llmbatch_pd.ui import (
 )
 from llmbatch_pd.ui import format as fmt
 from llmbatch_pd.ui.panel import Panel
-from llmbatch_pd.ui.report import AMBER, BLUE, GREEN, RED
+from llmbatch_pd.ui.style import AMBER, BLUE, GREEN, RED
 
 EVIL = '<script>alert("x")</script> & <img src=x onerror=alert(1)>'
 
@@ -584,7 +584,7 @@ import time
 from llmbatch_pd.transport.engine import EngineStats
 from llmbatch_pd.planning import estimate as plan
 from llmbatch_pd.planning.pricing import Price
-from llmbatch_pd.runs.run import RunReport
+from llmbatch_pd.core.report import RunReport
 from llmbatch_pd.ui.panel import Panel
 
 report = RunReport(model="openai/gpt-4.1-mini", rows=300, requests=250, duplicates=50)
@@ -633,7 +633,7 @@ def test_nbconvert_export_of_an_nbclient_run_shows_the_static_summary(tmp_path):
 
 
 def test_console_postfix_shows_batch_status():
-    from llmbatch_pd.runs.run import RunReport
+    from llmbatch_pd.core.report import RunReport
     from llmbatch_pd.ui.console import ConsoleProgress
 
     report = RunReport(model="openai/gpt-4.1-mini", rows=10)
@@ -775,7 +775,7 @@ def finished_pair():
 
 
 def test_short_models():
-    from llmbatch_pd.ui.report import short_models
+    from llmbatch_pd.ui.lines import short_models
 
     assert short_models(["openai/gpt-4.1-mini", HAIKU]) == ["gpt-4.1-mini", "claude-haiku-4-5"]
     assert short_models(["openai/gpt-4o", "azure/gpt-4o", "m"]) == ["openai/gpt-4o", "azure/gpt-4o", "m"]
@@ -1020,7 +1020,7 @@ def test_to_send_counts_cached_rows_once(llm, sim):
 
     from llmbatch_pd.accessor import _spec
     from llmbatch_pd.runs.run import Run
-    from llmbatch_pd.ui.report import plan_lines
+    from llmbatch_pd.ui.lines import plan_lines
 
     df = pd.DataFrame({"t": ["a", "a", "b", "c", "d", "e"]})
     df.iloc[[2, 3]].llm.apply("Echo {t}", **llm)  # b and c answered: in the cache now

@@ -51,11 +51,15 @@ class Pilot:
 
 @dataclass
 class Estimate:
-    """One model's plan. Costs are dollars; ``None`` where the model has no price."""
+    """One model's plan. Costs are dollars; ``None`` where the model has no price.
+
+    ``to_send`` counts the requests that will go out: one per unique prompt, less those the
+    cache answers and those too long for the model. (A run's ``RunReport.requests`` counts
+    every unique request, the cached ones included.)"""
 
     model: str
     rows: int = 0
-    requests: int = 0
+    to_send: int = 0  # unique requests that will be sent: not the cached, not the too long
     duplicates: int = 0
     cached: int = 0
     skipped: int = 0
@@ -79,10 +83,16 @@ class Estimate:
     output_basis: str = ""
     price: Price | None = field(default=None, repr=False)
 
+    @property
+    def requests(self) -> int:
+        """``to_send`` by its old name (read only): the estimate frame's column keeps it."""
+        return self.to_send
+
     def as_row(self) -> dict[str, Any]:
+        """The estimate frame's row (``df.llm.estimate()``): ``to_send`` is its "requests" column."""
         row = asdict(self)
         row.pop("price")
-        return row
+        return {"requests" if k == "to_send" else k: v for k, v in row.items()}
 
     def summary(self) -> str:
         money = "no price known"
@@ -91,7 +101,7 @@ class Estimate:
             if self.budget is not None:
                 money += f", budget {fmt_money(self.budget)}"
         return (
-            f"{self.model}: {self.rows} rows -> {self.requests} requests "
+            f"{self.model}: {self.rows} rows -> {self.to_send} requests "
             f"({self.duplicates} duplicates, {self.cached} cached, {self.skipped} skipped"
             f"{f', {self.too_long} too long' if self.too_long else ''}); "
             f"{self.input_tokens:,} input + ~{self.output_tokens:,} output tokens; {money}; "
@@ -144,7 +154,7 @@ def build(
     est = Estimate(
         model=model,
         rows=rows,
-        requests=requests,
+        to_send=requests,
         duplicates=duplicates,
         cached=cached,
         skipped=skipped,

@@ -309,7 +309,7 @@ class EmbedRun:
         counted = sum(p.tokens for p in self.packs)
         low_f, high_f = spec.margin
         est = plan.Estimate(
-            model=spec.model.full, rows=self.n, requests=len(self.packs), duplicates=r.duplicates,
+            model=spec.model.full, rows=self.n, to_send=len(self.packs), duplicates=r.duplicates,
             cached=r.cached, skipped=r.skipped, too_long=r.too_long, input_tokens=counted,
             input_tokens_low=round(counted * low_f), input_tokens_high=math.ceil(counted * high_f),
             budget=spec.budget, token_counting=spec.counter.name,

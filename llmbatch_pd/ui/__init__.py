@@ -5,6 +5,16 @@ never call HTTP and never touch pandas.
 Jupyter kernel that can show widgets, a tqdm bar anywhere else (terminal IPython, scripts, CI).
 Given a list of reports (several models side by side, one run each under one budget) it picks
 the group versions of both: one card (``group.GroupPanel``) or one bar (``GroupProgress``).
+
+Importing this package registers the static renderings (``ui.report``) with
+``core.report``: that is how a ``RunReport`` shows itself as text, HTML or Markdown while the
+core never imports the UI (see ``core.report``'s docstring). The package's ``__init__`` imports
+the accessor, which imports this package, so the registration happens whenever
+``llmbatch_pd`` is imported.
+
+The modules: ``style`` (the look, escaping), ``lines`` (figures as labelled lines), ``grid``
+(the table of several models), ``report`` (the static summary in three formats), ``costs``
+(money said honestly), ``console`` (tqdm bars), ``card``/``panel``/``group`` (the widgets).
 """
 
 from __future__ import annotations
@@ -13,6 +23,7 @@ import sys
 from collections.abc import Callable, Sequence
 from typing import TYPE_CHECKING, Any, Literal
 
+from ..core.report import register_renderers
 from .console import ConsoleProgress, GroupProgress
 from .report import (
     report_html,
@@ -24,10 +35,13 @@ from .report import (
 )
 
 if TYPE_CHECKING:
+    from ..core.report import RunReport
     from ..planning.estimate import Estimate
-    from ..runs.run import RunReport
     from .group import GroupPanel
     from .panel import Panel
+
+register_renderers(report_text=report_text, report_html=report_html, report_markdown=report_markdown,
+                   reports_text=reports_text, reports_html=reports_html, reports_markdown=reports_markdown)
 
 Progress = bool | None | Literal["auto", "widget", "tqdm"]
 PROGRESS_CHOICES = (None, True, False, "auto", "widget", "tqdm")

@@ -17,8 +17,9 @@ from typing import Any, Self
 
 import ipywidgets as w
 
+from ..core.figures import not_sent
 from . import format as fmt
-from .report import (
+from .style import (
     AMBER,
     AMBER_TEXT,
     BLUE,
@@ -33,7 +34,6 @@ from .report import (
     card_html,
     errors_html,
     header_html,
-    not_sent,
 )
 
 WIDGET_VIEW = "application/vnd.jupyter.widget-view+json"

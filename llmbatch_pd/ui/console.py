@@ -14,22 +14,15 @@ from typing import TYPE_CHECKING, Any, Self
 
 from tqdm import tqdm
 
+from ..core.figures import batch_progress, budget_of, estimates_for, group_budget, mode_of
 from . import format as fmt
 from .costs import PRICE_UNKNOWN, cost_known
-from .report import (
-    batch_progress,
-    budget_of,
-    estimate_text,
-    estimates_for,
-    estimates_text,
-    group_budget,
-    mode_of,
-    short_models,
-)
+from .lines import short_models
+from .report import estimate_text, estimates_text
 
 if TYPE_CHECKING:
+    from ..core.report import RunReport
     from ..planning.estimate import Estimate
-    from ..runs.run import RunReport
 
 POSTFIX_KINDS = ("429", "5xx", "529", "timeout", "connection")
 

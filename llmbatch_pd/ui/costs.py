@@ -2,31 +2,19 @@
 "$0.00", unless the provider reported what it billed (a gateway such as LiteLLM's proxy).
 
 Every display (summary, panel, group table, tqdm bar) asks here, so they all say the same.
+Whether a cost is known at all (``priced``, ``cost_known``) is a figure: ``core.figures``.
 """
 
 from __future__ import annotations
 
 from typing import Any
 
+from ..core.figures import cost_known, priced
 from . import format as fmt
 
 PRICE_UNKNOWN = "price unknown"
 UNKNOWN_NOTE = "no price for this model: pass prices= for a figure"
 REPORTED_NOTE = "reported by the provider (no list price for this model)"
-
-
-def priced(report: Any = None, estimate: Any = None) -> bool:
-    """Whether the model has a price: not when the run says so (``RunReport.priced``), nor
-    when its estimate (passed, or the report's own) was made without one (``cost`` None)."""
-    if getattr(report, "priced", True) is False:
-        return False
-    estimate = estimate if estimate is not None else getattr(report, "estimate", None)
-    return not (estimate is not None and getattr(estimate, "cost", 0.0) is None)
-
-
-def cost_known(report: Any, estimate: Any = None) -> bool:
-    """Whether ``report.stats.cost`` is a real figure: priced, or costs the provider reported."""
-    return priced(report, estimate) or bool(report.stats.cost)
 
 
 def spent(report: Any, estimate: Any = None) -> tuple[str, str]:
@@ -54,4 +42,4 @@ def excludes(n: int) -> str:
     return f"excludes {fmt.plural(n, 'model')}: {PRICE_UNKNOWN}" if n else ""
 
 
-__all__ = ["PRICE_UNKNOWN", "cost_known", "excludes", "priced", "spent", "total_spent"]
+__all__ = ["PRICE_UNKNOWN", "REPORTED_NOTE", "UNKNOWN_NOTE", "excludes", "spent", "total_spent"]

@@ -22,36 +22,25 @@ from typing import TYPE_CHECKING, Any
 
 import ipywidgets as w
 
+from ..core.figures import (
+    batch_progress,
+    estimates_for,
+    expected_cost,
+    group_budget,
+    group_status,
+    mode_of,
+    status,
+)
 from . import format as fmt
 from .card import Card, _html, render_rows
 from .costs import PRICE_UNKNOWN, excludes, spent
-from .report import (
-    AMBER_TEXT,
-    BATCH_NOTE,
-    BLUE,
-    GREEN,
-    MUTED,
-    RED,
-    _group_title,
-    batch_progress,
-    estimates_for,
-    estimates_html,
-    expected_cost,
-    group_budget,
-    group_errors,
-    group_status,
-    group_warnings,
-    mode_of,
-    reports_body_html,
-    reports_html,
-    reports_text,
-    short_models,
-    status,
-)
+from .lines import BATCH_NOTE, group_errors, group_warnings, short_models
+from .report import estimates_html, group_title, reports_body_html, reports_html, reports_text
+from .style import AMBER_TEXT, BLUE, GREEN, MUTED, RED
 
 if TYPE_CHECKING:
+    from ..core.report import RunReport
     from ..planning.estimate import Estimate
-    from ..runs.run import RunReport
 
 _set = Card._set  # write a trait only if it changed
 _small = Card._small
@@ -215,14 +204,14 @@ class GroupPanel(Card):
                       f'{"" if final else " elapsed"}</span>')
 
     def _plan_line(self, modes: list[str]) -> str:
-        mids, lows, highs, requests = [], [], [], 0
+        mids, lows, highs, to_send = [], [], [], 0
         for e, mode in zip(self.estimates, modes, strict=True):
             low, mid, high = expected_cost(e, mode)
             lows.append(low)
             mids.append(mid)
             highs.append(high)
-            requests += e.requests if e is not None else 0
-        parts = [f"{fmt.plural(requests, 'request')} over {fmt.plural(len(modes), 'model')}"]
+            to_send += e.to_send if e is not None else 0
+        parts = [f"{fmt.plural(to_send, 'request')} over {fmt.plural(len(modes), 'model')}"]
         known = [i for i, m in enumerate(mids) if m is not None]
         if known:
             low, high = sum(lows[i] or 0.0 for i in known), sum(highs[i] or 0.0 for i in known)
@@ -237,7 +226,7 @@ class GroupPanel(Card):
         return _small("Plan: " + " · ".join(parts), MUTED)
 
     def _detail(self) -> str:
-        return _group_title(self.reports, self.estimates)[1]
+        return group_title(self.reports, self.estimates)[1]
 
     def _plan_html(self, brief: bool) -> str | None:
         if all(e is None for e in self.estimates):

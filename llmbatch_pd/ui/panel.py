@@ -35,37 +35,25 @@ from typing import TYPE_CHECKING, Any
 
 import ipywidgets as w
 
-from . import format as fmt
-from .card import Card, _html, render_rows
-from .costs import PRICE_UNKNOWN, spent
-from .report import (
-    AMBER_TEXT,
-    BATCH_NOTE,
-    BLUE,
-    GREEN,
-    GREY,
-    MUTED,
-    RED,
-    batch_counts_text,
-    batch_ids_text,
+from ..core.figures import (
     batch_progress,
     budget_of,
-    errors_html,
-    estimate_html,
     expected_cost,
     mode_of,
-    report_html,
-    report_text,
     status,
-    summary_lines,
-    table_html,
     top_errors,
     warnings_of,
 )
+from . import format as fmt
+from .card import Card, _html, render_rows
+from .costs import PRICE_UNKNOWN, spent
+from .lines import BATCH_NOTE, batch_counts_text, batch_ids_text, summary_lines
+from .report import estimate_html, report_html, report_text
+from .style import AMBER_TEXT, BLUE, GREEN, GREY, MUTED, RED, errors_html, table_html
 
 if TYPE_CHECKING:
+    from ..core.report import RunReport
     from ..planning.estimate import Estimate
-    from ..runs.run import RunReport
 
 KIND_ORDER = ("429", "5xx", "529", "timeout", "connection", "malformed")
 
@@ -205,7 +193,7 @@ class Panel(Card):
     def _plan_line(self, mode: str) -> str:
         e = self.estimate
         low, mid, high = expected_cost(e, mode)
-        parts = [f"{fmt.plural(e.requests, 'request')} to send"]  # cached ones are not in it
+        parts = [f"{fmt.plural(e.to_send, 'request')} to send"]
         if e.cached:
             parts.append(f"{fmt.count(e.cached)} cached")
         parts.append(f"~{fmt.tokens(e.input_tokens)} in / ~{fmt.tokens(e.output_tokens)} out tokens")
