@@ -1,6 +1,6 @@
-"""``pilot=N``: a few evenly spread rows run for real before the rest. Their usage refines
-the estimate (and the budget check), their answers are handed to the main run (nothing is
-paid twice), and a fatal stop (a bad key, a dead provider) stops the main run too."""
+"""``pilot=N``: a few evenly spread rows (``planning.pilot``) run for real before the rest.
+Their usage refines the estimate (and the budget check), their answers are handed to the main
+run (nothing is paid twice), and a fatal stop (a bad key, a dead provider) stops it too."""
 
 from __future__ import annotations
 
@@ -9,13 +9,8 @@ from typing import Any
 from ..core import errors
 from ..core.budget import Ledger
 from ..planning import estimate as plan
+from ..planning.pilot import positions
 from .run import Run, RunSpec
-
-
-def positions(n: int, size: int) -> list[int]:
-    """Evenly spread rows, so a sorted frame still gives a representative pilot."""
-    size = min(size, n)
-    return sorted({int(i * n / size) for i in range(size)}) if size else []
 
 
 class Pilot:
