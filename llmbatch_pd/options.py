@@ -1,6 +1,8 @@
 """The options ``df.llm.apply``/``submit``/``estimate``/``embed`` take, checked before anything
 is sent: an unknown name (a typo) is refused naming the option meant, a bad value says what
-is wanted, and a result column that would overwrite one of the frame's is refused."""
+is wanted, a result column that would overwrite one of the frame's is refused, and a budget
+the estimate already exceeds is refused. The defaults are ``core.defaults``'; the chat run's
+spec is built here from the checked options (embed's by ``runs.embed.build_spec``)."""
 
 from __future__ import annotations
 
@@ -10,11 +12,16 @@ import math
 from collections.abc import Callable, Iterable
 from typing import Any
 
-from .core import errors
+from .core import defaults, errors
 from .core.numbers import money
+from .core.params import check_params
+from .core.prompts import Template
 from .core.types import Request, Usage
-from .planning.estimate import Estimate
-from .runs.run import RunSpec, check_limits
+from .planning import pricing
+from .planning.estimate import DEFAULT_MAX_OUTPUT, Estimate
+from .providers.registry import batch_refusal, make_provider, parse_model
+from .runs.run import RunSpec, check_limits, check_mode
+from .store import db as store
 
 NOT_OPTIONS = frozenset({"self", "df", "template", "columns", "value_field", "need_key",
                          "check_budget", "label"})
@@ -56,8 +63,9 @@ def check_chat(output: Any, pilot: Any, options: dict[str, Any]) -> None:
     """The values of apply's options that the run itself does not check."""
     if not isinstance(output, str) or not output:
         raise errors.InputError("output= must be a non-empty column name")
-    check_limits(options.get("concurrency", 64), options.get("max_retries", 6),
-                 options.get("timeout", 120.0), options.get("missing", "skip"),
+    check_limits(options.get("concurrency", defaults.CONCURRENCY),
+                 options.get("max_retries", defaults.MAX_RETRIES),
+                 options.get("timeout", defaults.TIMEOUT), options.get("missing", defaults.MISSING),
                  options.get("budget"))
     temperature, max_tokens = options.get("temperature"), options.get("max_tokens")
     if temperature is not None and (isinstance(temperature, bool)
@@ -108,3 +116,122 @@ def check_budget_fits_one(spec: RunSpec, estimate: Estimate) -> None:
         f"not started: budget={money(budget)} cannot cover one request's worst case: up to "
         f"{money(worst)} (its prompt plus max_tokens={spec.max_tokens:,} output tokens), and a "
         f"request is sent only when its worst case fits the budget. To run: {advice}.")
+
+
+def chat_spec(columns: list[Any], template: str, *, model: str, system: str | None = None,
+              temperature: float | None = None, max_tokens: int | None = None,
+              base_url: str | None = None, api_key: str | None = None,
+              concurrency: int = defaults.CONCURRENCY, rpm: float | None = None,
+              tpm: float | None = None, max_retries: int = defaults.MAX_RETRIES,
+              timeout: float = defaults.TIMEOUT, missing: str = defaults.MISSING,
+              budget: float | None = None, cache: bool | str | None = True,
+              prices: dict | None = None, value_field: str | None = None, mode: str = "realtime",
+              poll_interval: float = defaults.POLL_INTERVAL, schema: Any = None,
+              schema_retries: int = defaults.SCHEMA_RETRIES, params: dict | None = None,
+              need_key: bool = True) -> RunSpec:
+    """Validate a chat call's options against the frame's ``columns`` and build the run's
+    spec; nothing is sent. ``need_key=False`` (an estimate that sends nothing) accepts a
+    missing API key."""
+    check_mode(mode, poll_interval)
+    parsed = Template.parse(template, value_field=value_field)
+    parsed.check_columns(list(columns))
+    check_unique(columns, parsed.fields)
+    ref = parse_model(model, base_url=base_url)
+    provider = make_provider(ref, base_url=base_url, api_key=api_key, need_key=need_key)
+    if mode == "batch" and not provider.supports_batch:
+        raise errors.InputError(batch_refusal(ref))
+    try:
+        price = pricing.price_for(ref.provider, ref.model, prices)
+    except ValueError as exc:
+        raise errors.InputError(str(exc)) from None
+    if budget is not None and price is None:
+        raise errors.InputError(
+            f"no price is known for {ref.full}, so it cannot run under budget=: pass "
+            f"prices={{{ref.full!r}: (input_per_million, output_per_million)}}"
+        )
+    extra = check_params(params)
+    bound = budget is not None and max_tokens is None
+    if bound:
+        max_tokens = DEFAULT_MAX_OUTPUT  # a real bound for the worst case the budget reserves
+    output_schema = None
+    if schema is not None:
+        from .core.schema import OutputSchema  # pydantic loads only when schema= is used
+
+        output_schema = OutputSchema.from_user(schema)
+        provider.structured(output_schema)  # a provider without structured output says so now
+    if isinstance(schema_retries, bool) or not isinstance(schema_retries, int) or schema_retries < 0:
+        raise errors.InputError(f"schema_retries= must be 0 or more, not {schema_retries!r}")
+    return RunSpec(template=parsed, model=ref, provider=provider, system=system,
+                   temperature=temperature, max_tokens=max_tokens, concurrency=concurrency,
+                   rpm=rpm, tpm=tpm, max_retries=max_retries, timeout=timeout, missing=missing,
+                   budget=budget, price=price,
+                   context_window=pricing.context_window(ref.provider, ref.model),
+                   cache_path=store.resolve(cache), mode=mode, poll_interval=float(poll_interval),
+                   schema=output_schema, max_invalid=schema_retries, extra=extra,
+                   refresh=isinstance(cache, str) and cache == store.REFRESH,
+                   max_tokens_from_budget=bound)
+
+
+def check_unique(columns: Iterable[Any], fields: Iterable[str]) -> None:
+    """A column the template reads must be there once (two of them: which one is meant?)."""
+    names = list(map(str, columns))
+    for name in fields:
+        if names.count(name) > 1:
+            raise errors.InputError(f"column {name!r} appears more than once; rename the duplicates first")
+
+
+def check_embed_output(output: Any) -> None:
+    if not isinstance(output, str) or not output:
+        raise errors.InputError("output= must be a non-empty name")
+
+
+def model_list(model: Any) -> list[str]:
+    """``model=[...]``: the names, refused when empty, not names, or repeated."""
+    names = list(model)
+    if not names:
+        raise errors.InputError("model= needs at least one model name")
+    if not all(isinstance(n, str) for n in names):
+        raise errors.InputError(f"model= must be a name or a list of names, not {model!r}")
+    repeated = sorted({n for n in names if names.count(n) > 1})
+    if repeated:
+        raise errors.InputError(f"model= names {repeated} more than once")
+    return names
+
+
+def labels(names: list[str]) -> list[str]:
+    """Column suffixes: the model's own name (gpt-4.1-mini), or provider_model where two
+    providers serve the same name."""
+    short = [n.strip().split("/", 1)[-1] for n in names]
+    return [s if short.count(s) == 1 else n.strip().replace("/", "_") for s, n in zip(short, names, strict=True)]
+
+
+def expected_cost(spec: RunSpec, estimate: Estimate) -> float | None:
+    """The estimate's cost at the prices of the run's mode (batch jobs: the batch prices)."""
+    return estimate.batch_cost if spec.mode == "batch" else estimate.cost
+
+
+def check_budget(spec: RunSpec, estimate: Estimate) -> None:
+    """One model: refused before anything is sent when the expected cost is above the budget,
+    or the budget cannot cover one request's worst case."""
+    budget, expected = spec.budget, expected_cost(spec, estimate)
+    if budget is not None and expected is not None and expected > budget:
+        raise errors.BudgetError(
+            f"not started: the expected cost is above the budget of {money(budget)}.\n"
+            f"{estimate.summary()}\nRaise budget=, lower max_tokens=, or use fewer rows."
+        )
+    check_budget_fits_one(spec, estimate)
+
+
+def check_group_budget(budget: float | None, runs: list[tuple[RunSpec, Estimate]]) -> None:
+    """``model=[...]``: one budget for all the models, refused before anything is sent when
+    the expected costs add up to more."""
+    if budget is None:
+        return
+    costs = [expected_cost(spec, estimate) for spec, estimate in runs]
+    if all(c is not None for c in costs) and sum(costs) > budget:
+        lines = "\n".join(f"  {spec.model.full}: {money(c)}" for (spec, _), c in zip(runs, costs, strict=True))
+        raise errors.BudgetError(
+            f"not started: the expected cost of {money(sum(costs))} for {len(costs)} models is above "
+            f"the budget of {money(budget)}:\n{lines}\nRaise budget=, drop a model, or use fewer rows.")
+    for spec, estimate in runs:
+        check_budget_fits_one(spec, estimate)

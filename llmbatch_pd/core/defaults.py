@@ -13,3 +13,7 @@ SCHEMA_RETRIES = 2
 """Times a row whose answer does not fit ``schema=`` is asked again."""
 MISSING = "skip"
 """What a row with a missing template field does: not sent."""
+OUTPUT = "llm_output"
+"""The column ``apply`` writes its answers to (``schema=`` fields land under their own names)."""
+EMBED_OUTPUT = "embedding"
+"""The name of ``embed``'s vectors."""
