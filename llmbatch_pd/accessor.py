@@ -26,8 +26,10 @@ from .planning import estimate as plan
 from .planning import pricing
 from .planning.batch_gate import BatchGate, Party
 from .providers.registry import batch_refusal, make_provider, parse_model
+from .runs.chat import Run
 from .runs.interrupt import CancelOnSigint
-from .runs.run import Run, RunReport, RunReports, RunSpec, check_mode
+from .runs.run import RunReport, RunReports
+from .runs.spec import RunSpec, check_mode
 from .store import db as store
 from .transport.loop_thread import on_loop, run_sync
 from .ui import choose_display
@@ -120,7 +122,7 @@ def _spec(df: pd.DataFrame, template: str, *, model: str, system: str | None = N
                    budget=budget, price=price,
                    context_window=pricing.context_window(ref.provider, ref.model),
                    cache_path=store.resolve(cache), mode=mode, poll_interval=float(poll_interval),
-                   schema=output_schema, max_invalid=schema_retries, extra=extra,
+                   schema=output_schema, schema_retries=schema_retries, extra=extra,
                    refresh=isinstance(cache, str) and cache == store.REFRESH,
                    max_tokens_from_budget=bound)
 
@@ -261,7 +263,7 @@ class _Apply(_Runnable):
     def _plan(self, pilot: plan.Pilot | None = None, check: bool = True) -> plan.Estimate:
         estimate = Run(self.spec, self.rows, len(self.df), find_repeats=True).plan(pilot)
         budget = self.spec.budget
-        expected = estimate.batch_cost if self.spec.mode == "batch" else estimate.cost
+        expected = estimate.cost_for(self.spec.mode)
         if not (check and self.check_budget):
             return estimate
         if budget is not None and expected is not None and expected > budget:
@@ -290,7 +292,7 @@ class _Apply(_Runnable):
         if self.cancelled and not self.run.stats.stop_reason:
             self.run.stats.stop_reason = self.cancelled
         if self.run.stats.stop_reason:
-            self.run._close_unfinished(f"not sent: {self.run.stats.stop_reason}")
+            self.run.close_unsent(self.run.stats.stop_reason)
             self._keep_pilot_failures()
             return
         await self.run.execute(ledger)
@@ -303,9 +305,9 @@ class _Apply(_Runnable):
             return
         for j, i in enumerate(self.pilot_positions):
             own, now = pilot.errors[j], run.errors[i]
-            if pilot.answers[j] is None and own and not own.startswith("not sent") \
-                    and run.answers[i] is None and now and now.startswith("not sent"):
-                run.errors[i] = own
+            if pilot.answers[j] is None and own and not pilot.unsent[j] \
+                    and run.answers[i] is None and now and run.unsent[i]:
+                run.errors[i], run.unsent[i] = own, False
                 run.report.not_sent -= 1
 
     async def _pilot(self, ledger: Ledger | None) -> None:
@@ -411,7 +413,7 @@ class _Apply(_Runnable):
         """A job cancelled before it started: every row says so, nothing was sent."""
         stats = self.run.stats
         stats.stop_reason = stats.stop_reason or f"{reason} before the run started"
-        self.run._close_unfinished(f"not sent: {reason} before the run started")
+        self.run.close_unsent(f"{reason} before the run started")
 
     def _field_column(self, name: str) -> str:
         """schema= fields land under their own names, or ``{output}_{field}`` with output=."""
@@ -467,7 +469,7 @@ class _Group(_Runnable):
         costs add up to more."""
         if self.budget is None:
             return
-        costs = [a.estimate.batch_cost if a.spec.mode == "batch" else a.estimate.cost for a in self.applies]
+        costs = [a.estimate.cost_for(a.spec.mode) for a in self.applies]
         if all(c is not None for c in costs) and sum(costs) > self.budget:
             lines = "\n".join(f"  {a.spec.model.full}: {money(c)}" for a, c in zip(self.applies, costs, strict=True))
             raise errors.BudgetError(
@@ -573,7 +575,7 @@ def _runner(df: pd.DataFrame, template: str, model: Any, output: str, options: d
 @functools.cache
 def _options() -> dict[str, tuple[str, ...]]:
     """What each call takes, read from the signatures that take it (embed's on first use)."""
-    from .runs.embed import build_spec
+    from .runs.embed_spec import build_spec
 
     chat = opts.keywords(_spec, _Apply.__init__, DataFrameLLM.estimate)
     return {"apply": chat, "aapply": chat, "estimate": chat,
@@ -620,7 +622,7 @@ def _estimate(df: pd.DataFrame, template: str, model: str | list[str], pilot: in
             job.estimate = job._plan(job.pilot_measured)
         row = job.estimate.as_row()
         budget = job.spec.budget
-        expected = row["batch_cost"] if job.spec.mode == "batch" else row["cost"]
+        expected = job.estimate.cost_for(job.spec.mode)
         row["within_budget"] = None if budget is None or expected is None else expected <= budget
         rows.append(row)
     return pd.DataFrame(rows).set_index("model")
@@ -636,7 +638,8 @@ class _Embed(_Runnable):
 
     def __init__(self, df: pd.DataFrame, template: str, *, model: str, output: str,
                  as_array: bool, value_field: str | None, progress: Any, options: dict[str, Any]) -> None:
-        from .runs.embed import EmbedRun, build_spec
+        from .runs.embed import EmbedRun
+        from .runs.embed_spec import build_spec
 
         _check_names(options, "embed")
         if not isinstance(output, str) or not output:

@@ -14,7 +14,7 @@ from .core import errors
 from .core.numbers import money
 from .core.types import Request, Usage
 from .planning.estimate import Estimate
-from .runs.run import RunSpec, check_limits
+from .runs.spec import RunSpec, check_limits
 
 NOT_OPTIONS = frozenset({"self", "df", "template", "columns", "value_field", "need_key",
                          "check_budget", "label"})

@@ -79,6 +79,11 @@ class Estimate:
     output_basis: str = ""
     price: Price | None = field(default=None, repr=False)
 
+    def cost_for(self, mode: str) -> float | None:
+        """The expected cost in ``mode`` (``"batch"``: at batch prices); None without a price.
+        The one place that picks between the two figures."""
+        return self.batch_cost if mode == "batch" else self.cost
+
     def as_row(self) -> dict[str, Any]:
         row = asdict(self)
         row.pop("price")
