@@ -22,6 +22,7 @@ from ..store.db import Store
 from ..transport.breaker import CircuitBreaker
 from ..transport.limits import RateLimiter
 from .run import RunReport  # the one import of the report data in runs/ (-> core/report.py)
+from .spec import SendSpec
 
 if TYPE_CHECKING:  # aiohttp loads on the first run (~200 ms of import)
     from ..transport.engine import Engine
@@ -39,7 +40,7 @@ class BaseRun:
     """One run over ``n`` rows whose field values come from ``row_values()``; ``spec``
     decides what is sent and how (a ``RunSpec`` or an ``EmbedSpec``)."""
 
-    def __init__(self, spec: Any, row_values: RowValues, n: int) -> None:
+    def __init__(self, spec: SendSpec, row_values: RowValues, n: int) -> None:
         self.spec = spec
         self.row_values = row_values
         self.n = n

@@ -41,6 +41,9 @@ call run again collects them, so an interrupt never throws away work that is bei
 
 The requests are not held in memory: they stream into a temporary file (``spool.py``) while
 the rows are rendered, and each job's lines are read back from it when it is submitted.
+
+This module gets the requests into jobs (spooling, re-attaching, reserving, submitting);
+``batch_collect.py`` waits for the jobs and collects their results.
 """
 
 from __future__ import annotations

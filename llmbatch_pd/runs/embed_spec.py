@@ -7,19 +7,17 @@ from __future__ import annotations
 
 import math
 from dataclasses import dataclass
-from pathlib import Path
 from typing import Any
 
 from ..core import defaults, errors
 from ..core.prompts import Template
 from ..core.types import Request, Usage
 from ..planning import estimate as plan
-from ..planning.pricing import Price, cost, price_for
-from ..planning.tokens import TokenCounter, counter_for
+from ..planning.pricing import cost, price_for
 from ..providers.embeddings import OpenAIEmbeddings
 from ..providers.openai import OpenAIChat
-from ..providers.registry import ModelRef, make_provider, parse_model
-from .spec import check_limits, check_mode
+from ..providers.registry import make_provider, parse_model
+from .spec import SendSpec, check_limits, check_mode
 
 MAX_INPUTS = 2048
 """OpenAI: at most 2048 inputs in one embeddings request."""
@@ -33,35 +31,17 @@ than a chat run's ``defaults.CONCURRENCY``."""
 
 
 @dataclass
-class EmbedSpec:
-    """Everything that decides what is sent; validated before anything is sent."""
+class EmbedSpec(SendSpec):
+    """Everything that decides what an embeddings run sends; validated before anything is
+    sent (``SendSpec``'s fields, an embeddings provider, then the run's own). ``mode="batch"``
+    is OpenAI's Batch API."""
 
-    template: Template
-    model: ModelRef
     provider: OpenAIEmbeddings
-    dimensions: int | None = None
     concurrency: int = CONCURRENCY
-    rpm: float | None = None
-    tpm: float | None = None
-    max_retries: int = defaults.MAX_RETRIES
-    timeout: float = defaults.TIMEOUT
-    missing: str = defaults.MISSING
-    budget: float | None = None
-    price: Price | None = None
-    cache_path: Path | None = None
+    dimensions: int | None = None
     max_inputs: int = MAX_INPUTS
     max_request_tokens: int = MAX_REQUEST_TOKENS
     max_input_tokens: int = MAX_INPUT_TOKENS
-    mode: str = "realtime"  # or "batch": OpenAI's Batch API, half price, within 24 h
-    poll_interval: float = defaults.POLL_INTERVAL  # seconds between batch status checks (backing off)
-
-    @property
-    def batch(self) -> bool:
-        return self.mode == "batch"
-
-    @property
-    def counter(self) -> TokenCounter:
-        return counter_for(self.model.full)
 
     @property
     def margin(self) -> tuple[float, float]:

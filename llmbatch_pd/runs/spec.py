@@ -1,7 +1,7 @@
-"""What a chat run sends and how, checked before anything is sent: the options every kind of
-run shares (``check_limits``, ``check_mode``) and the chat run's ``RunSpec``, with what it
-derives from them (parameters, system prompt, token counter, prices and the worst case a
-request may cost)."""
+"""What a run sends and how, checked before anything is sent: the options every kind of run
+shares (``check_limits``, ``check_mode``, ``SendSpec``) and the chat run's ``RunSpec``, with
+what it derives from them (parameters, system prompt, prices and the worst case a request may
+cost). The embeddings run's spec is in ``embed_spec.py``."""
 
 from __future__ import annotations
 
@@ -51,15 +51,13 @@ def check_limits(concurrency: Any, max_retries: Any, timeout: Any, missing: Any,
 
 
 @dataclass
-class RunSpec:
-    """Everything that decides what is sent and how; validated before anything is sent."""
+class SendSpec:
+    """What every kind of run's spec holds: the template, the model and its provider, how
+    requests are sent, the budget and price, the cache file and the mode."""
 
     template: Template
     model: ModelRef
     provider: Provider
-    system: str | None = None
-    temperature: float | None = None
-    max_tokens: int | None = None
     concurrency: int = defaults.CONCURRENCY
     rpm: float | None = None
     tpm: float | None = None
@@ -68,14 +66,40 @@ class RunSpec:
     missing: str = defaults.MISSING
     budget: float | None = None
     price: Price | None = None
-    context_window: int | None = None
     cache_path: Path | None = None
+    mode: str = "realtime"  # or "batch": the provider's batch API, half price, within 24 h
+    poll_interval: float = defaults.POLL_INTERVAL  # seconds between batch status checks (backing off)
+
+    @property
+    def batch(self) -> bool:
+        return self.mode == "batch"
+
+    @property
+    def counter(self) -> TokenCounter:
+        return counter_for(self.model.full)
+
+    def cost(self, usage: Usage) -> float:
+        """What ``usage`` costs in this run's mode."""
+        raise NotImplementedError
+
+    def worst_cost(self, request: Request) -> float:
+        """An upper bound on what one request can cost, reserved before it is sent."""
+        raise NotImplementedError
+
+
+@dataclass
+class RunSpec(SendSpec):
+    """Everything that decides what a chat run sends and how; validated before anything is
+    sent (``SendSpec``'s fields, then the chat run's own)."""
+
+    system: str | None = None
+    temperature: float | None = None
+    max_tokens: int | None = None
+    context_window: int | None = None
     prefill: dict[str, Reply] = field(default_factory=dict)  # answers a pilot already paid for
     extra: dict[str, Any] = field(default_factory=dict)  # params=: sent as is, in the cache key
     refresh: bool = False  # cache="refresh": ask again, overwrite what the cache holds
     max_tokens_from_budget: bool = False  # max_tokens set by budget= as a bound, not by the user
-    mode: str = "realtime"  # or "batch": the provider's batch API, half price, within 24 h
-    poll_interval: float = defaults.POLL_INTERVAL  # seconds between batch status checks (backing off)
     schema: OutputSchema | None = None  # schema=: answers as validated fields
     schema_retries: int = defaults.SCHEMA_RETRIES  # schema=: times an answer that does not fit is asked again
     repeats: Any = field(default=None, repr=False, compare=False)  # Run._prompt_repeats' memo
@@ -109,14 +133,6 @@ class RunSpec:
         if self.price is None or self.price.source != "genai-prices":
             return ()
         return tiers_for(self.model.provider, self.model.model)
-
-    @property
-    def counter(self) -> TokenCounter:
-        return counter_for(self.model.full)
-
-    @property
-    def batch(self) -> bool:
-        return self.mode == "batch"
 
     def cost(self, usage: Usage) -> float:
         """What ``usage`` cost: the provider's reported cost, else priced in the tier its prompt
