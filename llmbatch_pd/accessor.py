@@ -18,10 +18,11 @@ from . import frames
 from . import options as opts
 from .core import defaults, errors
 from .core.outcome import raised_stop, row_warning, stop_note
+from .core.report import RunReport, RunReports
 from .jobs import Job, Runnable
 from .planning import estimate as plan
 from .runs.apply import ModelRun, side_by_side
-from .runs.run import RunReport, RunReports, RunSpec
+from .runs.spec import RunSpec
 from .transport.loop_thread import on_loop
 from .ui import choose_display
 
@@ -177,7 +178,7 @@ def _runner(df: pd.DataFrame, template: str, model: Any, output: str, options: d
 @functools.cache
 def _options() -> dict[str, tuple[str, ...]]:
     """What each call takes, read from the signatures that take it (embed's on first use)."""
-    from .runs.embed import build_spec
+    from .runs.embed_spec import build_spec
 
     chat = opts.keywords(opts.chat_spec, _Apply.__init__, DataFrameLLM.estimate)
     return {"apply": chat, "aapply": chat, "estimate": chat,
@@ -221,7 +222,8 @@ class _Embed(Runnable):
 
     def __init__(self, df: pd.DataFrame, template: str, *, model: str, output: str,
                  as_array: bool, value_field: str | None, progress: Any, options: dict[str, Any]) -> None:
-        from .runs.embed import EmbedRun, build_spec
+        from .runs.embed import EmbedRun
+        from .runs.embed_spec import build_spec
 
         _check_names(options, "embed")
         opts.check_embed_output(output)

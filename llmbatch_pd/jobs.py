@@ -13,8 +13,8 @@ from typing import Any
 import pandas as pd
 
 from .core import errors
+from .core.report import RunReport, RunReports
 from .planning import estimate as plan
-from .runs.run import RunReport, RunReports
 from .transport.loop_thread import Call, run_sync
 
 

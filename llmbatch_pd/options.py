@@ -20,7 +20,7 @@ from .core.types import Request, Usage
 from .planning import pricing
 from .planning.estimate import DEFAULT_MAX_OUTPUT, Estimate
 from .providers.registry import batch_refusal, make_provider, parse_model
-from .runs.run import RunSpec, check_limits, check_mode
+from .runs.spec import RunSpec, check_limits, check_mode
 from .store import db as store
 
 NOT_OPTIONS = frozenset({"self", "df", "template", "columns", "value_field", "need_key",
@@ -167,7 +167,7 @@ def chat_spec(columns: list[Any], template: str, *, model: str, system: str | No
                    budget=budget, price=price,
                    context_window=pricing.context_window(ref.provider, ref.model),
                    cache_path=store.resolve(cache), mode=mode, poll_interval=float(poll_interval),
-                   schema=output_schema, max_invalid=schema_retries, extra=extra,
+                   schema=output_schema, schema_retries=schema_retries, extra=extra,
                    refresh=isinstance(cache, str) and cache == store.REFRESH,
                    max_tokens_from_budget=bound)
 
@@ -207,7 +207,7 @@ def labels(names: list[str]) -> list[str]:
 
 def expected_cost(spec: RunSpec, estimate: Estimate) -> float | None:
     """The estimate's cost at the prices of the run's mode (batch jobs: the batch prices)."""
-    return estimate.batch_cost if spec.mode == "batch" else estimate.cost
+    return estimate.cost_for(spec.mode)
 
 
 def check_budget(spec: RunSpec, estimate: Estimate) -> None:

@@ -26,7 +26,8 @@ from llmbatch_pd.core.types import Request
 from llmbatch_pd.providers.anthropic import AnthropicMessages
 from llmbatch_pd.providers.openai import OpenAIChat
 from llmbatch_pd.providers.registry import make_provider, parse_model
-from llmbatch_pd.runs.batch import BatchRunner, summarize
+from llmbatch_pd.runs.batch import BatchRunner
+from llmbatch_pd.runs.batch_collect import summarize
 from llmbatch_pd.sim import Simulator
 from llmbatch_pd.store.db import Store, keys_digest
 

@@ -20,7 +20,8 @@ from llmbatch_pd.core import errors
 from llmbatch_pd.core.prompts import Template
 from llmbatch_pd.core.types import Request, Usage
 from llmbatch_pd.providers.registry import make_provider, parse_model
-from llmbatch_pd.runs.run import Run, RunSpec
+from llmbatch_pd.runs.chat import Run
+from llmbatch_pd.runs.spec import RunSpec
 from llmbatch_pd.sim import Simulator
 
 from .conftest import cancel_once_batched, wait_until
@@ -228,7 +229,7 @@ def test_after_a_stop_missing_and_cached_rows_keep_their_own_outcome(sim, tmp_pa
 def test_after_a_circuit_breaker_stop_missing_rows_keep_their_reason(sim, tmp_path, monkeypatch):
     import functools
 
-    from llmbatch_pd.runs import run as run_module
+    from llmbatch_pd.runs import base as run_module
     from llmbatch_pd.transport import breaker
 
     # the real breaker, quicker to give up than its defaults (3 failures, 1 probe)

@@ -1019,7 +1019,7 @@ def test_to_send_counts_cached_rows_once(llm, sim):
     import pandas as pd
 
     from llmbatch_pd.accessor import _spec
-    from llmbatch_pd.runs.run import Run
+    from llmbatch_pd.runs.chat import Run
     from llmbatch_pd.ui.lines import plan_lines
 
     df = pd.DataFrame({"t": ["a", "a", "b", "c", "d", "e"]})

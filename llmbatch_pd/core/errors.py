@@ -18,7 +18,8 @@
         │   ├── ContextLengthError     prompt longer than the model's context window
         │   ├── InvalidOutput          an answer that does not fit schema= (asked again a
         │   │                          bounded number of times, then the row's error)
-        │   └── BudgetReached          sending this row would cross the budget
+        │   ├── BudgetReached          sending this row would cross the budget
+        │   └── NotSent                never sent: the run stopped first (cancel, budget, a stop)
         └── FatalError                 nothing else will work either: stop the run
             ├── AuthenticationError    401, 403
             ├── QuotaExceededError     429 insufficient_quota
@@ -151,6 +152,17 @@ class InvalidOutput(RowError):
 
 class BudgetReached(RowError):
     kind = "budget"
+
+
+class NotSent(RowError):
+    """A request the run never sent because it stopped first (a cancel, the budget, a fatal
+    error): its rows count as "not sent", apart from the rows that failed. The message says
+    why: ``not sent: <why the run stopped>``."""
+
+    kind = "stopped"
+
+    def __init__(self, why: object, *, kind: str | None = None) -> None:
+        super().__init__(f"not sent: {why}", kind=kind)
 
 
 class FatalError(ProviderError):

@@ -13,6 +13,7 @@ import math
 from dataclasses import asdict, dataclass, field
 from typing import Any
 
+from ..core.figures import expected_cost
 from ..core.numbers import money as fmt_money
 from ..core.types import Usage
 from .pricing import BATCH_DISCOUNT, Price, cost
@@ -87,6 +88,11 @@ class Estimate:
     def requests(self) -> int:
         """``to_send`` by its old name (read only): the estimate frame's column keeps it."""
         return self.to_send
+
+    def cost_for(self, mode: str) -> float | None:
+        """The expected cost in ``mode`` (``"batch"``: at batch prices); None without a price
+        (``core.figures.expected_cost`` picks between the figures, for every caller)."""
+        return expected_cost(self, mode)[1]
 
     def as_row(self) -> dict[str, Any]:
         """The estimate frame's row (``df.llm.estimate()``): ``to_send`` is its "requests" column."""

@@ -10,11 +10,13 @@ from typing import Any
 
 from ..core import errors
 from ..core.budget import Ledger
+from ..core.report import RunReport
 from ..planning import estimate as plan
 from ..planning.batch_gate import BatchGate, Party
 from ..transport.loop_thread import on_loop, run_sync
+from .chat import Run
 from .pilot import Pilot
-from .run import Run, RunReport, RunSpec
+from .spec import RunSpec
 
 BudgetCheck = Callable[[RunSpec, plan.Estimate], None]
 
@@ -23,13 +25,13 @@ class ModelRun:
     """One model's run of an ``apply``: the estimate (checked by ``check`` before anything is
     sent, on the pilot's figures once it has run), the pilot, then the rest of the rows."""
 
-    def __init__(self, spec: RunSpec, rows: Any, n: int, *, pilot: int | None, usage: bool,
+    def __init__(self, spec: RunSpec, read_rows: Any, n: int, *, pilot: int | None, usage: bool,
                  check: BudgetCheck | None, plan_now: bool) -> None:
-        self.spec, self.rows, self.n, self.check = spec, rows, n, check
+        self.spec, self.read_rows, self.n, self.check = spec, read_rows, n, check
         self.pilot_size = pilot
-        self.pilot = Pilot(spec, rows, n, pilot) if pilot else None
+        self.pilot = Pilot(spec, read_rows, n, pilot) if pilot else None
         self.cancelled: str | None = None  # why cancel() was called
-        self.run = Run(spec, rows, n, find_repeats=True)
+        self.run = Run(spec, read_rows, n, find_repeats=True)
         self.run.keep_usage = usage
         # with a pilot, judge the budget on the pilot's figures (the ledger bounds the pilot).
         # The plan walks every row (render, key, token count, cache lookup) before anything is
@@ -47,7 +49,7 @@ class ModelRun:
         self._estimate = value
 
     def _plan(self, pilot: plan.Pilot | None = None, check: bool = True) -> plan.Estimate:
-        estimate = Run(self.spec, self.rows, self.n, find_repeats=True).plan(pilot)
+        estimate = Run(self.spec, self.read_rows, self.n, find_repeats=True).plan(pilot)
         if check and self.check is not None:
             self.check(self.spec, estimate)
         return estimate
@@ -82,7 +84,7 @@ class ModelRun:
         if self.cancelled and not self.run.stats.stop_reason:
             self.run.stats.stop_reason = self.cancelled
         if self.run.stats.stop_reason:
-            self.run._close_unfinished(f"not sent: {self.run.stats.stop_reason}")
+            self.run.close_unsent(self.run.stats.stop_reason)
             if self.pilot is not None:
                 self.pilot.keep_failures(self.run)
             return
@@ -114,7 +116,7 @@ class ModelRun:
         """A job cancelled before it started: every row says so, nothing was sent."""
         stats = self.run.stats
         stats.stop_reason = stats.stop_reason or f"{reason} before the run started"
-        self.run._close_unfinished(f"not sent: {reason} before the run started")
+        self.run.close_unsent(f"{reason} before the run started")
 
 
 async def side_by_side(models: Sequence[ModelRun], budget: float | None,

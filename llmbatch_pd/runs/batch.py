@@ -41,53 +41,39 @@ call run again collects them, so an interrupt never throws away work that is bei
 
 The requests are not held in memory: they stream into a temporary file (``spool.py``) while
 the rows are rendered, and each job's lines are read back from it when it is submitted.
+
+This module gets the requests into jobs (spooling, re-attaching, reserving, submitting);
+``batch_collect.py`` waits for the jobs and collects their results.
 """
 
 from __future__ import annotations
 
 import asyncio
 import sqlite3
-from collections import Counter
 from collections.abc import Callable, Iterable
-from dataclasses import dataclass, field
 from time import monotonic
 
 import aiohttp
 
-from ..core import errors
+from ..core import defaults, errors
 from ..core.budget import Ledger
 from ..core.numbers import money
-from ..core.types import BATCH_COUNTS, BatchInfo, Reply, Request
+from ..core.types import BatchInfo, Request
 from ..planning.batch_gate import Party
-from ..providers.base import BatchOutcome, Provider
+from ..providers.base import Provider
 from ..store.db import Store, keys_digest
 from ..store.spool import Spool, Spooled
 from ..transport.batch_http import BatchClient as _HTTP
 from ..transport.engine import EngineStats, OnDone, RetryPolicy, WorstCost
+from .batch_collect import CANCEL_WAIT, MAX_POLL_INTERVAL, BatchJob, JobCollector
 
-DEFAULT_POLL_INTERVAL = 30.0
-MAX_POLL_INTERVAL = 300.0
-MAX_POLL_FAILURES = 20  # consecutive polls that failed before a job is given up (it stays open)
 ENVELOPE_BYTES = 4096  # room for the multipart / JSON wrapping around the lines
-CANCEL_WAIT = 60.0  # after cancelling jobs, how long the polls go on to collect what they answered
 SPOOL_YIELD = 2048  # requests spooled between two turns of the event loop
-RESULT_CHUNK = 500  # result lines matched to their rows together
 OnDuplicate = Callable[[Request, int], None]
 """(request, row of the earlier request with the same key): one line, its answer shared."""
 
 
-@dataclass
-class _Job:
-    info: BatchInfo
-    pending: int  # this run's requests in the job not yet answered
-    keys: frozenset[str] | None = None  # an earlier run's job: every key in it (None: all ours)
-    attached: bool = False
-    poll_failures: int = 0
-    finished: bool = False  # collected, or given up for this run
-    submitted_at: float = field(default_factory=monotonic)
-
-
-class BatchRunner:
+class BatchRunner(JobCollector):
     """Submit, poll and collect one run's batch jobs. ``stop()`` ends the waiting."""
 
     def __init__(
@@ -100,12 +86,12 @@ class BatchRunner:
         store: Store | None = None,
         ledger: Ledger | None = None,
         worst_cost: WorstCost | None = None,
-        poll_interval: float = DEFAULT_POLL_INTERVAL,
+        poll_interval: float = defaults.POLL_INTERVAL,
         max_poll_interval: float | None = None,
         max_requests: int | None = None,
         max_bytes: int | None = None,
         max_inputs: int | None = None,
-        timeout: float = 120.0,
+        timeout: float = defaults.TIMEOUT,
         retry: RetryPolicy | None = None,
         on_warning: Callable[[str], None] | None = None,
         session: aiohttp.ClientSession | None = None,
@@ -147,29 +133,11 @@ class BatchRunner:
         self._loop: asyncio.AbstractEventLoop | None = None
         self._wake: asyncio.Event | None = None
         self.spool: Spool | None = None
-        self.jobs: list[_Job] = []
+        self.jobs: list[BatchJob] = []
 
     def __repr__(self) -> str:
         return (f"BatchRunner({self.provider!r}, jobs={[j.info.id for j in self.jobs]}, "
                 f"status={self.stats.batch_status!r})")
-
-    # control -------------------------------------------------------------------------------
-
-    def stop(self, reason: errors.ProviderError, *, cancel_jobs: bool = False) -> None:
-        """Stop submitting and waiting (from the loop's thread; ``call_soon_threadsafe`` from
-        others). With ``cancel_jobs`` (a user's cancel) the jobs already submitted are
-        cancelled at the provider, and what they answered before is still collected; without
-        (a fatal error) they keep running, and the same call run again collects them."""
-        if self._stop is None:
-            self._stop = reason
-            self.stats.stop_reason = str(reason)
-        self._cancel_jobs |= cancel_jobs
-        if self._loop is not None and self._wake is not None:
-            self._loop.call_soon_threadsafe(self._wake.set)
-
-    @property
-    def stopped(self) -> errors.ProviderError | None:
-        return self._stop
 
     # the run -------------------------------------------------------------------------------
 
@@ -243,7 +211,7 @@ class BatchRunner:
 
     # re-attaching to jobs recorded by an earlier run -----------------------------------------
 
-    async def _attach(self, http: _HTTP) -> list[_Job]:
+    async def _attach(self, http: _HTTP) -> list[BatchJob]:
         if self.store is None:
             return []
         p, spool = self.provider, self.spool
@@ -252,7 +220,7 @@ class BatchRunner:
         except sqlite3.Error as exc:
             self._warn(f"could not read the batch jobs recorded in the cache: {exc}")
             return []
-        jobs: list[_Job] = []
+        jobs: list[BatchJob] = []
         for record in records:
             mine = spool.claim(record.keys, record.id)
             if not mine:
@@ -272,7 +240,7 @@ class BatchRunner:
                     self._set_status(record.id, f"unreadable: {exc}"[:200], collected=True)
                     spool.release(record.id)
                     continue
-            jobs.append(_Job(info, mine, frozenset(record.keys), attached=True))
+            jobs.append(BatchJob(info, mine, frozenset(record.keys), attached=True))
             self.stats.batch_ids.append(record.id)
         return jobs
 
@@ -328,7 +296,7 @@ class BatchRunner:
         else:
             await self._submit(http, chunk)  # the job joins self.jobs
 
-    async def _submit(self, http: _HTTP, chunk: list[tuple[Spooled, bytes]]) -> _Job | None:
+    async def _submit(self, http: _HTTP, chunk: list[tuple[Spooled, bytes]]) -> BatchJob | None:
         items = [s for s, _ in chunk]
         tag = keys_digest(s.key for s in items)
         found = await self._find(http, tag)
@@ -386,238 +354,12 @@ class BatchRunner:
         self.store.add_batch_later(info.id, provider=p.name, endpoint=p.endpoint, model=p.model,
                                    keys=keys, status=info.status)
 
-    def _add_job(self, info: BatchInfo, items: list[Spooled], attached: bool = False) -> _Job:
+    def _add_job(self, info: BatchInfo, items: list[Spooled], attached: bool = False) -> BatchJob:
         if attached:  # found at the provider: record it, as a job created here would be
             self._record(info, [s.key for s in items])
         self.spool.assign([s.seq for s in items], info.id)
-        job = _Job(info, len(items), attached=attached)
+        job = BatchJob(info, len(items), attached=attached)
         self.stats.sent += 0 if attached else len(items)
         self.stats.batch_ids.append(info.id)
         self.jobs.append(job)
         return job
-
-    # polling and collecting ------------------------------------------------------------------
-
-    async def _poll(self, http: _HTTP) -> None:
-        interval = self.poll_interval
-        while True:
-            active = [j for j in self.jobs if not j.finished]
-            if not active:
-                break
-            if self._stop is not None:
-                if self._cancel_jobs and self._cancel_until is None:
-                    await self._cancel(http, active)
-                if self._cancel_until is None or monotonic() >= self._cancel_until:
-                    self._give_up_waiting(f"not collected: {self._stop}")
-                    break
-            changed = False
-            for job in active:
-                if not job.info.ended:
-                    changed |= await self._refresh(http, job)
-                if job.info.ended and not job.finished:
-                    await self._collect(http, job)
-                    changed = True
-                self._update_stats()
-                if self._stop is not None and self._cancel_until is None:
-                    break
-            if all(j.finished for j in self.jobs):
-                break
-            if self._cancel_until is not None:  # cancelled: look often, the wait is short
-                interval = min(self.poll_interval, self.cancel_wait / 6)
-            else:
-                interval = self.poll_interval if changed else min(interval * 1.5, self.max_poll_interval)
-            assert self._wake is not None
-            try:
-                await asyncio.wait_for(self._wake.wait(), interval)
-            except TimeoutError:
-                pass
-            self._wake.clear()
-        self._update_stats()
-
-    async def _cancel(self, http: _HTTP, active: list[_Job]) -> None:
-        """A user's cancel: say so, then cancel the jobs still running at the provider. Their
-        answers so far were paid for: the polls go on a while to collect them."""
-        running = [j for j in active if not j.info.ended]
-        self._cancel_until = monotonic() + self.cancel_wait
-        if not running:
-            return
-        ids = ", ".join(j.info.id for j in running)
-        self._warn(f"{self._stop}: cancelling {len(running)} batch job(s) at the provider ({ids}); "
-                   "the answers they already gave are still collected and cached")
-        for job in running:
-            try:
-                job.info = await self.provider.cancel_batch(http, job.info.id)
-            except errors.ProviderError as exc:  # ended meanwhile (409), or unreachable
-                self._warn(f"batch {job.info.id} could not be cancelled: {exc}")
-            else:
-                self._set_status(job.info.id, job.info.status)
-
-    async def _refresh(self, http: _HTTP, job: _Job) -> bool:
-        """Ask the provider how the job is doing; True if anything changed."""
-        try:
-            info = await self.provider.get_batch(http, job.info.id)
-        except errors.ProviderError as exc:
-            job.poll_failures += 1
-            if exc.fatal:
-                self.stop(exc)
-            elif not exc.retryable or job.poll_failures >= MAX_POLL_FAILURES:
-                self._warn(f"batch {job.info.id} could not be read ({exc}); its rows are left "
-                           "unanswered and the same call run again tries it again")
-                self._abandon(job, errors.RowError(
-                    f"batch {job.info.id} could not be read: {exc}; run the same call again to "
-                    "collect it", kind=exc.kind))
-            return False
-        job.poll_failures = 0
-        changed = (info.status, info.counts) != (job.info.status, job.info.counts)
-        job.info = info
-        if changed:
-            self._set_status(info.id, info.status)
-        return changed
-
-    async def _collect(self, http: _HTTP, job: _Job) -> None:
-        """Read every result of an ended job; mark it collected once all were read."""
-        attempt = 0
-        spool, job_id = self.spool, job.info.id
-        while True:
-            lines: list[BatchOutcome] = []
-            try:
-                async for outcome in self.provider.batch_results(http, job.info):
-                    lines.append(outcome)
-                    if len(lines) >= RESULT_CHUNK:
-                        self._take(job, lines)
-                        lines = []
-                self._take(job, lines)
-                break
-            except errors.ProviderError as exc:
-                self._take(job, lines)  # what was read before the download broke counts
-                if exc.retryable and attempt < self.retry.max_retries and self._stop is None:
-                    await asyncio.sleep(self.retry.delay(attempt, exc.retry_after))
-                    attempt += 1
-                    continue
-                self._warn(f"the results of batch {job_id} could not be downloaded ({exc}); "
-                           "the same call run again tries again")
-                self._abandon(job, errors.RowError(
-                    f"the results of batch {job_id} could not be downloaded: {exc}", kind=exc.kind))
-                return
-        info = job.info
-        left = spool.waiting(job_id)
-        if left:  # no line for them: the job failed, expired or was cancelled first
-            kind = {"expired": "expired", "cancelled": "cancelled", "canceled": "cancelled"}.get(info.status, "batch")
-            why = f": {info.error}" if info.error else ""
-            missing = errors.RowError(
-                f"no result in batch {info.id} (status {info.status}{why}); "
-                "run the same call again to submit this row again", kind=kind)
-            self._fail_all(left, missing)
-        job.pending = 0
-        job.finished = True
-        if self.flush is not None:
-            self.flush()  # the answers first, then (behind them on the writer) the flag
-        self._set_status(info.id, info.status, collected=True)
-
-    def _take(self, job: _Job, lines: list[BatchOutcome]) -> None:
-        """Hand a chunk of a job's result lines to their rows (each row once)."""
-        spool, job_id = self.spool, job.info.id
-        found = spool.lookup([key for key, _, _ in lines])
-        for key, reply, exc in lines:
-            item = found.get(key)
-            if item is not None and item.job == job_id:
-                if not spool.done[item.seq]:
-                    job.pending -= 1
-                    self._finish_spooled(item, reply, exc)
-            elif reply is not None and job.keys is not None and key in job.keys:
-                self._cache(key, reply)  # not this run's row, but paid for: keep it
-
-    # outcomes --------------------------------------------------------------------------------
-
-    def _finish_spooled(self, item: Spooled, reply: Reply | None, exc: errors.ProviderError | None,
-                        uncertain: bool = False, counted: bool = True) -> None:
-        self.spool.done[item.seq] = 1
-        self._finish(item.request(), reply, exc, item.worst, uncertain, counted)
-
-    def _finish(self, request: Request, reply: Reply | None, exc: errors.ProviderError | None,
-                worst: float | None, uncertain: bool = False, counted: bool = True) -> None:
-        """One request's outcome; ``worst`` is what it holds in the ledger (None: nothing).
-        ``counted``: its error goes in the errors by kind (not for rows merely left unsent)."""
-        stats, ledger = self.stats, self.ledger
-        if reply is not None:
-            stats.done += 1
-            stats.input_tokens += reply.usage.input_tokens
-            stats.output_tokens += reply.usage.output_tokens
-            if ledger is not None and worst is not None:
-                stats.cost += ledger.settle(worst, reply.usage)
-                if note := ledger.crossed_warning():
-                    self._warn(note)
-        else:
-            if exc is None:
-                exc = errors.RowError("no answer")
-            stats.failed += 1
-            if counted:
-                stats.by_kind[exc.kind] += 1
-                stats.note_error(exc)
-            if ledger is not None and worst is not None:
-                if uncertain:
-                    ledger.keep_uncertain(worst)
-                else:
-                    ledger.settle(worst, None)
-        self.on_done(request, reply, exc)
-
-    def _fail_all(self, items: list[Spooled], exc: errors.ProviderError, uncertain: bool = False,
-                  counted: bool = True) -> None:
-        for item in items:
-            self._finish_spooled(item, None, exc, uncertain, counted)
-
-    def _abandon(self, job: _Job, exc: errors.ProviderError, counted: bool = True) -> None:
-        """Stop waiting for a job this run; it stays open in the store for the next run."""
-        self._fail_all(self.spool.waiting(job.info.id), exc, uncertain=True, counted=counted)
-        job.pending = 0
-        job.finished = True
-
-    def _give_up_waiting(self, why: str) -> None:
-        for job in self.jobs:
-            if not job.finished and job.pending:
-                where = ("is being cancelled at the provider: the same call run again collects "
-                         "what it answered before the cancel" if self._cancel_until is not None
-                         else "keeps running at the provider: run the same call again to collect "
-                         "its answers (they are not paid twice)")
-                self._abandon(job, errors.RowError(f"{why}; batch {job.info.id} {where}",
-                                                   kind="cancelled"), counted=False)
-        self._update_stats()
-
-    def _not_sent(self) -> errors.ProviderError:
-        stop = self._stop
-        return errors.RowError(f"not sent: {stop}", kind=stop.kind if stop else "stopped")
-
-    def _cache(self, key: str, reply: Reply) -> None:
-        # Vectors are cached per input text by the embeddings run, which this key is not.
-        if self.store is None or reply.text is None or reply.vectors is not None:
-            return
-        self.store.put_later([(key, self.provider.model, reply)])
-
-    def _set_status(self, batch_id: str, status: str, collected: bool = False) -> None:
-        if self.store is None:
-            return
-        self.store.set_batch_status_later(batch_id, status, collected=collected)
-
-    def _warn(self, message: str) -> None:
-        if self.on_warning is not None:
-            self.on_warning(message)
-
-    def _update_stats(self) -> None:
-        stats = self.stats
-        stats.in_flight = sum(j.pending for j in self.jobs if not j.finished)
-        if not self.jobs:
-            return
-        totals: Counter[str] = Counter({name: 0 for name in BATCH_COUNTS})
-        for job in self.jobs:
-            totals.update(job.info.counts)
-        stats.batch_counts = {name: totals[name] for name in BATCH_COUNTS}
-        stats.batch_status = summarize([j.info.status for j in self.jobs])
-
-
-def summarize(statuses: list[str]) -> str:
-    """One job: its status. Several: "completed 2, in_progress 1" (most common first)."""
-    counts = Counter(statuses)
-    if len(counts) == 1:
-        (status, n), = counts.items()
-        return status if n == 1 else f"{status} ({n} jobs)"
-    return ", ".join(f"{status} {n}" for status, n in counts.most_common())

@@ -21,15 +21,12 @@ keys, so the same call run again makes the same packs and finds its jobs.
 
 from __future__ import annotations
 
-import asyncio
 import hashlib
 import json
 import math
 import sqlite3
-import warnings
-from collections.abc import Callable, Iterable, Mapping
+from collections.abc import Iterable, Iterator
 from dataclasses import dataclass
-from pathlib import Path
 from typing import Any
 
 import numpy as np
@@ -37,120 +34,12 @@ import numpy as np
 from ..core import errors
 from ..core.budget import Ledger
 from ..core.numbers import money
-from ..core.prompts import BadText, CellError, MissingValue, Template
+from ..core.prompts import BadText, CellError, MissingValue
 from ..core.types import Reply, Request, Usage
 from ..planning import estimate as plan
-from ..planning.pricing import Price, cost, price_for
-from ..planning.tokens import TokenCounter, counter_for
-from ..providers.embeddings import OpenAIEmbeddings
-from ..providers.openai import OpenAIChat
-from ..providers.registry import ModelRef, make_provider, parse_model
-from ..transport.breaker import CircuitBreaker
-from ..transport.limits import RateLimiter
-from .run import RunReport, check_limits, check_mode
-
-MAX_INPUTS = 2048
-"""OpenAI: at most 2048 inputs in one embeddings request."""
-MAX_REQUEST_TOKENS = 300_000
-"""OpenAI: at most 300,000 tokens summed over all inputs of one request."""
-MAX_INPUT_TOKENS = 8192
-"""OpenAI: at most 8192 tokens in any one input."""
-
-RowSource = Callable[[], Iterable[Mapping[str, Any]]]
-
-
-@dataclass
-class EmbedSpec:
-    """Everything that decides what is sent; validated before anything is sent."""
-
-    template: Template
-    model: ModelRef
-    provider: OpenAIEmbeddings
-    dimensions: int | None = None
-    concurrency: int = 16
-    rpm: float | None = None
-    tpm: float | None = None
-    max_retries: int = 6
-    timeout: float = 120.0
-    missing: str = "skip"
-    budget: float | None = None
-    price: Price | None = None
-    cache_path: Path | None = None
-    max_inputs: int = MAX_INPUTS
-    max_request_tokens: int = MAX_REQUEST_TOKENS
-    max_input_tokens: int = MAX_INPUT_TOKENS
-    mode: str = "realtime"  # or "batch": OpenAI's Batch API, half price, within 24 h
-    poll_interval: float = 30.0  # seconds between batch status checks (backing off)
-
-    @property
-    def batch(self) -> bool:
-        return self.mode == "batch"
-
-    @property
-    def counter(self) -> TokenCounter:
-        return counter_for(self.model.full)
-
-    @property
-    def margin(self) -> tuple[float, float]:
-        """How far off our counts may be (low, high), as the chat plan assumes."""
-        return plan.INPUT_RANGE_EXACT if self.counter.exact else plan.INPUT_RANGE_ESTIMATED
-
-    def cost(self, usage: Usage) -> float:
-        """What ``usage`` costs in this run's mode (batch jobs at half price)."""
-        return cost(usage, self.price, batch=self.batch) if self.price is not None else 0.0
-
-    def worst_cost(self, request: Request) -> float:
-        """An upper bound on one pack's cost (no output tokens), reserved before it is sent."""
-        if self.price is None:
-            return 0.0
-        return self.cost(Usage(math.ceil(request.est_input_tokens * self.margin[1] * 1.2) + 16))
-
-
-def build_spec(template: str, columns: list[Any], *, model: str, value_field: str | None = None,
-               dimensions: int | None = None, base_url: str | None = None,
-               api_key: str | None = None, concurrency: int = 16, rpm: float | None = None,
-               tpm: float | None = None, max_retries: int = 6, timeout: float = 120.0,
-               missing: str = "skip", budget: float | None = None, cache: Any = True,
-               prices: dict | None = None, encoding_format: str = "base64",
-               mode: str = "realtime", poll_interval: float = 30.0) -> EmbedSpec:
-    """Validate the options and resolve the model to an embeddings provider; sends nothing."""
-    from ..store import db as store
-
-    if dimensions is not None and (isinstance(dimensions, bool) or not isinstance(dimensions, int)
-                                   or dimensions < 1):
-        raise errors.InputError(f"dimensions= must be a positive integer, not {dimensions!r}")
-    check_limits(concurrency, max_retries, timeout, missing, budget)
-    check_mode(mode, poll_interval)
-    parsed = Template.parse(template, value_field=value_field)
-    parsed.check_columns(columns)
-    ref = parse_model(model, base_url=base_url)
-    no_api = errors.InputError(
-        f"{ref.full}: {ref.provider} has no embeddings API here; use an OpenAI-compatible "
-        "embeddings model such as openai/text-embedding-3-small or gemini/gemini-embedding-001")
-    if ref.provider == "anthropic":  # said before any question about its key
-        raise no_api
-    chat = make_provider(ref, base_url=base_url, api_key=api_key)  # the preset's URL and key rules
-    if not isinstance(chat, OpenAIChat):
-        raise no_api
-    if mode == "batch" and not chat.supports_batch:  # DeepSeek, Gemini: refused before any send
-        raise errors.InputError(
-            f"mode='batch': {ref.full} has no batch API here (embeddings batch jobs work with "
-            "openai/ models); use mode='realtime'")
-    provider = OpenAIEmbeddings(chat.model, chat.base_url, chat.api_key, encoding_format=encoding_format)
-    provider.key_env = chat.key_env
-    provider.supports_batch = chat.supports_batch
-    try:
-        price = price_for(ref.provider, ref.model, prices)
-    except ValueError as exc:
-        raise errors.InputError(str(exc)) from None
-    if budget is not None and price is None:
-        raise errors.InputError(
-            f"no price is known for {ref.full}, so it cannot run under budget=: pass "
-            f"prices={{{ref.full!r}: (input_per_million, 0)}}")
-    return EmbedSpec(template=parsed, model=ref, provider=provider, dimensions=dimensions,
-                     concurrency=concurrency, rpm=rpm, tpm=tpm, max_retries=max_retries,
-                     timeout=timeout, missing=missing, budget=budget, price=price,
-                     cache_path=store.resolve(cache), mode=mode, poll_interval=float(poll_interval))
+from ..planning.pricing import cost
+from .base import BaseRun, RowValues, RunReport
+from .embed_spec import EmbedSpec
 
 
 def key_prefix(endpoint: str, model: str, dimensions: int | None) -> Any:
@@ -174,20 +63,17 @@ class _Pack:
     tokens: int
 
 
-class EmbedRun:
-    """One embeddings run over ``n`` rows whose field values come from ``rows()``.
+class EmbedRun(BaseRun):
+    """One embeddings run over ``n`` rows whose field values come from ``row_values()``.
 
     ``prepare()`` renders, de-duplicates, reads the cache and packs (nothing is sent);
     ``execute()`` sends the packs; ``vectors`` and ``errors`` then hold one entry per row.
     """
 
-    def __init__(self, spec: EmbedSpec, rows: RowSource, n: int) -> None:
-        self.spec = spec
-        self.rows = rows
-        self.n = n
-        self.report = RunReport(model=spec.model.full, rows=n, budget=spec.budget, mode=spec.mode,
-                                priced=spec.price is not None)
-        self.stats = self.report.stats
+    spec: EmbedSpec
+
+    def __init__(self, spec: EmbedSpec, row_values: RowValues, n: int) -> None:
+        super().__init__(spec, row_values, n)
         self.errors: list[str | None] = [None] * n
         self.row_input: list[int] = [-1] * n  # row -> position in the unique-input table
         self.weight: list[int] = []  # unique input -> how many rows use it
@@ -198,11 +84,6 @@ class EmbedRun:
         self.failed: dict[int, str] = {}  # unique input -> why it has no vector
         self.packs: list[_Pack] = []
         self.estimate: plan.Estimate | None = None
-        self.engine: Any = None
-        self.batcher: Any = None  # mode="batch": the BatchRunner
-        self.warnings_shown_elsewhere = False
-        self._unsaved: list[tuple[str, str, np.ndarray, int]] = []
-        self._store: Any = None
         self._prepared = False
 
     # before anything is sent ---------------------------------------------------------------
@@ -214,7 +95,7 @@ class EmbedRun:
         spec, report = self.spec, self.report
         prefix = key_prefix(spec.provider.endpoint, spec.provider.model, spec.dimensions)
         seen: dict[str, int] = {}
-        for i, values in enumerate(self.rows()):
+        for i, values in enumerate(self.row_values()):
             try:
                 text = spec.template.render(values, spec.missing)
             except (MissingValue, CellError) as exc:  # this row fails alone
@@ -286,11 +167,10 @@ class EmbedRun:
                 continue
             t = self.tokens[u] = max(1, counter.count(text))
             if t * low > spec.max_input_tokens:  # too long even if we overcounted
-                self.failed[u] = str(errors.ContextLengthError(
+                self._fail(u, str(errors.ContextLengthError(
                     f"text of about {t:,} tokens exceeds {spec.model.model}'s limit of "
-                    f"{spec.max_input_tokens:,} tokens per input: not sent"))
+                    f"{spec.max_input_tokens:,} tokens per input: not sent")))
                 self.report.too_long += 1
-                self.report.failed_rows += self.weight[u]
                 continue
             if t * high > spec.max_input_tokens:  # may be refused: alone, so only it fails
                 self.packs.append(_Pack([u], t))
@@ -328,7 +208,7 @@ class EmbedRun:
         """BudgetError before anything is sent when the expected cost (at batch prices in
         batch mode) is above the budget."""
         est, budget = self.prepare(), self.spec.budget
-        expected = est.batch_cost if self.spec.batch else est.cost
+        expected = est.cost_for(self.spec.mode)
         if budget is not None and expected is not None and expected > budget:
             raise errors.BudgetError(
                 f"not started: the expected cost is above the budget of {money(budget)}.\n"
@@ -363,95 +243,48 @@ class EmbedRun:
                 self.stats.by_kind[exc.kind] += 1  # the engine counted an answer
         if reply is None:
             for u in pack.inputs:
-                self.failed[u] = str(exc)
-                self.report.failed_rows += self.weight[u]
+                self._fail_with(u, exc)
             return
-        if self._store is not None and not self._unsaved:
-            asyncio.get_running_loop().call_soon(self._save)  # one commit per loop iteration
         for u, vector in zip(pack.inputs, reply.vectors, strict=True):
             self.found[u] = vector
             self.report.answered_rows += self.weight[u]
-            if self._store is not None:
-                self._unsaved.append((self.keys[u], self.spec.provider.model, vector, self.tokens[u]))
+            if self.store is not None:
+                self._keep((self.keys[u], self.spec.provider.model, vector, self.tokens[u]))
 
-    def _save(self) -> None:
-        items, self._unsaved = self._unsaved, []
-        if not items or self._store is None:
-            return
+    def _write(self, items: list[tuple[str, str, np.ndarray, int]]) -> None:
         try:
-            self._store.put_vectors(items)
+            self.store.put_vectors(items)
         except sqlite3.Error as err:
-            self._store = None
+            self.store = None
             self._warn(f"cache write failed, caching is off for the rest of this run: {err}")
+
+    def _fail(self, unit: int, message: str | None, unsent: bool = False) -> None:
+        self.failed[unit] = message
+        self.report.failed_rows += self.weight[unit]
+        self.report.not_sent += self.weight[unit] if unsent else 0
+
+    def _unfinished(self) -> Iterator[int]:
+        return (u for u in range(len(self.texts)) if self.found[u] is None and u not in self.failed)
 
     async def execute(self, ledger: Ledger | None = None) -> RunReport:
         """Send every pack: the engine retries, throttles and keeps to the budget; in batch
         mode the batch runner submits, polls and collects jobs (the whole worst case reserved
         first, since a job cannot be stopped part-way)."""
-        from ..transport.engine import Engine, RetryPolicy  # aiohttp loads on the first run
-
         spec = self.spec
         self.prepare()
         if ledger is None and spec.price is not None:
             ledger = Ledger(spec.budget, spec.cost)
         self.stats.total = len(self.packs)
-        retry = RetryPolicy(max_retries=spec.max_retries)
         if spec.cache_path is not None and self.packs:
             from ..store.db import Store
 
             try:
-                self._store = Store(spec.cache_path)
+                self.store = Store(spec.cache_path)
             except sqlite3.Error as err:
                 self._warn(f"cache unavailable, vectors are not cached: {err}")
-        if spec.batch:
-            from .batch import BatchRunner
-
-            self.batcher = BatchRunner(
-                spec.provider, on_done=self._on_done, stats=self.stats, store=self._store,
-                ledger=ledger, worst_cost=spec.worst_cost, poll_interval=spec.poll_interval,
-                timeout=spec.timeout, retry=retry, on_warning=self._warn, flush=self._save)
-        else:
-            self.engine = Engine(
-                spec.provider, concurrency=spec.concurrency, limiter=RateLimiter(spec.rpm, spec.tpm),
-                retry=retry, timeout=spec.timeout, ledger=ledger, worst_cost=spec.worst_cost,
-                stats=self.stats, on_warning=self._warn, breaker=CircuitBreaker())
-        try:
-            if self.batcher is not None:
-                await self.batcher.run(self._requests())
-            else:
-                await self.engine.run(self._requests(), self._on_done)
-        except asyncio.CancelledError:
-            self.report.interrupted = True
-            self._close_unfinished("cancelled: the run was interrupted before this row finished")
-            raise
-        finally:
-            self._save()
-            if self._store is not None:
-                self._store.close()
-                self._store = None
-        self._close_unfinished(f"not sent: {self.stats.stop_reason or 'the run ended first'}")
+        self._start(ledger)
+        await self._send(self._requests())
         return self.report
-
-    def cancel(self, reason: str = "cancelled") -> None:
-        """Send nothing more; packs in flight finish and are kept. In batch mode the
-        submitted jobs are cancelled at the provider (what they answered is still collected);
-        a kernel interrupt instead leaves them running for the same call run again."""
-        if self.engine is not None:
-            self.engine.stop(errors.RowError(reason, kind="cancelled"))
-        if self.batcher is not None:
-            self.batcher.stop(errors.RowError(reason, kind="cancelled"), cancel_jobs=True)
-
-    def _close_unfinished(self, reason: str) -> None:
-        for u in range(len(self.texts)):
-            if self.found[u] is None and u not in self.failed:
-                self.failed[u] = reason
-                self.report.failed_rows += self.weight[u]
-                self.report.not_sent += self.weight[u] if reason.startswith("not sent") else 0
-
-    def _warn(self, message: str) -> None:
-        self.report.warnings.append(message)
-        if not self.warnings_shown_elsewhere:
-            warnings.warn(message, stacklevel=2)
 
     # results --------------------------------------------------------------------------------
 

@@ -10,14 +10,15 @@ from ..core import errors
 from ..core.budget import Ledger
 from ..planning import estimate as plan
 from ..planning.pilot import positions
-from .run import Run, RunSpec
+from .chat import Run
+from .spec import RunSpec
 
 
 class Pilot:
-    """The pilot of one model's run: ``rows(positions)`` reads the pilot's rows."""
+    """The pilot of one model's run: ``read_rows(positions)`` reads the pilot's rows."""
 
-    def __init__(self, spec: RunSpec, rows: Any, n: int, size: int) -> None:
-        self.spec, self.rows = spec, rows
+    def __init__(self, spec: RunSpec, read_rows: Any, n: int, size: int) -> None:
+        self.spec, self.read_rows = spec, read_rows
         self.positions = positions(n, size)  # the rows the pilot sends
         self.run: Run | None = None
         self.measured: plan.Pilot | None = None
@@ -25,7 +26,7 @@ class Pilot:
     async def execute(self, ledger: Ledger | None, main: Run) -> None:
         """Run the pilot's rows; its answers, its spending and its stop go to ``main``."""
         chosen = self.positions
-        run = Run(self.spec, lambda: self.rows(chosen), len(chosen))
+        run = Run(self.spec, lambda: self.read_rows(chosen), len(chosen))
         run.keep_replies = True
         # known before it sends: cancel() stops it (its engine exists once execute() yields)
         self.run = run
@@ -58,7 +59,7 @@ class Pilot:
         pilot = self.run
         for j, i in enumerate(self.positions):
             own, now = pilot.errors[j], main.errors[i]
-            if pilot.answers[j] is None and own and not own.startswith("not sent") \
-                    and main.answers[i] is None and now and now.startswith("not sent"):
-                main.errors[i] = own
+            if pilot.answers[j] is None and own and not pilot.unsent[j] \
+                    and main.answers[i] is None and now and main.unsent[i]:
+                main.errors[i], main.unsent[i] = own, False
                 main.report.not_sent -= 1

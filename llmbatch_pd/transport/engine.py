@@ -375,7 +375,7 @@ class Engine:
         stop = self._stop
         if last is not None:
             return _with_note(last, f"not retried: the run stopped ({stop})")
-        return errors.RowError(f"not sent: {stop}", kind=stop.kind if stop else "stopped")
+        return errors.NotSent(stop, kind=stop.kind if stop else None)
 
     async def _send(self, request: Request) -> Reply:
         url, headers, body = self.provider.prepare(request)

@@ -1,204 +1,58 @@
-"""One run, from rows of field values to answers per row. No pandas here.
+"""One chat run, from rows of field values to answers per row. No pandas here.
 
 Rows stream through: render, skip rows with missing values, de-duplicate identical requests,
 answer from earlier answers (a pilot's, then the cache's), flag prompts too long for the
-model, and hand the rest to the engine. Answers land in per-row lists as they arrive, so an
-interrupted run still has every row that finished. ``plan()`` walks the same stream without
-sending anything, so the estimate counts exactly what the run will send.
+model, and hand the rest to the engine (or the batch runner). Answers land in per-row lists as
+they arrive, so an interrupted run still has every row that finished. ``plan()`` walks the
+same stream without sending anything, so the estimate counts exactly what the run will send.
 """
 
 from __future__ import annotations
 
 import asyncio
-import json
-import math
 import sqlite3
-import warnings
-from collections.abc import Callable, Iterable, Iterator, Mapping
-from dataclasses import dataclass, field
-from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from collections.abc import Iterator
+from typing import Any
 
 from ..core import errors
 from ..core.budget import Ledger
-from ..core.prompts import (
-    MISSING_POLICIES,
-    BadText,
-    CellError,
-    MissingValue,
-    Template,
-    build_messages,
-    request_key,
-)
-from ..core.report import RunReport, RunReports  # noqa: F401 (RunReports: re-exported for the accessor and jobs)
+from ..core.prompts import BadText, CellError, MissingValue, build_messages, request_key
 from ..core.reuse import reusable, truncation_note, truncation_warning
 from ..core.types import Reply, Request, Usage
 from ..planning import estimate as plan
-from ..planning.pricing import Price, cost
-from ..planning.tokens import TokenCounter, counter_for
-from ..planning.worst import hidden_prompt_tokens, price_at, tiers_for
-from ..providers.base import Provider
-from ..providers.registry import ModelRef
 from ..store.db import History, Store
 from ..store.writer import Writer
-from ..transport.breaker import CircuitBreaker
-from ..transport.limits import RateLimiter
-
-if TYPE_CHECKING:  # aiohttp loads on the first run (~200 ms of import), pydantic with schema=
-    from ..core.schema import OutputSchema
-    from ..transport.engine import Engine
-    from .batch import BatchRunner
+from .base import BaseRun, RowValues, RunReport
+from .spec import RunSpec
 
 MIN_HISTORY = 5  # answered requests of a template before its history replaces the defaults
 LOOKUP_CHUNK = 256  # rows rendered and looked up in the cache together
 NO_USAGE = Usage()  # shared by every row that paid nothing (cached, duplicate); never mutated
 FLUSH_WAIT = 1.0  # seconds a run waits at its end for answers a locked cache file holds back
-RowSource = Callable[[], Iterable[Mapping[str, Any]]]
 
 
-MODES = ("realtime", "batch")
+class Run(BaseRun):
+    """A run over ``n`` rows whose field values come from ``row_values()``."""
 
+    spec: RunSpec
 
-def check_mode(mode: Any, poll_interval: Any) -> None:
-    """``mode=`` and, for batch jobs, how often to ask about them."""
-    if mode not in MODES:
-        raise errors.InputError(f"mode= must be one of {MODES}, not {mode!r}")
-    if (isinstance(poll_interval, bool) or not isinstance(poll_interval, (int, float))
-            or not poll_interval > 0):
-        raise errors.InputError(f"poll_interval= must be a positive number of seconds, not {poll_interval!r}")
-
-
-def check_limits(concurrency: Any, max_retries: Any, timeout: Any, missing: Any, budget: Any) -> None:
-    """The options every kind of run shares, refused with a clear message before anything is sent."""
-    if isinstance(concurrency, bool) or not isinstance(concurrency, int) or concurrency < 1:
-        raise errors.InputError(f"concurrency= must be a positive integer, not {concurrency!r}")
-    if isinstance(max_retries, bool) or not isinstance(max_retries, int) or max_retries < 0:
-        raise errors.InputError(f"max_retries= must be 0 or more, not {max_retries!r}")
-    if isinstance(timeout, bool) or not isinstance(timeout, (int, float)) or not timeout > 0:
-        raise errors.InputError(f"timeout= must be a positive number of seconds, not {timeout!r}")
-    if missing not in MISSING_POLICIES:
-        raise errors.InputError(f"missing= must be one of {MISSING_POLICIES}, not {missing!r}")
-    if budget is not None and (isinstance(budget, bool) or not isinstance(budget, (int, float)) or budget < 0):
-        raise errors.InputError(f"budget= must be a number of dollars, not {budget!r}")
-
-
-@dataclass
-class RunSpec:
-    """Everything that decides what is sent and how; validated before anything is sent."""
-
-    template: Template
-    model: ModelRef
-    provider: Provider
-    system: str | None = None
-    temperature: float | None = None
-    max_tokens: int | None = None
-    concurrency: int = 64
-    rpm: float | None = None
-    tpm: float | None = None
-    max_retries: int = 6
-    timeout: float = 120.0
-    missing: str = "skip"
-    budget: float | None = None
-    price: Price | None = None
-    context_window: int | None = None
-    cache_path: Path | None = None
-    prefill: dict[str, Reply] = field(default_factory=dict)  # answers a pilot already paid for
-    extra: dict[str, Any] = field(default_factory=dict)  # params=: sent as is, in the cache key
-    refresh: bool = False  # cache="refresh": ask again, overwrite what the cache holds
-    max_tokens_from_budget: bool = False  # max_tokens set by budget= as a bound, not by the user
-    mode: str = "realtime"  # or "batch": the provider's batch API, half price, within 24 h
-    poll_interval: float = 30.0  # seconds between batch status checks (backing off)
-    schema: OutputSchema | None = None  # schema=: answers as validated fields
-    max_invalid: int = 2  # schema=: how often an answer that does not fit is asked again
-    repeats: Any = field(default=None, repr=False, compare=False)  # Run._prompt_repeats' memo
-
-    @property
-    def params(self) -> dict[str, Any]:
-        structured = self.provider.structured(self.schema) if self.schema is not None else {}
-        return {"temperature": self.temperature, "max_tokens": self.max_tokens, **structured,
-                **self.extra}
-
-    @property
-    def system_prompt(self) -> str | None:
-        """``system=``, plus the schema for providers that take it only in the prompt."""
-        if self.schema is None or not self.provider.schema_in_prompt:
-            return self.system
-        return f"{self.system}\n\n{self.schema.instruction()}" if self.system else self.schema.instruction()
-
-    def schema_tokens(self) -> int:
-        """What the schema adds to every prompt (the providers bill it as input), and the
-        prompt the provider wraps it in (``worst.hidden_prompt_tokens``)."""
-        if self.schema is None:
-            return 0
-        hidden = hidden_prompt_tokens(self.provider, self.schema, self.counter)
-        if self.provider.schema_in_prompt:  # in our system prompt: counted with the messages
-            return hidden
-        return hidden + self.counter.count(json.dumps(self.schema.json_schema, separators=(",", ":")))
-
-    @property
-    def tiers(self) -> tuple[tuple[int, Price], ...]:
-        """The catalogue's dearer tiers for long prompts (none for prices= overrides)."""
-        if self.price is None or self.price.source != "genai-prices":
-            return ()
-        return tiers_for(self.model.provider, self.model.model)
-
-    @property
-    def counter(self) -> TokenCounter:
-        return counter_for(self.model.full)
-
-    @property
-    def batch(self) -> bool:
-        return self.mode == "batch"
-
-    def cost(self, usage: Usage) -> float:
-        """What ``usage`` cost: the provider's reported cost, else priced in the tier its prompt
-        falls into (0.0 without a price: ``RunReport.priced`` then says the cost is unknown)."""
-        price = self.price
-        if price is not None:
-            price = price_at(price, self.tiers, usage.input_tokens)
-        return cost(usage, price, batch=self.batch)
-
-    def worst_cost(self, request: Request) -> float:
-        """An upper bound on what one request can cost, reserved before it is sent: its
-        prompt (hidden tokens included, see ``_requests``) at the top of our counting error,
-        ``max_tokens`` of answer, both at the tier that many prompt tokens fall into."""
-        if self.price is None:
-            return 0.0
-        margin = plan.INPUT_RANGE_EXACT[1] if self.counter.exact else plan.INPUT_RANGE_ESTIMATED[1] * 1.2
-        worst = Usage(math.ceil(request.est_input_tokens * margin) + 16,
-                      request.max_output_tokens or plan.DEFAULT_MAX_OUTPUT)
-        return self.cost(worst)
-
-
-class Run:
-    """A run over ``n`` rows whose field values come from ``rows()``."""
-
-    def __init__(self, spec: RunSpec, rows: RowSource, n: int, find_repeats: bool = False) -> None:
+    def __init__(self, spec: RunSpec, row_values: RowValues, n: int, find_repeats: bool = False) -> None:
+        super().__init__(spec, row_values, n)
         # per row: False = its prompt appears once, no dedupe entry (None: track every row).
         # With find_repeats, found from the rendered prompts when the stream is first walked
         # (a pass that pays off on big frames; a pilot's few rows just track every row).
         self.may_repeat: Any = True if find_repeats else None
-        self.spec = spec
-        self.rows = rows
-        self.n = n
         self.answers: list[str | None] = [None] * n
         self.errors: list[str | None] = [None] * n
+        self.unsent = bytearray(n)  # per row: 1 = never sent, the run stopped first
         self.usages: list[Usage | None] = [None] * n
         self.keep_usage = True  # per-row usage for usage=True; off, only what dedup needs
-        self.report = RunReport(model=spec.model.full, rows=n, budget=spec.budget, mode=spec.mode,
-                                priced=spec.price is not None)
-        self.stats = self.report.stats
         self._followers: dict[int, list[int]] = {}
-        self.engine: Engine | None = None
-        self.batcher: BatchRunner | None = None
         self.batch_gate = None  # model=[...] in batch mode: see batch_gate.py
-        self.store: Store | None = None
-        self.warnings_shown_elsewhere = False
         self.keep_replies = False  # a pilot keeps its answers (by key) for the main run
         self.replies: dict[str, Reply] = {}
         self.sent_estimated_tokens = 0  # our count of the prompts that were answered
         self.answered_usage = [0, 0, 0]  # answers, their input and output tokens (not a pilot's)
-        self._unsaved: list = []
         self._writer: Writer | None = None  # the cache file's writer, waited for at the end
         self._writer_lost = 0
         self._handed_over = False  # answers given to the writer (then waited for at the end)
@@ -264,9 +118,10 @@ class Run:
         if self.may_repeat is None:
             return None
         done = self.spec.repeats
-        if done is None or done[0] is not self.rows or len(done[1]) != self.n:
+        if done is None or done[0] is not self.row_values or len(done[1]) != self.n:
             spec = self.spec
-            done = spec.repeats = (self.rows, spec.template.repeats(self.rows(), self.n, spec.missing))
+            done = spec.repeats = (self.row_values,
+                                   spec.template.repeats(self.row_values(), self.n, spec.missing))
         return done[1]
 
     def _keyed(self, system: str | None, params: dict[str, Any]) -> Iterator[tuple]:
@@ -279,7 +134,7 @@ class Run:
         endpoint, model = spec.provider.endpoint, spec.provider.model
         params = {k: v for k, v in params.items() if k != "max_tokens"}
         chunk: list[tuple] = []
-        for i, values in enumerate(self.rows()):
+        for i, values in enumerate(self.row_values()):
             try:
                 messages = build_messages(spec.template.render(values, spec.missing), system)
                 chunk.append((i, messages, request_key(endpoint, model, messages, params)))
@@ -308,6 +163,15 @@ class Run:
         """The output limit a request goes out with (the provider's default if none is set)."""
         return max_tokens or self.spec.provider.default_max_tokens
 
+    def _walk_rest(self, reason: errors.ProviderError) -> None:
+        """Walk what is left of the request stream without sending: rows the cache answers,
+        rows with a missing value and duplicates keep their own outcome; the requests that
+        would have been sent fail with ``reason``."""
+        if self._stream is None:
+            self._stream = self._requests()
+        for request in self._stream:
+            self._fail_with(request.index, reason)
+
     # outcomes ----------------------------------------------------------------------------
 
     def _on_done(self, request: Request, reply: Reply | None, exc: errors.ProviderError | None) -> None:
@@ -323,11 +187,7 @@ class Run:
                     invalid.message = f"{truncation_note(reply.limit)}: {invalid.message}"
                 reply, exc = None, invalid
         if reply is not None and self.store is not None:
-            # written at the end of this loop iteration together with every other answer
-            # that arrived in it: one commit per batch instead of one per answer
-            if not self._unsaved:
-                asyncio.get_running_loop().call_soon(self._save)
-            self._unsaved.append((request.key, self.spec.provider.model, reply))
+            self._keep((request.key, self.spec.provider.model, reply))
         if reply is not None:
             self.sent_estimated_tokens += request.est_input_tokens
             self.answered_usage[0] += 1  # this run's own answers, for the history
@@ -338,13 +198,11 @@ class Run:
         rows = [request.index, *self._followers.pop(request.index, ())]
         self._record(request.index, reply, exc, rows)
 
-    def _save(self) -> None:
+    def _write(self, items: list) -> None:
         """Hand the answers to the cache file's writer thread: the loop never waits for the
         file's lock (another process may hold it for seconds)."""
-        items, self._unsaved = self._unsaved, []
-        if items and self.store is not None:
-            self.store.put_later(items)
-            self._handed_over = True
+        self.store.put_later(items)
+        self._handed_over = True
 
     async def _settle_writes(self) -> None:
         """Wait (a bounded time, off the loop) until this run's answers are on disk."""
@@ -355,10 +213,8 @@ class Run:
     def _record(self, leader: int, reply: Reply | None, exc: errors.ProviderError | None,
                 rows: list[int], paid: bool = True) -> None:
         if reply is None:
-            message = str(exc)
             for i in rows:
-                self._fail(i, message)
-            self.report.not_sent += len(rows) if message.startswith("not sent") else 0
+                self._fail_with(i, exc)
             return
         keep_all = self.keep_usage
         if reply.truncated:  # the text is kept, and the row says it is cut short
@@ -389,8 +245,7 @@ class Run:
 
     def _copy_row(self, leader: int, i: int) -> None:
         if self.answers[leader] is None:
-            self._fail(i, self.errors[leader])
-            self.report.not_sent += (self.errors[leader] or "").startswith("not sent")
+            self._fail(i, self.errors[leader], bool(self.unsent[leader]))
             return
         self.answers[i] = self.answers[leader]
         if self.errors[leader] is not None:  # truncated: flagged like its leader
@@ -408,17 +263,17 @@ class Run:
         self.report.answered_rows -= 1
         self._fail(i, message)
 
-    def _fail(self, i: int, message: str | None) -> None:
-        self.errors[i] = message
+    def _fail(self, unit: int, message: str | None, unsent: bool = False) -> None:
+        self.errors[unit] = message
+        self.unsent[unit] = unsent
         self.report.failed_rows += 1
+        self.report.not_sent += unsent
+
+    def _unfinished(self) -> Iterator[int]:
+        return (i for i in range(self.n) if not self._is_finished(i))
 
     def _is_finished(self, i: int) -> bool:
         return self.answers[i] is not None or self.errors[i] is not None
-
-    def _warn(self, message: str) -> None:
-        self.report.warnings.append(message)
-        if not self.warnings_shown_elsewhere:  # the notebook panel shows them in place
-            warnings.warn(message, stacklevel=2)
 
     # planning and running ----------------------------------------------------------------
 
@@ -497,106 +352,23 @@ class Run:
             self.store = Store(self.spec.cache_path)
             self._writer, self._writer_lost = self.store.writer, self.store.writer.lost
 
-    def _close_store(self) -> None:
-        self._save()
-        if self.store is not None:
-            self.store.close()
-            self.store = None
+    def _end(self) -> None:
+        self._remember()
+        super()._end()
 
     async def execute(self, ledger: Ledger | None = None) -> RunReport:
         spec = self.spec
         if ledger is None:  # also without a price: a provider may report each answer's cost
             ledger = Ledger(spec.budget, spec.cost)
-        # the HTTP stack (aiohttp) loads on the first run, not at import
-        from ..transport.engine import Engine, RetryPolicy
-
-        retry = RetryPolicy(max_retries=spec.max_retries)
         self.stats.total = self.n
         self._open_store()
-        if spec.batch:
-            from .batch import BatchRunner
-
-            self.batcher = BatchRunner(
-                spec.provider, on_done=self._on_done, on_duplicate=self._on_duplicate,
-                stats=self.stats, store=self.store,
-                ledger=ledger, worst_cost=spec.worst_cost, poll_interval=spec.poll_interval,
-                timeout=spec.timeout, retry=retry, on_warning=self._warn,
-                flush=self._save, gate=self.batch_gate,
-            )
-        else:
-            self.engine = Engine(
-                spec.provider,
-                concurrency=spec.concurrency,
-                limiter=RateLimiter(spec.rpm, spec.tpm),
-                retry=retry,
-                timeout=spec.timeout,
-                ledger=ledger,
-                worst_cost=spec.worst_cost,
-                stats=self.stats,
-                on_warning=self._warn,
-                breaker=CircuitBreaker(),
-                check=spec.schema.check if spec.schema is not None else None,
-                max_invalid=spec.max_invalid,
-            )
-        self._stream = self._requests()
-        try:
-            if self.batcher is not None:  # mode="batch": the same stream, through batch jobs
-                await self.batcher.run(self._stream)
-            else:
-                await self.engine.run(self._stream, self._on_done)
-            self._drain(self._not_sent_reason())  # after a stop: cached and NA rows still say so
-        except asyncio.CancelledError:
-            self.report.interrupted = True
-            self._close_unfinished("cancelled: the run was interrupted before this row finished",
-                                   walk=False)
-            raise
-        finally:
-            self._remember()
-            self._close_store()
-        self._close_unfinished(self._not_sent_reason())
+        self._start(ledger,
+                    batch={"on_duplicate": self._on_duplicate, "gate": self.batch_gate},
+                    engine={"check": spec.schema.check if spec.schema is not None else None,
+                            "max_invalid": spec.schema_retries})
+        self._stream = self._requests()  # mode="batch": the same stream, through batch jobs
+        await self._send(self._stream)
         await self._settle_writes()
         if self.report.truncated:
             self._warn(truncation_warning(self.report.truncated))
         return self.report
-
-    @property
-    def stop_error(self) -> errors.ProviderError | None:
-        """Why the run stopped early (the engine's or the batch runner's stop), or None. A
-        ``FatalError`` here (bad key, no quota, provider down) is raised to the caller."""
-        for part in (self.engine, self.batcher):
-            if part is not None and part.stopped is not None:
-                return part.stopped
-        return None
-
-    def cancel(self, reason: str = "cancelled") -> None:
-        """Send nothing more (a Cancel button); requests in flight finish and are kept.
-        In batch mode the submitted jobs are cancelled at the provider (after a warning naming
-        them) and what they answered before is still collected. A kernel interrupt instead
-        leaves them running, for the same call run again to collect."""
-        if self.engine is not None:
-            self.engine.stop(errors.RowError(reason, kind="cancelled"))
-        if self.batcher is not None:
-            self.batcher.stop(errors.RowError(reason, kind="cancelled"), cancel_jobs=True)
-
-    def _not_sent_reason(self) -> str:
-        return f"not sent: {self.stats.stop_reason or 'the run ended first'}"
-
-    def _drain(self, reason: str) -> None:
-        """Walk what is left of the request stream without sending: rows the cache answers,
-        rows with a missing value and duplicates keep their own outcome; the requests that
-        would have been sent fail with ``reason``."""
-        if self._stream is None:
-            self._stream = self._requests()
-        for request in self._stream:
-            self._fail(request.index, reason)
-            self.report.not_sent += reason.startswith("not sent")
-
-    def _close_unfinished(self, reason: str, walk: bool = True) -> None:
-        """Every row ends with an answer or an explicit error. ``walk``: first walk the rows
-        not yet rendered (a run stopped, or never started), so each keeps its own reason."""
-        if walk:
-            self._drain(reason)
-        for i in range(self.n):
-            if self.answers[i] is None and self.errors[i] is None:
-                self._fail(i, reason)
-                self.report.not_sent += reason.startswith("not sent")
