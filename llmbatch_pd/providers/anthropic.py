@@ -62,10 +62,12 @@ class AnthropicMessages(Provider):
     max_tokens_field = "max_tokens"
     default_max_tokens = DEFAULT_MAX_TOKENS
 
-    def __init__(self, model, base_url, api_key, *, max_tokens_field: str | None = None) -> None:
+    def __init__(self, model, base_url, api_key, *, max_tokens_field: str | None = None,
+                 **declared: Any) -> None:
         # The SDK's base_url is the root (https://api.anthropic.com) and its paths carry /v1;
         # a base_url written OpenAI-style with /v1 at the end means the same server.
-        super().__init__(model, base_url.rstrip("/").removesuffix("/v1"), api_key)
+        super().__init__(model, base_url.rstrip("/").removesuffix("/v1"), api_key,
+                         **declared)  # key_env, capabilities
         if max_tokens_field:
             self.max_tokens_field = max_tokens_field
         self._url = f"{self.base_url}/v1/messages"
@@ -175,8 +177,8 @@ class AnthropicMessages(Provider):
             err_type = str(err.get("type") or "error") if isinstance(err, dict) else "error"
             message = str(err.get("message") or err_type) if isinstance(err, dict) else str(err)
             if err_type == "invalid_request_error":
-                return custom_id, None, errors.BadRequestError(self._scrub(message))
-            return custom_id, None, errors.RowError(self._scrub(f"{err_type}: {message}"), kind=err_type)
+                return custom_id, None, errors.BadRequestError(self.scrub(message))
+            return custom_id, None, errors.RowError(self.scrub(f"{err_type}: {message}"), kind=err_type)
         if kind == "canceled":
             return custom_id, None, errors.RowError(
                 "canceled: the batch was canceled before this request was processed", kind="cancelled")
@@ -232,7 +234,7 @@ class AnthropicMessages(Provider):
             text = body[:200].decode("utf-8", "replace").strip()
             if text:
                 message = text
-        message = self._scrub(message)
+        message = self.scrub(message)
         # Out of credit is a 400 invalid_request_error (or billing_error / 402): nothing else
         # will pass either, so it stops the run instead of failing every row in turn.
         if status == 402 or kind == "billing_error" or "credit balance is too low" in message:

@@ -47,7 +47,7 @@ class BatchClient:
                     raise errors.RequestTimeout(f"no answer from {method} {safe_url(url)} in time") from None
                 except aiohttp.ClientError as exc:
                     raise errors.TransportError(
-                        self.provider._scrub(f"{type(exc).__name__}: {exc}")) from None
+                        self.provider.scrub(f"{type(exc).__name__}: {exc}")) from None
                 return parse(status, resp_headers, data)
             except errors.ProviderError as exc:
                 # Without resend, only what the server clearly refused is sent again: after a
@@ -83,4 +83,4 @@ class BatchClient:
         except TimeoutError:
             raise errors.RequestTimeout(f"the download of {safe_url(url)} stalled") from None
         except aiohttp.ClientError as exc:
-            raise errors.TransportError(self.provider._scrub(f"{type(exc).__name__}: {exc}")) from None
+            raise errors.TransportError(self.provider.scrub(f"{type(exc).__name__}: {exc}")) from None

@@ -386,7 +386,7 @@ class Engine:
         except (aiohttp.ClientConnectorError, aiohttp.ConnectionTimeoutError) as exc:
             # the connection never opened: nothing reached the server (and nothing was billed)
             raise errors.TransportError(
-                self.provider._scrub(f"{type(exc).__name__}: {exc}")
+                self.provider.scrub(f"{type(exc).__name__}: {exc}")
             ) from exc
         except TimeoutError:
             raise errors.RequestTimeout(
@@ -394,7 +394,7 @@ class Engine:
             ) from None
         except aiohttp.ClientError as exc:
             raise errors.TransportError(
-                self.provider._scrub(f"{type(exc).__name__}: {exc}")
+                self.provider.scrub(f"{type(exc).__name__}: {exc}")
             ) from None
         self.limiter.observe(self.provider.rate_limits(resp_headers))
         return self.provider.parse(status, resp_headers, data)
