@@ -62,8 +62,8 @@ from ..planning.batch_gate import Party
 from ..providers.base import BatchOutcome, Provider
 from ..store.db import Store, keys_digest
 from ..store.spool import Spool, Spooled
-from ..transport.batch_http import BatchClient as _HTTP
 from ..transport.engine import EngineStats, OnDone, RetryPolicy, WorstCost
+from ..transport.http import BatchClient as _HTTP
 
 DEFAULT_POLL_INTERVAL = 30.0
 MAX_POLL_INTERVAL = 300.0
