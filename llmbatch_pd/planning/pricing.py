@@ -55,7 +55,7 @@ _GENAI_PROVIDER = {
 _OURS = {"google": "gemini"}
 
 AS_GIVEN = "openai-compatible"
-"""The provider of a name sent as given to an OpenAI-compatible ``base_url=`` (models.py)."""
+"""The provider of a name sent as given to an OpenAI-compatible ``base_url=`` (providers/registry.py)."""
 
 BATCH_DISCOUNT = 0.5
 """Batch APIs (OpenAI Batch, Anthropic Message Batches) charge half price."""
@@ -129,7 +129,7 @@ def price_for(
     dollars per million tokens. Otherwise genai-prices' bundled catalogue is asked; a model it
     does not know gives None.
 
-    :data:`AS_GIVEN` (a name sent as given to an OpenAI-compatible server, models.py) is
+    :data:`AS_GIVEN` (a name sent as given to an OpenAI-compatible server, providers/registry.py) is
     priced by ``overrides`` under the name as given, else, for a bare name, at the price of
     the catalogue's model of that name (``gpt-4o`` behind a gateway is OpenAI's gpt-4o); a
     name with a prefix we do not know (``gateway/x``) has no price.

@@ -1,13 +1,7 @@
-"""What one request can cost at most: the tokens a provider adds to the prompt unseen, and the
-dearer price tier a long prompt falls into. The budget reserves this before each send, so it
-must be a true upper bound.
+"""What one request can cost at most: the dearer price tier a long prompt falls into. The
+budget reserves this before each send, so it must be a true upper bound. (The tokens a
+provider adds to the prompt unseen are the provider's to say: ``Provider.hidden_prompt``.)
 
-- Hidden prompt tokens: Anthropic wraps a forced tool (``schema=`` on older Claude models) in
-  a tool-use system prompt it bills as input (313-340 tokens for ``tool_choice`` tool/any in
-  its pricing table, 346 with ``auto`` on Claude 4), plus the tool's name and description;
-  its structured outputs add an instruction of the same kind. We allow the largest documented
-  figure for both. (DeepSeek's JSON mode puts the schema in our own system prompt, which is
-  counted with the messages.)
 - Tiered prices: genai-prices lists models whose every token costs more once the prompt
   passes a threshold (Claude Sonnet 4.5 and Gemini 2.5 Pro above 200k input tokens: "cliff"
   tiers, by total input tokens). ``pricing.Price`` holds the base tier; here are the others.
@@ -17,30 +11,11 @@ from __future__ import annotations
 
 from datetime import UTC, datetime
 from functools import lru_cache
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
 from .pricing import Price
 
-if TYPE_CHECKING:
-    from ..core.schema import OutputSchema
-    from ..providers.base import Provider
-    from .tokens import TokenCounter
-
-ANTHROPIC_SCHEMA_PROMPT_TOKENS = 346
-"""The largest tool-use system prompt Anthropic documents (Claude 4 family, tool_choice auto;
-forced tools: 313, Claude Haiku 3.x: 340)."""
-
 _PRICE_FIELDS = ("input_mtok", "output_mtok", "cache_read_mtok", "cache_write_mtok")
-
-
-def hidden_prompt_tokens(provider: Provider, schema: OutputSchema | None,
-                         counter: TokenCounter) -> int:
-    """Input tokens the provider bills on top of the messages and the schema itself."""
-    if schema is None or provider.name != "anthropic":
-        return 0
-    from ..providers.anthropic import TOOL_DESCRIPTION
-
-    return ANTHROPIC_SCHEMA_PROMPT_TOKENS + counter.count(f"{schema.name} {TOOL_DESCRIPTION}")
 
 
 def price_at(base: Price, tiers: tuple[tuple[int, Price], ...], input_tokens: int) -> Price:

@@ -45,6 +45,10 @@ long outputs."""
 
 _FINISH = {"end_turn": "stop", "max_tokens": "length", "tool_use": "stop"}
 TOOL_DESCRIPTION = "Record the answer. Fill every field from the request."
+SCHEMA_PROMPT_TOKENS = 346
+"""The largest tool-use system prompt Anthropic documents, billed as input (Claude 4 family,
+tool_choice auto; forced tools: 313, Claude Haiku 3.x: 340); its structured outputs add an
+instruction of the same kind. The budget's worst case allows it for both."""
 _TOOL_MODELS = re.compile(r"claude-(3|instant|2|sonnet-4-0|opus-4-0|(sonnet|opus)-4-2025)")
 
 
@@ -62,10 +66,12 @@ class AnthropicMessages(Provider):
     max_tokens_field = "max_tokens"
     default_max_tokens = DEFAULT_MAX_TOKENS
 
-    def __init__(self, model, base_url, api_key, *, max_tokens_field: str | None = None) -> None:
+    def __init__(self, model, base_url, api_key, *, max_tokens_field: str | None = None,
+                 **declared: Any) -> None:
         # The SDK's base_url is the root (https://api.anthropic.com) and its paths carry /v1;
         # a base_url written OpenAI-style with /v1 at the end means the same server.
-        super().__init__(model, base_url.rstrip("/").removesuffix("/v1"), api_key)
+        super().__init__(model, base_url.rstrip("/").removesuffix("/v1"), api_key,
+                         **declared)  # key_env, capabilities
         if max_tokens_field:
             self.max_tokens_field = max_tokens_field
         self._url = f"{self.base_url}/v1/messages"
@@ -101,6 +107,9 @@ class AnthropicMessages(Provider):
                                "input_schema": schema.anthropic_schema()}],
                     "tool_choice": {"type": "tool", "name": schema.name}}
         return {"output_config": {"format": {"type": "json_schema", "schema": schema.anthropic_schema()}}}
+
+    def hidden_prompt(self, schema: OutputSchema) -> tuple[int, str]:
+        return SCHEMA_PROMPT_TOKENS, f"{schema.name} {TOOL_DESCRIPTION}"
 
     def _is_error_envelope(self, data: dict[str, Any]) -> bool:
         return data.get("type") == "error"
@@ -175,8 +184,8 @@ class AnthropicMessages(Provider):
             err_type = str(err.get("type") or "error") if isinstance(err, dict) else "error"
             message = str(err.get("message") or err_type) if isinstance(err, dict) else str(err)
             if err_type == "invalid_request_error":
-                return custom_id, None, errors.BadRequestError(self._scrub(message))
-            return custom_id, None, errors.RowError(self._scrub(f"{err_type}: {message}"), kind=err_type)
+                return custom_id, None, errors.BadRequestError(self.scrub(message))
+            return custom_id, None, errors.RowError(self.scrub(f"{err_type}: {message}"), kind=err_type)
         if kind == "canceled":
             return custom_id, None, errors.RowError(
                 "canceled: the batch was canceled before this request was processed", kind="cancelled")
@@ -232,7 +241,7 @@ class AnthropicMessages(Provider):
             text = body[:200].decode("utf-8", "replace").strip()
             if text:
                 message = text
-        message = self._scrub(message)
+        message = self.scrub(message)
         # Out of credit is a 400 invalid_request_error (or billing_error / 402): nothing else
         # will pass either, so it stops the run instead of failing every row in turn.
         if status == 402 or kind == "billing_error" or "credit balance is too low" in message:

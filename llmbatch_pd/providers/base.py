@@ -1,9 +1,13 @@
 """The provider seam: a request becomes bytes, bytes become a Reply or a classified error.
 
-Providers know nothing of scheduling; the engine owns the connection pool and the retries.
-Batch jobs (``mode="batch"``) use the same seam: a provider with a batch API writes its lines
-and reads its job and result objects, and talks HTTP only through the :class:`BatchHTTP` it
-is handed (``llmbatch_pd.runs.batch`` owns the session, the retries and the polling).
+Providers send nothing and know nothing of scheduling: ``llmbatch_pd.transport`` owns the
+connections, the retries and the pacing. Batch jobs (``mode="batch"``) use the same seam: a
+provider with a batch API writes its lines and reads its job and result objects, and talks
+HTTP only through the :class:`BatchHTTP` it is handed (``transport.http.BatchClient``; the
+polling is ``llmbatch_pd.runs.batch``'s).
+
+What a provider can do (a batch API, embeddings, structured output) is declared once, in its
+:class:`Capabilities`, when the registry builds it; nothing is set on a provider afterwards.
 """
 
 from __future__ import annotations
@@ -16,7 +20,8 @@ import time
 import uuid
 from abc import ABC, abstractmethod
 from collections.abc import AsyncIterator, Callable, Mapping
-from typing import TYPE_CHECKING, Any, Protocol, TypeVar
+from dataclasses import dataclass
+from typing import TYPE_CHECKING, Any, Literal, Protocol, TypeVar
 
 from ..core import errors
 from ..core.secrets import Secret, safe_url
@@ -49,6 +54,19 @@ class BatchHTTP(Protocol):
         ...
 
 
+@dataclass(frozen=True)
+class Capabilities:
+    """What an API offers beyond real-time chat, declared per preset in the registry."""
+
+    batch: bool = False
+    """A batch API that ``mode="batch"`` can use (DeepSeek speaks OpenAI's dialect, without one)."""
+    embeddings: bool = False
+    """An OpenAI-style ``/embeddings`` route (``s.llm.embed``)."""
+    structured: Literal["schema", "json"] = "schema"
+    """``schema=``: "schema", the request carries the JSON schema; "json", JSON mode only, the
+    schema goes in the system prompt (DeepSeek)."""
+
+
 class Provider(ABC):
     """One API dialect at one endpoint, for one model."""
 
@@ -56,11 +74,27 @@ class Provider(ABC):
     key_env: str | None = None
     default_max_tokens: int | None = None
     """The output limit sent when the run sets none (None: the model's own)."""
+    capabilities = Capabilities()
+    """The dialect's own, for a provider built directly; the registry passes the preset's."""
 
-    def __init__(self, model: str, base_url: str, api_key: Secret | None) -> None:
+    def __init__(self, model: str, base_url: str, api_key: Secret | None, *,
+                 key_env: str | None = None, capabilities: Capabilities | None = None) -> None:
         self.model = model
         self.base_url = base_url.rstrip("/")
         self.api_key = api_key
+        if key_env is not None:  # the variable the key is read from (a 401 names it)
+            self.key_env = key_env
+        if capabilities is not None:
+            self.capabilities = capabilities
+
+    @property
+    def supports_batch(self) -> bool:
+        return self.capabilities.batch
+
+    @property
+    def schema_in_prompt(self) -> bool:
+        """JSON mode only (DeepSeek): the schema goes in the system prompt, not the request."""
+        return self.capabilities.structured == "json"
 
     @property
     def endpoint(self) -> str:
@@ -105,17 +139,12 @@ class Provider(ABC):
     def rate_limits(self, headers: Mapping[str, str]) -> RateLimitInfo | None:
         return None
 
-    schema_in_prompt = False
-    """JSON mode only (DeepSeek): the schema goes in the system prompt, not the request."""
-
     def structured(self, schema: OutputSchema) -> dict[str, Any]:
         """The body fields that ask for answers fitting ``schema`` (``schema=``)."""
         raise errors.InputError(f"{self.name} models do not support schema= here")
 
     # batch jobs: only dialects with a batch API override these ------------------------------
 
-    supports_batch = False
-    """Set per preset (models.py): DeepSeek speaks OpenAI's dialect but has no batch API."""
     max_batch_requests = 0
     max_batch_bytes = 0
     max_batch_inputs = 0  # a cap on what a job's requests carry (0: none)
@@ -179,7 +208,13 @@ class Provider(ABC):
             return "the api_key= you passed"
         return f"${self.key_env}, which is not set" if self.key_env else "the API key"
 
-    def _scrub(self, text: str) -> str:
+    def hidden_prompt(self, schema: OutputSchema) -> tuple[int, str]:
+        """What the API adds to the prompt, unseen and billed as input, when ``schema=`` is
+        used: (tokens it documents, text of ours it wraps in, to be counted). None here."""
+        return 0, ""
+
+    def scrub(self, text: str) -> str:
+        """``text`` without this provider's key (a server's or a library's message may echo it)."""
         return self.api_key.scrub(text) if self.api_key else text
 
     def _load_json(self, body: bytes) -> dict[str, Any]:

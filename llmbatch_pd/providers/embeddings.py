@@ -34,8 +34,8 @@ class OpenAIEmbeddings(OpenAIBatches, Provider):
     encoding_format = "base64"
 
     def __init__(self, model: str, base_url: str, api_key: Secret | None, *,
-                 encoding_format: str = "base64") -> None:
-        super().__init__(model, base_url, api_key)
+                 encoding_format: str = "base64", **declared: Any) -> None:
+        super().__init__(model, base_url, api_key, **declared)  # key_env, capabilities
         if encoding_format not in ("base64", "float"):
             raise errors.InputError(f"encoding_format must be 'base64' or 'float', not {encoding_format!r}")
         self.encoding_format = encoding_format

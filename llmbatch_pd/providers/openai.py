@@ -115,7 +115,7 @@ class OpenAIBatches:
             message = str(failure.get("message") or code or "batch request failed")
             kind = {"batch_expired": "expired", "batch_cancelled": "cancelled"}.get(code, "bad request")
             return custom_id, None, errors.RowError(
-                self._scrub(f"{message} ({code})" if code else message), kind=kind)
+                self.scrub(f"{message} ({code})" if code else message), kind=kind)
         if not isinstance(response, dict):
             return custom_id, None, errors.MalformedResponse("batch result has no response")
         try:
@@ -153,7 +153,7 @@ class OpenAIBatches:
         if status == "failed":
             found = (job.get("errors") or {}).get("data") or []
             reasons = [str(e.get("message") or e.get("code")) for e in found if isinstance(e, dict)]
-            info.error = self._scrub("; ".join(reasons) or "the batch failed")
+            info.error = self.scrub("; ".join(reasons) or "the batch failed")
         return info
 
 
@@ -162,11 +162,12 @@ class OpenAIChat(OpenAIBatches, Provider):
     key_env = "OPENAI_API_KEY"
     max_tokens_field = "max_tokens"
     """What carries ``max_tokens``: OpenAI's own reasoning models refuse ``max_tokens`` and read
-    ``max_completion_tokens`` (models.py passes that for api.openai.com); vLLM, Ollama and
+    ``max_completion_tokens`` (the registry passes that for api.openai.com); vLLM, Ollama and
     most gateways read ``max_tokens``."""
 
-    def __init__(self, model, base_url, api_key, *, max_tokens_field: str | None = None) -> None:
-        super().__init__(model, base_url, api_key)
+    def __init__(self, model, base_url, api_key, *, max_tokens_field: str | None = None,
+                 **declared: Any) -> None:
+        super().__init__(model, base_url, api_key, **declared)  # key_env, capabilities
         if max_tokens_field:
             self.max_tokens_field = max_tokens_field
         self._url = f"{self.base_url}/chat/completions"
@@ -241,7 +242,7 @@ class OpenAIChat(OpenAIBatches, Provider):
             text = body[:200].decode("utf-8", "replace").strip()
             if text:
                 message = text
-        exc = classify_http_error(status, self._scrub(message), str(code or ""), headers)
+        exc = classify_http_error(status, self.scrub(message), str(code or ""), headers)
         if isinstance(exc, errors.AuthenticationError):
             exc.message += f" (check {self._key_hint()})"
         return exc

@@ -1,9 +1,10 @@
-"""``provider/model`` names -> a configured Provider.
+"""``provider/model`` names -> a Provider, built once with its preset's capabilities.
 
 The rule (README, "Providers and batch mode"):
 
 1. A known provider prefix (``openai/``, ``anthropic/``, ``deepseek/``, ``gemini/``) picks the
-   wire protocol, the key variable, the price and whether there is a batch API, and is
+   wire protocol, the key variable, the price and the capabilities (a batch API, embeddings,
+   structured output with a JSON schema or JSON mode only), and is
    stripped: everything after the first ``/`` is sent as ``model``, with or without
    ``base_url=``. So ``openai/gpt-4.1-mini`` sends ``gpt-4.1-mini``, and, as in LiteLLM,
    ``openai/openai/gpt-4o`` sends ``openai/gpt-4o`` over OpenAI's protocol: the way to send
@@ -34,7 +35,8 @@ from ..planning.pricing import (
     AS_GIVEN,  # ModelRef.provider of a name sent as given (rule 2): not a prefix
 )
 from .anthropic import AnthropicMessages
-from .base import Provider
+from .base import Capabilities, Provider
+from .embeddings import OpenAIEmbeddings
 from .openai import OpenAIChat
 
 
@@ -44,23 +46,24 @@ class Preset:
     base_url: str
     key_env: str
     base_url_env: str | None = None
-    batch: bool = False  # has a batch API that mode="batch" can use
-    json_schema: bool = True  # takes a JSON schema for structured output (else JSON mode only)
+    capabilities: Capabilities = Capabilities()
 
 
 PRESETS: dict[str, Preset] = {
     "openai": Preset(OpenAIChat, "https://api.openai.com/v1", "OPENAI_API_KEY", "OPENAI_BASE_URL",
-                     batch=True),
+                     Capabilities(batch=True, embeddings=True)),
     # Anthropic's native Messages API; its base URL is the root, the dialect adds /v1/messages.
     "anthropic": Preset(AnthropicMessages, "https://api.anthropic.com", "ANTHROPIC_API_KEY",
-                        "ANTHROPIC_BASE_URL", batch=True),
+                        "ANTHROPIC_BASE_URL", Capabilities(batch=True)),
+    # OpenAI's dialect: its embeddings route too (a server without one answers 404)
     "deepseek": Preset(OpenAIChat, "https://api.deepseek.com", "DEEPSEEK_API_KEY", "DEEPSEEK_BASE_URL",
-                       json_schema=False),
+                       Capabilities(embeddings=True, structured="json")),
     "gemini": Preset(OpenAIChat, "https://generativelanguage.googleapis.com/v1beta/openai",
-                     "GEMINI_API_KEY", "GEMINI_BASE_URL"),
+                     "GEMINI_API_KEY", "GEMINI_BASE_URL", Capabilities(embeddings=True)),
 }
-COMPATIBLE = Preset(OpenAIChat, "", "OPENAI_API_KEY")
-"""Any OpenAI-compatible server given as ``base_url=``: chat completions, no batch API."""
+COMPATIBLE = Preset(OpenAIChat, "", "OPENAI_API_KEY", capabilities=Capabilities(embeddings=True))
+"""Any OpenAI-compatible server given as ``base_url=``: chat completions and embeddings, no
+batch API."""
 
 
 @dataclass(frozen=True)
@@ -108,8 +111,33 @@ def _provider_from_catalogue(name: str) -> str | None:
 
 def make_provider(ref: ModelRef, *, base_url: str | None = None, api_key: str | Secret | None = None,
                   need_key: bool = True) -> Provider:
-    """``need_key=False``: for an estimate, which sends nothing, a missing key is no error."""
+    """The chat provider for ``ref``. ``need_key=False``: for an estimate, which sends nothing,
+    a missing key is no error."""
     preset = PRESETS.get(ref.provider, COMPATIBLE)
+    url, key = _endpoint(ref, preset, base_url, api_key, need_key)
+    field = "max_completion_tokens" if is_openai_itself(url) else "max_tokens"
+    return preset.dialect(ref.model, url, key, max_tokens_field=field, key_env=preset.key_env,
+                          capabilities=preset.capabilities)
+
+
+def make_embeddings_provider(ref: ModelRef, *, base_url: str | None = None,
+                             api_key: str | Secret | None = None,
+                             encoding_format: str = "base64") -> OpenAIEmbeddings:
+    """The embeddings provider for ``ref`` (``s.llm.embed``): the same URL and key rules as
+    chat's; a provider without an embeddings API is refused before any question about its key."""
+    preset = PRESETS.get(ref.provider, COMPATIBLE)
+    if not preset.capabilities.embeddings:
+        raise InputError(
+            f"{ref.full}: {ref.provider} has no embeddings API here; use an OpenAI-compatible "
+            "embeddings model such as openai/text-embedding-3-small or gemini/gemini-embedding-001")
+    url, key = _endpoint(ref, preset, base_url, api_key, need_key=True)
+    return OpenAIEmbeddings(ref.model, url, key, encoding_format=encoding_format,
+                            key_env=preset.key_env, capabilities=preset.capabilities)
+
+
+def _endpoint(ref: ModelRef, preset: Preset, base_url: str | None, api_key: str | Secret | None,
+              need_key: bool) -> tuple[str, Secret | None]:
+    """The URL to send to and the key to send, by the preset's rules."""
     url = base_url or (os.environ.get(preset.base_url_env) if preset.base_url_env else None) or preset.base_url
     if not url:
         raise InputError(f"{ref.full!r} is sent as given to an OpenAI-compatible server: pass base_url=")
@@ -119,12 +147,7 @@ def make_provider(ref: ModelRef, *, base_url: str | None = None, api_key: str | 
             f"no API key for {ref.full}: set ${preset.key_env} or pass api_key= "
             f"(a local server given as base_url= needs none)"
         )
-    field = "max_completion_tokens" if is_openai_itself(url) else "max_tokens"
-    provider = preset.dialect(ref.model, url, key, max_tokens_field=field)
-    provider.key_env = preset.key_env
-    provider.supports_batch = preset.batch
-    provider.schema_in_prompt = not preset.json_schema
-    return provider
+    return url, key
 
 
 def batch_refusal(ref: ModelRef, what: str = "batch jobs") -> str:

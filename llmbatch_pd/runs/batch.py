@@ -53,8 +53,6 @@ import sqlite3
 from collections.abc import Callable, Iterable
 from time import monotonic
 
-import aiohttp
-
 from ..core import defaults, errors
 from ..core.budget import Ledger
 from ..core.numbers import money
@@ -63,8 +61,9 @@ from ..planning.batch_gate import Party
 from ..providers.base import Provider
 from ..store.db import Store, keys_digest
 from ..store.spool import Spool, Spooled
-from ..transport.batch_http import BatchClient as _HTTP
 from ..transport.engine import EngineStats, OnDone, RetryPolicy, WorstCost
+from ..transport.http import BatchClient as _HTTP
+from ..transport.http import Session, open_session
 from .batch_collect import CANCEL_WAIT, MAX_POLL_INTERVAL, BatchJob, JobCollector
 
 ENVELOPE_BYTES = 4096  # room for the multipart / JSON wrapping around the lines
@@ -94,7 +93,7 @@ class BatchRunner(JobCollector):
         timeout: float = defaults.TIMEOUT,
         retry: RetryPolicy | None = None,
         on_warning: Callable[[str], None] | None = None,
-        session: aiohttp.ClientSession | None = None,
+        session: Session | None = None,
         cancel_wait: float = CANCEL_WAIT,
         flush: Callable[[], None] | None = None,
         gate: Party | None = None,
@@ -151,7 +150,7 @@ class BatchRunner(JobCollector):
         self._loop, self._wake = asyncio.get_running_loop(), asyncio.Event()
         owns_session = self._session is None
         if owns_session:
-            self._session = aiohttp.ClientSession(auto_decompress=True)
+            self._session = open_session()
         http = _HTTP(self.provider, self._session, self.timeout, self.retry)
         self.spool = Spool()
         gate, self.gate = self.gate, None

@@ -15,8 +15,7 @@ from ..core.types import Request, Usage
 from ..planning import estimate as plan
 from ..planning.pricing import cost, price_for
 from ..providers.embeddings import OpenAIEmbeddings
-from ..providers.openai import OpenAIChat
-from ..providers.registry import make_provider, parse_model
+from ..providers.registry import make_embeddings_provider, parse_model
 from .spec import SendSpec, check_limits, check_mode
 
 MAX_INPUTS = 2048
@@ -78,21 +77,12 @@ def build_spec(template: str, columns: list[Any], *, model: str, value_field: st
     parsed = Template.parse(template, value_field=value_field)
     parsed.check_columns(columns)
     ref = parse_model(model, base_url=base_url)
-    no_api = errors.InputError(
-        f"{ref.full}: {ref.provider} has no embeddings API here; use an OpenAI-compatible "
-        "embeddings model such as openai/text-embedding-3-small or gemini/gemini-embedding-001")
-    if ref.provider == "anthropic":  # said before any question about its key
-        raise no_api
-    chat = make_provider(ref, base_url=base_url, api_key=api_key)  # the preset's URL and key rules
-    if not isinstance(chat, OpenAIChat):
-        raise no_api
-    if mode == "batch" and not chat.supports_batch:  # DeepSeek, Gemini: refused before any send
+    provider = make_embeddings_provider(ref, base_url=base_url, api_key=api_key,
+                                        encoding_format=encoding_format)
+    if mode == "batch" and not provider.supports_batch:  # DeepSeek, Gemini: refused before any send
         raise errors.InputError(
             f"mode='batch': {ref.full} has no batch API here (embeddings batch jobs work with "
             "openai/ models); use mode='realtime'")
-    provider = OpenAIEmbeddings(chat.model, chat.base_url, chat.api_key, encoding_format=encoding_format)
-    provider.key_env = chat.key_env
-    provider.supports_batch = chat.supports_batch
     try:
         price = price_for(ref.provider, ref.model, prices)
     except ValueError as exc:

@@ -17,7 +17,7 @@ from ..core.types import Reply, Request, Usage
 from ..planning import estimate as plan
 from ..planning.pricing import Price, cost
 from ..planning.tokens import TokenCounter, counter_for
-from ..planning.worst import hidden_prompt_tokens, price_at, tiers_for
+from ..planning.worst import price_at, tiers_for
 from ..providers.base import Provider
 from ..providers.registry import ModelRef
 
@@ -119,10 +119,11 @@ class RunSpec(SendSpec):
 
     def schema_tokens(self) -> int:
         """What the schema adds to every prompt (the providers bill it as input), and the
-        prompt the provider wraps it in (``worst.hidden_prompt_tokens``)."""
+        prompt the provider wraps it in (``Provider.hidden_prompt``)."""
         if self.schema is None:
             return 0
-        hidden = hidden_prompt_tokens(self.provider, self.schema, self.counter)
+        documented, wrapped = self.provider.hidden_prompt(self.schema)
+        hidden = documented + (self.counter.count(wrapped) if wrapped else 0)
         if self.provider.schema_in_prompt:  # in our system prompt: counted with the messages
             return hidden
         return hidden + self.counter.count(json.dumps(self.schema.json_schema, separators=(",", ":")))

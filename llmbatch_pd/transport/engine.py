@@ -4,6 +4,10 @@ Memory grows with the concurrency, never with the number of rows: requests are p
 and each answer is handed to ``on_done`` the moment it arrives. The first request goes alone,
 so a bad key, an exhausted quota or the provider's rate-limit headers are known before the
 pool opens (one round trip, instead of a whole wave of doomed or throttled requests).
+
+The engine decides what is sent when (concurrency, pacing, the budget, the verdicts on the
+first answers, each row's outcome); ``transport.http`` sends it, classifies what went wrong,
+and holds the retry rules and the breaker's verdict it applies.
 """
 
 from __future__ import annotations
@@ -16,22 +20,22 @@ import aiohttp
 
 from ..core import errors
 from ..core.budget import Ledger
+from ..core.defaults import CONCURRENCY, TIMEOUT
 from ..core.numbers import money
 from ..core.reuse import truncation_note
 from ..core.stats import RECENT_ERRORS, EngineStats  # noqa: F401  (re-exported)
 from ..core.types import Reply, Request
 from ..providers.base import Provider
 from .breaker import CircuitBreaker
+from .http import breaker_verdict, exchange, never_connected, open_session, request_timeout
 from .limits import RateLimiter
 from .opening import Opening
-from .retry import RetryPolicy  # noqa: F401  (re-exported)
+from .retry import RetryPolicy, Tries, may_have_taken_effect
 
 OnDone = Callable[[Request, Reply | None, errors.ProviderError | None], None]
 WorstCost = Callable[[Request], float]
 Check = Callable[[str | None], object]
 """Raises errors.InvalidOutput for a paid answer that is unusable (``schema=``)."""
-
-CONNECT_S = 15.0  # seconds to open a connection before the host counts as unreachable
 
 
 class Engine:
@@ -39,10 +43,10 @@ class Engine:
         self,
         provider: Provider,
         *,
-        concurrency: int = 64,
+        concurrency: int = CONCURRENCY,
         limiter: RateLimiter | None = None,
         retry: RetryPolicy | None = None,
-        timeout: float = 120.0,
+        timeout: float = TIMEOUT,
         ledger: Ledger | None = None,
         worst_cost: WorstCost | None = None,
         stats: EngineStats | None = None,
@@ -58,8 +62,7 @@ class Engine:
         self.concurrency = concurrency
         self.limiter = limiter or RateLimiter()
         self.retry = retry or RetryPolicy()
-        # a host that takes this long to accept a connection is not there (a black hole)
-        self.timeout = aiohttp.ClientTimeout(total=timeout, sock_connect=min(timeout, CONNECT_S))
+        self.timeout = request_timeout(timeout)
         self.ledger = ledger
         self.worst_cost = worst_cost
         self.stats = stats or EngineStats()
@@ -136,10 +139,7 @@ class Engine:
             self._wake()
         owns_session = self._session is None
         if owns_session:
-            self._session = aiohttp.ClientSession(
-                connector=aiohttp.TCPConnector(limit=self.concurrency, limit_per_host=0, ttl_dns_cache=300),
-                auto_decompress=True,
-            )
+            self._session = open_session(self.concurrency)
         try:
             source: Iterator[Request] = iter(requests)
             # the first request goes alone, and the next ones too until one succeeds: a bad
@@ -203,8 +203,8 @@ class Engine:
         whatever happens: an answer, a failure, a stop or a cancellation.
         """
         stats = self.stats
-        attempt = retries = invalid = 0  # attempt: the backoff's step; retries: max_retries'
-        first_failed: float | None = None  # a row waits at most retry.max_wait from here
+        invalid = 0
+        tries = Tries(self.retry)  # the retry rules: backoff, max_retries, a row's max_wait
         last: errors.ProviderError | None = None  # this row's last failure, if it was sent
         if self._verdict is not None:
             self.stop(self._verdict)
@@ -244,35 +244,24 @@ class Engine:
                 stats.by_kind[exc.kind] += 1
                 self._settle_failure(exc, worst)
                 last = exc
-                fatal = self._judge_failure(exc, probe, attempt)
+                fatal = self._judge_failure(exc, probe, tries.attempt)
                 if fatal is not None:
                     self.stop(fatal)
                 if exc.fatal:
                     self.stop(exc)
                 # a 429 is the limit's doing, not the row's: it does not use up max_retries
                 # (the limiter paces and probes); the row's wait is bounded by max_wait alone
-                elif exc.retryable and self._stop is None and (
-                        retries < self.retry.max_retries or isinstance(exc, errors.RateLimitError)):
-                    now = monotonic()
-                    first_failed = first_failed if first_failed is not None else now
-                    delay = self.retry.delay(attempt, exc.retry_after)
-                    if now - first_failed + delay > self.retry.max_wait:
-                        exc = _with_note(exc, (
-                            f"not retried: the server asked to wait {exc.retry_after:g} s "
-                            f"(Retry-After), and a row waits at most {self.retry.max_wait:g} s"
-                        ) if exc.retry_after is not None else (
-                            f"not retried: waits would pass {self.retry.max_wait:g} s"))
-                    else:
-                        stats.retrying += 1
-                        try:
-                            stopped = await self._sleep(delay)
-                        finally:
-                            stats.retrying -= 1
-                        attempt += 1
-                        retries += not isinstance(exc, errors.RateLimitError)
-                        if not stopped:
-                            continue
-                        exc = self._stop_error(exc)
+                elif self._stop is None and (delay := tries.wait(exc)) is not None:
+                    stats.retrying += 1
+                    try:
+                        stopped = await self._sleep(delay)
+                    finally:
+                        stats.retrying -= 1
+                    if not stopped:
+                        continue
+                    exc = self._stop_error(exc)
+                elif tries.note is not None:
+                    exc = _with_note(exc, tries.note)
                 self._fail_row(request, exc, on_done)
                 return
             except BaseException:
@@ -322,13 +311,10 @@ class Engine:
         if isinstance(exc, errors.RateLimitError):
             self.limiter.on_rate_limited(exc.retry_after)
             self._note_pace()
-        elif _never_connected(exc) and (fatal := self.opening.connect_failed(exc, attempt)):
+        elif never_connected(exc) and (fatal := self.opening.connect_failed(exc, attempt)):
             return fatal
-        elif exc.retryable and self.breaker is not None and self.breaker.on_failure(probe):
-            return errors.ProviderDown(
-                f"the provider is failing: {self.breaker.consecutive} failures in a row "
-                f"and {self.breaker.failed_probes} failed probes (last: {exc})"
-            )
+        else:
+            return breaker_verdict(self.breaker, exc, probe)
         return None
 
     def _fail_row(self, request: Request, exc: errors.ProviderError, on_done: OnDone,
@@ -356,8 +342,7 @@ class Engine:
     def _settle_failure(self, exc: errors.ProviderError, worst: float) -> None:
         if self.ledger is None:
             return
-        if isinstance(exc, (errors.RequestTimeout, errors.TransportError, errors.MalformedResponse)) \
-                and not _never_connected(exc):
+        if may_have_taken_effect(exc) and not never_connected(exc):
             self.ledger.keep_uncertain(worst)
         else:
             self.ledger.settle(worst, None)
@@ -379,30 +364,10 @@ class Engine:
 
     async def _send(self, request: Request) -> Reply:
         url, headers, body = self.provider.prepare(request)
-        try:
-            async with self._session.post(url, data=body, headers=headers, timeout=self.timeout) as resp:
-                data = await resp.read()
-                status, resp_headers = resp.status, resp.headers
-        except (aiohttp.ClientConnectorError, aiohttp.ConnectionTimeoutError) as exc:
-            # the connection never opened: nothing reached the server (and nothing was billed)
-            raise errors.TransportError(
-                self.provider._scrub(f"{type(exc).__name__}: {exc}")
-            ) from exc
-        except TimeoutError:
-            raise errors.RequestTimeout(
-                f"no answer within {self.timeout.total:g}s (timeout=)"
-            ) from None
-        except aiohttp.ClientError as exc:
-            raise errors.TransportError(
-                self.provider._scrub(f"{type(exc).__name__}: {exc}")
-            ) from None
+        status, resp_headers, data = await exchange(
+            self._session, "POST", url, headers, body, timeout=self.timeout, scrub=self.provider.scrub)
         self.limiter.observe(self.provider.rate_limits(resp_headers))
         return self.provider.parse(status, resp_headers, data)
-
-
-def _never_connected(exc: errors.ProviderError) -> bool:
-    """A transport error whose connection never opened (DNS, refused, connect timeout)."""
-    return isinstance(exc.__cause__, (aiohttp.ClientConnectorError, aiohttp.ConnectionTimeoutError))
 
 
 def _cut(exc: errors.InvalidOutput, limit: int | None) -> errors.InvalidOutput:
