@@ -1,10 +1,10 @@
-"""Fit the token heuristic in ``llmbatch_pd/tokens.py`` against real tiktoken encodings.
+"""Fit the token heuristic in ``llmbatch_pd/planning/heuristic.py`` against real tiktoken encodings.
 
 Why: without tiktoken's encoding files (which it downloads at first use), the library counts
 tokens with a linear model over character classes. This script measures how many tokens each
 class really costs in o200k_base and cl100k_base, fits the coefficients (non-negative least
 squares, weighted by 1/sqrt(tokens) so that short and long samples both count), and prints
-a table per script plus the ``_COEFFICIENTS`` dict to paste into tokens.py.
+a table per script plus the ``COEFFICIENTS`` dict to paste into planning/heuristic.py.
 
 Needs ``tiktoken`` and the encoding files, offline: they are taken from tiktoken's cache
 (``$TIKTOKEN_CACHE_DIR``, else ``<tempdir>/data-gym-cache``), else from the ``bpe-openai``
@@ -23,6 +23,7 @@ import argparse
 import base64
 import gzip
 import hashlib
+import importlib
 import importlib.util
 import math
 import sys
@@ -157,15 +158,14 @@ CORPUS: list[tuple[str, str]] = [
 # fmt: on
 
 
-def load_tokens_module() -> ModuleType:
-    """Load llmbatch_pd/tokens.py by path: it is stdlib-only, so no pandas is needed here."""
-    spec = importlib.util.spec_from_file_location(
-        "_llmbatch_tokens", ROOT / "llmbatch_pd" / "tokens.py"
-    )
-    assert spec is not None and spec.loader is not None
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module
+def load_planning_module(name: str) -> ModuleType:
+    """Load llmbatch_pd/planning/<name>.py without the package (tokens and heuristic are
+    stdlib-only, so no pandas is needed here): a bare package stands in for ``planning``."""
+    if "_llmbatch_planning" not in sys.modules:
+        package = ModuleType("_llmbatch_planning")
+        package.__path__ = [str(ROOT / "llmbatch_pd" / "planning")]
+        sys.modules["_llmbatch_planning"] = package
+    return importlib.import_module(f"_llmbatch_planning.{name}")
 
 
 def load_encoding(tokens: ModuleType, name: str, files: dict[str, str]) -> tuple[Any, str]:
@@ -251,8 +251,9 @@ def main() -> None:
 
     if importlib.util.find_spec("tiktoken") is None:
         sys.exit("needs tiktoken (and its encoding files): see this script's docstring")
-    tokens = load_tokens_module()
-    feats = [tokens.features(text) for _, text in corpus]
+    tokens = load_planning_module("tokens")
+    heuristic = load_planning_module("heuristic")
+    feats = [heuristic.features(text) for _, text in corpus]
     fitted: dict[str, list[float]] = {}
     for name in args.encodings.split(","):
         encoding, source = load_encoding(tokens, name, files)
@@ -287,13 +288,13 @@ def main() -> None:
                 f"| {held / tok - 1:+.1%} | {worst:+.0%} |"
             )
         print("\n| feature | tokens each |\n|---|---:|")
-        for feature, value in zip(tokens.FEATURES, coefficients, strict=True):
+        for feature, value in zip(heuristic.FEATURES, coefficients, strict=True):
             print(f"| {feature} | {value:.3f} |")
-        f = dict(zip(tokens.FEATURES, coefficients, strict=True))
+        f = dict(zip(heuristic.FEATURES, coefficients, strict=True))
         if f["accented_word"] + f["accented_letter"] < f["ascii_word"]:
             print("\nwarning: an accented letter can lower the count (not monotonic)")
 
-    print("\n_COEFFICIENTS: dict[str, tuple[float, ...]] = {")
+    print("\nCOEFFICIENTS: dict[str, tuple[float, ...]] = {")
     for name, coefficients in fitted.items():
         print(f'    "{name}": ({", ".join(f"{c:.3f}" for c in coefficients)}),')
     print("}")

@@ -12,7 +12,8 @@ import pandas as pd
 
 from llmbatch_pd.core.types import Reply, Usage
 from llmbatch_pd.sim import Simulator
-from llmbatch_pd.store.db import MIGRATIONS, Store
+from llmbatch_pd.store.db import Store
+from llmbatch_pd.store.migrations import MIGRATIONS
 
 from .conftest import KEY, wait_until
 
