@@ -3,10 +3,12 @@
 Importing this package registers the ``df.llm`` and ``s.llm`` accessors.
 """
 
+import sys
+
 from . import accessor as _accessor  # registers df.llm and s.llm
 from . import cache
 from .accessor import last_report, last_result
-from .core import errors  # llmbatch_pd.errors, as before the layers
+from .core import errors
 from .core.errors import (
     AuthenticationError,
     BudgetError,
@@ -23,6 +25,10 @@ from .core.errors import (
     TemplateError,
 )
 from .core.report import RunReport
+
+# the errors module keeps its public path (``from llmbatch_pd.errors import RowError``) now that
+# it lives in core/: the same module object under both names
+sys.modules[f"{__name__}.errors"] = errors
 
 __version__ = "0.1.0"
 

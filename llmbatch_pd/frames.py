@@ -119,7 +119,7 @@ class Naming:
 
 def chat_columns(run: Any, naming: Naming) -> dict[str, Any]:
     """A chat run's new columns, by name: the answer (or one per schema field), the error,
-    usage. ``run`` is a ``runs.run.Run``."""
+    usage. ``run`` is a ``runs.chat.Run``."""
     spec, col = run.spec, naming.column
     cols: dict[str, Any] = {}
     if spec.schema is None:

@@ -2,7 +2,7 @@
 is sent: an unknown name (a typo) is refused naming the option meant, a bad value says what
 is wanted, a result column that would overwrite one of the frame's is refused, and a budget
 the estimate already exceeds is refused. The defaults are ``core.defaults``'; the chat run's
-spec is built here from the checked options (embed's by ``runs.embed.build_spec``)."""
+spec is built here from the checked options (embed's by ``runs.embed_spec.build_spec``)."""
 
 from __future__ import annotations
 
@@ -100,7 +100,7 @@ def check_budget_fits_one(spec: RunSpec, estimate: Estimate) -> None:
     the budget. A budget too small for a typical request's worst case is refused before
     anything is sent, naming a ``max_tokens=`` that would fit, rather than ending in a frame
     of "not sent" rows. (Batch mode reserves every request at once and says so itself.)"""
-    budget, to_send = spec.budget, estimate.requests
+    budget, to_send = spec.budget, estimate.to_send
     if budget is None or spec.price is None or spec.batch or not to_send or not spec.max_tokens:
         return
     typical = Request(index=0, messages=[], est_input_tokens=math.ceil(estimate.input_tokens / to_send),

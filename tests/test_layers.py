@@ -79,3 +79,19 @@ def test_pandas_http_and_display_live_in_their_layers(module: str) -> None:
         assert own in ("transport", "sim"), f"{module} imports aiohttp: HTTP lives in transport/"
     if third & DISPLAY:
         assert own == "ui", f"{module} imports {sorted(third & DISPLAY)}: display lives in ui/"
+
+
+def test_the_errors_module_keeps_its_public_path() -> None:
+    """``llmbatch_pd.errors`` moved to ``core/``; a fresh interpreter still imports it (and
+    the errors the package's ``__init__`` does not re-export) by its public name."""
+    import subprocess
+    import sys
+
+    code = ("from llmbatch_pd.errors import RateLimitError, RowError, InputError\n"
+            "import llmbatch_pd.errors, llmbatch_pd.core.errors\n"
+            "assert llmbatch_pd.errors is llmbatch_pd.core.errors\n"
+            "assert issubclass(RateLimitError, llmbatch_pd.errors.ProviderError)\n"
+            "print('ok')")
+    done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120,
+                          cwd=PACKAGE.parent)
+    assert done.returncode == 0 and done.stdout.strip() == "ok", done.stderr

@@ -9,6 +9,9 @@ TIMEOUT = 120.0
 """Seconds a request may take, from sending to its last byte."""
 POLL_INTERVAL = 30.0
 """Seconds between a batch job's status checks (backing off)."""
+EMBED_CONCURRENCY = 16
+"""Embeddings requests in flight at once: each carries up to 2,048 inputs, so fewer are needed
+than a chat run's CONCURRENCY."""
 SCHEMA_RETRIES = 2
 """Times a row whose answer does not fit ``schema=`` is asked again."""
 MISSING = "skip"

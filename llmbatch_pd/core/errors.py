@@ -31,8 +31,9 @@
 A FatalError that stopped a run is raised after it with ``.result`` (the rows that finished)
 and ``.report``.
 
-Retryability is a property of the class, read by one retry policy in the engine, so the
-provider decides *what* happened and the engine alone decides *what to do*.
+Retryability is a property of the class, read by one retry policy (``transport.retry.Tries``,
+for real-time rows and batch calls alike), so the provider decides *what* happened and the
+transport alone decides *what to do*.
 """
 
 from __future__ import annotations

@@ -19,7 +19,6 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
 
-from .figures import expected_cost
 from .numbers import money
 from .stats import EngineStats
 
@@ -87,11 +86,6 @@ class RunReport:
         return render("report_text", self)
 
     __str__ = summary
-
-    @property
-    def _estimated_cost(self) -> float | None:
-        """The expected cost at this run's prices (batch or real time); None without an estimate."""
-        return expected_cost(self.estimate, self.mode)[1]
 
     def _repr_html_(self) -> str:
         return render("report_html", self)

@@ -4,7 +4,7 @@ Providers send nothing and know nothing of scheduling: ``llmbatch_pd.transport``
 connections, the retries and the pacing. Batch jobs (``mode="batch"``) use the same seam: a
 provider with a batch API writes its lines and reads its job and result objects, and talks
 HTTP only through the :class:`BatchHTTP` it is handed (``transport.http.BatchClient``; the
-polling is ``llmbatch_pd.runs.batch``'s).
+polling is ``llmbatch_pd.runs.batch_collect``'s).
 
 What a provider can do (a batch API, embeddings, structured output) is declared once, in its
 :class:`Capabilities`, when the registry builds it; nothing is set on a provider afterwards.

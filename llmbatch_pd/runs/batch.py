@@ -3,8 +3,9 @@
 The requests after rendering, de-duplication and the cache (``Run._requests()``) are split
 into jobs no larger than the provider allows, each job is submitted once, polled until it
 ends, and its results are handed to ``on_done`` (which writes them to the cache) as they are
-downloaded. No pandas here; the provider supplies the wire format, this module the HTTP
-session, the retries, the polling and the bookkeeping.
+downloaded. No pandas here; the provider supplies the wire format, ``transport.http`` the
+session, the sending and the retries, this module the submitting and the bookkeeping, and
+``batch_collect`` the polling and the collecting.
 
 Never pay twice:
 

@@ -24,7 +24,6 @@ from ..store.db import Store
 from ..store.spool import Spool, Spooled
 from ..transport.engine import EngineStats, OnDone, RetryPolicy
 from ..transport.http import BatchClient as _HTTP
-from ..transport.retry import Tries
 
 MAX_POLL_INTERVAL = 300.0
 MAX_POLL_FAILURES = 20  # consecutive polls that failed before a job is given up (it stays open)
@@ -166,7 +165,7 @@ class JobCollector:
 
     async def _collect(self, http: _HTTP, job: BatchJob) -> None:
         """Read every result of an ended job; mark it collected once all were read."""
-        tries = Tries(self.retry)  # the download is read again from its start: the same rules
+        attempt = 0  # whole downloads tried again (each call inside follows transport's rules)
         spool, job_id = self.spool, job.info.id
         while True:
             lines: list[BatchOutcome] = []
@@ -180,9 +179,10 @@ class JobCollector:
                 break
             except errors.ProviderError as exc:
                 self._take(job, lines)  # what was read before the download broke counts
-                delay = tries.wait(exc) if self._stop is None else None
-                if delay is not None:
-                    await asyncio.sleep(delay)
+                if exc.retryable and attempt < self.retry.max_retries and self._stop is None:
+                    # a download may take minutes: count the tries, not the time since the first
+                    await asyncio.sleep(self.retry.delay(attempt, exc.retry_after))
+                    attempt += 1
                     continue
                 self._warn(f"the results of batch {job_id} could not be downloaded ({exc}); "
                            "the same call run again tries again")

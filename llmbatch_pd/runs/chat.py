@@ -48,7 +48,7 @@ class Run(BaseRun):
         self.usages: list[Usage | None] = [None] * n
         self.keep_usage = True  # per-row usage for usage=True; off, only what dedup needs
         self._followers: dict[int, list[int]] = {}
-        self.batch_gate = None  # model=[...] in batch mode: see batch_gate.py
+        self.batch_gate = None  # model=[...] in batch mode: see planning/batch_gate.py
         self.keep_replies = False  # a pilot keeps its answers (by key) for the main run
         self.replies: dict[str, Reply] = {}
         self.sent_estimated_tokens = 0  # our count of the prompts that were answered
@@ -129,7 +129,7 @@ class Run(BaseRun):
         cache is asked once per chunk instead of once per row. A row that cannot be rendered
         (a missing value, a cell that does not fit its format spec) comes as (row, None, the
         exception, None): it fails alone, the others go on. The key leaves ``max_tokens`` out
-        (see reuse.py)."""
+        (see core/reuse.py)."""
         spec = self.spec
         endpoint, model = spec.provider.endpoint, spec.provider.model
         params = {k: v for k, v in params.items() if k != "max_tokens"}

@@ -24,9 +24,7 @@ MAX_REQUEST_TOKENS = 300_000
 """OpenAI: at most 300,000 tokens summed over all inputs of one request."""
 MAX_INPUT_TOKENS = 8192
 """OpenAI: at most 8192 tokens in any one input."""
-CONCURRENCY = 16
-"""Requests in flight at once: an embeddings request carries up to 2048 inputs, so fewer
-than a chat run's ``defaults.CONCURRENCY``."""
+CONCURRENCY = defaults.EMBED_CONCURRENCY
 
 
 @dataclass

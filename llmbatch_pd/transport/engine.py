@@ -20,7 +20,7 @@ import aiohttp
 
 from ..core import errors
 from ..core.budget import Ledger
-from ..core.defaults import CONCURRENCY, TIMEOUT
+from ..core.defaults import CONCURRENCY, SCHEMA_RETRIES, TIMEOUT
 from ..core.numbers import money
 from ..core.reuse import truncation_note
 from ..core.stats import RECENT_ERRORS, EngineStats  # noqa: F401  (re-exported)
@@ -54,7 +54,7 @@ class Engine:
         on_warning: Callable[[str], None] | None = None,
         breaker: CircuitBreaker | None = None,
         check: Check | None = None,
-        max_invalid: int = 2,
+        max_invalid: int = SCHEMA_RETRIES,
     ) -> None:
         if concurrency < 1:
             raise errors.InputError("concurrency must be at least 1")
