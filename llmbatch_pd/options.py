@@ -20,7 +20,7 @@ from .core.types import Request, Usage
 from .planning import pricing
 from .planning.estimate import DEFAULT_MAX_OUTPUT, Estimate
 from .providers.registry import batch_refusal, make_provider, parse_model
-from .runs.spec import RunSpec, check_limits, check_mode
+from .runs.spec import RunSpec, check_limits, check_mode, checked_price
 from .store import db as store
 
 NOT_OPTIONS = frozenset({"self", "df", "template", "columns", "value_field", "need_key",
@@ -140,15 +140,8 @@ def chat_spec(columns: list[Any], template: str, *, model: str, system: str | No
     provider = make_provider(ref, base_url=base_url, api_key=api_key, need_key=need_key)
     if mode == "batch" and not provider.supports_batch:
         raise errors.InputError(batch_refusal(ref))
-    try:
-        price = pricing.price_for(ref.provider, ref.model, prices)
-    except ValueError as exc:
-        raise errors.InputError(str(exc)) from None
-    if budget is not None and price is None:
-        raise errors.InputError(
-            f"no price is known for {ref.full}, so it cannot run under budget=: pass "
-            f"prices={{{ref.full!r}: (input_per_million, output_per_million)}}"
-        )
+    price = checked_price(ref.provider, ref.model, ref.full, prices, budget,
+                                  example="(input_per_million, output_per_million)")
     extra = check_params(params)
     bound = budget is not None and max_tokens is None
     if bound:

@@ -13,10 +13,10 @@ from ..core import defaults, errors
 from ..core.prompts import Template
 from ..core.types import Request, Usage
 from ..planning import estimate as plan
-from ..planning.pricing import cost, price_for
+from ..planning.pricing import cost
 from ..providers.embeddings import OpenAIEmbeddings
 from ..providers.registry import make_embeddings_provider, parse_model
-from .spec import SendSpec, check_limits, check_mode
+from .spec import SendSpec, check_limits, check_mode, checked_price
 
 MAX_INPUTS = 2048
 """OpenAI: at most 2048 inputs in one embeddings request."""
@@ -81,14 +81,8 @@ def build_spec(template: str, columns: list[Any], *, model: str, value_field: st
         raise errors.InputError(
             f"mode='batch': {ref.full} has no batch API here (embeddings batch jobs work with "
             "openai/ models); use mode='realtime'")
-    try:
-        price = price_for(ref.provider, ref.model, prices)
-    except ValueError as exc:
-        raise errors.InputError(str(exc)) from None
-    if budget is not None and price is None:
-        raise errors.InputError(
-            f"no price is known for {ref.full}, so it cannot run under budget=: pass "
-            f"prices={{{ref.full!r}: (input_per_million, 0)}}")
+    price = checked_price(ref.provider, ref.model, ref.full, prices, budget,
+                          example="(input_per_million, 0)")
     return EmbedSpec(template=parsed, model=ref, provider=provider, dimensions=dimensions,
                      concurrency=concurrency, rpm=rpm, tpm=tpm, max_retries=max_retries,
                      timeout=timeout, missing=missing, budget=budget, price=price,

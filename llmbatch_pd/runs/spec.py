@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import json
 import math
+from collections.abc import Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -15,6 +16,7 @@ from ..core import defaults, errors
 from ..core.prompts import MISSING_POLICIES, Template
 from ..core.types import Reply, Request, Usage
 from ..planning import estimate as plan
+from ..planning import pricing
 from ..planning.pricing import Price, cost
 from ..planning.tokens import TokenCounter, counter_for
 from ..planning.worst import price_at, tiers_for
@@ -153,3 +155,16 @@ class RunSpec(SendSpec):
         worst = Usage(math.ceil(request.est_input_tokens * margin) + 16,
                       request.max_output_tokens or plan.DEFAULT_MAX_OUTPUT)
         return self.cost(worst)
+
+def checked_price(provider: str, model: str, full: str, overrides: Mapping[str, Any] | None,
+                  budget: float | None, *, example: str) -> Price | None:
+    """``planning.pricing.price_for``, refused before anything is sent: a malformed ``prices=`` entry, or no
+    price for a run under ``budget=`` (``example``: the tuple to suggest for ``prices=``)."""
+    try:
+        price = pricing.price_for(provider, model, overrides)
+    except ValueError as exc:
+        raise errors.InputError(str(exc)) from None
+    if budget is not None and price is None:
+        raise errors.InputError(f"no price is known for {full}, so it cannot run under budget=: pass "
+                         f"prices={{{full!r}: {example}}}")
+    return price
