@@ -22,6 +22,7 @@ from .core.report import RunReport, RunReports
 from .jobs import Job, Runnable
 from .planning import estimate as plan
 from .runs.apply import ModelRun, side_by_side
+from .runs.chat_spec import chat_spec, check_unique
 from .runs.spec import RunSpec
 from .transport.loop_thread import on_loop
 from .ui import choose_display
@@ -42,7 +43,7 @@ def last_report() -> RunReport | None:
 
 def _spec(df: pd.DataFrame, template: str, **options: Any) -> tuple[RunSpec, Any]:
     """The run's spec (every option checked, nothing sent) and its rows, read from ``df``."""
-    spec = opts.chat_spec(df.columns, template, **options)
+    spec = chat_spec(df.columns, template, **options)
     return spec, frames.row_source(df, spec.template.fields)
 
 
@@ -180,9 +181,9 @@ def _options() -> dict[str, tuple[str, ...]]:
     """What each call takes, read from the signatures that take it (embed's on first use)."""
     from .runs.embed_spec import build_spec
 
-    chat = opts.keywords(opts.chat_spec, _Apply.__init__, DataFrameLLM.estimate)
+    chat = opts.keywords(chat_spec, _Apply.__init__, DataFrameLLM.estimate)
     return {"apply": chat, "aapply": chat, "estimate": chat,
-            "submit": opts.keywords(opts.chat_spec, _Apply.__init__, DataFrameLLM.submit),
+            "submit": opts.keywords(chat_spec, _Apply.__init__, DataFrameLLM.submit),
             "embed": opts.keywords(build_spec, DataFrameLLM.embed)}
 
 
@@ -228,7 +229,7 @@ class _Embed(Runnable):
         _check_names(options, "embed")
         opts.check_embed_output(output)
         spec = build_spec(template, list(df.columns), model=model, value_field=value_field, **options)
-        opts.check_unique(df.columns, spec.template.fields)
+        check_unique(df.columns, spec.template.fields)
         self.run = EmbedRun(spec, frames.row_source(df, spec.template.fields), len(df))
         self.run.check_budget()
         self.index, self.output, self.as_array, self.progress = df.index, output, as_array, progress

@@ -1,8 +1,8 @@
 """The options ``df.llm.apply``/``submit``/``estimate``/``embed`` take, checked before anything
 is sent: an unknown name (a typo) is refused naming the option meant, a bad value says what
 is wanted, a result column that would overwrite one of the frame's is refused, and a budget
-the estimate already exceeds is refused. The defaults are ``core.defaults``'; the chat run's
-spec is built here from the checked options (embed's by ``runs.embed_spec.build_spec``)."""
+the estimate already exceeds is refused. The defaults are ``core.defaults``'; the specs are
+built from the checked options by ``runs.chat_spec`` and ``runs.embed_spec``."""
 
 from __future__ import annotations
 
@@ -14,14 +14,9 @@ from typing import Any
 
 from .core import defaults, errors
 from .core.numbers import money
-from .core.params import check_params
-from .core.prompts import Template
 from .core.types import Request, Usage
-from .planning import pricing
-from .planning.estimate import DEFAULT_MAX_OUTPUT, Estimate
-from .providers.registry import batch_refusal, make_provider, parse_model
-from .runs.spec import RunSpec, check_limits, check_mode, checked_price
-from .store import db as store
+from .planning.estimate import Estimate
+from .runs.spec import RunSpec, check_limits
 
 NOT_OPTIONS = frozenset({"self", "df", "template", "columns", "value_field", "need_key",
                          "check_budget", "label"})
@@ -116,61 +111,6 @@ def check_budget_fits_one(spec: RunSpec, estimate: Estimate) -> None:
         f"not started: budget={money(budget)} cannot cover one request's worst case: up to "
         f"{money(worst)} (its prompt plus max_tokens={spec.max_tokens:,} output tokens), and a "
         f"request is sent only when its worst case fits the budget. To run: {advice}.")
-
-
-def chat_spec(columns: list[Any], template: str, *, model: str, system: str | None = None,
-              temperature: float | None = None, max_tokens: int | None = None,
-              base_url: str | None = None, api_key: str | None = None,
-              concurrency: int = defaults.CONCURRENCY, rpm: float | None = None,
-              tpm: float | None = None, max_retries: int = defaults.MAX_RETRIES,
-              timeout: float = defaults.TIMEOUT, missing: str = defaults.MISSING,
-              budget: float | None = None, cache: bool | str | None = True,
-              prices: dict | None = None, value_field: str | None = None, mode: str = "realtime",
-              poll_interval: float = defaults.POLL_INTERVAL, schema: Any = None,
-              schema_retries: int = defaults.SCHEMA_RETRIES, params: dict | None = None,
-              need_key: bool = True) -> RunSpec:
-    """Validate a chat call's options against the frame's ``columns`` and build the run's
-    spec; nothing is sent. ``need_key=False`` (an estimate that sends nothing) accepts a
-    missing API key."""
-    check_mode(mode, poll_interval)
-    parsed = Template.parse(template, value_field=value_field)
-    parsed.check_columns(list(columns))
-    check_unique(columns, parsed.fields)
-    ref = parse_model(model, base_url=base_url)
-    provider = make_provider(ref, base_url=base_url, api_key=api_key, need_key=need_key)
-    if mode == "batch" and not provider.supports_batch:
-        raise errors.InputError(batch_refusal(ref))
-    price = checked_price(ref.provider, ref.model, ref.full, prices, budget,
-                                  example="(input_per_million, output_per_million)")
-    extra = check_params(params)
-    bound = budget is not None and max_tokens is None
-    if bound:
-        max_tokens = DEFAULT_MAX_OUTPUT  # a real bound for the worst case the budget reserves
-    output_schema = None
-    if schema is not None:
-        from .core.schema import OutputSchema  # pydantic loads only when schema= is used
-
-        output_schema = OutputSchema.from_user(schema)
-        provider.structured(output_schema)  # a provider without structured output says so now
-    if isinstance(schema_retries, bool) or not isinstance(schema_retries, int) or schema_retries < 0:
-        raise errors.InputError(f"schema_retries= must be 0 or more, not {schema_retries!r}")
-    return RunSpec(template=parsed, model=ref, provider=provider, system=system,
-                   temperature=temperature, max_tokens=max_tokens, concurrency=concurrency,
-                   rpm=rpm, tpm=tpm, max_retries=max_retries, timeout=timeout, missing=missing,
-                   budget=budget, price=price,
-                   context_window=pricing.context_window(ref.provider, ref.model),
-                   cache_path=store.resolve(cache), mode=mode, poll_interval=float(poll_interval),
-                   schema=output_schema, schema_retries=schema_retries, extra=extra,
-                   refresh=isinstance(cache, str) and cache == store.REFRESH,
-                   max_tokens_from_budget=bound)
-
-
-def check_unique(columns: Iterable[Any], fields: Iterable[str]) -> None:
-    """A column the template reads must be there once (two of them: which one is meant?)."""
-    names = list(map(str, columns))
-    for name in fields:
-        if names.count(name) > 1:
-            raise errors.InputError(f"column {name!r} appears more than once; rename the duplicates first")
 
 
 def check_embed_output(output: Any) -> None:
