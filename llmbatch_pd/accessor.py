@@ -115,6 +115,8 @@ class _Group(Runnable):
             self._check_budget()
 
     def _check_budget(self) -> None:
+        if self.budget is None:  # no estimate is made for nothing (it reads every row)
+            return
         opts.check_group_budget(self.budget, [(a.spec, a.estimate) for a in self.applies])
 
     @property
