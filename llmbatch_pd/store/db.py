@@ -36,6 +36,8 @@ from .migrations import MIGRATIONS
 from .writer import ANSWER_COLUMNS, Row, sqlite_gate, write_answers, writer_for
 
 ENV_VAR = "LLMBATCH_PD_CACHE"
+BATCH_READ_WAIT = 5.0
+"""Seconds a read of the batch jobs waits for the ones this process handed to the writer."""
 
 
 HISTORY_KEEP = 1000
@@ -197,22 +199,26 @@ class Store:
         """``add_batch`` on the writer thread: another process's lock never stalls the loop."""
         self.writer.call(lambda db: _add_batch(db, batch_id, provider, endpoint, model, keys, status))
 
-    @_gated
     def open_batches(self, endpoint: str, model: str) -> list[BatchRecord]:
-        """Jobs for this endpoint and model whose results have not all been collected."""
-        rows = self.db.execute(
-            "SELECT id, provider, endpoint, model, keys, status, created FROM batches "
-            "WHERE endpoint = ? AND model = ? AND collected = 0 ORDER BY created",
-            (endpoint, model),
-        ).fetchall()
+        """Jobs for this endpoint and model whose results have not all been collected. A job
+        this process recorded a moment ago may still wait on the writer thread: it is waited
+        for (briefly), or a run started right after would submit the same requests again."""
+        self.writer.flush(BATCH_READ_WAIT)
+        with sqlite_gate:
+            rows = self.db.execute(
+                "SELECT id, provider, endpoint, model, keys, status, created FROM batches "
+                "WHERE endpoint = ? AND model = ? AND collected = 0 ORDER BY created",
+                (endpoint, model),
+            ).fetchall()
         return [BatchRecord(r[0], r[1], r[2], r[3], tuple(json.loads(r[4])), r[5], r[6]) for r in rows]
 
-    @_gated
     def get_batch(self, batch_id: str) -> BatchRecord | None:
-        r = self.db.execute(
-            "SELECT id, provider, endpoint, model, keys, status, created, collected FROM batches "
-            "WHERE id = ?", (batch_id,),
-        ).fetchone()
+        self.writer.flush(BATCH_READ_WAIT)  # as open_batches: what this process recorded counts
+        with sqlite_gate:
+            r = self.db.execute(
+                "SELECT id, provider, endpoint, model, keys, status, created, collected FROM batches "
+                "WHERE id = ?", (batch_id,),
+            ).fetchone()
         if r is None:
             return None
         return BatchRecord(r[0], r[1], r[2], r[3], tuple(json.loads(r[4])), r[5], r[6], bool(r[7]))
