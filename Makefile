@@ -3,7 +3,7 @@ PYTHON ?= python3
 VENV := .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
-# The LiteLLM proxy for tests/test_litellm.py lives in a venv of its own: its pins of openai,
+# The LiteLLM proxy for tests/transport/test_litellm.py lives in a venv of its own: its pins of openai,
 # pydantic and aiohttp must not move ours.
 LITELLM_VENV := .venv-litellm
 LITELLM_STAMP := $(LITELLM_VENV)/.installed

@@ -6,7 +6,7 @@ form the provider accepts (OpenAI's strict ``json_schema``: every object closed 
 schema with unsupported keywords moved into descriptions) and validate each answer against the
 model, so a row holds either every field with the right type or an error. The transforms follow
 what the official SDKs do (``openai.lib._pydantic.to_strict_json_schema``,
-``anthropic.lib._parse._transform.transform_schema``); tests/test_structured.py compares them.
+``anthropic.lib._parse._transform.transform_schema``); tests/core/test_structured.py compares them.
 No pandas here: the accessor turns the validated dicts into columns.
 """
 

@@ -1,7 +1,7 @@
 """Anthropic's native Messages API: ``POST {base_url}/v1/messages``.
 
 The wire format follows what the official ``anthropic`` SDK 2.14 sends (its source is the
-reference, checked by tests/test_anthropic.py against the simulator): the key as
+reference, checked by tests/providers/test_anthropic.py against the simulator): the key as
 ``authorization: Bearer`` (``_client.py``, ``_api_key_auth``), the ``anthropic-version:
 2026-10-21`` header (``_constants.py``), a root base URL with ``/v1`` in the path
 (``resources/messages/messages.py``), and a required ``max_tokens``.

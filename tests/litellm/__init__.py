@@ -1,1 +1,1 @@
-"""The LiteLLM proxy of tests/test_litellm.py: its config and its harness."""
+"""The LiteLLM proxy of tests/transport/test_litellm.py: its config and its harness."""

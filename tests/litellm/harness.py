@@ -1,4 +1,4 @@
-"""A LiteLLM proxy on loopback for tests/test_litellm.py: start it, wait until it is ready,
+"""A LiteLLM proxy on loopback for tests/transport/test_litellm.py: start it, wait until it is ready,
 kill it (-9) and start it again on the same port, and read what it answered from its access
 log; and a trap that counts any attempt of it to reach beyond loopback."""
 

@@ -31,7 +31,7 @@ from llmbatch_pd.runs.batch_collect import summarize
 from llmbatch_pd.sim import Simulator
 from llmbatch_pd.store.db import Store, keys_digest
 
-from .conftest import bill, cancel_once_batched, wait_until
+from ..conftest import bill, cancel_once_batched, wait_until
 
 KEY = "sk-test-0123456789abcdefSECRET"
 OPENAI_MODEL = "openai/gpt-4.1-mini"

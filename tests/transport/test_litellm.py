@@ -33,8 +33,8 @@ import pytest
 from llmbatch_pd.core.errors import FatalError
 from llmbatch_pd.sim import Simulator
 
-from .conftest import wait_until
-from .litellm.harness import LITELLM, Proxy, Trap
+from ..conftest import wait_until
+from ..litellm.harness import LITELLM, Proxy, Trap
 
 CI = os.environ.get("CI", "").strip().lower() in ("1", "true", "yes")
 MASTER_KEY = f"sk-proxy-test-{secrets.token_hex(8)}"
@@ -64,7 +64,7 @@ def report_figures(config: pytest.Config) -> None:
         return
     with capture.global_and_fixture_disabled():
         reporter.write_line("")
-        reporter.write_line("LiteLLM proxy figures (tests/test_litellm.py):")
+        reporter.write_line("LiteLLM proxy figures (tests/transport/test_litellm.py):")
         for name, value in FIGURES.items():
             reporter.write_line(f"  {name:<36} {value}")
 

@@ -13,7 +13,7 @@ import pytest
 from llmbatch_pd.core import errors
 from llmbatch_pd.sim import Simulator
 
-from .conftest import KEY, paused, wait_until
+from ..conftest import KEY, paused, wait_until
 
 DEADLINE = 60.0  # seconds, for a job to finish once it has been cancelled
 

@@ -10,7 +10,7 @@ from llmbatch_pd import BudgetError, InputError
 from llmbatch_pd.sim import Simulator
 from llmbatch_pd.sim.answers import prompt_sha
 
-from .conftest import KEY, MODEL
+from ..conftest import KEY, MODEL
 
 # gpt-4.1-mini's published price, dollars per million tokens (no cached tokens in these runs).
 INPUT_PER_MTOK, OUTPUT_PER_MTOK = 0.40, 1.60

@@ -285,7 +285,7 @@ def run_offline(tmp_path: Path, *, pythonpath: list[str]) -> subprocess.Complete
     env = {**os.environ, "TIKTOKEN_CACHE_DIR": str(empty_cache)}
     inherited = [os.environ["PYTHONPATH"]] if os.environ.get("PYTHONPATH") else []
     env["PYTHONPATH"] = os.pathsep.join(
-        [*pythonpath, str(Path(__file__).resolve().parents[1]), *inherited]
+        [*pythonpath, str(Path(__file__).resolve().parents[2]), *inherited]
     )
     return subprocess.run(
         [sys.executable, "-c", NO_NETWORK], env=env, capture_output=True, text=True, timeout=120

@@ -14,7 +14,7 @@ from llmbatch_pd.core.report import RunReports
 from llmbatch_pd.core.types import Usage
 from llmbatch_pd.sim import Simulator
 
-from .conftest import bill, wait_until
+from ..conftest import bill, wait_until
 
 KEY = "sk-test-0123456789abcdefSECRET"
 PROMPT = "Classify the sentiment as positive, negative or neutral: {text}"

@@ -14,7 +14,7 @@ import llmbatch_pd
 from llmbatch_pd.core.errors import RepeatedFailure
 from llmbatch_pd.sim import Simulator
 
-from .conftest import KEY, MODEL, paused, wait_until
+from ..conftest import KEY, MODEL, paused, wait_until
 
 
 def rows(n):

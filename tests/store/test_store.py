@@ -15,9 +15,9 @@ from llmbatch_pd.sim import Simulator
 from llmbatch_pd.store.db import Store
 from llmbatch_pd.store.migrations import MIGRATIONS
 
-from .conftest import KEY, wait_until
+from ..conftest import KEY, wait_until
 
-HERE = {**os.environ, "PYTHONPATH": os.path.dirname(os.path.dirname(os.path.abspath(__file__)))}
+HERE = {**os.environ, "PYTHONPATH": os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))}
 """A script run from a temporary directory imports this checkout, not an installed copy."""
 
 
@@ -44,7 +44,7 @@ def test_rerun_sends_nothing_and_edit_resends_one_row(llm, sim, private_cache):
 
 
 def test_errors_are_not_cached(sim, private_cache):
-    from .conftest import MODEL
+    from ..conftest import MODEL
 
     df = rows(30)
     opts = dict(model=MODEL, base_url=sim.base_url, api_key=KEY, progress=False, max_retries=0)

@@ -42,7 +42,7 @@ from pathlib import Path
 
 import pytest
 
-ROOT = Path(__file__).resolve().parents[1]
+ROOT = Path(__file__).resolve().parents[2]
 BUILD = ROOT / "build"
 CI = os.environ.get("CI", "").strip().lower() in ("1", "true", "yes")
 BROWSER_ARGS = ["--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run",
@@ -408,7 +408,7 @@ def test_side_by_side_and_batch_in_jupyterlab(tmp_path):
             assert panels, "the widget panel never rendered (is jupyterlab_widgets installed?)"
             # the estimate table is the state the card is displayed with; the first update
             # (a tick, 0.1 s, later) turns it into the plan line: the recorder sees the table
-            # (tests/test_ui.py pins the table itself; a loaded CI machine may paint only the
+            # (tests/ui/test_ui.py pins the table itself; a loaded CI machine may paint only the
             # plan line that follows it, as the single-model test above also accepts)
             tables = [t for t in panels if "Tokens in" in t and "Wall time" in t]
             assert any("gpt-4.1-mini" in t and "gpt-4.1-nano" in t and re.search(r"Total\s+2 models", t)

@@ -22,7 +22,7 @@ from llmbatch_pd.core.schema import OutputSchema
 from llmbatch_pd.providers.anthropic import uses_tool_for_schema
 from llmbatch_pd.sim import Simulator
 
-from .conftest import bill
+from ..conftest import bill
 
 KEY = "sk-test-0123456789abcdefSECRET"
 PROMPT = "Classify the sentiment as positive, negative or neutral: {text}"

@@ -24,7 +24,7 @@ from llmbatch_pd.sim import Simulator
 from llmbatch_pd.ui.report import reports_html, reports_markdown, reports_text
 
 KEY = "sk-test-0123456789abcdefSECRET"
-README = (Path(__file__).resolve().parent.parent / "README.md").read_text()
+README = (Path(__file__).resolve().parents[2] / "README.md").read_text()
 FRAME = pd.DataFrame({"t": ["red", "green", "blue"]})
 
 

@@ -24,7 +24,7 @@ from llmbatch_pd.runs.chat import Run
 from llmbatch_pd.runs.spec import RunSpec
 from llmbatch_pd.sim import Simulator
 
-from .conftest import cancel_once_batched, wait_until
+from ..conftest import cancel_once_batched, wait_until
 from .test_batch import FAST, KEY, OPENAI_MODEL, claude_kw, creations, openai_kw
 
 CHAT_PATHS = ("/v1/chat/completions", "/v1/messages")

@@ -28,7 +28,7 @@ KEY = "sk-test-0123456789abcdefSECRET"
 MODEL = "openai/gpt-4.1-mini"
 CLAUDE = "anthropic/claude-haiku-4-5"
 PRICES = {CLAUDE: (1.0, 5.0)}
-HERE = {**os.environ, "PYTHONPATH": str(Path(__file__).resolve().parents[1])}  # this checkout
+HERE = {**os.environ, "PYTHONPATH": str(Path(__file__).resolve().parents[2])}  # this checkout
 CUT = 35  # max_tokens that cuts about half of the simulator's 20-60-token answers
 
 

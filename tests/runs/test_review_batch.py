@@ -24,8 +24,8 @@ from llmbatch_pd.sim import Simulator
 from llmbatch_pd.store.db import Store
 from llmbatch_pd.transport.loop_thread import engine_loop
 
-from .conftest import KEY, wait_until
-from .test_trust_cache import HOLDER, release  # the process that holds the cache lock
+from ..conftest import KEY, wait_until
+from ..store.test_trust_cache import HOLDER, release  # the process that holds the cache lock
 
 MINI, NANO = "openai/gpt-4.1-mini", "openai/gpt-4.1-nano"
 

@@ -15,7 +15,7 @@ from llmbatch_pd.transport.breaker import CircuitBreaker
 from llmbatch_pd.transport.http import BatchClient
 from llmbatch_pd.transport.retry import RetryPolicy, Tries
 
-from .conftest import KEY
+from ..conftest import KEY
 
 
 async def _serve(answers: list[web.Response]) -> tuple[web.AppRunner, str, list[str]]:

@@ -19,7 +19,7 @@ from openai.lib._parsing._completions import type_to_response_format_param
 from llmbatch_pd.sim import Simulator
 from llmbatch_pd.sim.answers import make_answer
 
-from .conftest import wait_until
+from ..conftest import wait_until
 
 KEY = "sk-test-0123456789"
 SENTIMENT = "Classify the sentiment of this review as positive, negative or neutral:\n{}"

@@ -22,7 +22,7 @@ from llmbatch_pd.transport.breaker import CircuitBreaker
 from llmbatch_pd.transport.engine import Engine, RetryPolicy
 from llmbatch_pd.transport.limits import RateLimiter
 
-from .conftest import KEY, MODEL
+from ..conftest import KEY, MODEL
 
 DEADLINE = 20.0  # seconds; generous for a loaded 2-core machine, far below what a hang takes
 
