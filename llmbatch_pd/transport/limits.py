@@ -74,9 +74,11 @@ class RateLimiter:
     best known estimate of the limit. Calm responses win pace back with time, not per answer
     (per-answer growth compounds faster the faster we go, and overshoots): quickly
     (``FAST_GROWTH``) while below the ceiling or when it is unknown, slowly (``PROBE``) above
-    it, and the first 429 such a probe provokes puts the pace back on the ceiling. If slowing
+    it, and the first 429s such a probe provokes put the pace back on the ceiling. If slowing
     down does not lower the share of 429s, they are not about our pace: the cut is undone and
-    the threshold raised.
+    the threshold raised. The share of 429s seen while pacing at the ceiling is ``noise``
+    (random refusals a limit does not explain): cuts and probe resets look only at a share
+    above it, so a steady 5 % of random 429s cannot ratchet the pace down streak by streak.
 
     A server that refuses *everything* for a while (a limit counted per calendar window) is a
     ``Blockade``: everyone stops, one probe at a time finds the reset, and the pace is set from
