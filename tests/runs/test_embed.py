@@ -403,3 +403,20 @@ def test_batch_refused_for_providers_without_a_batch_api(sim, model):
     with pytest.raises(InputError, match="mode="):
         texts(3).llm.embed(model=MODEL, base_url=sim.base_url, api_key=KEY, progress=False, mode="bulk")
     assert sim.log == [] and sim.batches == []
+
+
+def test_packs_a_fatal_error_left_unsent_count_as_not_sent():
+    """A wrong key stops an embeddings run after its first pack: the rows of the packs never
+    sent are counted "not sent" (``BaseRun`` counts them for chat and embeddings alike), the
+    first pack's rows failed. The reference is what reached the simulator: the inputs in the
+    bodies it captured."""
+    s = texts(5_000)
+    with Simulator(ttft_ms=0, api_key=KEY, capture_requests=20) as sim:
+        with pytest.raises(llmbatch_pd.AuthenticationError) as caught:
+            s.llm.embed(model=MODEL, base_url=sim.base_url, api_key=KEY + "x", progress=False,
+                        cache=False, dimensions=8, concurrency=1)
+        reached = sum(len(c["body"]["input"]) for c in sim.captured if c["path"] == "/v1/embeddings")
+    report = caught.value.result.attrs["llm_report"]
+    assert 0 < reached < len(s)
+    assert report.not_sent == len(s) - reached
+    assert report.answered_rows == 0
