@@ -17,8 +17,8 @@ from typing import Any, Self
 
 import ipywidgets as w
 
+from ..core import numbers as fmt
 from ..core.figures import not_sent
-from . import format as fmt
 from .style import (
     AMBER,
     AMBER_TEXT,

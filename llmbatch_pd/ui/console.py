@@ -14,8 +14,8 @@ from typing import TYPE_CHECKING, Any, Self
 
 from tqdm import tqdm
 
+from ..core import numbers as fmt
 from ..core.figures import batch_progress, budget_of, estimates_for, group_budget, mode_of
-from . import format as fmt
 from .costs import PRICE_UNKNOWN, cost_known
 from .lines import short_models
 from .report import estimate_text, estimates_text

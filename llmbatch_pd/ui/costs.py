@@ -9,8 +9,8 @@ from __future__ import annotations
 
 from typing import Any
 
+from ..core import numbers as fmt
 from ..core.figures import cost_known, priced
-from . import format as fmt
 
 PRICE_UNKNOWN = "price unknown"
 UNKNOWN_NOTE = "no price for this model: pass prices= for a figure"

@@ -11,6 +11,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Any
 
+from ..core import numbers as fmt
 from ..core.figures import (
     estimates_for,
     expected_cost,
@@ -20,7 +21,6 @@ from ..core.figures import (
     not_sent,
     status,
 )
-from . import format as fmt
 from .costs import PRICE_UNKNOWN, excludes, spent, total_spent
 from .lines import short_models
 from .style import BORDER, MUTED, TABLE, TR, colored, esc, md, one_line

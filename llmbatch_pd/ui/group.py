@@ -22,6 +22,7 @@ from typing import TYPE_CHECKING, Any
 
 import ipywidgets as w
 
+from ..core import numbers as fmt
 from ..core.figures import (
     batch_progress,
     estimates_for,
@@ -31,7 +32,6 @@ from ..core.figures import (
     mode_of,
     status,
 )
-from . import format as fmt
 from .card import Card, _html, render_rows
 from .costs import PRICE_UNKNOWN, excludes, spent
 from .lines import BATCH_NOTE, group_errors, group_warnings, short_models

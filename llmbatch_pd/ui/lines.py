@@ -10,6 +10,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
+from ..core import numbers as fmt
 from ..core.figures import (
     batch_ended,
     batch_progress,
@@ -25,7 +26,6 @@ from ..core.figures import (
     top_errors,
     warnings_of,
 )
-from . import format as fmt
 from .costs import PRICE_UNKNOWN, UNKNOWN_NOTE, spent
 
 if TYPE_CHECKING:

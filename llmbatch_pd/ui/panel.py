@@ -35,6 +35,7 @@ from typing import TYPE_CHECKING, Any
 
 import ipywidgets as w
 
+from ..core import numbers as fmt
 from ..core.figures import (
     batch_progress,
     budget_of,
@@ -44,7 +45,6 @@ from ..core.figures import (
     top_errors,
     warnings_of,
 )
-from . import format as fmt
 from .card import Card, _html, render_rows
 from .costs import PRICE_UNKNOWN, spent
 from .lines import BATCH_NOTE, batch_counts_text, batch_ids_text, summary_lines

@@ -12,6 +12,7 @@ from __future__ import annotations
 
 from typing import TYPE_CHECKING, Any
 
+from ..core import numbers as fmt
 from ..core.figures import (
     budget_of,
     estimate_of,
@@ -23,7 +24,6 @@ from ..core.figures import (
     top_errors,
     warnings_of,
 )
-from . import format as fmt
 from .grid import (
     ESTIMATE_HEAD,
     REPORT_HEAD,

@@ -14,7 +14,7 @@ import html
 import re
 from typing import TYPE_CHECKING, Any
 
-from . import format as fmt
+from ..core import numbers as fmt
 
 if TYPE_CHECKING:
     from .lines import Line

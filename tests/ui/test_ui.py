@@ -12,6 +12,7 @@ import time
 import ipywidgets as w
 import pytest
 
+from llmbatch_pd.core import numbers as fmt
 from llmbatch_pd.core.errors import InputError
 from llmbatch_pd.core.report import RunReport
 from llmbatch_pd.planning import estimate as plan
@@ -25,7 +26,6 @@ from llmbatch_pd.ui import (
     report_markdown,
     report_text,
 )
-from llmbatch_pd.ui import format as fmt
 from llmbatch_pd.ui.panel import Panel
 from llmbatch_pd.ui.style import AMBER, BLUE, GREEN, RED
 
