@@ -212,7 +212,7 @@ def _estimate(df: pd.DataFrame, template: str, model: str | list[str], pilot: in
                 warnings.warn("pilot= with cache=False: the pilot's answers cannot be kept", stacklevel=3)
             job.estimate_with_pilot(name)
         row = job.estimate.as_row()
-        budget, expected = job.spec.budget, opts.expected_cost(job.spec, job.estimate)
+        budget, expected = job.spec.budget, job.estimate.cost_for(job.spec.mode)
         row["within_budget"] = None if budget is None or expected is None else expected <= budget
         rows.append(row)
     return pd.DataFrame(rows).set_index("model")

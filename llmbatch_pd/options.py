@@ -138,15 +138,10 @@ def labels(names: list[str]) -> list[str]:
     return [s if short.count(s) == 1 else n.strip().replace("/", "_") for s, n in zip(short, names, strict=True)]
 
 
-def expected_cost(spec: RunSpec, estimate: Estimate) -> float | None:
-    """The estimate's cost at the prices of the run's mode (batch jobs: the batch prices)."""
-    return estimate.cost_for(spec.mode)
-
-
 def check_budget(spec: RunSpec, estimate: Estimate) -> None:
     """One model: refused before anything is sent when the expected cost is above the budget,
     or the budget cannot cover one request's worst case."""
-    budget, expected = spec.budget, expected_cost(spec, estimate)
+    budget, expected = spec.budget, estimate.cost_for(spec.mode)
     if budget is not None and expected is not None and expected > budget:
         raise errors.BudgetError(
             f"not started: the expected cost is above the budget of {money(budget)}.\n"
@@ -160,7 +155,7 @@ def check_group_budget(budget: float | None, runs: list[tuple[RunSpec, Estimate]
     the expected costs add up to more."""
     if budget is None:
         return
-    costs = [expected_cost(spec, estimate) for spec, estimate in runs]
+    costs = [estimate.cost_for(spec.mode) for spec, estimate in runs]
     if all(c is not None for c in costs) and sum(costs) > budget:
         lines = "\n".join(f"  {spec.model.full}: {money(c)}" for (spec, _), c in zip(runs, costs, strict=True))
         raise errors.BudgetError(
