@@ -68,7 +68,7 @@ class _Apply(ModelRun, Runnable):
         opts.check_new_columns(df.columns, self.naming.new(spec.schema), output, spec.template.fields)
         super().__init__(spec, rows, len(df), pilot=pilot, usage=usage,
                          check=opts.check_budget if check_budget else None,
-                         plan_now=spec.budget is not None or progress is not False)
+                         plan_now=(spec.budget is not None and not pilot) or progress is not False)
 
     def display(self, *, on_cancel=None, on_run=None, background: bool = False):
         """The panel in a notebook, a tqdm bar elsewhere, or nothing (``progress=False``).
@@ -88,10 +88,7 @@ class _Apply(ModelRun, Runnable):
         return frames.assemble(self.df, self.columns(), self.run.report)
 
     def stopped(self, result: Any) -> errors.ProviderError | None:
-        err = self.stop_error
-        if err is None or not err.fatal:
-            return None
-        return err.after_run(stop_note(self.report), result, self.report)
+        return raised_stop(self.stop_error, result, self.report)
 
     def row_warning(self) -> str | None:
         return row_warning(self.run.errors, self.spec.template.fields, answers=self.run.answers,
@@ -254,7 +251,7 @@ class _Embed(Runnable):
         return self.run.report
 
     def stopped(self, result: Any) -> errors.ProviderError | None:
-        return raised_stop((self.run.engine, self.run.batcher), result, self.run.report)
+        return raised_stop(self.run.stop_error, result, self.run.report)
 
     def row_warning(self) -> str | None:
         from .runs.embed import failure_warning

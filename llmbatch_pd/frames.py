@@ -158,7 +158,6 @@ def vectors(run: Any, index: pd.Index, output: str, as_array: bool) -> pd.Series
     errs = run.row_errors()
     matrix = run.matrix()
     run.report.estimate = run.report.estimate or run.estimate
-    remember(run.report)
     if as_array:
         remember(run.report, matrix)
         return matrix

@@ -65,11 +65,7 @@ def stop_note(report: Any) -> str:
             "in .report.")
 
 
-def raised_stop(parts: Iterable[Any], result: Any, report: Any) -> Any:
-    """The run-wide fault (a ``FatalError``) that stopped a run's engine or batch runner,
-    ready to raise with what finished attached; None when it ended otherwise."""
-    for part in parts:
-        err = part.stopped if part is not None else None
-        if err is not None:
-            return err.after_run(stop_note(report), result, report) if err.fatal else None
-    return None
+def raised_stop(err: Any, result: Any, report: Any) -> Any:
+    """``err`` (why a run stopped, or None) ready to raise with what finished attached, when it
+    is a run-wide fault (a ``FatalError``); None when the run ended otherwise."""
+    return err.after_run(stop_note(report), result, report) if err is not None and err.fatal else None
