@@ -313,9 +313,7 @@ class Engine:
             self._note_pace()
         elif never_connected(exc) and (fatal := self.opening.connect_failed(exc, attempt)):
             return fatal
-        else:
-            return breaker_verdict(self.breaker, exc, probe)
-        return None
+        return breaker_verdict(self.breaker, exc, probe)
 
     def _fail_row(self, request: Request, exc: errors.ProviderError, on_done: OnDone,
                   cut_at: int | None | bool = False) -> None:

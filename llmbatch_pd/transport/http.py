@@ -84,9 +84,15 @@ def never_connected(exc: errors.ProviderError) -> bool:
 
 def breaker_verdict(breaker: CircuitBreaker | None, exc: errors.ProviderError,
                     probe: bool) -> errors.ProviderDown | None:
-    """Count a retryable failure on the breaker; the stop reason once it judges the provider
-    down, else None."""
-    if breaker is None or not exc.retryable or not breaker.on_failure(probe):
+    """A failed call, told to the breaker. An answer that shows the server up (a 429, a 4xx)
+    closes it (a probe that got one must not leave every caller waiting half-open); a retryable
+    failure counts, and once the breaker judges the provider down the stop reason comes back."""
+    if breaker is None:
+        return None
+    if isinstance(exc, errors.RateLimitError) or not exc.retryable:
+        breaker.on_success()
+        return None
+    if not breaker.on_failure(probe):
         return None
     return errors.ProviderDown(
         f"the provider is failing: {breaker.consecutive} failures in a row "
@@ -183,8 +189,5 @@ class BatchClient:
         return probe
 
     def _failed(self, exc: errors.ProviderError, probe: bool) -> None:
-        """A server-side failure counts on the breaker; any other answer shows the server up."""
-        if isinstance(exc, errors.RateLimitError) or not exc.retryable:
-            self.breaker.on_success()  # it answered (a 429, a 4xx): not down
-        elif self.down is None:
-            self.down = breaker_verdict(self.breaker, exc, probe)
+        down = breaker_verdict(self.breaker, exc, probe)
+        self.down = self.down or down

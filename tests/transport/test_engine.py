@@ -82,3 +82,34 @@ def test_stats_count_fault_kinds():
 
 
 # backoff and Retry-After: checked against the README's documented bounds in test_trust_engine.py
+
+
+def test_a_probe_answered_429_closes_the_breaker():
+    """The breaker's probe gets a 429 (the server is up, only busy): the breaker closes and
+    the run goes on. Before, nothing closed it and every worker waited half-open for ever."""
+    with Simulator(ttft_ms=5, fault_5xx=1.0) as sim:
+        provider = make_provider(parse_model("openai/gpt-4.1-mini"), base_url=sim.base_url, api_key=KEY)
+        breaker = CircuitBreaker(threshold=5, cooldown=0.05, max_probes=5)
+        engine = Engine(provider, concurrency=8, breaker=breaker,
+                        retry=RetryPolicy(max_retries=8, base=0.01, cap=0.05))
+        out = {}
+
+        async def until(what, done):
+            deadline = asyncio.get_running_loop().time() + 30
+            while not done():
+                assert asyncio.get_running_loop().time() < deadline, what
+                await asyncio.sleep(0.005)
+
+        async def scenario():
+            task = asyncio.ensure_future(engine.run(
+                requests(50), lambda r, reply, exc: out.__setitem__(r.index, reply.text if reply else exc)))
+            await until("the breaker never opened", lambda: breaker.opened >= 1)
+            refused = sum(e["status"] == 429 for e in sim.log)
+            sim.configure(fault_5xx=0.0, fault_429=1.0, fault_retry_after_s=0.01)
+            await until("no probe was answered 429", lambda: sum(e["status"] == 429 for e in sim.log) > refused)
+            sim.configure(fault_429=0.0)
+            await asyncio.wait_for(task, 60)
+
+        asyncio.run(scenario())
+    assert engine.stopped is None and breaker.state == "closed"
+    assert sum(isinstance(v, str) for v in out.values()) == 50
