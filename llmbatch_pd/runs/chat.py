@@ -306,14 +306,13 @@ class Run(BaseRun):
             pilot = plan.Pilot(history.requests, history.input_tokens, history.estimated_input_tokens,
                                history.output_tokens, history.latency_total / history.requests,
                                source="history")
-        learned = history if history is not None else None
         r = self.report
         estimate = plan.build(
             spec.model.full, rows=self.n, duplicates=r.duplicates, cached=r.cached + r.prefilled,
             skipped=r.skipped, too_long=r.too_long, input_counts=counts, exact=spec.counter.exact,
             token_counting=spec.counter.name, price=spec.price, max_tokens=spec.max_tokens,
-            concurrency=spec.concurrency, rpm=spec.rpm or (learned.rpm if learned else None),
-            tpm=spec.tpm or (learned.tpm if learned else None), budget=spec.budget, pilot=pilot,
+            concurrency=spec.concurrency, rpm=spec.rpm or (history.rpm if history else None),
+            tpm=spec.tpm or (history.tpm if history else None), budget=spec.budget, pilot=pilot,
             tiers=spec.tiers,
         )
         estimate.cache_saves = r.saved_by_cache if spec.price is not None else None
@@ -340,12 +339,9 @@ class Run(BaseRun):
         from_headers = limiter.learned_from == "headers"
         rpm = limiter.requests.rate * 60 if from_headers and limiter.requests.rate else None
         tpm = limiter.tokens.rate * 60 if from_headers and limiter.tokens.rate else None
-        try:
-            self.store.add_history_later(self.history_key, History(
-                answered, input_tokens, self.sent_estimated_tokens, output_tokens,
-                self.stats.latency_total, rpm, tpm))
-        except sqlite3.Error:
-            pass  # the answers matter, the history is a nicety
+        self.store.add_history_later(self.history_key, History(  # written by the writer thread
+            answered, input_tokens, self.sent_estimated_tokens, output_tokens,
+            self.stats.latency_total, rpm, tpm))
 
     def _open_store(self) -> None:
         if self.spec.cache_path is not None:

@@ -37,7 +37,8 @@ from .writer import ANSWER_COLUMNS, Row, sqlite_gate, write_answers, writer_for
 
 ENV_VAR = "LLMBATCH_PD_CACHE"
 BATCH_READ_WAIT = 5.0
-"""Seconds a read of the batch jobs waits for the ones this process handed to the writer."""
+"""Seconds a read of the batch jobs waits for the records this process handed to the writer
+(only those: answers streaming in from another run do not hold it up)."""
 
 
 HISTORY_KEEP = 1000
@@ -203,7 +204,7 @@ class Store:
         """Jobs for this endpoint and model whose results have not all been collected. A job
         this process recorded a moment ago may still wait on the writer thread: it is waited
         for (briefly), or a run started right after would submit the same requests again."""
-        self.writer.flush(BATCH_READ_WAIT)
+        self.writer.flush(BATCH_READ_WAIT, jobs_only=True)
         with sqlite_gate:
             rows = self.db.execute(
                 "SELECT id, provider, endpoint, model, keys, status, created FROM batches "
@@ -213,7 +214,7 @@ class Store:
         return [BatchRecord(r[0], r[1], r[2], r[3], tuple(json.loads(r[4])), r[5], r[6]) for r in rows]
 
     def get_batch(self, batch_id: str) -> BatchRecord | None:
-        self.writer.flush(BATCH_READ_WAIT)  # as open_batches: what this process recorded counts
+        self.writer.flush(BATCH_READ_WAIT, jobs_only=True)  # as open_batches: what this process recorded counts
         with sqlite_gate:
             r = self.db.execute(
                 "SELECT id, provider, endpoint, model, keys, status, created, collected FROM batches "

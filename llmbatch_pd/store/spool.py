@@ -19,6 +19,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from ..core.types import Request
+from .writer import sqlite_gate
 
 READ_CHUNK = 1024  # rows read back at a time
 LOOKUP_CHUNK = 500  # keys looked up in one query (SQLite allows 32,766 parameters)
@@ -50,7 +51,8 @@ class Spool:
 
     def __init__(self) -> None:
         self._dir = tempfile.TemporaryDirectory(prefix="llmbatch_pd-batch-")
-        self.db = sqlite3.connect(Path(self._dir.name) / "requests.sqlite", isolation_level=None)
+        with sqlite_gate:  # see writer.ForkGate
+            self.db = sqlite3.connect(Path(self._dir.name) / "requests.sqlite", isolation_level=None)
         self.db.executescript(
             "PRAGMA journal_mode=OFF; PRAGMA synchronous=OFF; PRAGMA cache_size=-4096;"
             "CREATE TABLE req (seq INTEGER PRIMARY KEY, key TEXT NOT NULL UNIQUE, row INT, "
@@ -141,6 +143,7 @@ class Spool:
 
     def close(self) -> None:
         try:
-            self.db.close()
+            with sqlite_gate:
+                self.db.close()
         finally:
             self._dir.cleanup()

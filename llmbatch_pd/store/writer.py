@@ -161,11 +161,12 @@ class Writer:
         with self._cond:
             return len(self._pending)
 
-    def flush(self, timeout: float | None = None) -> bool:
-        """Wait until everything handed over is written (True) or ``timeout`` s pass (False)."""
+    def flush(self, timeout: float | None = None, *, jobs_only: bool = False) -> bool:
+        """Wait until everything handed over is written (True) or ``timeout`` s pass (False);
+        ``jobs_only``: only the jobs (a batch job's record), not a stream of answers."""
         deadline = None if timeout is None else time.monotonic() + timeout
         with self._cond:
-            while self._pending or self._jobs:
+            while self._jobs or (self._pending and not jobs_only):
                 left = None if deadline is None else deadline - time.monotonic()
                 if left is not None and left <= 0:
                     return False
@@ -210,7 +211,7 @@ class Writer:
                     self._write(db, rows, jobs)
         except Exception as exc:  # the file cannot be written at all: drop, say why
             with self._cond:
-                self._give_up(self._pending, self._jobs, exc)
+                self._give_up(self._pending, exc)
                 self._pending, self._jobs, self._thread = {}, [], None
                 self._cond.notify_all()
         finally:
@@ -260,7 +261,7 @@ class Writer:
             if _locked(exc):
                 return
             with self._cond:
-                self._give_up(rows, jobs, exc)
+                self._give_up(rows, exc)
                 self._done(rows, jobs)
             return
         with self._cond:
@@ -288,7 +289,7 @@ class Writer:
         self._jobs = [job for job in self._jobs if job not in jobs]
         self._cond.notify_all()
 
-    def _give_up(self, rows, jobs, exc: BaseException) -> None:  # condition held
+    def _give_up(self, rows, exc: BaseException) -> None:  # condition held
         self.error = f"{type(exc).__name__}: {exc}"
         self.lost += len(rows)
 
