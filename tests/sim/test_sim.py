@@ -32,6 +32,8 @@ from llmbatch_pd.sim import SimConfig, Simulator
 from llmbatch_pd.sim.limits import Bucket, RateLimiter, format_duration
 from llmbatch_pd.sim.tokens import _segments, count_tokens, truncate_tokens
 
+from ..conftest import wait_until
+
 KEY = "sk-test-0123456789"
 SENTIMENT = "Classify the sentiment of this review as positive, negative or neutral:\n{}"
 
@@ -82,14 +84,6 @@ def parse_duration(text: str) -> float:
         return int(m.group(4)) / 1000
     h, mi, s = (float(g) if g else 0.0 for g in m.group(1, 2, 3))
     return h * 3600 + mi * 60 + s
-
-
-def wait_until(condition: Any, deadline_s: float, what: str) -> Any:
-    deadline = time.monotonic() + deadline_s
-    while not (value := condition()):
-        assert time.monotonic() < deadline, f"timed out waiting for {what}"
-        time.sleep(0.02)
-    return value
 
 
 def cookbook_prompt_tokens(messages: list[dict[str, str]], content_tokens: list[int]) -> int:
