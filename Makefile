@@ -32,7 +32,7 @@ OFFLINE := env -u OPENAI_API_KEY -u OPENAI_BASE_URL -u ANTHROPIC_API_KEY -u ANTH
 	-u DEEPSEEK_API_KEY -u GEMINI_API_KEY
 
 demo: $(STAMP)
-	$(OFFLINE) $(BIN)/python -m llmbatch_pd.demo
+	$(OFFLINE) $(BIN)/python -m llmbatch_pd
 	$(OFFLINE) $(BIN)/python tools/run_notebook.py notebooks/quickstart.ipynb --html build/quickstart.html
 
 test: $(STAMP) $(LITELLM_STAMP)

@@ -25,6 +25,7 @@ from .core.errors import (
     TemplateError,
 )
 from .core.report import RunReport
+from .frames import load_reviews
 
 # the errors module keeps its public path (``from llmbatch_pd.errors import RowError``) now that
 # it lives in core/: the same module object under both names
@@ -51,6 +52,7 @@ __all__ = [
     "errors",
     "last_report",
     "last_result",
+    "load_reviews",
 ]
 
 del _accessor

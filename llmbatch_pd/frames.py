@@ -10,6 +10,7 @@ from __future__ import annotations
 import enum
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
+from importlib.resources import files
 from typing import TYPE_CHECKING, Any
 
 import numpy as np
@@ -27,6 +28,12 @@ REPORT_ATTR = "llm_report"
 EMBED_ERRORS_ATTR = "llm_errors"
 LAST: dict[str, Any] = {}
 """The result and report of the last run in this process (``last_result()``, ``last_report()``)."""
+
+
+def load_reviews() -> pd.DataFrame:
+    """The bundled sample: 300 short product reviews (shop, product, rating, language, text),
+    the demo's and the notebooks' data: ``llmbatch_pd.load_reviews()``."""
+    return pd.read_csv(files("llmbatch_pd") / "data" / "reviews.csv")
 
 
 def remember(report: Any, result: Any = None) -> None:

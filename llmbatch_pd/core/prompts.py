@@ -56,6 +56,17 @@ class Template:
             parts.append((literal, name, spec or "", conversion))
         return cls(text, tuple(fields), tuple(parts))
 
+    @property
+    def prefix(self) -> str:
+        """The literal text before the first field: the same in every row's prompt, so the
+        part a provider can cache (and a packed request states once)."""
+        out = []
+        for literal, name, _spec, _conversion in self._parts:
+            out.append(literal)
+            if name is not None:
+                break
+        return "".join(out)
+
     def check_columns(self, columns: Sequence[Any]) -> None:
         """Every field must name a column; the error lists the columns there are."""
         names = {str(c) for c in columns}

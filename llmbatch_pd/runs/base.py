@@ -13,6 +13,7 @@ from __future__ import annotations
 import asyncio
 import warnings
 from collections.abc import Callable, Iterable, Iterator, Mapping
+from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
 from ..core import errors
@@ -27,6 +28,17 @@ from .spec import SendSpec
 if TYPE_CHECKING:  # aiohttp loads on the first run (~200 ms of import)
     from ..transport.engine import Engine
     from .batch import BatchRunner
+
+@dataclass
+class Shared:
+    """Pacing and the breaker shared with other runs (the Dask coordinator's, shared by every
+    worker of a cluster). Set ``BaseRun.shared`` before the run starts; without it a run
+    builds its own from the spec's ``rpm``/``tpm``. The budget is shared through the ledger
+    passed to ``execute``."""
+
+    limiter: RateLimiter | None = None
+    breaker: CircuitBreaker | None = None
+
 
 RowValues = Callable[[], Iterable[Mapping[str, Any]]]
 """Called (once per walk) for the rows' field values, one mapping per row."""
@@ -51,6 +63,7 @@ class BaseRun:
         self.batcher: BatchRunner | None = None
         self.store: Store | None = None
         self.warnings_shown_elsewhere = False  # the notebook panel shows them in place
+        self.shared = Shared()
         self._unsaved: list = []
 
     # what a subclass supplies ----------------------------------------------------------------
@@ -147,7 +160,8 @@ class BaseRun:
                                        **common, **(batch or {}))
         else:
             self.engine = Engine(spec.provider, concurrency=spec.concurrency,
-                                 limiter=RateLimiter(spec.rpm, spec.tpm), breaker=CircuitBreaker(),
+                                 limiter=self.shared.limiter or RateLimiter(spec.rpm, spec.tpm),
+                                 breaker=self.shared.breaker or CircuitBreaker(),
                                  **common, **(engine or {}))
 
     async def _send(self, requests: Iterable[Request]) -> None:

@@ -88,3 +88,10 @@ def test_repeats_are_judged_on_the_rendered_prompt():
     assert Template.parse("{a}{b:.0f}").repeats(iter(rows), 6).tolist() == [
         True, True, False, False, False, False]
     assert t.repeats(iter([{"a": "x1", "b": 2.0}, {"a": "x", "b": 12.0}]), 2).tolist() == [True, True]
+
+
+def test_the_prefix_is_the_literal_text_before_the_first_field() -> None:
+    assert Template.parse("Classify.\nReview: {text} ({shop})").prefix == "Classify.\nReview: "
+    assert Template.parse("{text} is it good?").prefix == ""
+    assert Template.parse("No fields at all").prefix == "No fields at all"
+    assert Template.parse("Braces {{x}} stay literal: {text}").prefix == "Braces {x} stay literal: "

@@ -1,4 +1,4 @@
-"""``make demo``: classify the bundled reviews on the built-in simulator.
+"""``make demo`` (``python -m llmbatch_pd``): classify the bundled reviews on the built-in simulator.
 
 Nothing leaves this machine: the simulator answers on loopback with deterministic,
 realistically-sized answers, rate-limit headers and a few injected faults.
@@ -6,21 +6,15 @@ realistically-sized answers, rate-limit headers and a few injected faults.
 
 from __future__ import annotations
 
-from importlib.resources import files
-
 import pandas as pd
 
-import llmbatch_pd  # noqa: F401  (registers df.llm)
+from llmbatch_pd import load_reviews  # importing the package registers df.llm
 from llmbatch_pd.sim import Simulator
 
 TEMPLATE = (
     "Classify the sentiment of this customer review as positive, negative or neutral.\n"
     "Shop: {shop}\nProduct: {product}\nReview: {text}"
 )
-
-
-def load_reviews() -> pd.DataFrame:
-    return pd.read_csv(files("llmbatch_pd") / "data" / "reviews.csv")
 
 
 def main() -> None:
