@@ -1,6 +1,7 @@
 """Send the rows of a pandas DataFrame through LLMs: ``df.llm.apply(template, model=...)``.
 
-Importing this package registers the ``df.llm`` and ``s.llm`` accessors.
+Importing this package registers the ``df.llm`` and ``s.llm`` accessors. It is also an IPython
+extension: ``%load_ext llmbatch_pd`` adds the ``%%llm`` and ``%llm_runs`` magics.
 """
 
 import sys
@@ -32,6 +33,15 @@ from .frames import load_reviews
 sys.modules[f"{__name__}.errors"] = errors
 
 __version__ = "0.1.0"
+
+
+def load_ipython_extension(ipython) -> None:
+    """``%load_ext llmbatch_pd`` (or ``c.InteractiveShellApp.extensions = ["llmbatch_pd"]``):
+    the ``%%llm`` and ``%llm_runs`` magics (``llmbatch_pd.ui.magics``)."""
+    from .ui.magics import load_ipython_extension as load
+
+    load(ipython)
+
 
 __all__ = [
     "AuthenticationError",
