@@ -84,7 +84,7 @@ class LLMMagics(Magics):
     @argument("--tpm", type=float, help="tokens per minute at most")
     @argument("--max-retries", type=int, dest="max_retries", metavar="N")
     @argument("--timeout", type=float, metavar="SECONDS", help="per request")
-    @argument("--missing", help="rows with a missing value: skip (default) or send")
+    @argument("--missing", help="rows with a missing value: skip (default) or empty (send them with an empty field)")
     @argument("--mode", help="realtime (default) or batch (the provider's batch API: half price, up to 24 h)")
     @argument("--poll-interval", type=float, dest="poll_interval", metavar="SECONDS", help="mode batch: status polls")
     @argument("--pack", metavar="K", help="rows per request (a number or auto)")
@@ -103,6 +103,7 @@ class LLMMagics(Magics):
     @argument("--estimate", action="store_true", help="show the estimate only: nothing is sent")
     @argument("--submit", action="store_true", help="run in the background (df.llm.submit): returns a Job")
     @argument("--confirm", action="store_true", help="with --submit: send nothing until job.start()")
+    @argument("-h", "--help", action="store_true", help="show this help (as %%%%llm? does)")
     @cell_magic
     def llm(self, line: str, cell: str) -> Any:
         """Send every row of FRAME through an LLM, with the cell's body as the template
@@ -110,6 +111,9 @@ class LLMMagics(Magics):
         columns added (FRAME itself is not changed); with --estimate the estimate, with --submit
         a Job. The figures of every run are in ``%llm_runs``."""
         args = parse_argstring(self.llm, line)
+        if args.help:
+            print((self.llm.__doc__ or "").removeprefix("::").strip("\n"))
+            return None
         frame, template, model, options = self._call(args, cell)
         try:
             if args.estimate:
@@ -195,6 +199,9 @@ class LLMMagics(Magics):
             return None
         return RunsTable(journal.entries())
 
+
+# magic_arguments writes the usage line of a line magic; this one is a cell magic
+LLMMagics.llm.__doc__ = (LLMMagics.llm.__doc__ or "").replace("%llm [", "%%llm [", 1)
 
 COLUMNS = ("#", "Model", "Kind", "Rows", "Answered", "Failed", "Not sent", "Cost", "Wall time", "Status", "Started")
 
