@@ -33,13 +33,14 @@ class Entry:
     model: str
     rows: int
     answered: int
-    failed: int  # rows that failed, not counting those never sent (``not_sent``)
+    failed: int  # rows that failed: not those skipped, nor those never sent
     not_sent: int
     dollars: float
     wall_s: float | None
     status: str
     report: Any  # the RunReport
     started: float  # time.time() when it was recorded first
+    skipped: int = 0  # rows not sent for a missing value or a prompt too long
 
 
 @dataclass
@@ -80,15 +81,16 @@ def _entry(rec: _Record) -> Entry:
     accounting = getattr(r, "accounting", None)
     if callable(accounting):  # rows = answered + failed + skipped + not sent, each apart
         acc = accounting()
-        answered, failed, unsent = acc.answered, sum(acc.failed.values()), sum(acc.not_sent.values())
-    else:  # failed_rows counts the rows never sent as well
-        unsent = not_sent(r)
-        answered, failed = r.answered_rows, r.failed_rows - unsent
+        answered, failed = acc.answered, sum(acc.failed.values())
+        skipped, unsent = sum(acc.skipped.values()), sum(acc.not_sent.values())
+    else:  # failed_rows counts the rows skipped and never sent as well
+        unsent, skipped = not_sent(r), int(getattr(r, "skipped", 0) or 0)
+        answered, failed = r.answered_rows, r.failed_rows - unsent - skipped
     wall = stats.elapsed if stats.started is not None else None
     status = rec.status or run_status(r, final=True)[0]
     return Entry(kind=rec.kind, model=str(r.model), rows=int(r.rows), answered=int(answered),
                  failed=int(failed), not_sent=int(unsent), dollars=float(r.cost or 0.0),
-                 wall_s=wall, status=status, report=r, started=rec.started)
+                 wall_s=wall, status=status, report=r, started=rec.started, skipped=int(skipped))
 
 
 def entries() -> list[Entry]:

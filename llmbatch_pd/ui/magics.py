@@ -19,6 +19,7 @@ the library refuses (an ``InputError``, which is also raised before any money is
 from __future__ import annotations
 
 import time
+import warnings
 from dataclasses import dataclass
 from typing import Any
 
@@ -54,6 +55,13 @@ def _pack(value: str) -> int | str:
 def _cache(value: str) -> bool | str:
     """``--cache off`` / ``on`` / ``refresh`` / a file path."""
     return {"on": True, "off": False}.get(value.lower(), value)
+
+
+def _rewarn(caught: list[warnings.WarningMessage]) -> None:
+    """The run's warnings (rows without an answer ...) said as the cell's, not as a line of
+    this module's: a library call's warning points at the caller's line, and here that is us."""
+    for w in caught:
+        warnings.warn_explicit(w.message, w.category, "%%llm", 1)
 
 
 def models_of(values: list[str] | None) -> str | list[str]:
@@ -115,16 +123,21 @@ class LLMMagics(Magics):
             print((self.llm.__doc__ or "").removeprefix("::").strip("\n"))
             return None
         frame, template, model, options = self._call(args, cell)
+        caught: list[warnings.WarningMessage] = []
         try:
-            if args.estimate:
-                options.pop("progress", None)
-                result = frame.llm.estimate(template, model=model, **options)
-            elif args.submit:
-                result = frame.llm.submit(template, model=model, confirm=args.confirm, **options)
-            else:
-                result = frame.llm.apply(template, model=model, **options)
+            with warnings.catch_warnings(record=True) as caught:
+                warnings.simplefilter("always")
+                if args.estimate:
+                    options.pop("progress", None)
+                    result = frame.llm.estimate(template, model=model, **options)
+                elif args.submit:
+                    result = frame.llm.submit(template, model=model, confirm=args.confirm, **options)
+                else:
+                    result = frame.llm.apply(template, model=model, **options)
         except InputError as exc:  # refused before anything was sent: say it as a usage error
             raise UsageError(f"%%llm: {exc}") from None
+        finally:
+            _rewarn(caught)  # outside catch_warnings: shown, not caught again
         if args.out:
             self.shell.user_ns[args.out] = result
         return result
@@ -203,7 +216,9 @@ class LLMMagics(Magics):
 # magic_arguments writes the usage line of a line magic; this one is a cell magic
 LLMMagics.llm.__doc__ = (LLMMagics.llm.__doc__ or "").replace("%llm [", "%%llm [", 1)
 
-COLUMNS = ("#", "Model", "Kind", "Rows", "Answered", "Failed", "Not sent", "Cost", "Wall time", "Status", "Started")
+COLUMNS = ("#", "Model", "Kind", "Rows", "Answered", "Failed", "Skipped", "Not sent", "Cost", "Wall time",
+           "Status", "Started")
+LEFT = (1, 2, 10, 11)  # the text columns
 
 
 @dataclass(frozen=True)
@@ -219,7 +234,7 @@ class RunsTable:
 
     def rows(self) -> list[tuple[str, ...]]:
         return [(str(i), e.model, e.kind, fmt.count(e.rows), fmt.count(e.answered), fmt.count(e.failed),
-                 fmt.count(e.not_sent), fmt.money(e.dollars), fmt.duration(e.wall_s), e.status,
+                 fmt.count(e.skipped), fmt.count(e.not_sent), fmt.money(e.dollars), fmt.duration(e.wall_s), e.status,
                  time.strftime("%H:%M:%S", time.localtime(e.started)))
                 for i, e in enumerate(self.entries, 1)]
 
@@ -232,7 +247,7 @@ class RunsTable:
             return "No runs in this kernel yet."
         table = [COLUMNS, *self.rows()]
         widths = [max(len(r[i]) for r in table) for i in range(len(COLUMNS))]
-        lines = ["  ".join(c.ljust(w) if i in (1, 2, 9, 10) else c.rjust(w)
+        lines = ["  ".join(c.ljust(w) if i in LEFT else c.rjust(w)
                            for i, (c, w) in enumerate(zip(r, widths, strict=True))).rstrip() for r in table]
         return "\n".join([*lines, self.footer()])
 
@@ -243,7 +258,7 @@ class RunsTable:
         head = "".join(f'<th style="{th}">{esc(c)}</th>' for c in COLUMNS)
         body = "".join(
             f'<tr style="{TR}">' + "".join(
-                f'<td style="{TD}padding-right:14px;{"" if i in (1, 2, 9, 10) else "text-align:right;"}">'
+                f'<td style="{TD}padding-right:14px;{"" if i in LEFT else "text-align:right;"}">'
                 f"{esc(c)}</td>" for i, c in enumerate(row)) + "</tr>"
             for row in self.rows())
         return card_html(f'<div style="font-weight:600">Runs in this kernel</div>'

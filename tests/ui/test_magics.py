@@ -194,3 +194,14 @@ def test_loads_from_the_ipython_config(tmp_path, sim):
                         "gpt-4.1-mini").text for t in ("good", "bad")]
     assert f"LABELS {want}" in done.stdout, done.stdout + done.stderr
     assert "Total spend in this kernel" in done.stdout and KEY not in done.stdout + done.stderr
+
+
+def test_a_runs_warning_is_the_cells_and_said_once(shell, ns, sim):
+    ns["holes"] = pd.DataFrame({"text": ["fine", None, "good"]})
+    with pytest.warns(UserWarning, match="1 of 3 rows have no answer") as said:
+        out = cell(shell, f"holes --model {MODEL} --output label --options ep --progress off")
+    mine = [w for w in said if "have no answer" in str(w.message)]
+    assert len(mine) == 1 and mine[0].filename == "%%llm"  # not a line of the library
+    assert out["label"].isna().tolist() == [False, True, False] and len(sim.log) == 2
+    [entry] = journal.entries()
+    assert (entry.answered, entry.failed, entry.skipped, entry.not_sent) == (2, 0, 1, 0)
