@@ -20,7 +20,14 @@ from llmbatch_pd.sim import Simulator
 from llmbatch_pd.sim.answers import make_answer, prompt_sha
 
 from ..conftest import KEY, bill
-from .test_notebooks import NOTEBOOKS, PROVIDER_VARIABLES, check_summary, errors_of, load_tool, summaries
+from .test_notebooks import (
+    NOTEBOOKS,
+    PROVIDER_VARIABLES,
+    check_summary,
+    errors_of,
+    load_tool,
+    summaries,
+)
 
 nbformat = pytest.importorskip("nbformat")
 NotebookClient = pytest.importorskip("nbclient").NotebookClient
