@@ -5,8 +5,8 @@ The line reads ``gpt-4.1-mini:  42%|████      | 126/300 $0.021/$0.50 · 
 12s, ~16s left · 10 rows/s``: the figures come in order of importance (dollars first) and only
 as many as fit the terminal's width follow the bar, so at 80 columns the dollars stay on screen
 and the bar keeps at least ``MIN_BAR`` characters. The rate is answered rows per second over the
-last ``RATE_WINDOW`` seconds, shown once ``RATE_AFTER`` seconds of samples exist (a first tick,
-or a burst of cached rows, says nothing about speed). When the stream is not a terminal no
+last ``RATE_WINDOW`` seconds, shown once ``RATE_AFTER`` seconds of samples exist (a first tick
+says nothing about speed); rows answered from the cache do not count in it. When the stream is not a terminal no
 ``\r`` redraw is written: one line every ``log_interval`` seconds, and one at the end.
 
 Redraws on a terminal are throttled (``update()`` may be called ten times a second; the bar
@@ -99,7 +99,8 @@ def fit(pieces: list[str], room: int) -> str:
 class _Bar:
     """What the two displays share: the way they show (a tqdm bar made on first use, or logged
     lines), the rate, throttled redraws, ``finish()``. A subclass says what it counts
-    (``_desc``, ``_total``, ``_finished``, ``_answered``) and its figures (``postfix()``,
+    (``_desc``, ``_total``, ``_finished``, ``_answered``: rows the provider answered, for the
+    rate) and its figures (``postfix()``,
     ``pieces()``)."""
 
     budget: float | None
@@ -342,7 +343,9 @@ class ConsoleProgress(_Bar):
         return self.report.finished_rows
 
     def _answered(self) -> int:
-        return self.report.answered_rows
+        """Rows the provider answered (not the cache: those come at once and say nothing of
+        the speed)."""
+        return max(0, self.report.answered_rows - self.report.cached - self.report.prefilled)
 
     def _elapsed(self) -> float | None:
         s = self.report.stats
@@ -413,7 +416,7 @@ class GroupProgress(_Bar):
         return sum(r.finished_rows for r in self.reports)
 
     def _answered(self) -> int:
-        return sum(r.answered_rows for r in self.reports)
+        return sum(max(0, r.answered_rows - r.cached - r.prefilled) for r in self.reports)
 
     def _elapsed(self) -> float | None:
         return group_elapsed(self.reports)
