@@ -100,8 +100,7 @@ class _Bar:
     """What the two displays share: the way they show (a tqdm bar made on first use, or logged
     lines), the rate, throttled redraws, ``finish()``. A subclass says what it counts
     (``_desc``, ``_total``, ``_finished``, ``_answered``: rows the provider answered, for the
-    rate) and its figures (``postfix()``,
-    ``pieces()``)."""
+    rate) and its figures (``postfix()``, ``pieces()``)."""
 
     budget: float | None
 
@@ -114,7 +113,6 @@ class _Bar:
         self._closed = False
         self._bar: _Tqdm | None = None
         self._samples: deque[tuple[float, int]] = deque()
-        self._start: float | None = None
 
     @property
     def stream(self) -> Any:
@@ -147,10 +145,7 @@ class _Bar:
     # -- time and rate ---------------------------------------------------------------------
 
     def _sample(self, now: float) -> None:
-        answered = self._answered()
-        if self._start is None and (answered or self._finished()):
-            self._start = now
-        self._samples.append((now, answered))
+        self._samples.append((now, self._answered()))
         while len(self._samples) > 2 and now - self._samples[1][0] >= RATE_WINDOW:
             self._samples.popleft()
 
@@ -169,9 +164,7 @@ class _Bar:
         if elapsed is None:
             return ""
         rate, left = self.rate(), self._total() - self._finished()
-        if self._closed or not left:
-            return f"{fmt.duration(elapsed)}"
-        if rate and left / rate >= 1:
+        if not self._closed and rate and left / rate >= 1:
             return f"{fmt.duration(elapsed)}, ~{fmt.duration(left / rate)} left"
         return fmt.duration(elapsed)
 

@@ -267,9 +267,36 @@ class RunsTable:
                          f'<div style="margin-top:6px">{esc(self.footer())}</div>')
 
 
+def column_matcher(shell: Any) -> Any:
+    """Tab completion of the frame's column names after ``{`` in a ``%%llm`` cell's body."""
+    from IPython.core.completer import SimpleCompletion, context_matcher
+
+    @context_matcher()
+    def llm_columns(context: Any) -> dict[str, Any]:
+        lines, token = context.full_text.split("\n"), context.token
+        if not lines[0].startswith("%%llm") or not 0 < context.cursor_line < len(lines):
+            return {"completions": []}
+        line = lines[context.cursor_line]
+        at = line.rfind("{")  # inside a field: after "{", no "}" since, the token at its end
+        if at < 0 or "}" in line[at:] or not line[at + 1:].endswith(token):
+            return {"completions": []}
+        words = lines[0].split()
+        frame = shell.user_ns.get(words[1]) if len(words) > 1 else None
+        names = [str(c) for c in getattr(frame, "columns", [])]
+        return {"completions": [SimpleCompletion(n, type="column") for n in names if n.startswith(token)],
+                "suppress": True}
+
+    return llm_columns
+
+
 def load_ipython_extension(ipython: Any) -> None:
-    """``%load_ext llmbatch_pd``: register ``%%llm`` and ``%llm_runs``."""
+    """``%load_ext llmbatch_pd``: register ``%%llm`` and ``%llm_runs``, and the completion
+    of column names in a ``%%llm`` cell."""
     ipython.register_magics(LLMMagics)
+    completer = getattr(ipython, "Completer", None)
+    if completer is not None and not any(getattr(m, "__name__", "") == "llm_columns"
+                                         for m in completer.custom_matchers):
+        completer.custom_matchers.append(column_matcher(ipython))
 
 
 __all__ = ["LLMMagics", "RunsTable", "load_ipython_extension", "models_of"]

@@ -205,3 +205,16 @@ def test_a_runs_warning_is_the_cells_and_said_once(shell, ns, sim):
     assert out["label"].isna().tolist() == [False, True, False] and len(sim.log) == 2
     [entry] = journal.entries()
     assert (entry.answered, entry.failed, entry.skipped, entry.not_sent) == (2, 0, 1, 0)
+
+
+def test_column_names_complete_inside_a_field_of_the_cell(shell, ns):
+    from IPython.core.completer import provisionalcompleter
+
+    def complete(code: str) -> list[str]:
+        with provisionalcompleter():
+            return [c.text for c in shell.Completer.completions(code, len(code)) if c.type == "column"]
+
+    assert complete(f"%%llm reviews --model {MODEL}\nClassify {{te") == ["text"]
+    assert complete(f"%%llm reviews --model {MODEL}\nStars: {{st") == ["stars"]
+    assert complete(f"%%llm reviews --model {MODEL}\nClassify {{text}} te") == []  # not in a field
+    assert complete("x = {te") == []  # not a %%llm cell
