@@ -154,6 +154,9 @@ class LLMMagics(Magics):
         model = models_of(args.model)
         if args.estimate and args.submit:
             raise UsageError("--estimate and --submit exclude each other: an estimate sends nothing")
+        if args.submit and not hasattr(frame.llm, "submit"):
+            raise UsageError(f"--submit runs a DataFrame's rows in the background; {args.frame} is a "
+                             f"{type(frame).__name__} (use a frame: {args.frame}.to_frame())")
         if args.confirm and not args.submit:
             raise UsageError("--confirm goes with --submit (a background job that waits for job.start())")
         if args.out is not None and not args.out.isidentifier():
