@@ -25,7 +25,7 @@ if TYPE_CHECKING:
 CHUNK = 2048
 """Rows read from the frame at a time."""
 REPORT_ATTR = "llm_report"
-EMBED_ERRORS_ATTR = "llm_errors"
+ERRORS_ATTR = "llm_errors"
 LAST: dict[str, Any] = {}
 """The result and report of the last run in this process (``last_result()``, ``last_report()``)."""
 
@@ -148,13 +148,33 @@ def chat_columns(run: Any, naming: Naming) -> dict[str, Any]:
     return cols
 
 
-def assemble(df: pd.DataFrame, columns: dict[str, Any], report: Any) -> pd.DataFrame:
-    """A copy of the frame with the new columns, the report in its attrs, kept as the last."""
-    out = df.copy()
-    for name, column in columns.items():
-        out[name] = column
+def assemble(df: pd.DataFrame, columns: dict[str, Any], report: Any,
+             only_new: bool = False) -> pd.DataFrame | pd.Series:
+    """A copy of the frame with the new columns, the report in its attrs, kept as the last.
+    ``only_new`` (``df.llm.answers``, ``s.llm.apply``): the new columns alone, on the frame's
+    index; one answer column (with its error column) comes as a Series for a one-line assign
+    (``df["label"] = ...``), the failed rows' reasons in ``attrs["llm_errors"]``."""
+    if only_new:
+        out = _new_columns(df.index, columns)
+    else:
+        out = df.copy()
+        for name, column in columns.items():
+            out[name] = column
     out.attrs[REPORT_ATTR] = report
     remember(report, out)
+    return out
+
+
+def _new_columns(index: pd.Index, columns: dict[str, Any]) -> pd.DataFrame | pd.Series:
+    names = list(columns)
+    if len(names) == 2 and names[1] == f"{names[0]}_error":
+        answers = pd.Series(columns[names[0]], index=index, name=names[0])
+        reasons = pd.Series(columns[names[1]], index=index)
+        answers.attrs[ERRORS_ATTR] = reasons.dropna().to_dict()
+        return answers
+    out = pd.DataFrame(index=index)
+    for name, column in columns.items():
+        out[name] = column
     return out
 
 
@@ -175,7 +195,7 @@ def vectors(run: Any, index: pd.Index, output: str, as_array: bool) -> pd.Series
     out = pd.Series(cells, index=index, name=output, dtype=object)
     # a plain dict, not a Series: pandas compares attrs on concat, and Series refuse that
     keys = index if index.is_unique else range(len(index))
-    out.attrs[EMBED_ERRORS_ATTR] = {k: e for k, e in zip(keys, errs, strict=True) if e is not None}
+    out.attrs[ERRORS_ATTR] = {k: e for k, e in zip(keys, errs, strict=True) if e is not None}
     out.attrs[REPORT_ATTR] = run.report
     remember(run.report, out)
     return out
