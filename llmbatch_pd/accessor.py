@@ -320,15 +320,7 @@ class DataFrameLLM:
         for name in ("progress", "usage", "pilot", "output"):
             options.pop(name, None)
         spec, rows = _spec(self._df, template, model=model, need_key=False, **options)
-        shown = first_requests(spec, rows, len(self._df), n)
-        system = [next((m["content"] for m in p.messages if m["role"] == "system"), None) for p in shown]
-        prompt = [p.messages[-1]["content"] for p in shown]
-        out = pd.DataFrame({"system": pd.array(system, dtype="string"),
-                            "prompt": pd.array(prompt, dtype="string"),
-                            "input_tokens": pd.array([p.input_tokens for p in shown], dtype="Int64"),
-                            "body": [p.body for p in shown]},
-                           index=self._df.index[[p.row for p in shown]])
-        return out
+        return frames.preview_frame(self._df.index, first_requests(spec, rows, len(self._df), n))
 
     async def aapply(self, template: str, *, model: str | list[str], output: str = OUTPUT,
                      **options: Any) -> pd.DataFrame:
@@ -430,18 +422,10 @@ class SeriesLLM:
 
 def _document() -> None:
     """Every method's signature and docstring list the options it takes, with defaults."""
-    from .core.option_docs import document, parameters
+    from .core.option_docs import document_methods
     from .runs.embed_spec import build_spec
 
-    chat = parameters(chat_spec, _Apply.__init__)
-    embed = parameters(build_spec)
-    for cls in (DataFrameLLM, SeriesLLM):
-        for name in ("apply", "aapply", "answers", "estimate", "submit", "preview"):
-            if hasattr(cls, name):
-                skip = {"pilot"} if name == "preview" else set()
-                document(getattr(cls, name), [p for p in chat if p.name not in skip])
-        for name in ("embed", "aembed"):
-            document(getattr(cls, name), embed)
+    document_methods((DataFrameLLM, SeriesLLM), chat=(chat_spec, _Apply.__init__), embed=(build_spec,))
 
 
 _document()

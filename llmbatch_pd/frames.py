@@ -201,6 +201,17 @@ def vectors(run: Any, index: pd.Index, output: str, as_array: bool) -> pd.Series
     return out
 
 
+def preview_frame(index: pd.Index, shown: list) -> pd.DataFrame:
+    """``df.llm.preview``'s table: one row per request (``runs.preview.Preview``), on the
+    index of the row it answers."""
+    system = [next((m["content"] for m in p.messages if m["role"] == "system"), None) for p in shown]
+    return pd.DataFrame({"system": pd.array(system, dtype="string"),
+                         "prompt": pd.array([p.messages[-1]["content"] for p in shown], dtype="string"),
+                         "input_tokens": pd.array([p.input_tokens for p in shown], dtype="Int64"),
+                         "body": [p.body for p in shown]},
+                        index=index[[p.row for p in shown]])
+
+
 def field_columns(schema: OutputSchema, answers: list,
                   on_invalid: Callable[[int, str], None]) -> dict[str, Any]:
     """One column per schema field, typed: Int64, Float64, boolean, string, category (Literal

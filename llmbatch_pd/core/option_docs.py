@@ -4,7 +4,7 @@ The accessor's methods take ``**options`` (the same options reach several layers
 ``help(df.llm.apply)`` would show only ``**options: Any``. The options' names and defaults are
 read from the functions that take them (``runs.chat_spec.chat_spec`` and the accessor's own
 signatures) and joined with the lines here into ``__signature__`` and a docstring section, so
-an option added to a run shows up at once; a test requires a line for each.
+an option added to a run shows up at once (tests/test_ergonomics.py requires a line for each).
 """
 
 from __future__ import annotations
@@ -89,6 +89,15 @@ def document(method: Callable[..., Any], options: list[inspect.Parameter]) -> No
     method.__doc__ = inspect.cleandoc(method.__doc__ or "") + "\n" + "\n".join(lines)
 
 
-def undocumented(options: Iterable[inspect.Parameter]) -> list[str]:
-    """Options without a line here (a test keeps this empty)."""
-    return [p.name for p in options if p.name not in OPTION_DOCS]
+def document_methods(classes: Iterable[type], chat: tuple[Callable[..., Any], ...],
+                     embed: tuple[Callable[..., Any], ...]) -> None:
+    """``document`` every method of the accessor ``classes``: the chat calls with the options of
+    ``chat``'s functions, ``embed``/``aembed`` with ``embed``'s."""
+    chat_options, embed_options = parameters(*chat), parameters(*embed)
+    for cls in classes:
+        for name in ("apply", "aapply", "answers", "estimate", "submit", "preview"):
+            if hasattr(cls, name):
+                skip = {"pilot"} if name == "preview" else set()
+                document(getattr(cls, name), [p for p in chat_options if p.name not in skip])
+        for name in ("embed", "aembed"):
+            document(getattr(cls, name), embed_options)
