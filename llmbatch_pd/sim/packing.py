@@ -12,7 +12,8 @@ than id/answer (``schema=``) they are filled by the structured-answer generator 
 fields alone, so those values too belong to one row.
 
 Faults, per row, on seeded dice: ``fault_pack_drop`` leaves the row out, ``fault_pack_dup``
-answers it twice (the copy carries the next row's answer), ``fault_pack_invent`` adds an object
+answers it twice (right after its own answer, a copy carrying the next row's answer; never for
+a dropped row, which would be a wrong answer no id check can see), ``fault_pack_invent`` adds an object
 whose id was never sent (with another row's answer). ``PackLog`` keeps, per packed request
 answered, the ids sent and the ids answered (read back from the answer as sent, so a cut or
 broken answer shows what a client could read).
@@ -122,11 +123,12 @@ def answer_packed(packed: Packed, cfg: SimConfig, rng: random.Random, *, invalid
     for i, row in enumerate(rows):
         drop, dup, invent = rng.random(), rng.random(), rng.random()  # three dice for every row
         other = fields[(i + 1) % len(rows)] if len(rows) > 1 else {**fields[i], "_": "other"}
-        if drop < cfg.fault_pack_drop:
+        dropped = drop < cfg.fault_pack_drop
+        if dropped:
             faults["dropped"] += 1
         else:
             out.append({"id": row["id"], **row_value(packed, fields[i])})
-        if dup < cfg.fault_pack_dup:
+        if dup < cfg.fault_pack_dup and not dropped:  # a lone wrong answer no id check could see
             faults["duplicated"] += 1
             out.append({"id": row["id"], **row_value(packed, other)})
         if invent < cfg.fault_pack_invent:

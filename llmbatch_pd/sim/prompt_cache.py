@@ -111,7 +111,7 @@ class PromptCache:
     def commit(self, use: CacheUse, prompt_tokens: int, now: float) -> None:
         """The request was answered: its prefixes are cached (or their TTL refreshed)."""
         for key, ttl in use.pending:
-            self._entries[key] = max(self._entries.get(key, 0.0), now + ttl)
+            self._entries[key] = now + ttl
         self.totals["prompt_tokens"] += prompt_tokens
         self.totals["cached_tokens"] += use.read
         self.totals["cache_write_tokens"] += use.write
