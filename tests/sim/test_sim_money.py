@@ -22,6 +22,8 @@ import pytest
 from llmbatch_pd.sim import SimConfig, Simulator
 from llmbatch_pd.sim.__main__ import build_parser, config_from
 from llmbatch_pd.sim.answers import find_options, packed_answer
+from llmbatch_pd.sim.prompt_cache import message_pieces
+from llmbatch_pd.sim.tokens import count_prompt_tokens
 
 from ..conftest import wait_until
 
@@ -316,6 +318,17 @@ def test_deepseek_models_report_hit_and_miss_tokens() -> None:
     assert usage["prompt_cache_hit_tokens"] == CACHED
     assert usage["prompt_cache_miss_tokens"] == PROMPT - CACHED
     assert usage["prompt_tokens_details"]["cached_tokens"] == CACHED
+
+
+def test_the_cache_counts_tokens_as_the_usage_does() -> None:
+    """Whatever the script, the cache's token stream is the prompt count minus the priming."""
+    text = "Ổn lắm, giá 1234567 đồng! 好吃 😀 naïve e\u0301 under_score " * 60
+    messages = [{"role": "system", "content": text}, {"role": "user", "name": "ann", "content": [
+        {"type": "text", "text": text}, {"type": "image_url", "image_url": {"url": "x"}}]}]
+    plain = [{"role": "developer", "content": "Rate it_now: 12345 x!! (ok) " * 80}]
+    for prompt in (messages, plain):
+        counted = sum(sum(message_pieces(m)[1]) for m in prompt)
+        assert counted + 3 == count_prompt_tokens(prompt)
 
 
 def test_openai_batch_lines_read_what_earlier_lines_cached() -> None:
