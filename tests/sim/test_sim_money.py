@@ -99,6 +99,18 @@ def test_openai_packed_request_answers_every_row_by_id_in_order() -> None:
                                          "dropped": 0, "duplicated": 0, "invented": 0}
 
 
+def test_json_mode_packs_when_the_prompt_spells_out_a_rows_schema() -> None:
+    rows = reviews(0, 3)
+    system = f"Reply with JSON matching this JSON schema: {json.dumps(PACKED)}"
+    with Simulator(ttft_ms=0) as sim:
+        reply = oa(sim).chat.completions.create(
+            model="deepseek-chat", response_format={"type": "json_object"},
+            messages=[{"role": "system", "content": system},
+                      {"role": "user", "content": pack_text(rows)}])
+    answered = json.loads(reply.choices[0].message.content or "")["rows"]
+    assert answered == [{"id": str(i), "answer": packed_answer(r)} for i, r in enumerate(rows, 1)]
+
+
 def test_a_rows_schema_without_rows_in_the_prompt_is_an_ordinary_structured_request() -> None:
     with Simulator(ttft_ms=0) as sim:
         reply = oa(sim).chat.completions.create(
