@@ -516,6 +516,7 @@ def test_new_knobs_travel_as_flags_json_and_to_a_subprocess() -> None:
     assert cfg.answer_tokens_after == (100, 400) and cfg.flex_models == ("o3", "gpt-5")
     assert cfg.anthropic_cache_min_tokens == {"claude-x": 2048, "claude-y": 512}
     assert SimConfig.from_dict(json.loads(json.dumps(cfg.to_dict()))) == cfg
+    assert len({cfg, SimConfig.from_dict(cfg.to_dict())}) == 1  # still hashable with a dict knob
     for bad in ({"answer_tokens_after": (1,)}, {"fault_pack_drop": 1.5},
                 {"anthropic_cache_min_tokens": {"x": "big"}}):
         with pytest.raises((ValueError, TypeError)):
