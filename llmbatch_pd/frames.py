@@ -8,6 +8,7 @@ A ``schema=`` field's Python type decides its column's dtype here.
 from __future__ import annotations
 
 import enum
+import re
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from importlib.resources import files
@@ -28,6 +29,20 @@ REPORT_ATTR = "llm_report"
 ERRORS_ATTR = "llm_errors"
 LAST: dict[str, Any] = {}
 """The result and report of the last run in this process (``last_result()``, ``last_report()``)."""
+
+
+_SURROGATE = re.compile("[\ud800-\udfff]")  # in a Python str every surrogate is a lone one
+
+
+def strings(values: list) -> Any:
+    """A string column. pandas' pyarrow-backed strings refuse a lone surrogate (JSON may
+    carry one as an escape, a cell read with the wrong codec holds one): such text is kept
+    with U+FFFD in its place instead of losing every answer of a paid run."""
+    try:
+        return pd.array(values, dtype="string")
+    except UnicodeEncodeError:
+        return pd.array([_SURROGATE.sub("\ufffd", v) if isinstance(v, str) else v for v in values],
+                        dtype="string")
 
 
 def load_reviews() -> pd.DataFrame:
@@ -130,11 +145,11 @@ def chat_columns(run: Any, naming: Naming) -> dict[str, Any]:
     spec, col = run.spec, naming.column
     cols: dict[str, Any] = {}
     if spec.schema is None:
-        cols[col] = pd.array(run.answers, dtype="string")
+        cols[col] = strings(run.answers)
     else:
         for name, column in field_columns(spec.schema, run.answers, run.invalidate).items():
             cols[naming.field(name)] = column
-    cols[f"{col}_error"] = pd.array(run.errors, dtype="string")
+    cols[f"{col}_error"] = strings(run.errors)
     if naming.usage:
         paid = run.usages  # None where the row got no answer
         priced = spec.price is not None
@@ -205,8 +220,8 @@ def preview_frame(index: pd.Index, shown: list) -> pd.DataFrame:
     """``df.llm.preview``'s table: one row per request (``runs.preview.Preview``), on the
     index of the row it answers."""
     system = [next((m["content"] for m in p.messages if m["role"] == "system"), None) for p in shown]
-    return pd.DataFrame({"system": pd.array(system, dtype="string"),
-                         "prompt": pd.array([p.messages[-1]["content"] for p in shown], dtype="string"),
+    return pd.DataFrame({"system": strings(system),
+                         "prompt": strings([p.messages[-1]["content"] for p in shown]),
                          "input_tokens": pd.array([p.input_tokens for p in shown], dtype="Int64"),
                          "body": [p.body for p in shown]},
                         index=index[[p.row for p in shown]])
@@ -257,7 +272,7 @@ def _typed(column: list, kind: str, annotation: Any) -> Any:
     if kind == "bool":
         return pd.array(column, dtype="boolean")
     if kind == "str":
-        return pd.array(column, dtype="string")
+        return strings(column)
     if kind == "category":
         from .core.schema import categories
 

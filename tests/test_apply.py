@@ -227,3 +227,12 @@ def test_import_leaves_the_heavy_parts_for_first_use():
             "assert not heavy, heavy\n")
     result = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=60)
     assert result.returncode == 0, result.stderr
+
+
+def test_a_lone_surrogate_in_an_answer_does_not_lose_the_column():
+    """pyarrow-backed strings refuse lone surrogates (a JSON escape can carry one): the
+    answer keeps U+FFFD in its place, and the other answers stay as they came."""
+    from llmbatch_pd.frames import strings
+
+    column = strings(["fine", "bad \ud800 half", None])
+    assert column[0] == "fine" and column[1] == "bad \ufffd half" and column[2] is pd.NA
