@@ -58,6 +58,7 @@ class Link:
         self.pool: list[tuple[float, float]] = []  # heap of (local time, tokens reserved)
         self.handed: list[tuple[float, float]] = []  # slots given to sleepers this generation
         self.generation = 0
+        self.epoch = 0
         self.coord_generation: int | None = None
         self.slotless = 0
         self.calls: deque[float] = deque()  # reserve() times over the last second
@@ -166,10 +167,22 @@ class Link:
             self._poke()
 
     def note_info(self, info: Any) -> None:
+        """A response's rate-limit headers. The first limit heard while the pace was unknown
+        voids the stock (its slots were leased at no pace at all): the senders come back for
+        slots of the learned pace, as in one process, where the first answer's headers set the
+        pace before the pool opens."""
+        first = (info.limit_requests or info.limit_tokens) and self.learned_from is None
         with self.lock:
             self.info = {k: getattr(info, k) for k in (
                 "limit_requests", "remaining_requests", "reset_requests",
                 "limit_tokens", "remaining_tokens", "reset_tokens")}
+            if first:
+                self.learned_from = "headers"  # until the coordinator says otherwise
+                self.pool, self.handed = [], []
+                self.generation += 1
+                self.epoch += 1  # slots of a sync already under way are void too
+        if first:
+            self._poke()
 
     def try_reserve(self, worst: float) -> bool:
         with self.lock:
@@ -265,6 +278,7 @@ class Link:
             await asyncio.sleep(MIN_GAP)
 
     async def _sync(self, close: bool = False) -> None:
+        epoch = self.epoch
         msg = self._outgoing(close)
         started = time.perf_counter()
         try:
@@ -277,7 +291,7 @@ class Link:
         self.rpc_s += spent
         self.syncs += 1
         self.rtt = 0.8 * self.rtt + 0.2 * spent
-        self._incoming(reply, time.monotonic())
+        self._incoming(reply, time.monotonic(), epoch)
 
     def _worst(self) -> float:
         return max(self.worst_cost, self.worst_seen)
@@ -327,7 +341,7 @@ class Link:
                 self.held -= give_back
             return msg
 
-    def _incoming(self, reply: dict[str, Any], receipt: float) -> None:
+    def _incoming(self, reply: dict[str, Any], receipt: float, epoch: int) -> None:
         stop = reply.get("stop")
         if reply.get("closed"):
             self.gone = True
@@ -342,7 +356,7 @@ class Link:
                     self.generation += 1
                 self.coord_generation = reply["generation"]
                 each = self.tokens_sum / self.tokens_n if self.tokens_n else 0.0
-                for wait in reply.get("slots", ()):
+                for wait in reply.get("slots", ()) if epoch == self.epoch else ():
                     heapq.heappush(self.pool, (receipt + wait, each))
                 self.rpm, self.tpm = reply["rpm"], reply["tpm"]
                 self.learned_from = reply["learned_from"]
