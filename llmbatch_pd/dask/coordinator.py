@@ -51,6 +51,9 @@ class RunLimits:
     budget: float | None = None  # dollars; None = unlimited
     worst_cost: float = 0.0  # dollars to reserve per request before its answer is known
     warn_at: float = 0.8  # share of the budget committed that earns one warning
+    breaker_threshold: int = 25  # the shared CircuitBreaker's settings (its defaults)
+    breaker_cooldown: float = 2.0
+    breaker_probes: int = 4
 
 
 def error_state(exc: errors.ProviderError) -> list:
@@ -92,7 +95,8 @@ class _Run:
     def __init__(self, limits: RunLimits) -> None:
         self.limits = limits
         self.limiter = RateLimiter(limits.rpm, limits.tpm)
-        self.breaker = CircuitBreaker()
+        self.breaker = CircuitBreaker(limits.breaker_threshold, limits.breaker_cooldown,
+                                      limits.breaker_probes)
         self.spent = 0.0
         self.uncertain = 0.0
         self.holders: dict[str, _Holder] = {}

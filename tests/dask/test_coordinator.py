@@ -16,7 +16,7 @@ from llmbatch_pd.dask import coordinator as co
 from llmbatch_pd.dask import remote
 from llmbatch_pd.providers.registry import make_provider, parse_model
 from llmbatch_pd.sim import Simulator
-from llmbatch_pd.transport.engine import Engine
+from llmbatch_pd.transport.engine import Engine, RetryPolicy
 from tests.conftest import MODEL, PRICES_PER_MTOK, bill, wait_until
 
 KEY = "sk-dask-test-0123456789"
@@ -29,14 +29,15 @@ def price(usage):
 
 
 def send_partition(run_id, base_url, indices, *, api_key=KEY, price=price, worst=1e-4,
-                   concurrency=4, max_tokens=None):
+                   concurrency=4, max_tokens=None, retries=None):
     """What a partition task does: the engine with the coordinator's limiter, breaker and
     ledger (bound as ``BaseRun._start`` binds them), over its rows."""
     provider = make_provider(parse_model(MODEL), base_url=base_url, api_key=api_key)
     params = {"max_tokens": max_tokens} if max_tokens else {}
     with remote.coordinated(run_id, price=price, worst_cost=worst) as (shared, ledger):
         engine = Engine(provider, concurrency=concurrency, limiter=shared.limiter,
-                        breaker=shared.breaker, ledger=ledger, worst_cost=lambda r: worst)
+                        breaker=shared.breaker, ledger=ledger, worst_cost=lambda r: worst,
+                        retry=RetryPolicy(max_retries=retries, base=0.01) if retries else None)
         shared.on_engine(engine)
         answered = []
         requests = (Request(index=i, messages=[{"role": "user", "content": f"dask row {i}"}],
@@ -164,6 +165,21 @@ def test_one_workers_bad_key_stops_every_worker(process_client):
     assert {r["stopped"] for r in results} == {"AuthenticationError"}
     assert len(after) <= 2 * 4  # at most a wave of each good partition's concurrency
     assert isinstance(co.stop_error(counts), errors.AuthenticationError)
+
+
+def test_the_breaker_counts_every_workers_failures(threads_client):
+    """A provider failing every request: the failures of 4 partitions add up in one breaker,
+    which probes once at a time for the cluster and then stops every partition. Breakers of
+    their own would each need threshold + probes failures (4 x 13 = 52 requests)."""
+    with Simulator(ttft_ms=5, fault_5xx=1.0) as sim:
+        run_id = open_run(threads_client, breaker_threshold=10, breaker_cooldown=0.05,
+                          breaker_probes=3)
+        results = threads_client.gather(partitions(threads_client, run_id, sim, 4, 50, retries=1))
+        sent = len(arrivals(sim))
+        counts = co.close_run(threads_client, run_id)
+    assert {r["stopped"] for r in results} == {"ProviderDown"}
+    assert isinstance(co.stop_error(counts), errors.ProviderDown)
+    assert sent < 4 * 13
 
 
 def _report(run_id, items):
