@@ -30,7 +30,7 @@ from collections import deque
 from typing import Any
 
 from ..core import errors
-from .coordinator import error_state, rebuild_error
+from .state import error_state, rebuild_error
 
 log = logging.getLogger(__name__)
 
