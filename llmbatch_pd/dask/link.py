@@ -300,6 +300,8 @@ class Link:
         with self.lock:
             now = time.monotonic()
             self._drop_stale(now)
+            while self.calls and self.calls[0] < now - 1.0:  # an idle engine asks for no slots
+                self.calls.popleft()
             msg: dict[str, Any] = {"events": self.events, "info": self.info,
                                    "spent": self.spent_new, "uncertain": self.uncertain_new,
                                    "rpc_s": self.rpc_s, "generation": self.coord_generation}
