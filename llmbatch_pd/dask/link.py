@@ -141,7 +141,9 @@ class Link:
                 self.tokens_n += 1
                 low = len(self.pool) < max(2, len(self.calls) * HORIZON / 2)
                 wait = max(0.0, at - now)
-            else:
+            else:  # the caller's tokens count in the estimate the next lease is taken at
+                self.tokens_sum += tokens
+                self.tokens_n += 1
                 self.slotless += 1
                 self.generation += 1  # sleepers' slots go back to the stock; all come back
                 for slot in self.handed:

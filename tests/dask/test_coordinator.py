@@ -29,7 +29,7 @@ def price(usage):
 
 
 def send_partition(run_id, base_url, indices, *, api_key=KEY, price=price, worst=1e-4,
-                   concurrency=4, max_tokens=None, retries=None):
+                   concurrency=4, max_tokens=None, retries=None, tokens=0):
     """What a partition task does: the engine with the coordinator's limiter, breaker and
     ledger (bound as ``BaseRun._start`` binds them), over its rows."""
     provider = make_provider(parse_model(MODEL), base_url=base_url, api_key=api_key)
@@ -41,7 +41,7 @@ def send_partition(run_id, base_url, indices, *, api_key=KEY, price=price, worst
         shared.on_engine(engine)
         answered = []
         requests = (Request(index=i, messages=[{"role": "user", "content": f"dask row {i}"}],
-                            params=params) for i in indices)
+                            params=params, est_input_tokens=tokens) for i in indices)
         asyncio.run(engine.run(requests, lambda r, reply, exc: reply and answered.append(r.index)))
     return {"answered": len(answered),
             "stopped": type(engine.stopped).__name__ if engine.stopped else None}
@@ -87,6 +87,21 @@ def test_workers_share_one_told_pace(process_client):
     # bursts: the pacer's 0.1 s allowance plus a slot sent up to 0.1 s late
     assert most_in_any_window(times, 1.0) <= rate * 1.2 + 2
     assert counts["coordination_calls"] > 0 and counts["answered"] == 160
+
+
+def test_workers_share_one_told_token_pace(threads_client):
+    """Told 120,000 tokens a minute, requests expected to use 50 tokens each: together the
+    partitions send at most 40 a second plus the token pacer's one-second burst (pacers of
+    their own would each take that burst, and each the whole rate)."""
+    with Simulator(ttft_ms=10) as sim:
+        run_id = open_run(threads_client, tpm=120_000)
+        results = threads_client.gather(
+            partitions(threads_client, run_id, sim, 4, 30, concurrency=8, tokens=50))
+        times = arrivals(sim)
+        co.close_run(threads_client, run_id)
+    assert sum(r["answered"] for r in results) == 120 == len(times)
+    per_s = 120_000 / 60 / 50
+    assert most_in_any_window(times, 1.0) <= per_s * (1.0 + 1.0 + 0.2) + 2
 
 
 def test_a_limit_learned_by_one_worker_paces_all(process_client):
