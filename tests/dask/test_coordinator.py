@@ -182,6 +182,21 @@ def test_one_workers_bad_key_stops_every_worker(process_client):
     assert isinstance(co.stop_error(counts), errors.AuthenticationError)
 
 
+def test_an_exhausted_quota_stops_every_worker(threads_client):
+    """The account runs out of quota after 40 answers: the partition that hears it first
+    stops all four, so the refused requests are at most a wave (each partition's concurrency
+    once), not every remaining row."""
+    with Simulator(ttft_ms=10, quota_requests=40) as sim:
+        run_id = open_run(threads_client, rpm=1200)
+        results = threads_client.gather(partitions(threads_client, run_id, sim, 4, 50))
+        refused = len(arrivals(sim, 429))
+        counts = co.close_run(threads_client, run_id)
+    assert {r["stopped"] for r in results} == {"QuotaExceededError"}
+    assert sum(r["answered"] for r in results) == 40
+    assert 1 <= refused <= 4 * 4
+    assert isinstance(co.stop_error(counts), errors.QuotaExceededError)
+
+
 def test_the_breaker_counts_every_workers_failures(threads_client):
     """A provider failing every request: the failures of 4 partitions add up in one breaker,
     which probes once at a time for the cluster and then stops every partition. Breakers of
