@@ -195,7 +195,8 @@ class Link:
             else:
                 free = self.held - self.inflight - self.spent_new - self.uncertain_new
                 ok = worst <= free + 1e-12 and self.stop_state is None
-                low = not ok or free - worst < self._worst() * LEASE / 2
+                # waiting for others to free room: the next keepalive sync asks again
+                low = self.budget_state != "wait" if not ok else free - worst < self._worst() * LEASE / 2
                 if not ok:
                     self.need = max(self.need, worst)
             if ok:
