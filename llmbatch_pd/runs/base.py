@@ -266,6 +266,8 @@ class BaseRun:
         self._out.discard(request.index)
         if isinstance(exc, errors.NotSent):
             self.report.unsent_requests += 1
+        if reply is not None:
+            self.stats.note_cost()
         before = self.report.answered_rows
         self._on_done(request, reply, exc)
         if self.report.answered_rows > before:
