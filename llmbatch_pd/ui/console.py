@@ -96,6 +96,17 @@ def fit(pieces: list[str], room: int) -> str:
     return out
 
 
+def _not_answered(report: Any) -> dict[str, int]:
+    """``failed`` rows (by the run's accounting: not those skipped for a missing value or a
+    prompt too long, nor those never sent), and ``skipped`` and ``not sent`` when there are."""
+    accounting = getattr(report, "accounting", None)
+    if not callable(accounting):
+        return {"failed": report.failed_rows}
+    acc = accounting()
+    out = {"failed": acc.failed_total, "skipped": acc.skipped_total, "not sent": acc.not_sent_total}
+    return {k: v for k, v in out.items() if v or k == "failed"}
+
+
 class _Bar:
     """What the two displays share: the way they show (a tqdm bar made on first use, or logged
     lines), the rate, throttled redraws, ``finish()``. A subclass says what it counts
@@ -293,7 +304,7 @@ class ConsoleProgress(_Bar):
         """The figures by name (``$``, ``ok``, ``failed``, ``batch``, ``retrying``, error kinds,
         ``stopping``); ``pieces()`` says them in words."""
         r, s = self.report, self.report.stats
-        post: dict[str, Any] = {"ok": r.answered_rows, "failed": r.failed_rows}
+        post: dict[str, Any] = {"ok": r.answered_rows, **_not_answered(r)}
         if s.batch_status:  # mode="batch": the provider's job status and counts while it polls
             counts = s.batch_counts
             done = counts.get("succeeded", 0) + counts.get("errored", 0)
@@ -313,6 +324,7 @@ class ConsoleProgress(_Bar):
         out = [post["$"], f"ok {post['ok']:,}"]
         if post["failed"]:
             out.append(f"failed {post['failed']:,}")
+        out += [f"{key} {post[key]:,}" for key in ("skipped", "not sent") if key in post]
         if "stopping" in post:
             out.append(f"stopping: {post['stopping']}")
         if "batch" in post:
@@ -376,8 +388,9 @@ class GroupProgress(_Bar):
         post: dict[str, Any] = {}
         for name, r in zip(self.names, self.reports, strict=True):
             text = f"{r.answered_rows:,}/{r.rows:,}"
-            if r.failed_rows:
-                text += f", {r.failed_rows:,} failed"
+            for key, n in _not_answered(r).items():
+                if n:
+                    text += f", {n:,} {key}"
             s = r.stats
             if s.batch_status:
                 done, total = batch_progress(s)
