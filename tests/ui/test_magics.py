@@ -82,6 +82,8 @@ def test_llm_runs_lists_the_run_with_its_rows_and_dollars(shell, ns, sim):
     assert MODEL in text and "done" in text and "Total spend in this kernel" in text
     assert MODEL in html and "<table" in html and ">12<" in html
     assert journal.total_spend() == pytest.approx(paid, rel=1e-9)
+    assert shell.run_line_magic("llm_runs", "--clear") is None
+    assert repr(shell.run_line_magic("llm_runs", "")) == "No runs in this kernel yet."
 
 
 def test_several_models_side_by_side(shell, ns, sim):
