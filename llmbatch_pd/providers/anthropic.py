@@ -35,12 +35,14 @@ import json
 import re
 import time
 from collections.abc import Mapping
+from dataclasses import replace
 from datetime import UTC, datetime
 from typing import TYPE_CHECKING, Any
 
 from ..core import errors
 from ..core.types import BatchInfo, RateLimitInfo, Reply, Request, Usage
 from ..planning.tokens import counter_for
+from ..planning.ways import Offer
 from .base import BatchHTTP, BatchOutcome, Provider, classify_http_error, parse_int
 
 if TYPE_CHECKING:  # pydantic loads only when schema= is used
@@ -78,6 +80,7 @@ class AnthropicMessages(Provider):
     api_version = API_VERSION
     max_tokens_field = "max_tokens"
     default_max_tokens = DEFAULT_MAX_TOKENS
+    cache_writes = True
 
     def __init__(self, model, base_url, api_key, *, max_tokens_field: str | None = None,
                  **declared: Any) -> None:
@@ -139,6 +142,11 @@ class AnthropicMessages(Provider):
         if rest:
             blocks.append({"type": "text", "text": rest})
         return [*messages[:-1], {"role": "user", "content": blocks}]
+
+    def offer(self, system: str | None, count: Any, fields: int = 1) -> Offer:
+        """As every provider's, but only a template prefix is marked (no prefix: no caching)."""
+        offer = super().offer(system, count, fields)
+        return offer if self.prefix.strip() else replace(offer, tokens=0)
 
     def _static_tokens(self, system: str, static: str) -> int:
         memo = self.__dict__.setdefault("_static_memo", {})

@@ -26,6 +26,7 @@ from typing import TYPE_CHECKING, Any, Literal, Protocol, TypeVar
 from ..core import errors
 from ..core.secrets import Secret, safe_url
 from ..core.types import BatchInfo, RateLimitInfo, Reply, Request
+from ..planning.ways import Offer
 
 if TYPE_CHECKING:  # pydantic loads only when schema= is used
     from ..core.schema import OutputSchema
@@ -103,16 +104,21 @@ class Provider(ABC):
         self.tier = tier
         """``tier=``: None or "standard", or "flex" (OpenAI)."""
 
-    def cacheable_tokens(self, system: str | None, count: Callable[[str], int]) -> int:
-        """Prompt tokens each request can read from the provider's cache once an earlier one
-        wrote them: the system prompt and the template's prefix (counted with ``count``),
-        in the API's steps; 0 under its minimum or without prompt caching."""
-        minimum = self.capabilities.cache_min_tokens
-        if not minimum:
-            return 0
+    cache_writes = False
+    """Prompt-cache writes are billed (Anthropic); elsewhere a miss pays the input price."""
+
+    def offer(self, system: str | None, count: Callable[[str], int], fields: int = 1) -> Offer:
+        """What this provider offers the run's requests beyond the list price, for the
+        estimate: the prompt tokens each can read from its cache once an earlier one wrote
+        them (system prompt and template prefix, counted with ``count``, in the API's steps;
+        0 under its minimum or without prompt caching), a batch API, the flex tier."""
+        caps = self.capabilities
         static = (count(system) + 4 if system else 0) + (count(self.prefix) + 4 if self.prefix else 0)
-        static -= static % self.cache_step
-        return static if static >= minimum else 0
+        tokens = static - static % self.cache_step
+        tokens = tokens if caps.cache_min_tokens and tokens >= caps.cache_min_tokens else 0
+        return Offer(tokens=tokens, minimum=caps.cache_min_tokens, step=self.cache_step,
+                     writes=self.cache_writes, static=static, batch=caps.batch, flex=caps.flex,
+                     fields=max(1, fields))
 
     @property
     def supports_batch(self) -> bool:
