@@ -7,8 +7,8 @@ with a wider range). Output tokens come from a pilot when one was run, else from
 ``DEFAULT_OUTPUT_TOKENS``; ``max_tokens`` (or ``DEFAULT_MAX_OUTPUT``) bounds the high end.
 
 Prompt caching (real time): each request's static start (``Provider.offer``) is read from the
-provider's cache, except in the first concurrency wave, which misses (OpenAI) or writes
-(Anthropic); the expected and low costs count that, the high one counts no hits at all. The
+provider's cache, except by the first request, which the engine sends alone and which misses
+(OpenAI) or writes (Anthropic); the expected and low costs count that, the high one no hits. The
 other ways to run the same rows (packed, flex, batch) are priced in ``ways.py``
 (:attr:`Estimate.ways`).
 """
@@ -211,13 +211,13 @@ def build(
         scenarios = (("_low", input_low, est.output_tokens_low, min(low_f, ratio), low_per),
                      ("", input_expected, est.output_tokens, ratio, per_answer),
                      ("_high", input_high, est.output_tokens_high, max(high_f, ratio * 1.05), cap))
-        cache_tokens = offer.tokens if realtime else 0
+        cache_tokens = _cacheable(offer, ratio, input_expected / requests if requests else 0) if realtime else 0
         for suffix, inp, out, factor, per in scenarios:
             if tiers and any(c * factor > tiers[0][0] for c in input_counts):
                 dollars = _tiered(input_counts, factor, per, price, tiers)
                 batch_dollars = dollars * BATCH_DISCOUNT
             else:
-                read, written = cache_split(requests, concurrency, cache_tokens, offer.writes,
+                read, written = cache_split(requests, cache_tokens, offer.writes,
                                             hits=suffix != "_high")
                 dollars = cost(Usage(inp, out, read, written), price)
                 batch_dollars = cost(Usage(inp, out), replace(price, discount=1.0), batch=True)
@@ -234,9 +234,18 @@ def build(
 
     basis = Basis(rows=requests, input_tokens=input_expected, output_tokens=est.output_tokens,
                   latency=latency, seconds_per_output_token=1 / OUTPUT_TOKENS_PER_S,
-                  concurrency=concurrency, price=price, budget=budget)
+                  price=price, budget=budget)
     est.ways = ways(basis, offer, wall)
     return est
+
+
+def _cacheable(offer: Offer, ratio: float, per_request: float) -> int:
+    """Prompt tokens a request reads from the cache: ``offer.tokens`` corrected as our count of
+    them was (``ratio``: the provider's count over ours, from a pilot), in the API's steps."""
+    if not offer.tokens:
+        return 0
+    tokens = int(min(offer.tokens * ratio, per_request))
+    return tokens - tokens % max(1, offer.step)
 
 
 def _tiered(counts: list[int], factor: float, per_answer: float, price: Price,

@@ -7,8 +7,8 @@ this module derives the others, each with its cost, wall time and requests:
 - ``per row``: one request per row, real time, no prompt-cache discount;
 - ``per row, prompt cached``: the same requests with the static start of the prompt (system
   prompt, then the template's text before its first field) read from the provider's cache,
-  except the first concurrency wave, which writes it (or misses); only above the model's
-  minimum (:func:`cache_split`);
+  except the first request, which writes it (or misses) while the engine waits for its answer
+  before sending more; only above the model's minimum (:func:`cache_split`);
 - ``packed k`` (k = 5, 10, 20; ``pack=k``): k rows per request (CONTRACTS C1), the instructions
   paid once per pack (and cached like the above); sizes from the template and row token counts;
 - ``flex`` (OpenAI's models that have it; ``tier="flex"``): batch prices, prompt-cached, slower;
@@ -94,20 +94,18 @@ class Basis:
     latency: float
     """Seconds per per-row request."""
     seconds_per_output_token: float
-    concurrency: int
     price: Price | None
     budget: float | None = None
 
 
-def cache_split(requests: int, concurrency: int, tokens: int, writes: bool,
-                *, hits: bool = True) -> tuple[int, int]:
+def cache_split(requests: int, tokens: int, writes: bool, *, hits: bool = True) -> tuple[int, int]:
     """(cached tokens, cache-write tokens) over ``requests`` that each carry ``tokens``
-    cacheable ones: the first wave (``concurrency`` requests in flight before any answer)
-    misses and, where writes are billed, writes; every later request reads. ``hits=False``:
-    the worst case, nothing read (every request writes)."""
+    cacheable ones. The engine sends a run's first request alone until an answer comes back
+    (``transport/opening.py``), so that one misses and, where writes are billed, writes; every
+    later one reads. ``hits=False``: the worst case, nothing read (every request writes)."""
     if not tokens or not requests:
         return 0, 0
-    first = requests if not hits else min(max(1, concurrency), requests)
+    first = 1 if hits else requests
     return (requests - first) * tokens, first * tokens if writes else 0
 
 
@@ -120,7 +118,7 @@ def ways(basis: Basis, caching: Offer, wall: Callable[[int, float, float], float
         return []
     per_request = (b.input_tokens + b.output_tokens) / n
     price = replace(b.price, discount=1.0) if b.price is not None else None
-    cached, written = cache_split(n, b.concurrency, caching.tokens, caching.writes)
+    cached, written = cache_split(n, caching.tokens, caching.writes)
     plain = Usage(b.input_tokens, b.output_tokens)
     with_cache = Usage(b.input_tokens, b.output_tokens, cached, written)
     realtime = wall(n, b.latency, per_request)
@@ -170,7 +168,7 @@ def _packed(b: Basis, caching: Offer, price: Price | None,
         tokens_out = math.ceil(n * (per_answer + ANSWER_JSON_TOKENS) + packs * 4)
         cacheable = instructions - instructions % max(1, caching.step)
         cacheable = cacheable if caching.minimum and cacheable >= caching.minimum else 0
-        cached, written = cache_split(packs, b.concurrency, cacheable, caching.writes)
+        cached, written = cache_split(packs, cacheable, caching.writes)
         latency = b.latency + (k - 1) * (per_answer + ANSWER_JSON_TOKENS) * b.seconds_per_output_token
         seconds = wall(packs, latency, (tokens_in + tokens_out) / packs)
         note = f"{k} rows per request; check answers with estimate(pilot=N, pack={k})"

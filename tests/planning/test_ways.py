@@ -38,8 +38,8 @@ def test_each_way_is_priced_from_the_price_table() -> None:
     ways = by_name(est.ways)
     output = N * OUT * 1.60 / 1e6
     plain = N * PROMPT * 0.40 / 1e6 + output
-    # first wave of 10 requests misses, the other 90 read 1,792 tokens each
-    read = 90 * 1792
+    # the first request (sent alone) misses, the other 99 read 1,792 tokens each
+    read = 99 * 1792
     cached = (N * PROMPT - read) * 0.40 / 1e6 + read * 0.10 / 1e6 + output
     assert ways["per row"].cost == pytest.approx(plain)
     assert ways["per row, prompt cached"].cost == pytest.approx(cached)
@@ -83,8 +83,8 @@ def test_anthropic_style_writes_are_priced_and_under_the_minimum_nothing_is_cach
                      too_long=0, input_counts=[PROMPT] * N, exact=False, token_counting="h",
                      price=sonnet, max_tokens=None, concurrency=10, rpm=None, tpm=None,
                      budget=None, offer=offer)
-    # 10 requests write 1,800 tokens each, 90 read them, the rest at the input price
-    written, read = 10 * 1800, 90 * 1800
+    # the first request writes 1,800 tokens, 99 read them, the rest at the input price
+    written, read = 1800, 99 * 1800
     expected = ((N * PROMPT - written - read) * 3.00 + written * 3.75 + read * 0.30
                 + N * OUT * 15.00) / 1e6
     assert est.cost == pytest.approx(expected)

@@ -63,18 +63,21 @@ def sim():
 def test_openai_long_instruction_is_mostly_read_from_the_cache(sim: Simulator) -> None:
     template = instruction(2500) + "\n\nReview: {text}"
     options = dict(model="openai/gpt-4.1-mini", base_url=sim.base_url, api_key=KEY, progress=False)
-    estimate = reviews().llm.estimate(template, **options)
+    # a pilot measures the answers' length (and our token count); its answers are reused
+    estimate = reviews().llm.estimate(template, pilot=10, **options)
+    piloted = len(sim.log)
     out = reviews().llm.apply(template, **options)
     assert out["llm_output"].notna().all()
     entries = [e for e in sim.log if e["status"] == 200]
     assert len(entries) == ROWS
+    run = [e for e in sim.log[piloted:] if e["status"] == 200]  # the apply's (the pilot's are reused)
     cached = sum(e.get("cached_tokens", 0) for e in entries)
     prompt = sum(e["prompt_tokens"] for e in entries)
     assert cached >= 0.60 * prompt, f"only {cached / prompt:.0%} of input tokens cached"
     # every request carried the same prompt_cache_key, and nothing else marked the prompt
     keys = {c["body"]["prompt_cache_key"] for c in sim.captured if c["path"].endswith("/chat/completions")}
     assert len(keys) == 1
-    billed, plain = hand_bill(entries, GPT41_MINI)
+    billed, plain = hand_bill(run, GPT41_MINI)
     report = out.llm.report
     assert report.cost == pytest.approx(billed, rel=1e-9)
     assert report.saved_by_prompt_cache == pytest.approx(plain - billed, rel=1e-6)
@@ -92,7 +95,8 @@ def test_anthropic_marks_the_static_prefix_above_the_minimum(sim: Simulator, mod
     template = head + "\n\nReview: {text}"
     options = dict(model=f"anthropic/{model}", base_url=sim.anthropic_url, api_key=KEY, progress=False,
                    system="You label product reviews.")
-    estimate = reviews().llm.estimate(template, **options)
+    estimate = reviews().llm.estimate(template, pilot=10, **options)
+    piloted = len(sim.log)
     out = reviews().llm.apply(template, **options)
     assert out["llm_output"].notna().all()
     sent = [c["body"] for c in sim.captured if c["path"] == "/v1/messages"]
@@ -109,7 +113,7 @@ def test_anthropic_marks_the_static_prefix_above_the_minimum(sim: Simulator, mod
     read = sum(e.get("cached_tokens", 0) for e in entries)
     written = sum(e.get("cache_write_tokens", 0) for e in entries)
     prompt = sum(e["prompt_tokens"] for e in entries)
-    billed, plain = hand_bill(entries, price)
+    billed, plain = hand_bill([e for e in sim.log[piloted:] if e["status"] == 200], price)
     report = out.llm.report
     assert report.cost == pytest.approx(billed, rel=1e-9)
     est = estimate.loc[f"anthropic/{model}"]
