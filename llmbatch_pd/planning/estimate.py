@@ -167,11 +167,14 @@ def build(
     model's dearer prices for long prompts (``worst.tiers_for``), applied request by request.
     ``offer``: the provider's prompt caching, batch API and flex tier (``Provider.offer``);
     ``realtime=False`` (``mode="batch"``) predicts no prompt-cache hits."""
+    ratio = pilot.input_ratio if pilot and pilot.requests else 1.0
     offer = offer or Offer()
     requests = len(input_counts)
     counted = sum(input_counts)
+    # the cacheable tokens corrected as our count was (the pilot's ratio), in the API's steps
+    cacheable = _cacheable(offer, ratio, counted * ratio / requests if requests else 0)
+    offer = replace(offer, tokens=cacheable, static=round(offer.static * ratio))
     low_f, high_f = INPUT_RANGE_EXACT if exact else INPUT_RANGE_ESTIMATED
-    ratio = pilot.input_ratio if pilot and pilot.requests else 1.0
     input_expected = round(counted * ratio)
     input_low = round(counted * min(low_f, ratio))
     input_high = math.ceil(counted * max(high_f, ratio * 1.05))
@@ -211,7 +214,7 @@ def build(
         scenarios = (("_low", input_low, est.output_tokens_low, min(low_f, ratio), low_per),
                      ("", input_expected, est.output_tokens, ratio, per_answer),
                      ("_high", input_high, est.output_tokens_high, max(high_f, ratio * 1.05), cap))
-        cache_tokens = _cacheable(offer, ratio, input_expected / requests if requests else 0) if realtime else 0
+        cache_tokens = cacheable if realtime else 0
         for suffix, inp, out, factor, per in scenarios:
             if tiers and any(c * factor > tiers[0][0] for c in input_counts):
                 dollars = _tiered(input_counts, factor, per, price, tiers)

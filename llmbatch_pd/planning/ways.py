@@ -135,7 +135,8 @@ def ways(basis: Basis, caching: Offer, wall: Callable[[int, float, float], float
                           'tier="flex"'))
     if caching.batch:
         found.append(_way("batch", _dollars(plain, price, batch=True), BATCH_WALL_S, n,
-                          "half price; answers within 24 h (often much sooner)", 'mode="batch"'))
+                          "half price; answers within 24 h (often much sooner); no prompt-cache "
+                          "hits counted (best effort in batches)", 'mode="batch"'))
     return mark(found, b.budget, max_wall_s)
 
 
