@@ -202,15 +202,20 @@ class OpenAIChat(OpenAIBatches, Provider):
                 continue
             body[field if name == "max_tokens" else name] = value
         if self.capabilities.cache_key and "prompt_cache_key" not in body:
-            body["prompt_cache_key"] = self.cache_key(request.messages)
+            key = self.cache_key(request.messages)
+            if key:
+                body["prompt_cache_key"] = key
         if self.tier == "flex":
             body["service_tier"] = "flex"
         return body
 
-    def cache_key(self, messages: list[dict[str, Any]]) -> str:
+    def cache_key(self, messages: list[dict[str, Any]]) -> str | None:
         """``prompt_cache_key``: a digest of the model, the system prompt and the template's
-        prefix: the same for every request of a run, whatever its rows."""
+        prefix: the same for every request of a run, whatever its rows. None when the run has
+        no static part (nothing shared to route to one cache)."""
         system = [m.get("content") for m in messages if m.get("role") in ("system", "developer")]
+        if not system and not self.prefix.strip():
+            return None
         text = json.dumps([self.model, system, self.prefix], ensure_ascii=False, default=str)
         return "llmbatch-" + hashlib.sha256(text.encode()).hexdigest()[:24]
 
