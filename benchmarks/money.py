@@ -84,7 +84,7 @@ def measure(df, template: str, model: str, options: dict[str, Any],
             warnings.simplefilter("ignore")
             out = df.llm.apply(template, **common)
         seconds = time.monotonic() - start
-        requests = sum(1 for e in sim.log if e["status"] == 200 and e.get("model"))
+        requests = sim.stats()["answered"]  # chat requests and batch lines answered
         return out.llm.report.cost, seconds, requests
 
 
