@@ -7,6 +7,7 @@ import dataclasses
 import pandas as pd
 import pytest
 
+from llmbatch_pd import InputError
 from llmbatch_pd.planning import estimate as plan
 from llmbatch_pd.planning.pricing import Price
 from llmbatch_pd.planning.ways import Offer, Way
@@ -114,3 +115,16 @@ def test_estimate_frame_lists_the_ways(sim) -> None:
     assert pd.isna(four_o.get("flex $"))  # gpt-4o-mini has no flex tier
     assert mini["cheapest way"] in {"flex", "batch", "packed 5", "packed 10", "packed 20"}
     assert mini["cost"] == pytest.approx(mini["per row, prompt cached $"])
+
+
+def test_estimate_with_tier_flex_expects_the_flex_figure(sim) -> None:
+    df = pd.DataFrame({"text": [f"review {i}" for i in range(60)]})
+    template = "Rule: label the review as positive or negative. " * 200 + "\n\nReview: {text}"
+    options = dict(model="openai/gpt-4.1-mini", base_url=sim.base_url, api_key=KEY)
+    standard = df.llm.estimate(template, **options).iloc[0]
+    flex = df.llm.estimate(template, tier="flex", **options).iloc[0]
+    assert flex["cost"] == pytest.approx(standard["cost"] / 2)
+    assert flex["flex $"] == pytest.approx(standard["flex $"])  # the ways are the same
+    with pytest.raises(InputError, match="flex"):
+        df.llm.estimate(template, tier="flex", mode="batch", **options)
+    assert sim.log == []
