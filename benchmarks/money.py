@@ -59,8 +59,8 @@ def ways() -> list[tuple[str, str, dict[str, Any], dict[str, Any]]]:
 
 
 def options_for(model: str, sim: Simulator, **more: Any) -> dict[str, Any]:
-    return dict(model=model, base_url=sim.base_url, api_key=KEY, cache=False, max_tokens=5,
-                concurrency=32, **more)
+    # no max_tokens: a bound sized for one label would cut a packed answer (k labels)
+    return dict(model=model, base_url=sim.base_url, api_key=KEY, cache=False, concurrency=32, **more)
 
 
 def estimated(df, template: str, model: str) -> dict[str, float]:
