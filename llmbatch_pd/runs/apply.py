@@ -14,7 +14,7 @@ from ..core.report import RunReport
 from ..planning import estimate as plan
 from ..planning.batch_gate import BatchGate, Party
 from ..transport.loop_thread import on_loop, run_sync
-from .chat import Run
+from .pack import make_run
 from .pilot import Pilot
 from .spec import RunSpec
 
@@ -31,7 +31,7 @@ class ModelRun:
         self.pilot_size = pilot
         self.pilot = Pilot(spec, read_rows, n, pilot) if pilot else None
         self.cancelled: str | None = None  # why cancel() was called
-        self.run = Run(spec, read_rows, n, find_repeats=True)
+        self.run = make_run(spec, read_rows, n, find_repeats=True)
         self.run.keep_usage = usage
         # with a pilot, judge the budget on the pilot's figures (the ledger bounds the pilot).
         # The plan walks every row (render, key, token count, cache lookup) before anything is
@@ -49,7 +49,7 @@ class ModelRun:
         self._estimate = value
 
     def _plan(self, pilot: plan.Pilot | None = None, check: bool = True) -> plan.Estimate:
-        estimate = Run(self.spec, self.read_rows, self.n, find_repeats=True).plan(pilot)
+        estimate = make_run(self.spec, self.read_rows, self.n, find_repeats=True).plan(pilot)
         if check and self.check is not None:
             self.check(self.spec, estimate)
         return estimate

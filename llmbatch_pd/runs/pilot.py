@@ -11,6 +11,7 @@ from ..core.budget import Ledger
 from ..planning import estimate as plan
 from ..planning.pilot import positions
 from .chat import Run
+from .pack import make_run
 from .spec import RunSpec
 
 
@@ -26,7 +27,7 @@ class Pilot:
     async def execute(self, ledger: Ledger | None, main: Run) -> None:
         """Run the pilot's rows; its answers, its spending and its stop go to ``main``."""
         chosen = self.positions
-        run = Run(self.spec, lambda: self.read_rows(chosen), len(chosen))
+        run = make_run(self.spec, lambda: self.read_rows(chosen), len(chosen))
         run.keep_replies = True
         # known before it sends: cancel() stops it (its engine exists once execute() yields)
         self.run = run

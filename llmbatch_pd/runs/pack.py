@@ -1,0 +1,427 @@
+"""``pack=k``: several rows in one request, the template's instructions paid once.
+
+A packed request (CONTRACTS C1) carries the run's system prompt, then one user message: a fixed
+preamble, the template with each field shown as ``<field>``, and the rows as a JSON array of
+objects ``{"id": "1".."k", <field>: <rendered value>, ...}``. It asks for structured output
+named ``packed_rows`` (``core.schema.PackedSchema``): ``{"rows": [{"id", "answer" | the
+schema= fields}]}``.
+
+Every id is checked. A row whose id is missing, answered twice, or whose item does not fit the
+schema gets no answer from that pack: it is asked again in the next round, in packs half the
+size, down to a single ordinary request (whose answer ``schema=`` checks and asks again like
+any row's). Objects with ids that were not sent are ignored. Nothing becomes a silent None.
+
+Answers are cached per row, under the key the row's own single request has (``Run._keyed``),
+so a re-run, packed or not, finds them. The ledger settles each pack on its real usage (the
+engine does it); the rows' shares of that usage (apportioned so they add up to it) go to the
+cache and the usage columns. In batch mode the packs are the batch lines (custom_id: the
+pack's own key) and the rounds are further jobs.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import math
+from collections.abc import Iterable, Iterator, Mapping
+from dataclasses import dataclass
+from typing import Any
+
+from ..core import errors
+from ..core.prompts import build_messages, request_key
+from ..core.schema import PackedSchema
+from ..core.types import Reply, Request, Usage
+from ..planning import estimate as plan
+from .base import INTERRUPTED
+from .chat import Run
+from .spec import RunSpec
+
+PREAMBLE = ("Answer the task below for each row of the JSON array that follows it. Return one object "
+            "per row with the row's id, exactly as given, and {what}: one object for every row, in the "
+            "rows' order, and no other objects. In the task, <name> stands for the row's value of "
+            "name.\n\nTask:\n")
+"""The packed request's fixed opening (``{what}``: the answer, or the schema's fields)."""
+MAX_AUTO = 20  # pack="auto" never packs more rows (Lin et al. 2024: accuracy holds to 16-32 rows)
+AUTO_TARGET_OUTPUT = 3000  # output tokens "auto" aims at per pack (~30 s of answer, as openaivec)
+AUTO_SAMPLE = 64  # rows whose prompt sizes "auto" looks at
+PACK_OUTPUT_CAP = 16_384  # max_tokens of a pack: every current model accepts this many
+ROW_OVERHEAD = 12  # output tokens each row's object adds around its answer ({"id":"7","answer":...})
+
+
+def instructions(spec: RunSpec, packed: PackedSchema) -> str:
+    """The same text for every pack of a run (the part a provider can cache)."""
+    what = "that row's answer" if spec.schema is None else "that row's fields (" + ", ".join(packed.fields) + ")"
+    return PREAMBLE.format(what=what) + spec.template.placeholders()
+
+
+def rows_json(rows: list[Mapping[str, str]]) -> str:
+    """The rows of one pack, ids "1".."k" in order, fields in the template's order."""
+    return json.dumps([{"id": str(j), **fields} for j, fields in enumerate(rows, 1)], ensure_ascii=False)
+
+
+def packed_text(head: str, rows: list[Mapping[str, str]]) -> str:
+    return f"{head}\n\n<rows>\n{rows_json(rows)}\n</rows>"
+
+
+def unpack(packed: PackedSchema, text: str | None, k: int) -> tuple[list[str | None], list[str]]:
+    """Per row of a pack of ``k`` (in order), its answer text or None; and what was wrong.
+    A row gets an answer only when exactly one object carries its id and that object fits;
+    an object with an id that was not sent is ignored (and reported). Raises InvalidOutput
+    when the whole answer is not of the packed shape."""
+    items = packed.check(text)["rows"]
+    found: dict[str, list[Any]] = {}
+    problems: list[str] = []
+    for obj in items:
+        key = obj.get("id") if isinstance(obj, dict) else None
+        found.setdefault(key if isinstance(key, str) else repr(key), []).append(obj)
+    wanted = {str(j) for j in range(1, k + 1)}
+    unknown = [key for key in found if key not in wanted]
+    if unknown:
+        problems.append(f"ids not sent: {', '.join(sorted(unknown)[:5])}")
+    answers: list[str | None] = []
+    for j in range(1, k + 1):
+        objs = found.get(str(j), [])
+        if len(objs) != 1:
+            problems.append(f"id {j} {'missing' if not objs else f'answered {len(objs)} times'}")
+            answers.append(None)
+            continue
+        try:
+            answers.append(packed.item(objs[0]))
+        except errors.InvalidOutput as exc:
+            problems.append(f"id {j}: {exc.message}")
+            answers.append(None)
+    return answers, problems
+
+
+def apportion(total: int, weights: list[float]) -> list[int]:
+    """``total`` split in whole numbers proportional to ``weights``, adding up to it exactly."""
+    if not weights:
+        return []
+    mass = sum(weights)
+    if mass <= 0:
+        weights, mass = [1.0] * len(weights), float(len(weights))
+    exact = [total * w / mass for w in weights]
+    parts = [math.floor(x) for x in exact]
+    order = sorted(range(len(weights)), key=lambda i: exact[i] - parts[i], reverse=True)
+    for i in order[: total - sum(parts)]:
+        parts[i] += 1
+    return parts
+
+
+def shares(usage: Usage, inputs: list[float], outputs: list[float]) -> list[Usage]:
+    """A pack's usage split over its answered rows: prompt tokens by the rows' prompt sizes,
+    answer tokens by their answers' lengths; the parts add up to the whole."""
+    n = len(inputs)
+    ins = apportion(usage.input_tokens, inputs)
+    outs = apportion(usage.output_tokens, outputs)
+    cached = apportion(usage.cached_tokens, inputs)
+    written = apportion(usage.cache_write_tokens, inputs)
+    both = [a + b for a, b in zip(inputs, outputs, strict=True)]
+    mass = sum(both) or 1.0
+    return [Usage(ins[i], outs[i], cached[i], written[i],
+                  None if usage.cost is None else usage.cost * both[i] / mass) for i in range(n)]
+
+
+def auto_size(row_tokens: list[int], head_tokens: int, window: int | None, per_row_output: float,
+              output_cap: int = PACK_OUTPUT_CAP) -> int:
+    """``pack="auto"``: as many rows as keep a pack's answer near ``AUTO_TARGET_OUTPUT`` tokens
+    and within the output cap, its prompt within half the context window, and at most
+    ``MAX_AUTO`` rows."""
+    per_out = max(1.0, per_row_output) + ROW_OVERHEAD
+    k = min(MAX_AUTO, int(AUTO_TARGET_OUTPUT // per_out), int(output_cap * 0.8 // per_out))
+    if window and row_tokens:
+        largest = max(row_tokens)
+        k = min(k, int(max(0, window // 2 - head_tokens) // max(1, largest)))
+    return max(1, k)
+
+
+@dataclass
+class _Row:
+    request: Request  # the row's own single request (its key is the cache key)
+    fields: dict[str, str]  # its rendered fields, as the pack shows them
+
+
+class PackedRun(Run):
+    """A chat run that sends its rows ``spec.pack`` at a time (see the module docstring)."""
+
+    def __init__(self, spec: RunSpec, row_values, n: int, find_repeats: bool = False) -> None:
+        super().__init__(spec, row_values, n, find_repeats)
+        self.packed = PackedSchema(spec.schema)
+        system = spec.system
+        if spec.provider.schema_in_prompt:  # JSON mode only: the packed schema in words
+            system = f"{system}\n\n{self.packed.instruction()}" if system else self.packed.instruction()
+        self.pack_system = system
+        self.head = instructions(spec, self.packed)
+        self.pack_params = {"temperature": spec.temperature, "max_tokens": spec.max_tokens,
+                            **spec.provider.structured(self.packed), **spec.extra}
+        self._schema_tokens = self._packed_schema_tokens()
+        self.size = spec.pack if isinstance(spec.pack, int) else 0  # 0: "auto", found from the rows
+        self._values: dict[int, Mapping[str, Any]] = {}
+        self._note_values = self._values.__setitem__
+        self._packs: dict[int, list[_Row]] = {}  # in flight: pack id (>= n) -> its rows
+        self._next_pack = n
+        self._again: list[_Row] = []  # rows to ask again in the next round
+        self._tries: dict[int, int] = {}  # row -> answers refused so far
+        self.pack_problems = 0  # rows a pack did not answer usably (asked again)
+        self.packs_sent = 0
+        self.packed_rows = 0  # rows answered from packs
+        self.sent_rows = 0  # rows answered by what this run sent (packs or their own requests)
+        self._planned_packs = 0
+        self._basis = ""
+
+    # building packs -----------------------------------------------------------------------
+
+    def _packed_schema_tokens(self) -> int:
+        spec = self.spec
+        documented, wrapped = spec.provider.hidden_prompt(self.packed)
+        hidden = documented + (spec.counter.count(wrapped) if wrapped else 0)
+        if spec.provider.schema_in_prompt:
+            return hidden
+        return hidden + spec.counter.count(json.dumps(self.packed.json_schema, separators=(",", ":")))
+
+    def pack_max_tokens(self, k: int) -> int | None:
+        """The output limit of a pack of ``k`` rows: k rows' limits (and their ids), capped."""
+        per_row = self.spec.max_tokens
+        if per_row is None:
+            return None
+        return min(PACK_OUTPUT_CAP, k * (per_row + ROW_OVERHEAD))
+
+    def _rows(self, requests: Iterable[Request]) -> Iterator[_Row]:
+        """The single requests of the rows to send, with their rendered fields."""
+        template, missing = self.spec.template, self.spec.missing
+        for request in requests:
+            values = self._values.pop(request.index)
+            for stale in [i for i in self._values if i < request.index]:  # answered or skipped
+                del self._values[stale]
+            yield _Row(request, template.render_fields(values, missing))
+
+    def _pack(self, rows: list[_Row]) -> Request:
+        spec = self.spec
+        text = packed_text(self.head, [r.fields for r in rows])
+        messages = build_messages(text, self.pack_system)
+        params = dict(self.pack_params)
+        limit = self.pack_max_tokens(len(rows))
+        if "max_tokens" in params or limit is not None:
+            params["max_tokens"] = limit
+        keyed = {k: v for k, v in params.items() if k != "max_tokens"}
+        pack_id, self._next_pack = self._next_pack, self._next_pack + 1
+        self._packs[pack_id] = rows
+        return Request(index=pack_id, messages=messages, params=params,
+                       key=request_key(spec.provider.endpoint, spec.provider.model, messages, keyed),
+                       est_input_tokens=spec.counter.count_messages(messages) + self._schema_tokens,
+                       max_output_tokens=limit or 0)
+
+    def _grouped(self, rows: Iterable[_Row], size: int) -> Iterator[Request]:
+        """Packs of ``size`` rows (a pack of one is the row's own request); a pack whose prompt
+        would not fit the context window goes as its rows' own requests."""
+        window = self.spec.context_window
+        group: list[_Row] = []
+
+        def flush() -> Iterator[Request]:
+            if len(group) == 1:
+                yield group[0].request
+            elif group:
+                pack = self._pack(group)
+                if window and pack.est_input_tokens > window:
+                    del self._packs[pack.index]
+                    yield from (r.request for r in group)
+                else:
+                    yield pack
+
+        for row in rows:
+            group.append(row)
+            if len(group) >= size:
+                yield from flush()
+                group = []
+        yield from flush()
+
+    def _first_round(self) -> Iterator[Request]:
+        rows = self._rows(self._requests())
+        if not self.size:
+            rows = self._auto(rows)
+        return self._grouped(rows, self.size)
+
+    def _auto(self, rows: Iterator[_Row]) -> Iterator[_Row]:
+        """``pack="auto"``: the size from the first rows' prompts, the model's context window
+        and the answers' length (a pilot's per-row figure, else ``max_tokens=`` or the
+        estimate's default), then every row."""
+        spec, sample = self.spec, []
+        for row in rows:
+            sample.append(row)
+            if len(sample) >= AUTO_SAMPLE:
+                break
+        head = spec.counter.count(self.head) + self._schema_tokens
+        per_row = [spec.counter.count(json.dumps(r.fields, ensure_ascii=False)) + ROW_OVERHEAD for r in sample]
+        output = spec.pack_output or min(spec.max_tokens or plan.DEFAULT_OUTPUT_TOKENS, plan.DEFAULT_OUTPUT_TOKENS)
+        self.size = auto_size(per_row, head, spec.context_window, output)
+        yield from sample
+        yield from rows
+
+    # answers --------------------------------------------------------------------------------
+
+    def _on_done(self, request: Request, reply: Reply | None, exc: errors.ProviderError | None) -> None:
+        rows = self._packs.pop(request.index, None)
+        if rows is None:
+            self._on_single(request, reply, exc)
+            return
+        if reply is None:
+            if isinstance(exc, errors.InvalidOutput | errors.MalformedResponse) and self.stop_error is None:
+                self._ask_again(rows)
+            else:
+                for row in rows:
+                    self._record(row.request.index, None, exc, self._with_followers(row.request.index))
+            return
+        self.packs_sent += 1
+        self.sent_estimated_tokens += request.est_input_tokens
+        try:
+            texts, _problems = unpack(self.packed, reply.text, len(rows))
+        except errors.InvalidOutput:
+            self._ask_again(rows)
+            return
+        good = [(row, text) for row, text in zip(rows, texts, strict=True) if text is not None]
+        self._ask_again([row for row, text in zip(rows, texts, strict=True) if text is None])
+        parts = shares(reply.usage, [float(r.request.est_input_tokens) for r, _ in good],
+                       [float(len(t)) + 20 for _, t in good])
+        limit = self._limit(self.spec.max_tokens)
+        for (row, text), usage in zip(good, parts, strict=True):
+            own = Reply(text=text, usage=usage, finish_reason="stop", model=reply.model, limit=limit)
+            self.packed_rows += 1
+            self.sent_rows += 1
+            self._answered(row.request, own)
+
+    def _on_single(self, request: Request, reply: Reply | None, exc: errors.ProviderError | None) -> None:
+        """A row's own request (a pack of one, or asked again alone): its answer is checked
+        against ``schema=`` here (the engine checks nothing in a packed run) and asked again
+        up to ``schema_retries`` times, as the engine would."""
+        schema = self.spec.schema
+        if reply is not None and reply.text is not None and schema is not None:
+            try:
+                schema.check(reply.text)
+            except errors.InvalidOutput as invalid:
+                tries = self._tries.get(request.index, 0)
+                if not reply.truncated and tries < self.spec.schema_retries and self.stop_error is None:
+                    self._tries[request.index] = tries + 1
+                    self._again.append(_Row(request, {}))
+                    return
+                reply, exc = None, invalid
+        if reply is not None and reply.text is not None:
+            self.sent_rows += 1
+        super()._on_done(request, reply, exc)
+
+    def _answered(self, request: Request, reply: Reply) -> None:
+        """A row answered by a pack: cached under its own key, shared with its duplicates."""
+        if self.store is not None:
+            self._keep((request.key, self.spec.provider.model, reply))
+        if self.keep_replies:
+            self.replies[request.key] = reply
+        self._record(request.index, reply, None, self._with_followers(request.index))
+
+    def _with_followers(self, i: int) -> list[int]:
+        return [i, *self._followers.pop(i, ())]
+
+    def _ask_again(self, rows: list[_Row]) -> None:
+        self.pack_problems += len(rows)
+        self._again.extend(rows)
+
+    def _walk_rest(self, reason: errors.ProviderError) -> None:
+        """Rows not yet looked at keep their own outcome; packs never sent fail their rows."""
+        if self._stream is None:
+            self._stream = self._first_round()
+        for request in self._stream:
+            for row in self._packs.pop(request.index, [_Row(request, {})]):
+                self._fail_with(row.request.index, reason)
+
+    # sending in rounds ----------------------------------------------------------------------
+
+    async def _send(self, requests: Iterable[Request]) -> None:
+        """Round one sends the packs; each later round asks the rows the last one did not
+        answer usably, in packs half the size, down to the rows' own requests."""
+        size = max(1, self.size or 1)
+        try:
+            await self._transmit(requests)
+            size = max(1, self.size or 1)
+            while self._again and self.stop_error is None:
+                again, self._again = self._again, []
+                size = max(1, size // 2)
+                await self._transmit(self._grouped(again, size))
+            for row in self._again:  # the run stopped first
+                self._fail_with(row.request.index, self._not_sent())
+            self._again = []
+            self._close_unfinished(self._not_sent())
+        except asyncio.CancelledError:
+            self.report.interrupted = True
+            self._close_unfinished(INTERRUPTED, walk=False)
+            raise
+        finally:
+            self._end()
+
+    async def _transmit(self, requests: Iterable[Request]) -> None:
+        if self.batcher is not None:
+            await self.batcher.run(requests)
+        else:
+            assert self.engine is not None
+            await self.engine.run(requests, self._on_done)
+
+    def _start(self, ledger, *, batch=None, engine=None) -> None:
+        super()._start(ledger, batch=batch, engine={**(engine or {}), "check": None})
+        self.stats.total = max(1, math.ceil(self.n / max(1, self.size or MAX_AUTO)))
+
+    def _request_stream(self) -> Iterator[Request]:
+        return self._first_round()
+
+    # planning -------------------------------------------------------------------------------
+
+    def _planned(self) -> Iterator[Request]:
+        self._planned_packs = 0
+        for request in self._first_round():
+            self._packs.pop(request.index, None)
+            self._planned_packs += 1
+            yield request
+
+    def as_pilot(self) -> plan.Pilot:
+        """Per row answered: what a pack cost (its tokens spread over its rows)."""
+        s = self.stats
+        return plan.Pilot(requests=self.sent_rows, input_tokens=s.input_tokens,
+                          estimated_input_tokens=self.sent_estimated_tokens,
+                          output_tokens=s.output_tokens,
+                          latency_s=s.latency_total / s.done if s.done else 0.0, source="packed")
+
+    def _plan_pilot(self, pilot: plan.Pilot | None) -> plan.Pilot | None:
+        """The figures per pack that ``plan.build`` extrapolates from: a packed pilot's per-row
+        output (or a single-row history's, plus each row's id and braces, or the default)
+        times the rows per pack."""
+        per_pack = self._rows_per_pack()
+        if pilot is not None and pilot.requests:
+            per_row = pilot.output_tokens / pilot.requests + (0 if pilot.source == "packed" else ROW_OVERHEAD)
+            self._basis = (f"{'packed pilot' if pilot.source == 'packed' else pilot.source} of "
+                           f"{pilot.requests} rows: {per_row:.0f} output tokens per row, "
+                           f"{per_pack:.1f} rows per request")
+            return plan.Pilot(requests=pilot.requests, input_tokens=pilot.input_tokens,
+                              estimated_input_tokens=pilot.estimated_input_tokens,
+                              output_tokens=round(per_row * per_pack * pilot.requests),
+                              latency_s=pilot.latency_s if pilot.source == "packed" else 0.0)
+        per_row = min(plan.DEFAULT_OUTPUT_TOKENS, self.spec.max_tokens or plan.DEFAULT_OUTPUT_TOKENS) + ROW_OVERHEAD
+        self._basis = (f"default: {per_row} output tokens per row (run a pilot for a better figure), "
+                       f"{per_pack:.1f} rows per request")
+        out = per_row * per_pack
+        return plan.Pilot(requests=1, output_tokens=round(out),
+                          latency_s=plan.DEFAULT_LATENCY_S + out / plan.OUTPUT_TOKENS_PER_S)
+
+    def _rows_per_pack(self) -> float:
+        r = self.report
+        rows = r.requests - r.cached - r.prefilled - r.too_long
+        return rows / self._planned_packs if self._planned_packs else 1.0
+
+    def _plan_max_tokens(self) -> int | None:
+        return self.pack_max_tokens(self.size) if self.size else self.spec.max_tokens
+
+    def _planned_estimate(self, estimate: plan.Estimate) -> plan.Estimate:
+        estimate.output_basis = self._basis
+        return estimate
+
+
+def make_run(spec: RunSpec, row_values, n: int, find_repeats: bool = False) -> Run:
+    """The run ``spec`` asks for: packed (``pack=``) or one request per row."""
+    if spec.pack is None or spec.pack == 1:
+        return Run(spec, row_values, n, find_repeats)
+    return PackedRun(spec, row_values, n, find_repeats)
