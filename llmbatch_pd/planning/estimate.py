@@ -78,6 +78,7 @@ class Estimate:
     batch_cost: float | None = None
     batch_cost_high: float | None = None
     cache_saves: float | None = None  # dollars the cached rows would have cost
+    pack_agreement: float | None = None  # estimate(pilot=N, pack=k): share of pilot rows answered alike packed and alone
     wall_time_s: float = 0.0
     budget: float | None = None
     token_counting: str = ""

@@ -73,7 +73,7 @@ def unpack(packed: PackedSchema, text: str | None, k: int) -> tuple[list[str | N
     problems: list[str] = []
     for obj in items:
         key = obj.get("id") if isinstance(obj, dict) else None
-        found.setdefault(key if isinstance(key, str) else repr(key), []).append(obj)
+        found.setdefault(key if isinstance(key, str) else f"(not a string: {key!r})", []).append(obj)
     wanted = {str(j) for j in range(1, k + 1)}
     unknown = [key for key in found if key not in wanted]
     if unknown:

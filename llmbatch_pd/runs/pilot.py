@@ -42,6 +42,8 @@ class Pilot:
             setattr(stats, name, getattr(run.stats, name))
         stats.by_kind.update(run.stats.by_kind)
         self.measured = run.as_pilot()
+        if self.spec.pack == "auto" and self.measured.requests:  # the main run's packs sized on it
+            self.spec.pack_output = self.measured.output_tokens / self.measured.requests
 
     def cancel(self, reason: str) -> None:
         """Stop the pilot if it is going."""
