@@ -25,16 +25,18 @@ import json
 import math
 from collections.abc import Iterable, Iterator, Mapping
 from dataclasses import dataclass
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from ..core import errors
 from ..core.prompts import build_messages, request_key
-from ..core.schema import PackedSchema
 from ..core.types import Reply, Request, Usage
 from ..planning import estimate as plan
 from .base import INTERRUPTED
 from .chat import Run
 from .spec import RunSpec
+
+if TYPE_CHECKING:  # pydantic loads only when pack= is used
+    from ..core.schema import PackedSchema
 
 PREAMBLE = ("Answer the task below for each row of the JSON array that follows it. Return one object "
             "per row with the row's id, exactly as given, and {what}: one object for every row, in the "
@@ -122,6 +124,13 @@ def shares(usage: Usage, inputs: list[float], outputs: list[float]) -> list[Usag
                   None if usage.cost is None else usage.cost * both[i] / mass) for i in range(n)]
 
 
+def pack_output_limit(per_row: int | None, k: int) -> int | None:
+    """The output limit of a pack of ``k`` rows: k rows' limits (and their ids), capped."""
+    if per_row is None:
+        return None
+    return min(PACK_OUTPUT_CAP, k * (per_row + ROW_OVERHEAD))
+
+
 def auto_size(row_tokens: list[int], head_tokens: int, window: int | None, per_row_output: float,
               output_cap: int = PACK_OUTPUT_CAP) -> int:
     """``pack="auto"``: as many rows as keep a pack's answer near ``AUTO_TARGET_OUTPUT`` tokens
@@ -145,6 +154,8 @@ class PackedRun(Run):
     """A chat run that sends its rows ``spec.pack`` at a time (see the module docstring)."""
 
     def __init__(self, spec: RunSpec, row_values, n: int, find_repeats: bool = False) -> None:
+        from ..core.schema import PackedSchema
+
         super().__init__(spec, row_values, n, find_repeats)
         self.packed = PackedSchema(spec.schema)
         system = spec.system
@@ -180,11 +191,7 @@ class PackedRun(Run):
         return hidden + spec.counter.count(json.dumps(self.packed.json_schema, separators=(",", ":")))
 
     def pack_max_tokens(self, k: int) -> int | None:
-        """The output limit of a pack of ``k`` rows: k rows' limits (and their ids), capped."""
-        per_row = self.spec.max_tokens
-        if per_row is None:
-            return None
-        return min(PACK_OUTPUT_CAP, k * (per_row + ROW_OVERHEAD))
+        return pack_output_limit(self.spec.max_tokens, k)
 
     def _rows(self, requests: Iterable[Request]) -> Iterator[_Row]:
         """The single requests of the rows to send, with their rendered fields."""
@@ -230,7 +237,7 @@ class PackedRun(Run):
 
         for row in rows:
             group.append(row)
-            if len(group) >= size:
+            if len(group) >= (size or self.size):  # 0: "auto", sized once the first rows are seen
                 yield from flush()
                 group = []
         yield from flush()
