@@ -376,6 +376,10 @@ class PackedRun(Run):
     def _request_stream(self) -> Iterator[Request]:
         return self._first_round()
 
+    def _remember(self) -> None:
+        """A packed run does not add to the template's history: its figures are per pack, the
+        history's per request of one row."""
+
     # planning -------------------------------------------------------------------------------
 
     def _planned(self) -> Iterator[Request]:

@@ -126,9 +126,13 @@ def test_schema_fields_per_row_in_packs(faulty):
 def test_a_rerun_and_a_later_unpacked_run_reuse_the_packed_answers(faulty):
     llm = {"model": MODEL, "base_url": faulty.base_url, "api_key": KEY, "progress": False}
     df = _frame(50)
-    first = df.llm.apply(TEMPLATE, pack=10, **llm)
+    first = df.llm.apply(TEMPLATE, pack=10, usage=True, **llm)
     sent = len(faulty.log)
     assert sent >= 5
+    # each row's share of its pack's usage: the shares add up to the bill
+    assert first["llm_output_cost"].sum() == pytest.approx(bill(faulty.log))
+    assert first["llm_output_input_tokens"].sum() == sum(e["prompt_tokens"] for e in faulty.log)
+    first = first[["title", "stars", "llm_output", "llm_output_error"]]
     again = df.llm.apply(TEMPLATE, pack=10, **llm)
     assert len(faulty.log) == sent and again.llm.report.cached == 50
     single = df.llm.apply(TEMPLATE, **llm)
@@ -196,3 +200,14 @@ def test_pack_auto_picks_a_bounded_size(faulty):
     assert out["llm_output"].notna().all()
     sizes = [len(e["pack_ids_sent"]) for e in faulty.log if "pack_ids_sent" in e]
     assert sizes and max(sizes) <= 20 and max(sizes) >= 10
+
+
+def test_anthropic_packs_through_structured_output(faulty):
+    llm = {"model": "anthropic/claude-haiku-4-5", "base_url": faulty.anthropic_url, "api_key": KEY,
+           "progress": False}
+    df = _frame(30)
+    out = df.llm.apply(TEMPLATE, pack=10, **llm)
+    own, alone = _check_rows(df, out, faulty.log)
+    assert own + alone == 30 and own >= 20
+    assert [len(p["ids_sent"]) for p in faulty.packs][:3] == [10, 10, 10]
+
