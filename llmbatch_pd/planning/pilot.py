@@ -43,7 +43,8 @@ class Agreement:
         if len(self.fields) > 1:
             text += " (" + ", ".join(f"{name} {share:.0%}" for name, share in self.fields.items()) + ")"
         if self.saving is not None:
-            text += f", {self.saving:.0%} cheaper packed"
+            text += (f", {self.saving:.0%} cheaper packed" if self.saving >= 0
+                     else f", {-self.saving:.0%} dearer packed")
         return text
 
 

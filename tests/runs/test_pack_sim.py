@@ -211,3 +211,21 @@ def test_anthropic_packs_through_structured_output(faulty):
     assert own + alone == 30 and own >= 20
     assert [len(p["ids_sent"]) for p in faulty.packs][:3] == [10, 10, 10]
 
+
+def test_estimate_with_a_pilot_compares_packed_and_single_answers(sim):
+    """The simulator picks a sentiment option by the row's words both ways (packed rows and
+    single prompts alike), but answers free text differently packed (``packed_answer``'s
+    words) and alone (sentences): agreement 100 % and 0 %, from the answers themselves."""
+    llm = {"model": MODEL, "base_url": sim.base_url, "api_key": KEY}
+    words = ["great", "terrible", "loved it", "awful"]
+    df = pd.DataFrame({"review": [f"The lamp was {words[i % 4]}, order {i}" for i in range(60)]})
+    labels = df.llm.estimate("Answer with positive or negative: {review}", pilot=20, pack=10, **llm)
+    assert labels.loc[MODEL, "pack_agreement"] == 1.0
+    free = df.llm.estimate("Summarise: {review}", pilot=20, pack=10, **llm)
+    assert free.loc[MODEL, "pack_agreement"] == 0.0
+    assert "cheaper packed" in free.loc[MODEL, "output_basis"]
+    packed = [e for e in sim.log if "pack_ids_sent" in e]
+    assert len(packed) == 4 and len(_chat(sim.log)) == 4 + 40  # two pilots, each both ways
+    # the estimates count only the rows the pilots did not answer: 40 rows, 10 a request
+    assert labels.loc[MODEL, "requests"] == free.loc[MODEL, "requests"] == 4
+
