@@ -16,7 +16,7 @@ from .core import defaults, errors
 from .core.numbers import money
 from .core.types import Request, Usage
 from .planning.estimate import Estimate
-from .runs.pack import MAX_AUTO, ROW_OVERHEAD, pack_output_limit
+from .runs.packing import MAX_AUTO, ROW_OVERHEAD, pack_output_limit
 from .runs.spec import RunSpec, check_limits
 
 NOT_OPTIONS = frozenset({"self", "df", "template", "columns", "value_field", "need_key",

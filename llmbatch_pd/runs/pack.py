@@ -25,123 +25,26 @@ import json
 import math
 from collections.abc import Iterable, Iterator, Mapping
 from dataclasses import dataclass
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
 from ..core import errors
 from ..core.prompts import build_messages, request_key
-from ..core.types import Reply, Request, Usage
+from ..core.types import Reply, Request
 from ..planning import estimate as plan
 from .base import INTERRUPTED
 from .chat import Run
+from .packing import (
+    AUTO_SAMPLE,
+    MAX_AUTO,
+    ROW_OVERHEAD,
+    auto_size,
+    instructions,
+    pack_output_limit,
+    packed_text,
+    shares,
+    unpack,
+)
 from .spec import RunSpec
-
-if TYPE_CHECKING:  # pydantic loads only when pack= is used
-    from ..core.schema import PackedSchema
-
-PREAMBLE = ("Answer the task below for each row of the JSON array that follows it. Return one object "
-            "per row with the row's id, exactly as given, and {what}: one object for every row, in the "
-            "rows' order, and no other objects. In the task, <name> stands for the row's value of "
-            "name.\n\nTask:\n")
-"""The packed request's fixed opening (``{what}``: the answer, or the schema's fields)."""
-MAX_AUTO = 20  # pack="auto" never packs more rows (Lin et al. 2024: accuracy holds to 16-32 rows)
-AUTO_TARGET_OUTPUT = 3000  # output tokens "auto" aims at per pack (~30 s of answer, as openaivec)
-AUTO_SAMPLE = 64  # rows whose prompt sizes "auto" looks at
-PACK_OUTPUT_CAP = 16_384  # max_tokens of a pack: every current model accepts this many
-ROW_OVERHEAD = 12  # output tokens each row's object adds around its answer ({"id":"7","answer":...})
-
-
-def instructions(spec: RunSpec, packed: PackedSchema) -> str:
-    """The same text for every pack of a run (the part a provider can cache)."""
-    what = "that row's answer" if spec.schema is None else "that row's fields (" + ", ".join(packed.fields) + ")"
-    return PREAMBLE.format(what=what) + spec.template.placeholders()
-
-
-def rows_json(rows: list[Mapping[str, str]]) -> str:
-    """The rows of one pack, ids "1".."k" in order, fields in the template's order."""
-    return json.dumps([{"id": str(j), **fields} for j, fields in enumerate(rows, 1)], ensure_ascii=False)
-
-
-def packed_text(head: str, rows: list[Mapping[str, str]]) -> str:
-    return f"{head}\n\n<rows>\n{rows_json(rows)}\n</rows>"
-
-
-def unpack(packed: PackedSchema, text: str | None, k: int) -> tuple[list[str | None], list[str]]:
-    """Per row of a pack of ``k`` (in order), its answer text or None; and what was wrong.
-    A row gets an answer only when exactly one object carries its id and that object fits;
-    an object with an id that was not sent is ignored (and reported). Raises InvalidOutput
-    when the whole answer is not of the packed shape."""
-    items = packed.check(text)["rows"]
-    found: dict[str, list[Any]] = {}
-    problems: list[str] = []
-    for obj in items:
-        key = obj.get("id") if isinstance(obj, dict) else None
-        found.setdefault(key if isinstance(key, str) else f"(not a string: {key!r})", []).append(obj)
-    wanted = {str(j) for j in range(1, k + 1)}
-    unknown = [key for key in found if key not in wanted]
-    if unknown:
-        problems.append(f"ids not sent: {', '.join(sorted(unknown)[:5])}")
-    answers: list[str | None] = []
-    for j in range(1, k + 1):
-        objs = found.get(str(j), [])
-        if len(objs) != 1:
-            problems.append(f"id {j} {'missing' if not objs else f'answered {len(objs)} times'}")
-            answers.append(None)
-            continue
-        try:
-            answers.append(packed.item(objs[0]))
-        except errors.InvalidOutput as exc:
-            problems.append(f"id {j}: {exc.message}")
-            answers.append(None)
-    return answers, problems
-
-
-def apportion(total: int, weights: list[float]) -> list[int]:
-    """``total`` split in whole numbers proportional to ``weights``, adding up to it exactly."""
-    if not weights:
-        return []
-    mass = sum(weights)
-    if mass <= 0:
-        weights, mass = [1.0] * len(weights), float(len(weights))
-    exact = [total * w / mass for w in weights]
-    parts = [math.floor(x) for x in exact]
-    order = sorted(range(len(weights)), key=lambda i: exact[i] - parts[i], reverse=True)
-    for i in order[: total - sum(parts)]:
-        parts[i] += 1
-    return parts
-
-
-def shares(usage: Usage, inputs: list[float], outputs: list[float]) -> list[Usage]:
-    """A pack's usage split over its answered rows: prompt tokens by the rows' prompt sizes,
-    answer tokens by their answers' lengths; the parts add up to the whole."""
-    n = len(inputs)
-    ins = apportion(usage.input_tokens, inputs)
-    outs = apportion(usage.output_tokens, outputs)
-    cached = apportion(usage.cached_tokens, inputs)
-    written = apportion(usage.cache_write_tokens, inputs)
-    both = [a + b for a, b in zip(inputs, outputs, strict=True)]
-    mass = sum(both) or 1.0
-    return [Usage(ins[i], outs[i], cached[i], written[i],
-                  None if usage.cost is None else usage.cost * both[i] / mass) for i in range(n)]
-
-
-def pack_output_limit(per_row: int | None, k: int) -> int | None:
-    """The output limit of a pack of ``k`` rows: k rows' limits (and their ids), capped."""
-    if per_row is None:
-        return None
-    return min(PACK_OUTPUT_CAP, k * (per_row + ROW_OVERHEAD))
-
-
-def auto_size(row_tokens: list[int], head_tokens: int, window: int | None, per_row_output: float,
-              output_cap: int = PACK_OUTPUT_CAP) -> int:
-    """``pack="auto"``: as many rows as keep a pack's answer near ``AUTO_TARGET_OUTPUT`` tokens
-    and within the output cap, its prompt within half the context window, and at most
-    ``MAX_AUTO`` rows."""
-    per_out = max(1.0, per_row_output) + ROW_OVERHEAD
-    k = min(MAX_AUTO, int(AUTO_TARGET_OUTPUT // per_out), int(output_cap * 0.8 // per_out))
-    if window and row_tokens:
-        largest = max(row_tokens)
-        k = min(k, int(max(0, window // 2 - head_tokens) // max(1, largest)))
-    return max(1, k)
 
 
 @dataclass

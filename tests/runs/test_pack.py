@@ -12,15 +12,8 @@ from llmbatch_pd.core.types import Usage
 from llmbatch_pd.planning.pilot import agreement
 from llmbatch_pd.runs.chat import Run
 from llmbatch_pd.runs.chat_spec import chat_spec
-from llmbatch_pd.runs.pack import (
-    MAX_AUTO,
-    PREAMBLE,
-    PackedRun,
-    apportion,
-    auto_size,
-    shares,
-    unpack,
-)
+from llmbatch_pd.runs.pack import PackedRun
+from llmbatch_pd.runs.packing import MAX_AUTO, PREAMBLE, apportion, auto_size, shares, unpack
 
 KEY = "sk-test-0123456789abcdefSECRET"
 CONTRACT_SCHEMA = {"type": "object", "properties": {"rows": {"type": "array", "items": {
