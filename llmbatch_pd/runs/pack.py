@@ -29,10 +29,11 @@ from typing import Any
 
 from ..core import errors
 from ..core.prompts import build_messages, request_key
+from ..core.reuse import truncation_note
 from ..core.types import Reply, Request
 from ..planning import estimate as plan
 from .base import INTERRUPTED
-from .chat import Run
+from .chat import LOOKUP_CHUNK, Run
 from .packing import (
     AUTO_SAMPLE,
     MAX_AUTO,
@@ -70,8 +71,9 @@ class PackedRun(Run):
                             **spec.provider.structured(self.packed), **spec.extra}
         self._schema_tokens = self._packed_schema_tokens()
         self.size = spec.pack if isinstance(spec.pack, int) else 0  # 0: "auto", found from the rows
-        self._values: dict[int, Mapping[str, Any]] = {}
-        self._note_values = self._values.__setitem__
+        self._values: dict[int, Mapping[str, Any]] = {}  # rows of the chunk being rendered
+        self._note_values = self._note
+        self._alone: dict[int, _Row] = {}  # rows sent as their own request, until answered
         self._packs: dict[int, list[_Row]] = {}  # in flight: pack id (>= n) -> its rows
         self._next_pack = n
         self._again: list[_Row] = []  # rows to ask again in the next round
@@ -101,9 +103,15 @@ class PackedRun(Run):
         template, missing = self.spec.template, self.spec.missing
         for request in requests:
             values = self._values.pop(request.index)
-            for stale in [i for i in self._values if i < request.index]:  # answered or skipped
-                del self._values[stale]
             yield _Row(request, template.render_fields(values, missing))
+
+    def _note(self, i: int, values: Mapping[str, Any]) -> None:
+        """Row ``i``'s values, kept until its request is packed. Rows are rendered a chunk at
+        a time and every request of a chunk is taken before the next is rendered, so what is
+        left of the earlier chunks (rows the cache answered, repeats) is not needed."""
+        if i % LOOKUP_CHUNK == 0:
+            self._values.clear()
+        self._values[i] = values
 
     def _pack(self, rows: list[_Row]) -> Request:
         spec = self.spec
@@ -127,14 +135,18 @@ class PackedRun(Run):
         window = self.spec.context_window
         group: list[_Row] = []
 
+        def alone(row: _Row) -> Request:
+            self._alone[row.request.index] = row
+            return row.request
+
         def flush() -> Iterator[Request]:
             if len(group) == 1:
-                yield group[0].request
+                yield alone(group[0])
             elif group:
                 pack = self._pack(group)
                 if window and pack.est_input_tokens > window:
                     del self._packs[pack.index]
-                    yield from (r.request for r in group)
+                    yield from (alone(r) for r in group)
                 else:
                     yield pack
 
@@ -203,16 +215,19 @@ class PackedRun(Run):
         """A row's own request (a pack of one, or asked again alone): its answer is checked
         against ``schema=`` here (the engine checks nothing in a packed run) and asked again
         up to ``schema_retries`` times, as the engine would."""
-        schema = self.spec.schema
+        schema, row = self.spec.schema, self._alone.pop(request.index, None)
         if reply is not None and reply.text is not None and schema is not None:
             try:
                 schema.check(reply.text)
             except errors.InvalidOutput as invalid:
                 tries = self._tries.get(request.index, 0)
-                if not reply.truncated and tries < self.spec.schema_retries and self.stop_error is None:
+                if (row is not None and not reply.truncated and tries < self.spec.schema_retries
+                        and self.stop_error is None):
                     self._tries[request.index] = tries + 1
-                    self._again.append(_Row(request, {}))
+                    self._again.append(row)
                     return
+                if reply.truncated:  # asked again, it would be cut again
+                    invalid.message = f"{truncation_note(self._limit(request.max_output_tokens))}: {invalid.message}"
                 reply, exc = None, invalid
         if reply is not None and reply.text is not None:
             self.sent_rows += 1
@@ -246,7 +261,6 @@ class PackedRun(Run):
     async def _send(self, requests: Iterable[Request]) -> None:
         """Round one sends the packs; each later round asks the rows the last one did not
         answer usably, in packs half the size, down to the rows' own requests."""
-        size = max(1, self.size or 1)
         try:
             await self._transmit(requests)
             size = max(1, self.size or 1)

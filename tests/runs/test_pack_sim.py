@@ -229,3 +229,18 @@ def test_estimate_with_a_pilot_compares_packed_and_single_answers(sim):
     # the estimates count only the rows the pilots did not answer: 40 rows, 10 a request
     assert labels.loc[MODEL, "requests"] == free.loc[MODEL, "requests"] == 4
 
+
+
+def test_answers_that_do_not_fit_the_schema_are_asked_again(sim):
+    """A packed answer the simulator breaks (JSON cut short, a field dropped) gets its rows
+    asked again in smaller packs, then alone, each alone up to schema_retries times."""
+    sim.configure(fault_invalid_json=0.4, seed=11)
+    llm = {"model": MODEL, "base_url": sim.base_url, "api_key": KEY, "progress": False}
+    df = _frame(100)
+    out = df.llm.apply(TEMPLATE, pack=10, schema={"label": str, "score": float}, schema_retries=3, **llm)
+    assert sim.stats()["by_fault"].get("invalid_json", 0) >= 3
+    answered = out["label"].notna() & out["score"].notna()
+    assert answered.sum() >= 97
+    assert out.loc[~answered, "llm_output_error"].str.contains("schema").all()
+    sizes = [len(e["pack_ids_sent"]) for e in sim.log if "pack_ids_sent" in e]
+    assert 10 in sizes and any(s < 10 for s in sizes)  # broken packs were split
