@@ -173,9 +173,12 @@ class PackedRun(Run):
             if len(sample) >= AUTO_SAMPLE:
                 break
         head = spec.counter.count(self.head) + self._schema_tokens
-        per_row = [spec.counter.count(json.dumps(r.fields, ensure_ascii=False)) + ROW_OVERHEAD for r in sample]
+        per_row = [spec.counter.count(json.dumps(r.fields, ensure_ascii=False)) for r in sample]
         output = spec.pack_output or min(spec.max_tokens or plan.DEFAULT_OUTPUT_TOKENS, plan.DEFAULT_OUTPUT_TOKENS)
-        self.size = auto_size(per_row, head, spec.context_window, output)
+        price = spec.price
+        ratio = price.output_per_mtok / price.input_per_mtok if price and price.input_per_mtok else 4.0
+        self.size = auto_size(per_row, head, spec.context_window, output,
+                              [r.request.est_input_tokens for r in sample], ratio)
         yield from sample
         yield from rows
 

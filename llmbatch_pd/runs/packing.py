@@ -7,6 +7,7 @@ from __future__ import annotations
 import json
 import math
 from collections.abc import Mapping
+from dataclasses import fields
 from typing import TYPE_CHECKING, Any
 
 from ..core import errors
@@ -89,17 +90,23 @@ def apportion(total: int, weights: list[float]) -> list[int]:
 
 
 def shares(usage: Usage, inputs: list[float], outputs: list[float]) -> list[Usage]:
-    """A pack's usage split over its answered rows: prompt tokens by the rows' prompt sizes,
-    answer tokens by their answers' lengths; the parts add up to the whole."""
+    """A pack's usage split over its answered rows: answer tokens by their answers' lengths,
+    every prompt count (cached, written, ...) by the rows' prompt sizes, the reported cost by
+    both; the parts add up to the whole."""
     n = len(inputs)
-    ins = apportion(usage.input_tokens, inputs)
-    outs = apportion(usage.output_tokens, outputs)
-    cached = apportion(usage.cached_tokens, inputs)
-    written = apportion(usage.cache_write_tokens, inputs)
-    both = [a + b for a, b in zip(inputs, outputs, strict=True)]
-    mass = sum(both) or 1.0
-    return [Usage(ins[i], outs[i], cached[i], written[i],
-                  None if usage.cost is None else usage.cost * both[i] / mass) for i in range(n)]
+    parts = [Usage() for _ in range(n)]
+    for f in fields(Usage):
+        total = getattr(usage, f.name)
+        if isinstance(total, int) and not isinstance(total, bool):
+            for part, value in zip(parts, apportion(total, outputs if f.name == "output_tokens" else inputs),
+                                   strict=True):
+                setattr(part, f.name, value)
+    if usage.cost is not None:
+        both = [a + b for a, b in zip(inputs, outputs, strict=True)]
+        mass = sum(both) or 1.0
+        for part, weight in zip(parts, both, strict=True):
+            part.cost = usage.cost * weight / mass
+    return parts
 
 
 def pack_output_limit(per_row: int | None, k: int) -> int | None:
@@ -110,13 +117,23 @@ def pack_output_limit(per_row: int | None, k: int) -> int | None:
 
 
 def auto_size(row_tokens: list[int], head_tokens: int, window: int | None, per_row_output: float,
+              single_tokens: list[int] | None = None, output_price_ratio: float = 4.0,
               output_cap: int = PACK_OUTPUT_CAP) -> int:
     """``pack="auto"``: as many rows as keep a pack's answer near ``AUTO_TARGET_OUTPUT`` tokens
     and within the output cap, its prompt within half the context window, and at most
-    ``MAX_AUTO`` rows."""
+    ``MAX_AUTO`` rows; and 1 (no packing) when that many rows a request would not cost less
+    than one request a row. ``row_tokens``: each row's object in the pack; ``head_tokens``:
+    what a pack states once; ``single_tokens``: each row's own prompt;
+    ``output_price_ratio``: an output token's price over an input token's."""
     per_out = max(1.0, per_row_output) + ROW_OVERHEAD
     k = min(MAX_AUTO, int(AUTO_TARGET_OUTPUT // per_out), int(output_cap * 0.8 // per_out))
     if window and row_tokens:
         largest = max(row_tokens)
         k = min(k, int(max(0, window // 2 - head_tokens) // max(1, largest)))
-    return max(1, k)
+    k = max(1, k)
+    if single_tokens and row_tokens and k > 1:
+        alone = sum(single_tokens) / len(single_tokens)
+        packed = head_tokens / k + sum(row_tokens) / len(row_tokens) + ROW_OVERHEAD * output_price_ratio
+        if packed >= alone:
+            return 1
+    return k

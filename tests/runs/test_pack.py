@@ -149,6 +149,16 @@ def test_auto_size_is_bounded_by_answers_context_and_the_cap():
     assert auto_size([90_000], 1_000, 128_000, 20) == 1
 
 
+def test_auto_does_not_pack_when_packing_would_cost_more():
+    # a 700-token rubric stated once instead of in every row's prompt: worth packing
+    assert auto_size([30] * 10, 800, 1_000_000, 5, single_tokens=[740] * 10) == MAX_AUTO
+    # a short template: each row's ids and braces cost more than the instructions saved
+    assert auto_size([30] * 10, 150, 1_000_000, 5, single_tokens=[45] * 10) == 1
+    # dearer output tips the balance: 12 more output tokens a row at 8x the input price
+    assert auto_size([30] * 10, 300, 1_000_000, 5, single_tokens=[110] * 10, output_price_ratio=1) > 1
+    assert auto_size([30] * 10, 300, 1_000_000, 5, single_tokens=[110] * 10, output_price_ratio=8) == 1
+
+
 def test_a_pack_too_long_for_the_window_goes_as_single_requests():
     rows = [{"title": f"{w} " * 3000, "price": 1, "who": "a"} for w in "xyz"]
     run = _run(rows)
