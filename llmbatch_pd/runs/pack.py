@@ -24,7 +24,7 @@ import asyncio
 import json
 import math
 from collections.abc import Iterable, Iterator, Mapping
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from typing import Any
 
 from ..core import errors
@@ -346,8 +346,21 @@ class PackedRun(Run):
     def _plan_max_tokens(self) -> int | None:
         return self.pack_max_tokens(self.size) if self.size else self.spec.max_tokens
 
+    def _offer(self) -> Any:
+        """The provider's offer with a pack's static start (system prompt and the packed
+        instructions, which every pack repeats) as what prompt caching can read."""
+        offer = super()._offer()
+        count = self.spec.counter.count
+        static = (count(self.pack_system) + 4 if self.pack_system else 0) + count(self.head) + 4
+        tokens = static - static % max(1, offer.step)
+        return replace(offer, static=static,
+                       tokens=tokens if offer.minimum and tokens >= offer.minimum else 0)
+
     def _planned_estimate(self, estimate: plan.Estimate) -> plan.Estimate:
+        """The estimate of this packed run; the other ways to run the rows (``ways``) are the
+        one-row-a-request estimate's to compare, not this one's."""
         estimate.output_basis = self._basis
+        estimate.ways = []
         return estimate
 
 
