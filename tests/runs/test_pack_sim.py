@@ -12,7 +12,7 @@ from llmbatch_pd.core import errors
 from llmbatch_pd.sim import Simulator
 from llmbatch_pd.sim.answers import packed_answer, prompt_sha
 from llmbatch_pd.sim.packing import find_packed, row_value
-from tests.conftest import KEY, MODEL, bill
+from tests.conftest import KEY, MODEL, bill, wait_until
 from tests.runs.test_batch import batch_bill
 
 FAULTS = {"fault_pack_drop": 0.02, "fault_pack_dup": 0.02, "fault_pack_invent": 0.02}
@@ -242,3 +242,19 @@ def test_answers_that_do_not_fit_the_schema_are_asked_again(sim):
     assert out.loc[~answered, "llm_output_error"].str.contains("schema").all()
     sizes = [len(e["pack_ids_sent"]) for e in sim.log if "pack_ids_sent" in e]
     assert 10 in sizes and any(s < 10 for s in sizes)  # broken packs were split
+
+
+def test_cancel_keeps_every_row_a_pack_answered():
+    with Simulator(ttft_ms=100, api_key=KEY) as sim:
+        df = _frame(2000)
+        job = df.llm.submit(TEMPLATE, model=MODEL, base_url=sim.base_url, api_key=KEY, progress=False,
+                            concurrency=4, pack=10)
+        wait_until(lambda: len(sim.log) >= 8, 60, "8 packs answered by the simulator")
+        job.cancel()
+        out = job.result(timeout=30)
+        answered_ids = sum(len(e["pack_ids_answered"]) for e in sim.log if e["status"] == 200)
+    done = int(out["llm_output"].notna().sum())
+    assert 80 <= done < 2000
+    assert done == answered_ids  # every pack sent was answered and its rows kept
+    assert all(a == packed_answer(_fields(df, i)) for i, a in enumerate(out["llm_output"]) if pd.notna(a))
+    assert out["llm_output_error"].dropna().str.contains("cancelled by the user").all()
