@@ -8,6 +8,7 @@ A ``schema=`` field's Python type decides its column's dtype here.
 from __future__ import annotations
 
 import enum
+import json
 import re
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
@@ -221,13 +222,15 @@ def vectors(run: Any, index: pd.Index, output: str, as_array: bool) -> pd.Series
 
 def preview_frame(index: pd.Index, shown: list) -> pd.DataFrame:
     """``df.llm.preview``'s table: one row per request (``runs.preview.Preview``), on the
-    index of the row it answers."""
+    index of the (first) row it answers; ``rows``: how many rows it answers (pack=)."""
     system = [next((m["content"] for m in p.messages if m["role"] == "system"), None) for p in shown]
-    return pd.DataFrame({"system": strings(system),
-                         "prompt": strings([p.messages[-1]["content"] for p in shown]),
+    prompt = [m["content"] if isinstance(m := p.messages[-1], dict) and isinstance(m["content"], str)
+              else json.dumps(m["content"], ensure_ascii=False) for p in shown]
+    return pd.DataFrame({"rows": pd.array([len(p.rows) for p in shown], dtype="Int64"),
+                         "system": strings(system), "prompt": strings(prompt),
                          "input_tokens": pd.array([p.input_tokens for p in shown], dtype="Int64"),
                          "body": [p.body for p in shown]},
-                        index=index[[p.row for p in shown]])
+                        index=index[[p.rows[0] for p in shown]])
 
 
 def field_columns(schema: OutputSchema, answers: list,

@@ -16,6 +16,7 @@ from .core import defaults, errors
 from .core.numbers import money
 from .core.types import Request, Usage
 from .planning.estimate import Estimate
+from .runs.packing import MAX_AUTO, ROW_OVERHEAD, pack_output_limit
 from .runs.spec import RunSpec, check_limits
 
 NOT_OPTIONS = frozenset({"self", "df", "template", "columns", "value_field", "need_key",
@@ -98,19 +99,34 @@ def check_budget_fits_one(spec: RunSpec, estimate: Estimate) -> None:
     budget, to_send = spec.budget, estimate.to_send
     if budget is None or spec.price is None or spec.batch or not to_send or not spec.max_tokens:
         return
+    rows = pack_rows(spec, estimate)  # pack=: a request carries that many rows' answers
+    output = pack_output_limit(spec.max_tokens, rows) if rows > 1 else spec.max_tokens
     typical = Request(index=0, messages=[], est_input_tokens=math.ceil(estimate.input_tokens / to_send),
-                      max_output_tokens=spec.max_tokens)
+                      max_output_tokens=output)
     worst = spec.worst_cost(typical)
     if worst <= budget:
         return
-    per_output = spec.cost(Usage(0, 1_000_000)) / 1_000_000
-    fits = math.floor((budget - (worst - spec.max_tokens * per_output)) / per_output) if per_output else 0
+    per_token = spec.cost(Usage(0, 1_000_000)) / 1_000_000
+    room = (budget - (worst - output * per_token)) / per_token if per_token else 0  # output tokens that fit
+    fits = math.floor(room / rows) - (ROW_OVERHEAD if rows > 1 else 0)
     advice = (f"pass max_tokens={fits} or less, or raise budget=" if fits >= 1
               else "raise budget=")
+    what = (f"max_tokens={spec.max_tokens:,} output tokens" if rows <= 1 else
+            f"{output:,} output tokens: max_tokens={spec.max_tokens:,} for each of its {rows} rows")
     raise errors.BudgetError(
         f"not started: budget={money(budget)} cannot cover one request's worst case: up to "
-        f"{money(worst)} (its prompt plus max_tokens={spec.max_tokens:,} output tokens), and a "
-        f"request is sent only when its worst case fits the budget. To run: {advice}.")
+        f"{money(worst)} (its prompt plus {what}), and a "
+        f"request is sent only when its worst case fits the budget. To run: {advice}"
+        + (", or a smaller pack=" if rows > 1 else "") + ".")
+
+
+def pack_rows(spec: RunSpec, estimate: Estimate) -> int:
+    """The rows in one request: 1 without ``pack=``; with it, the most a pack holds."""
+    if spec.pack is None:
+        return 1
+    size = spec.pack if isinstance(spec.pack, int) else MAX_AUTO
+    rows = estimate.rows - estimate.duplicates - estimate.cached - estimate.skipped - estimate.too_long
+    return max(1, min(size, rows))
 
 
 def check_embed_output(output: Any) -> None:

@@ -122,3 +122,17 @@ def test_preview_needs_no_key_and_sends_nothing(monkeypatch) -> None:
         reviews().llm.preview("Label: {text}", model=MODEL, n=0)
     with pytest.raises(llmbatch_pd.InputError, match="did you mean"):
         reviews().llm.preview("Label: {text}", model=MODEL, temprature=1)
+
+
+def test_preview_of_a_packed_run_shows_the_pack_the_provider_receives() -> None:
+    df = reviews()
+    with Simulator(ttft_ms=1, api_key=KEY, capture_requests=100) as sim:
+        opts = {"model": MODEL, "base_url": sim.base_url, "pack": 3, "max_tokens": 200}
+        preview = df.llm.preview("Label: {text}", n=1, **opts)
+        body = preview["body"].iloc[0]
+        rows = json.loads(body["messages"][-1]["content"].split("<rows>\n")[1].split("\n</rows>")[0])
+        assert [r["text"] for r in rows] == ["review number 0", "review number 1", "review number 3"]
+        with pytest.warns(UserWarning):
+            df.llm.apply("Label: {text}", api_key=KEY, progress=False, cache=False, **opts)
+        assert body in [c["body"] for c in sim.captured]
+        assert sim.packs[0]["ids_sent"] == ["1", "2", "3"]

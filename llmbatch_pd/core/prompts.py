@@ -67,6 +67,33 @@ class Template:
                 break
         return "".join(out)
 
+    def placeholders(self) -> str:
+        """The template with every field shown as ``<field>``: the same text for every row, so
+        a packed request states it once (before the rows' values)."""
+        return "".join(literal + (f"<{name}>" if name is not None else "")
+                       for literal, name, _spec, _conversion in self._parts)
+
+    def render_fields(self, values: Mapping[str, Any], missing: str = "skip") -> dict[str, str]:
+        """One row's fields as ``render`` would put them in the prompt (each with the format
+        spec of its first place in the template), in the template's order. Raises like
+        ``render``."""
+        out: dict[str, str] = {}
+        for _literal, name, spec, conversion in self._parts:
+            if name is None or name in out:
+                continue
+            value = values[name]
+            if is_missing(value):
+                if missing == "skip":
+                    raise MissingValue(name)
+                value = ""
+            try:
+                out[name] = format_value(value, spec, conversion)
+            except TemplateError as exc:
+                raise CellError(name, value, spec, exc.__cause__ or exc) from None
+            except Exception as exc:
+                raise CellError(name, value, spec, exc) from None
+        return out
+
     def check_columns(self, columns: Sequence[Any]) -> None:
         """Every field must name a column; the error lists the columns there are."""
         names = {str(c) for c in columns}

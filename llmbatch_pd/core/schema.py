@@ -99,6 +99,75 @@ class OutputSchema:
         return f"OutputSchema({self.model.__name__}: {', '.join(self.fields)})"
 
 
+PACKED_NAME = "packed_rows"
+"""The schema name of a packed request's answer (``pack=``; CONTRACTS C1)."""
+
+
+class PackedSchema(OutputSchema):
+    """``pack=``: the answer to several rows at once, ``{"rows": [{"id": ..., "answer": ...}]}``,
+    or with ``schema=`` each item holding ``id`` and the user's fields instead of ``answer``.
+    Sent like any schema (strict ``json_schema``, ``output_config``, a forced tool), named
+    ``packed_rows``. ``check`` accepts any answer of that outer shape; each item is judged
+    on its own (``item``), so one bad row does not throw the others away."""
+
+    def __init__(self, user: OutputSchema | None = None) -> None:
+        self.user = user
+        self.model = None  # type: ignore[assignment]
+        self.name = PACKED_NAME
+        if user is None:
+            properties: dict[str, Any] = {"answer": {"type": "string"}}
+            required = ["answer"]
+            defs = None
+        else:
+            if "id" in user.fields:
+                raise errors.InputError("pack= with schema=: a schema field named 'id' would clash "
+                                        "with the row ids of a packed answer; rename it")
+            properties = dict(user.json_schema.get("properties", {}))
+            required = list(user.json_schema.get("required", list(properties)))
+            defs = user.json_schema.get("$defs")
+        item = {"type": "object", "properties": {"id": {"type": "string"}, **properties},
+                "required": ["id", *required], "additionalProperties": False}
+        self.json_schema = {"type": "object", "properties": {"rows": {"type": "array", "items": item}},
+                            "required": ["rows"], "additionalProperties": False}
+        if defs:
+            self.json_schema["$defs"] = defs
+        self.fields = user.fields if user is not None else ("answer",)
+        self.kinds = user.kinds if user is not None else {"answer": "str"}
+
+    def check(self, text: str | None) -> dict[str, Any]:
+        """The answer's items (``{"rows": [...]}``); InvalidOutput when it is not of that shape."""
+        if text is None:
+            raise errors.InvalidOutput("the model returned no answer")
+        try:
+            value = json.loads(text)
+        except ValueError as exc:
+            shown = text if len(text) <= 80 else text[:77] + "..."
+            raise errors.InvalidOutput(f"packed answer is not JSON ({exc}); answer was {json.dumps(shown)}"[
+                :MAX_ERROR_CHARS]) from None
+        if not isinstance(value, dict) or not isinstance(value.get("rows"), list):
+            raise errors.InvalidOutput("packed answer has no \"rows\" array")
+        return value
+
+    def item(self, obj: Any) -> str:
+        """One item of a packed answer (its ``id`` removed) as a single row's answer text:
+        the answer string, or with ``schema=`` the fields as JSON (checked by the user's
+        schema). InvalidOutput when it is not one."""
+        if not isinstance(obj, dict):
+            raise errors.InvalidOutput("a packed answer's item is not an object")
+        if self.user is None:
+            answer = obj.get("answer")
+            if not isinstance(answer, str):
+                raise errors.InvalidOutput("a packed answer's item has no \"answer\" string")
+            return answer
+        fields = {k: v for k, v in obj.items() if k != "id"}
+        text = json.dumps(fields, ensure_ascii=False)
+        self.user.check(text)
+        return text
+
+    def __repr__(self) -> str:
+        return f"PackedSchema({self.user!r})"
+
+
 def column_kind(annotation: Any) -> str:
     """What kind of column a field makes: int, float, bool, str, category, datetime, date or
     object. ``X | None`` is the kind of X (the columns are nullable anyway)."""

@@ -88,6 +88,7 @@ class Estimate:
     cached_input_tokens: int = 0  # of input_tokens: expected to be read from the prompt cache
     cache_write_tokens: int = 0  # of input_tokens: expected to be written to it (Anthropic)
     prompt_cache_saves: float | None = None  # dollars prompt caching is expected to save
+    pack_agreement: float | None = None  # estimate(pilot=N, pack=k): share of pilot rows answered alike packed and alone
     wall_time_s: float = 0.0
     budget: float | None = None
     token_counting: str = ""

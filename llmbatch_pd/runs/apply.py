@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import asyncio
 from collections.abc import Callable, Coroutine, Iterable, Sequence
+from dataclasses import replace
 from typing import Any
 
 from ..core import errors
@@ -13,8 +14,10 @@ from ..core.budget import Ledger
 from ..core.report import RunReport
 from ..planning import estimate as plan
 from ..planning.batch_gate import BatchGate, Party
+from ..planning.pilot import Agreement, agreement
 from ..transport.loop_thread import on_loop, run_sync
 from .chat import Run
+from .pack import PackedRun, make_run
 from .pilot import Pilot
 from .spec import RunSpec
 
@@ -31,7 +34,8 @@ class ModelRun:
         self.pilot_size = pilot
         self.pilot = Pilot(spec, read_rows, n, pilot) if pilot else None
         self.cancelled: str | None = None  # why cancel() was called
-        self.run = Run(spec, read_rows, n, find_repeats=True)
+        self.agreement: Agreement | None = None  # estimate(pilot=N, pack=k): packed vs one by one
+        self.run = make_run(spec, read_rows, n, find_repeats=True)
         self.run.keep_usage = usage
         # with a pilot, judge the budget on the pilot's figures (the ledger bounds the pilot).
         # The plan walks every row (render, key, token count, cache lookup) before anything is
@@ -49,7 +53,7 @@ class ModelRun:
         self._estimate = value
 
     def _plan(self, pilot: plan.Pilot | None = None, check: bool = True) -> plan.Estimate:
-        estimate = Run(self.spec, self.read_rows, self.n, find_repeats=True).plan(pilot)
+        estimate = make_run(self.spec, self.read_rows, self.n, find_repeats=True).plan(pilot)
         if check and self.check is not None:
             self.check(self.spec, estimate)
         return estimate
@@ -64,7 +68,29 @@ class ModelRun:
             raise stop.after_run(f"{name}: the pilot stopped, so nothing was estimated.",
                                  None, self.pilot.run.report)
         self.estimate = self._plan(self.pilot.measured)
+        if isinstance(self.pilot.run, PackedRun):
+            self.agreement = self._compare_packing(self.pilot.run)
+            self.estimate.pack_agreement = self.agreement.rate
+            self.estimate.output_basis += "; " + self.agreement.summary()
         return self.estimate
+
+    def _compare_packing(self, packed: PackedRun) -> Agreement:
+        """``estimate(pilot=N, pack=k)``: the pilot's rows asked again one by one (not from the
+        cache; their answers replace the packed ones there), and the two ways compared."""
+        assert self.pilot is not None
+        chosen = self.pilot.positions
+        spec = replace(self.spec, pack=None, refresh=True, prefill={}, repeats=None)
+        single = Run(spec, lambda: self.read_rows(chosen), len(chosen))
+        run_sync(single.execute(None))
+        schema = self.spec.schema
+
+        def values(answers: list[str | None]) -> list:
+            if schema is None:
+                return answers
+            return [None if a is None else _parsed(schema, a) for a in answers]
+
+        return agreement(values(packed.answers), values(single.answers), packed.stats.cost,
+                         single.stats.cost, schema.fields if schema is not None else ())
 
     async def _execute(self, ledger: Ledger | None = None) -> None:
         """The pilot (if asked), a fresh estimate from it, then the rest of the rows."""
@@ -162,3 +188,10 @@ async def _gated(m: ModelRun, ledger: Ledger, party: Party | None) -> None:
     finally:
         if party is not None:
             party.leave()
+
+
+def _parsed(schema, text: str) -> dict | None:
+    try:
+        return schema.check(text)
+    except errors.InvalidOutput:
+        return None

@@ -58,6 +58,7 @@ class Run(BaseRun):
         self._writer_lost = 0
         self._handed_over = False  # answers given to the writer (then waited for at the end)
         self._stream: Iterator[Request] | None = None  # the request stream, walked once
+        self._note_values: Any = None  # (row, its values) for every rendered row (pack=)
 
     # the request stream ------------------------------------------------------------------
 
@@ -135,9 +136,12 @@ class Run(BaseRun):
         endpoint, model = spec.provider.endpoint, spec.provider.model
         params = {k: v for k, v in params.items() if k != "max_tokens"}
         chunk: list[tuple] = []
+        note = self._note_values
         for i, values in enumerate(self.row_values()):
             try:
                 messages = build_messages(spec.template.render(values, spec.missing), system)
+                if note is not None:
+                    note(i, values)
                 chunk.append((i, messages, request_key(endpoint, model, messages, params)))
             except (MissingValue, CellError) as exc:
                 chunk.append((i, None, exc))
@@ -299,7 +303,7 @@ class Run(BaseRun):
         self._open_store()
         history = endpoint = None
         try:
-            counts = [r.est_input_tokens for r in self._requests()]
+            counts = [r.est_input_tokens for r in self._planned()]
             history = self.store.get_history(self.history_key) if self.store is not None else None
             endpoint = self._endpoint_history()
         except sqlite3.Error:
@@ -310,18 +314,46 @@ class Run(BaseRun):
             pilot = plan.Pilot(history.requests, history.input_tokens, history.estimated_input_tokens,
                                history.output_tokens, history.latency_total / history.requests,
                                source="history")
+        pilot = self._plan_pilot(pilot)
         r = self.report
         estimate = plan.build(
             spec.model.full, rows=self.n, duplicates=r.duplicates, cached=r.cached + r.prefilled,
             skipped=r.skipped, too_long=r.too_long, input_counts=counts, exact=spec.counter.exact,
-            token_counting=spec.counter.name, price=spec.price, max_tokens=spec.max_tokens,
+            token_counting=spec.counter.name, price=spec.price, max_tokens=self._plan_max_tokens(),
             concurrency=spec.concurrency, rpm=spec.rpm or (history.rpm if history else None),
             tpm=spec.tpm or (history.tpm if history else None), budget=spec.budget, pilot=pilot,
             tiers=spec.tiers, realtime=not spec.batch,
-            offer=spec.provider.offer(spec.system_prompt, spec.counter.count, len(spec.template.fields)),
+            offer=self._offer(),
         )
         estimate.cache_saves = r.saved_by_cache if spec.price is not None else None
         self._retime(estimate, endpoint, pilot)
+        return self._planned_estimate(estimate)
+
+    def _request_stream(self) -> Iterator[Request]:
+        """What ``execute`` sends (pack=: the packs)."""
+        return self._requests()
+
+    def rows_of(self, request: Request) -> list[int]:
+        """The rows a request of the stream answers (pack=: the pack's)."""
+        return [request.index]
+
+    # what plan() asks of a run that sends its rows otherwise (pack=: runs/pack.py)
+    def _planned(self) -> Iterator[Request]:
+        """The requests the run would send."""
+        return self._requests()
+
+    def _plan_pilot(self, pilot: plan.Pilot | None) -> plan.Pilot | None:
+        return pilot
+
+    def _offer(self) -> Any:
+        """What the provider offers these requests (prompt caching of their static start, ...)."""
+        spec = self.spec
+        return spec.provider.offer(spec.system_prompt, spec.counter.count, len(spec.template.fields))
+
+    def _plan_max_tokens(self) -> int | None:
+        return self.spec.max_tokens
+
+    def _planned_estimate(self, estimate: plan.Estimate) -> plan.Estimate:
         return estimate
 
     @property
@@ -368,7 +400,7 @@ class Run(BaseRun):
                     batch={"on_duplicate": self._on_duplicate, "gate": self.batch_gate},
                     engine={"check": spec.schema.check if spec.schema is not None else None,
                             "max_invalid": spec.schema_retries})
-        self._stream = self._requests()  # mode="batch": the same stream, through batch jobs
+        self._stream = self._request_stream()  # mode="batch": the same stream, through batch jobs
         await self._send(self._stream)
         await self._settle_writes()
         if self.report.truncated:

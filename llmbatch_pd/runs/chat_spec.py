@@ -27,7 +27,7 @@ def chat_spec(columns: list[Any], template: str, *, model: str, system: str | No
               prices: dict | None = None, value_field: str | None = None, mode: str = "realtime",
               poll_interval: float = defaults.POLL_INTERVAL, schema: Any = None,
               schema_retries: int = defaults.SCHEMA_RETRIES, params: dict | None = None,
-              tier: str | None = None, need_key: bool = True) -> RunSpec:
+              tier: str | None = None, pack: int | str | None = None, need_key: bool = True) -> RunSpec:
     """Validate a chat call's options against the frame's ``columns`` and build the run's
     spec; nothing is sent. ``need_key=False`` (an estimate that sends nothing) accepts a
     missing API key."""
@@ -59,6 +59,7 @@ def chat_spec(columns: list[Any], template: str, *, model: str, system: str | No
         provider.structured(output_schema)  # a provider without structured output says so now
     if isinstance(schema_retries, bool) or not isinstance(schema_retries, int) or schema_retries < 0:
         raise errors.InputError(f"schema_retries= must be 0 or more, not {schema_retries!r}")
+    check_pack(pack, provider, output_schema)
     return RunSpec(template=parsed, model=ref, provider=provider, system=system,
                    temperature=temperature, max_tokens=max_tokens, concurrency=concurrency,
                    rpm=rpm, tpm=tpm, max_retries=max_retries, timeout=timeout, missing=missing,
@@ -67,7 +68,20 @@ def chat_spec(columns: list[Any], template: str, *, model: str, system: str | No
                    cache_path=store.resolve(cache), mode=mode, poll_interval=float(poll_interval),
                    schema=output_schema, schema_retries=schema_retries, extra=extra,
                    refresh=isinstance(cache, str) and cache == store.REFRESH,
-                   max_tokens_from_budget=bound)
+                   max_tokens_from_budget=bound, pack=pack)
+
+
+def check_pack(pack: Any, provider: Any, output_schema: Any) -> None:
+    """``pack=``: a number of rows per request (2 or more; 1 is one row each, as without it),
+    ``"auto"``, or None; the provider must take a JSON schema for the packed answer."""
+    if pack is None:
+        return
+    if pack != "auto" and (isinstance(pack, bool) or not isinstance(pack, int) or pack < 1):
+        raise errors.InputError(f"pack= must be a number of rows per request (like 10), \"auto\" or None, "
+                                f"not {pack!r}")
+    from ..core.schema import PackedSchema  # pydantic loads only when pack= or schema= is used
+
+    provider.structured(PackedSchema(output_schema))  # a provider without structured output says so now
 
 
 def check_unique(columns: Iterable[Any], fields: Iterable[str]) -> None:

@@ -11,6 +11,7 @@ from ..core.budget import Ledger
 from ..planning import estimate as plan
 from ..planning.pilot import positions
 from .chat import Run
+from .pack import make_run
 from .spec import RunSpec
 
 
@@ -26,7 +27,7 @@ class Pilot:
     async def execute(self, ledger: Ledger | None, main: Run) -> None:
         """Run the pilot's rows; its answers, its spending and its stop go to ``main``."""
         chosen = self.positions
-        run = Run(self.spec, lambda: self.read_rows(chosen), len(chosen))
+        run = make_run(self.spec, lambda: self.read_rows(chosen), len(chosen))
         run.keep_replies = True
         # known before it sends: cancel() stops it (its engine exists once execute() yields)
         self.run = run
@@ -41,6 +42,8 @@ class Pilot:
             setattr(stats, name, getattr(run.stats, name))
         stats.by_kind.update(run.stats.by_kind)
         self.measured = run.as_pilot()
+        if self.spec.pack == "auto" and self.measured.requests:  # the main run's packs sized on it
+            self.spec.pack_output = self.measured.output_tokens / self.measured.requests
 
     def cancel(self, reason: str) -> None:
         """Stop the pilot if it is going."""

@@ -13,15 +13,15 @@ from itertools import islice
 from typing import Any
 
 from .base import RowValues
-from .chat import Run
+from .pack import make_run
 from .spec import RunSpec
 
 
 @dataclass(frozen=True)
 class Preview:
-    """One request: the row it answers, its messages and whole body, its input tokens."""
+    """One request: the rows it answers, its messages and whole body, its input tokens."""
 
-    row: int
+    rows: list[int]
     messages: list[dict[str, Any]]
     body: dict[str, Any]
     input_tokens: int
@@ -29,11 +29,12 @@ class Preview:
 
 def first_requests(spec: RunSpec, row_values: RowValues, n_rows: int, n: int) -> list[Preview]:
     """The first ``n`` requests a run of ``spec`` over ``n_rows`` rows would send (rows that
-    would not be sent, missing values, duplicates, are passed over as the run passes them)."""
-    run = Run(spec, row_values, n_rows)  # no cache file opened: every row is "to send"
+    would not be sent, missing values, duplicates, are passed over as the run passes them; a
+    pack shows on its first row)."""
+    run = make_run(spec, row_values, n_rows)  # no cache file opened: every row is "to send"
     out = []
-    for request in islice(run._requests(), n):
+    for request in islice(run._request_stream(), n):  # pack=: the packs
         _url, _headers, body = spec.provider.prepare(request)
-        out.append(Preview(request.index, request.messages, json.loads(body),
+        out.append(Preview(run.rows_of(request), request.messages, json.loads(body),
                            request.est_input_tokens))
     return out

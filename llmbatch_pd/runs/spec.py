@@ -105,6 +105,8 @@ class RunSpec(SendSpec):
     schema: OutputSchema | None = None  # schema=: answers as validated fields
     schema_retries: int = defaults.SCHEMA_RETRIES  # schema=: times an answer that does not fit is asked again
     repeats: Any = field(default=None, repr=False, compare=False)  # Run._prompt_repeats' memo
+    pack: int | str | None = None  # pack=: rows per request, "auto", or None (one row each)
+    pack_output: float | None = None  # pack="auto": output tokens per row a pilot measured
 
     @property
     def params(self) -> dict[str, Any]:
