@@ -19,11 +19,18 @@ from __future__ import annotations
 from collections.abc import Sequence
 
 from ..core import numbers as fmt
-from .style import AMBER, BLUE, GREY, RED, TRACK, esc
+from .style import AMBER, BLUE, GREY, RED, TRACK
+from .style import esc as _esc
 
 WIDTH = 1000.0  # the viewBox width: x positions are thousandths of the bar
 FONT_PX = 11
 PROJECTED = "#8ab4f8"  # a lighter blue: where the run is heading, not money spent yet
+
+
+def esc(text: object) -> str:
+    """Escaped for SVG text, with "$" as an entity: ``style.card_html`` wraps each bare dollar
+    sign of HTML text in a <span> (against MathJax), which is not allowed inside SVG text."""
+    return _esc(text).replace("$", "&#36;")
 
 
 def _x(value: float, scale: float) -> float:

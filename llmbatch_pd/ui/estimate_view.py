@@ -110,12 +110,15 @@ def refused_html(error: BaseException, estimate: Any = None, *, budget: float | 
 
     estimate = estimate if estimate is not None else getattr(error, "estimate", None)
     budget = budget if budget is not None else getattr(error, "budget", None)
-    message = str(error).split("\n")[0] if estimate is not None else str(error)
-    detail = getattr(estimate, "model", "") or "budget"
+    lines = [ln for ln in str(error).split("\n") if ln.strip() and not ln.startswith("Raise budget=")]
+    detail = getattr(estimate, "model", "") or "not started"
     body = (f'<div style="margin:6px 0 4px 0;color:{RED_SOFT_TEXT};font-weight:600;overflow-wrap:anywhere">'
-            f'{esc(one_line(message))}</div>')
+            f'{esc(one_line(lines[0] if lines else error))}</div>')
     if estimate is not None:
         body += estimate_html(estimate, budget=budget)
+    else:  # the figures the message carries, quieter than the reason
+        body += "".join(f'<div style="color:{MUTED};overflow-wrap:anywhere">{esc(one_line(ln))}</div>'
+                        for ln in lines[1:])
     body += (f'<div style="margin-top:6px;color:{MUTED};font-size:12px">Nothing was sent. Raise budget=, '
              f'lower max_tokens=, or use fewer rows.</div>')
     return card_html(f'<div style="border-left:4px solid {RED};padding-left:10px">'
