@@ -266,8 +266,7 @@ class Run(BaseRun):
     def _fail(self, unit: int, message: str | None, unsent: bool = False) -> None:
         self.errors[unit] = message
         self.unsent[unit] = unsent
-        self.report.failed_rows += 1
-        self.report.not_sent += unsent
+        self._tally(unit, message, unsent)
 
     def _unfinished(self) -> Iterator[int]:
         return (i for i in range(self.n) if not self._is_finished(i))
