@@ -11,6 +11,7 @@ A subclass says what its units are (``_unfinished``, ``_fail``), what an answer 
 from __future__ import annotations
 
 import asyncio
+import sqlite3
 import warnings
 from collections.abc import Callable, Iterable, Iterator, Mapping
 from dataclasses import dataclass
@@ -18,9 +19,11 @@ from typing import TYPE_CHECKING, Any
 
 from ..core import errors
 from ..core.budget import Ledger
+from ..core.prompts import request_key
 from ..core.report import RunReport
 from ..core.types import Reply, Request
-from ..store.db import Store
+from ..planning.estimate import Estimate, Pilot, wall_time
+from ..store.db import History, Store
 from ..transport.breaker import CircuitBreaker
 from ..transport.limits import RateLimiter
 from .spec import SendSpec
@@ -49,6 +52,7 @@ INTERRUPTED = errors.RowError("interrupted: the run was interrupted before this 
 task). The rows not yet sent are "not sent" (``NOT_SENT_INTERRUPTED``), not failures."""
 NOT_SENT_INTERRUPTED = errors.NotSent("the run was interrupted first", kind="interrupted")
 REASONS_KEPT = 512  # error messages remembered with their kind (the rest count as "other")
+MIN_ENDPOINT_HISTORY = 5  # answered requests on an endpoint before its latency times new templates
 
 
 class BaseRun:
@@ -178,8 +182,56 @@ class BaseRun:
             self.store = None
 
     def _end(self) -> None:
-        """After sending, however it ended: the answers saved, the cache file closed."""
+        """After sending, however it ended: the answers saved, the endpoint's latency
+        remembered, the cache file closed."""
+        self._remember_endpoint()
         self._close_store()
+
+    # how long a request takes on this endpoint ----------------------------------------------
+    # A template's own history (runs/chat.py) times its next runs. A template never run has
+    # none, and the defaults (1 s + 100 tokens at 100 tokens/s = 2 s a request) were 5x too
+    # long on the notebooks' simulator and 2x too short on slow answers
+    # (benchmarks/wall_time.py): what this endpoint and model measured on any template is a
+    # better guess than either.
+
+    @property
+    def endpoint_key(self) -> str:
+        """The cache file's history key for this endpoint and model, whatever the template."""
+        provider = self.spec.provider
+        return request_key(provider.endpoint, provider.model, [{"history": "endpoint"}], {"history": 1})
+
+    def _remember_endpoint(self) -> None:
+        """Fold this run's answered requests (count, tokens, summed latency, learned limits)
+        into the endpoint's history (real time only: a batch job's wait is no latency)."""
+        s = self.stats
+        if self.store is None or self.engine is None or not s.done or not s.latency_total:
+            return
+        limiter = self.engine.limiter
+        from_headers = limiter.learned_from == "headers"
+        rpm = limiter.requests.rate * 60 if from_headers and limiter.requests.rate else None
+        tpm = limiter.tokens.rate * 60 if from_headers and limiter.tokens.rate else None
+        try:
+            self.store.add_history_later(self.endpoint_key, History(
+                s.done, s.input_tokens, 0, s.output_tokens, s.latency_total, rpm, tpm))
+        except sqlite3.Error:
+            pass  # a figure for the next estimate, not worth failing a run over
+
+    def _endpoint_history(self) -> History | None:
+        """The endpoint's history (the cache file must be open), or None."""
+        try:
+            return self.store.get_history(self.endpoint_key) if self.store is not None else None
+        except sqlite3.Error:
+            return None
+
+    def _retime(self, estimate: Estimate, endpoint: History | None, pilot: Pilot | None) -> None:
+        """A template with no pilot and no history of its own, on an endpoint that has
+        answered before: its wall time from the endpoint's measured latency and limits."""
+        if pilot is not None or endpoint is None or endpoint.requests < MIN_ENDPOINT_HISTORY:
+            return
+        spec, n = self.spec, estimate.to_send
+        per_request = (estimate.input_tokens + estimate.output_tokens) / n if n else 0
+        estimate.wall_time_s = wall_time(n, endpoint.latency_total / endpoint.requests, spec.concurrency,
+                                         spec.rpm or endpoint.rpm, spec.tpm or endpoint.tpm, per_request)
 
     # sending ----------------------------------------------------------------------------------
 

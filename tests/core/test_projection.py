@@ -7,10 +7,12 @@ from __future__ import annotations
 import pandas as pd
 import pytest
 
+from llmbatch_pd.accessor import _spec
 from llmbatch_pd.core.report import RunReport
 from llmbatch_pd.core.stats import RateSeries
+from llmbatch_pd.runs.chat import Run
 from llmbatch_pd.sim import Simulator
-from llmbatch_pd.ui.lines import projection_line
+from llmbatch_pd.ui.lines import plan_lines, projection_line
 
 from ..conftest import KEY, MODEL, bill, paused, wait_until
 
@@ -90,3 +92,22 @@ def test_rate_series_memory_is_bounded():
     assert series.series(100, 60)[-5:] == [(95, 2.0, False), (96, 2.0, False), (97, 2.0, False),
                                            (98, 2.0, False), (99, 2.0, False)]
     assert series.series(100, 60)[0] == (40, 0.0, False)  # dropped seconds read as empty
+
+
+def test_a_new_template_is_timed_by_the_endpoints_measured_latency(private_cache):
+    """No history of its own: before, 2 s a request (the defaults) where the simulator answers
+    in 0.3 s; once another template has run on the endpoint, its measured latency. By hand:
+    640 requests, 64 in flight, 0.3 s each -> 640 / (64 / 0.3) + 0.3 = 3.3 s."""
+    df = pd.DataFrame({"t": [f"review {i}" for i in range(640)]})
+    with Simulator(ttft_ms=300, api_key=KEY) as sim:
+        kw = {"model": MODEL, "base_url": sim.base_url, "api_key": KEY, "progress": False}
+        before = float(df.llm.estimate("Summarise: {t}", **kw)["wall_time_s"].iloc[0])
+        df.head(20).llm.apply("Classify: {t}", **kw)  # another template on the same endpoint
+        after = float(df.llm.estimate("Summarise: {t}", **kw)["wall_time_s"].iloc[0])
+    by_hand = 640 / (64 / 0.3) + 0.3
+    assert before == pytest.approx(640 / (64 / 2.0) + 2.0)  # the defaults: 2 s a request
+    assert by_hand <= after <= 1.4 * by_hand  # loopback and the engine add a little
+    spec, rows = _spec(df, "Summarise: {t}", **{k: v for k, v in kw.items() if k != "progress"})
+    est = Run(spec, rows, len(df)).plan()
+    wall = {ln.label: ln.value for ln in plan_lines(est, mode="batch")}["Wall time"]
+    assert wall == "up to 24 h"  # batch: the provider's window, not the real-time figure
