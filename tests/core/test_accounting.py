@@ -106,16 +106,18 @@ def test_bad_key_answers_nothing_and_shows_no_throughput():
     assert figures(report)["Throughput"] == "0 rows/s"
 
 
-def test_missing_values_are_skipped_not_failed(llm, sim):
+def test_missing_values_and_too_long_prompts_are_skipped_not_failed(llm, sim):
     df = texts(30)
     df.loc[[3, 7, 11], "t"] = None
-    with pytest.warns(UserWarning, match="3 skipped"):
+    df.loc[20, "t"] = "word " * 1_100_000  # past gpt-4.1-mini's ~1M-token window
+    with pytest.warns(UserWarning, match=r"(?s)3 skipped.*1 skipped, too long") as told:
         out = df.llm.apply("{t}", **llm)
+    assert "failed" not in str(told[0].message)
     acc = out.attrs["llm_report"].accounting()
-    assert adds_up(acc) and acc.skipped == {"missing value": 3} and acc.failed_total == 0
-    assert acc.answered == len(ok(sim.log)) == 27 and acc.requests_to_send == len(sim.log)
+    assert adds_up(acc) and acc.skipped == {"missing value": 3, "too long": 1} and acc.failed_total == 0
+    assert acc.answered == len(ok(sim.log)) == 26 and acc.requests_to_send == len(sim.log)
     lines = figures(out.attrs["llm_report"])
-    assert lines["Failed"] == "0" and lines["Skipped"] == "3"
+    assert lines["Failed"] == "0" and lines["Skipped"] == "4"
 
 
 def test_duplicates_are_counted_as_they_are_found(private_cache):
