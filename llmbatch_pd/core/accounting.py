@@ -184,3 +184,19 @@ def projection(report: Any, estimate: Any = None, budget: float | None = None) -
         over_estimate=expected_per_row is not None and per_row > OVER_ESTIMATE * expected_per_row,
         spent=s.cost, expected_per_row=expected_per_row, eta_s=eta,
     )
+
+
+def combined(parts: list[Accounting]) -> Accounting:
+    """Several runs' accountings added up (``model=[...]``): counts and reasons summed, the
+    wall time the longest."""
+    def add(name: str) -> dict[str, int]:
+        out: dict[str, int] = {}
+        for a in parts:
+            for k, v in getattr(a, name).items():
+                out[k] = out.get(k, 0) + v
+        return out
+
+    total = {f: sum(getattr(a, f) for a in parts)
+             for f in ("rows", "answered", "requests_to_send", "cached", "duplicates", "retries", "pending", "sent")}
+    return Accounting(**total, failed=add("failed"), skipped=add("skipped"), not_sent=add("not_sent"),
+                      elapsed_s=max((a.elapsed_s for a in parts), default=0.0))

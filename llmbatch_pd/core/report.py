@@ -20,7 +20,7 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
 
-from .accounting import Accounting, Projection, accounting, not_sent_kind, projection
+from .accounting import Accounting, Projection, accounting, combined, not_sent_kind, projection
 from .numbers import money
 from .stats import EngineStats
 
@@ -159,6 +159,10 @@ class RunReports(list):
     @property
     def finished_rows(self) -> int:
         return self.answered_rows + self.failed_rows
+
+    def accounting(self) -> Accounting:
+        """Every model's accounting added up (each model's is ``reports[i].accounting()``)."""
+        return combined([r.accounting() for r in self])
 
     def summary(self) -> str:
         return render("reports_text", list(self))

@@ -152,3 +152,14 @@ def test_cached_rows_and_retries_against_the_log(private_cache):
     assert acc.requests_to_send == len(ok(second)) == 30
     errors_5xx = [e for e in second if e["status"] is not None and e["status"] >= 500]
     assert errors_5xx and acc.retries == len(errors_5xx) and acc.sent == len(second)
+
+
+def test_several_models_add_up(llm, sim):
+    df = texts(12)
+    df.loc[2, "t"] = None
+    with pytest.warns(UserWarning):
+        out = df.llm.apply("{t}", **{**llm, "model": [MODEL, "openai/gpt-4.1-nano"]})
+    reports = out.attrs["llm_report"]
+    acc = reports.accounting()
+    assert adds_up(acc) and acc.rows == 24 and acc.skipped == {"missing value": 2}
+    assert acc.answered == len(ok(sim.log)) == 22 and acc.requests_to_send == 22
