@@ -148,6 +148,28 @@ def accounting(report: Any) -> Accounting:
     )
 
 
+def _requests_left(report: Any, estimate: Any, acc: Accounting) -> tuple[int, int]:
+    """(requests still to send, requests finished): none left once the run stopped or ended.
+    The request stream is walked as requests go out, so while the run goes the report has found
+    only part of them: the estimate's count (made by the same walk) stands for all."""
+    s = report.stats
+    done = max(0, s.done + s.failed - (getattr(report, "unsent_requests", 0) or 0))
+    if s.stop_reason or acc.pending == 0:
+        return 0, done
+    total = max(acc.requests_to_send, getattr(estimate, "to_send", 0) or 0)
+    return max(0, total - done), done
+
+
+def eta_s(report: Any, estimate: Any = None) -> float | None:
+    """Seconds left at the observed rate of answered requests (rows closed unsent and
+    failures that came back at once are no measure of speed); None before an answer."""
+    s = report.stats
+    if s.done <= 0 or s.started is None or s.elapsed <= 0:
+        return None
+    left, _ = _requests_left(report, estimate_of(report, estimate), accounting(report))
+    return left / (s.done / s.elapsed)
+
+
 def projection(report: Any, estimate: Any = None, budget: float | None = None) -> Projection | None:
     """The run's ``Projection``, or None before its first answered request (or without a
     cost: a model with no price whose provider reports none)."""
@@ -159,25 +181,18 @@ def projection(report: Any, estimate: Any = None, budget: float | None = None) -
     budget = budget_of(report, estimate, budget)
     acc = accounting(report)
     per_row = s.cost / answered_requests
-    done_requests = max(0, s.done + s.failed - (getattr(report, "unsent_requests", 0) or 0))
-    # the request stream is walked as requests go out, so while the run goes the report has
-    # found only part of them: the estimate's count (made by the same walk) stands for all
-    total_requests = max(acc.requests_to_send, getattr(estimate, "to_send", 0) or 0)
-    if s.stop_reason or acc.pending == 0:
-        left = 0  # nothing more will be sent
-    else:
-        left = max(0, total_requests - done_requests)
+    left, _ = _requests_left(report, estimate, acc)
     projected = s.cost + per_row * left
     expected = expected_cost(estimate, mode_of(report, estimate))[1]
     to_send = getattr(estimate, "to_send", 0) or 0
     expected_per_row = expected / to_send if expected is not None and to_send else None
     stops_at = None
+    eta = eta_s(report, estimate)
     if budget is not None and left and projected > budget:
         affordable = max(0.0, budget - s.cost) / per_row  # requests the rest of the budget pays for
-        rest_rows = acc.pending
-        stops_at = (acc.finished + rest_rows * min(1.0, affordable / left)) / report.rows if report.rows else None
-    rate = answered_requests / s.elapsed if s.started is not None and s.elapsed > 0 else None
-    eta = (min(left, affordable) if stops_at is not None else left) / rate if rate else None
+        stops_at = (acc.finished + acc.pending * min(1.0, affordable / left)) / report.rows if report.rows else None
+        if eta is not None:
+            eta *= min(1.0, affordable / left)  # the budget ends the run first
     return Projection(
         cost_per_row=per_row, projected_total=projected, expected_total=expected, budget=budget,
         stops_at_fraction=stops_at,

@@ -14,6 +14,7 @@ import pytest
 
 from llmbatch_pd.accessor import _spec
 from llmbatch_pd.core import errors
+from llmbatch_pd.core.accounting import eta_s
 from llmbatch_pd.core.figures import throughput
 from llmbatch_pd.runs.chat import Run
 from llmbatch_pd.sim import Simulator
@@ -87,6 +88,7 @@ def test_budget_stop_explains_every_row(private_cache):
     assert acc.not_sent == {"budget": 40 - len(log)}
     assert acc.requests_to_send == 40  # all 40 prompts were to be sent
     assert figures(out.attrs["llm_report"])["Failed"] == "0"
+    assert eta_s(out.attrs["llm_report"]) == 0  # stopped: nothing left, however many unsent
 
 
 def test_bad_key_answers_nothing_and_shows_no_throughput():
@@ -102,7 +104,7 @@ def test_bad_key_answers_nothing_and_shows_no_throughput():
     assert adds_up(acc) and acc.answered == 0
     assert acc.failed == {"auth": len([e for e in log if e["status"] == 401])} == {"auth": 1}
     assert acc.not_sent == {"stopped": 30 - len(log)}
-    assert throughput(report)[0] == 0
+    assert throughput(report)[0] == 0 and eta_s(report) is None  # no answer: no rate to go by
     assert figures(report)["Throughput"] == "0 rows/s"
 
 
