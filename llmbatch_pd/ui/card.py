@@ -19,6 +19,7 @@ from typing import Any, Self
 import ipywidgets as w
 
 from ..core import numbers as fmt
+from ..core.figures import failed as failed_rows
 from ..core.figures import not_sent
 from . import charts
 from .live import projection_sentence
@@ -399,9 +400,10 @@ class Card:
 def render_rows(bar: w.IntProgress, report: Any, tone: str, final: bool) -> tuple[int, int, int]:
     """Move a run's row bar; returns (answered, failed, finished). Rows never sent are not
     failures here: they are not done. One reading of the counts, which the engine moves."""
-    answered, failed = report.answered_rows, report.failed_rows - not_sent(report)
+    answered, failed = report.answered_rows, failed_rows(report)  # skipped rows are no failures
     rows = max(report.rows, 1)
-    finished = min(answered + failed, rows) if report.rows else (1 if final else 0)
+    done = answered + report.failed_rows - not_sent(report)  # skipped rows are done, unsent are not
+    finished = min(done, rows) if report.rows else (1 if final else 0)
     Card._set(bar, "max", rows)
     Card._set(bar, "value", finished)
     Card._set(bar.style, "bar_color", BAR_COLORS[tone] if final or tone in ("warn", "bad") else BLUE)

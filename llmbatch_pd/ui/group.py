@@ -165,7 +165,8 @@ class GroupPanel(Card):
         # the summed cost against the one budget, the summed expectation and projection
         mids = [expected_cost(e, m)[1] for e, m in zip(self.estimates, modes, strict=True)]
         expected = None if any(m is None for m in mids) else sum(mids)
-        projs = [projection_of(r) for r in reports] if self._started and not final else []
+        projs = ([projection_of(r, e, self.budget) for r, e in zip(reports, self.estimates, strict=True)]
+                 if self._started and not final else [])
         projected = (sum(p.projected_total for p in projs)
                      if projs and all(p is not None for p in projs) else None)
         self._render_budget(sum(r.stats.cost for r in reports), final, expected=expected,

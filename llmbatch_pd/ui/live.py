@@ -17,10 +17,11 @@ from ..core import numbers as fmt
 OVER_ESTIMATE = 1.5  # cost per row above this multiple of the estimate's gets a warning
 
 
-def projection_of(report: Any) -> Any | None:
-    """``report.projection()`` (None before the first answered row, or without the method)."""
+def projection_of(report: Any, estimate: Any = None, budget: float | None = None) -> Any | None:
+    """``report.projection(estimate, budget)`` (None before the first answered row, or
+    without the method)."""
     fn = getattr(report, "projection", None)
-    return fn() if callable(fn) else None
+    return fn(estimate, budget) if callable(fn) else None
 
 
 def accounting_of(report: Any) -> Any | None:
@@ -31,7 +32,11 @@ def accounting_of(report: Any) -> Any | None:
 def rate_series_of(report: Any, window_s: int = 60) -> list[tuple[float, float, bool]]:
     """The last ``window_s`` seconds of rows/s in 1 s buckets, with 429 marks; empty without."""
     fn = getattr(getattr(report, "stats", None), "rate_series", None)
-    return list(fn(window_s=window_s)) if callable(fn) else []
+    series = list(fn(window_s=window_s)) if callable(fn) else []
+    if not series:
+        return []
+    last = series[-1][0]  # seconds since the run started -> seconds before the latest bucket
+    return [(t - last, rate, had) for t, rate, had in series]
 
 
 def projection_sentence(proj: Any, budget: float | None) -> str:

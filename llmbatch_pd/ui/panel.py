@@ -169,7 +169,7 @@ class Panel(Card):
             self._set(self.batch_bar, "value", min(done, total))
         self._show(self.batch_bar, batch_bar)
 
-        proj = projection_of(r) if running and not final else None
+        proj = projection_of(r, self.estimate, self.budget) if running and not final else None
         self._render_budget(s.cost, final, expected=expected_cost(self.estimate, mode)[1], projection=proj)
         spark = charts.sparkline(rate_series_of(r)) if running and not final and mode != "batch" else ""
         self._set(self.sparkline, "value", spark)
