@@ -112,9 +112,9 @@ def sparkline(series: Sequence[tuple[float, float, bool]], *, window_s: float = 
               height: int = 28) -> str:
     """Rows per second in 1 s buckets (``(t_offset_s, rows_per_s, had_429)``, oldest first,
     ``t_offset_s`` from -window_s to 0) as a line, with a red mark at the foot of every second
-    that saw a 429. Empty (no svg) without a single bucket."""
+    that saw a 429. Empty (no svg) before two buckets."""
     points = [(float(t), max(0.0, float(r)), bool(h)) for t, r, h in series]
-    if not points:
+    if len(points) < 2:  # one second is a dot, not a line
         return ""
     top = max(r for _, r, _ in points) or 1.0
     plot_h = height - 6
