@@ -42,7 +42,7 @@ SETUP = """\
 import pandas as pd
 import llmbatch_pd
 from llmbatch_pd.sim import Simulator
-# answers of ~190 tokens where the estimate assumes half of max_tokens=200; a few 429s
+# answers cut at max_tokens=160 where the estimate assumes half of it: ~1.9x its cost a row; a few 429s
 sim = Simulator(ttft_ms=350, answer_tokens=190, fault_429=0.04, seed=3).start()
 endpoint = {"base_url": sim.base_url, "api_key": "sk-simulator"}
 df = pd.DataFrame({"text": [f"review number {i}: the product was fine" for i in range(240)]})
@@ -50,7 +50,7 @@ M = "openai/gpt-4.1-mini"
 print("READY")"""
 
 BUDGET = """\
-res = df.llm.apply("Classify: {text}", model=M, max_tokens=200, budget=0.05, concurrency=4, cache=False,
+res = df.llm.apply("Classify: {text}", model=M, max_tokens=160, budget=0.05, concurrency=4, cache=False,
                    **endpoint)"""
 
 INTERRUPT = """\
@@ -61,7 +61,7 @@ both = df.head(40).llm.apply("Label: {text}", model=[M, "openai/gpt-4.1-nano"], 
                              concurrency=8, cache=False, **endpoint)"""
 
 REFUSED = """\
-from llmbatch_pd.ui.estimate_view import show_refused
+from llmbatch_pd.ui.refused import show_refused
 try:
     df.llm.apply("Classify: {text}", model=M, max_tokens=200, budget=0.01, **endpoint)
 except llmbatch_pd.BudgetError as exc:  # what the accessor shows before it raises
@@ -115,10 +115,10 @@ def scenes(page, expect, run, snap) -> None:
 
     cell = run("res = df.llm.apply")
     panel = cell.locator(".llmbatch-panel")
-    # mid-way: the projection once it says where the budget stops the run (with
-    # RunReport.projection(), CONTRACTS C5), else 60 rows in
-    expect(panel).to_contain_text(re.compile(r"budget stops the run at about|\b([6-9]\d|1\d\d) / 240 rows"),
-                                  timeout=60_000, use_inner_text=True)
+    # mid-way (40 rows in): the projection says where the budget stops the run
+    expect(panel).to_contain_text(re.compile(r"\b([4-9]\d|1\d\d) / 240 rows"), timeout=60_000,
+                                  use_inner_text=True)
+    expect(panel).to_contain_text("budget stops the run at about")
     snap(cell, "midrun")
     expect(cell.locator(".llmbatch-report")).to_be_visible(timeout=120_000)
     snap(cell, "budget_stop")

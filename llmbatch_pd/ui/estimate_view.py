@@ -1,10 +1,9 @@
 """The estimate where people read it before paying: the ways to run the rows (when the plan
-has them), figures people compare at a glance (money to 3 significant figures, times in whole
-seconds), and the card shown when the budget refuses a run (``BudgetError``).
+has them) and figures people compare at a glance (money to 3 significant figures, times in
+whole seconds).
 
 Why apart from ``ui.report``: the plan's own table (``lines.plan_lines``) is one figure a
-line; the ways are a grid of several options side by side, and the refusal is a card of its
-own that the accessor shows just before it raises.
+line; the ways are a grid of several options side by side.
 """
 
 from __future__ import annotations
@@ -15,20 +14,13 @@ from typing import Any
 from ..core import numbers as fmt
 from .style import (
     MUTED,
-    RED,
     TABLE,
     TD,
     TH,
     TR,
-    card_html,
     esc,
-    header_html,
     muted,
-    one_line,
-    theme_text,
 )
-
-RED_SOFT_TEXT = theme_text("--jp-error-color1", "#d32f2f")
 
 
 def money3(dollars: float | None) -> str:
@@ -103,39 +95,4 @@ def ways_text(estimate: Any) -> str:
     return "\n".join(lines)
 
 
-def refused_html(error: BaseException, estimate: Any = None, *, budget: float | None = None) -> str:
-    """The card for a run the budget refused: a red header, the reason in one paragraph, and
-    the estimate it was judged on (when the error carries it)."""
-    from .report import estimate_html  # report imports this module
-
-    estimate = estimate if estimate is not None else getattr(error, "estimate", None)
-    budget = budget if budget is not None else getattr(error, "budget", None)
-    lines = [ln for ln in str(error).split("\n") if ln.strip() and not ln.startswith("Raise budget=")]
-    detail = getattr(estimate, "model", "") or "not started"
-    body = (f'<div style="margin:6px 0 4px 0;color:{RED_SOFT_TEXT};font-weight:600;overflow-wrap:anywhere">'
-            f'{esc(one_line(lines[0] if lines else error))}</div>')
-    if estimate is not None:
-        body += estimate_html(estimate, budget=budget)
-    else:  # the figures the message carries, quieter than the reason
-        body += "".join(f'<div style="color:{MUTED};overflow-wrap:anywhere">{esc(one_line(ln))}</div>'
-                        for ln in lines[1:])
-    body += (f'<div style="margin-top:6px;color:{MUTED};font-size:12px">Nothing was sent. Raise budget=, '
-             f'lower max_tokens=, or use fewer rows.</div>')
-    return card_html(f'<div style="border-left:4px solid {RED};padding-left:10px">'
-                     + header_html("llmbatch_pd", detail, "refused: over budget", "bad") + body + "</div>")
-
-
-def show_refused(error: BaseException) -> bool:
-    """Show ``refused_html`` for a ``BudgetError`` in a notebook (the caller still raises it).
-    True when shown; nothing happens outside a Jupyter kernel (a terminal has the traceback)."""
-    from . import in_notebook
-
-    if not in_notebook():
-        return False
-    from IPython.display import HTML, display
-
-    display(HTML(refused_html(error)))
-    return True
-
-
-__all__ = ["money3", "refused_html", "seconds", "show_refused", "ways_html", "ways_rows", "ways_text"]
+__all__ = ["money3", "seconds", "ways_html", "ways_rows", "ways_text"]

@@ -171,7 +171,14 @@ class Panel(Card):
 
         proj = projection_of(r, self.estimate, self.budget) if running and not final else None
         self._render_budget(s.cost, final, expected=expected_cost(self.estimate, mode)[1], projection=proj)
-        spark = charts.sparkline(rate_series_of(r)) if running and not final and mode != "batch" else ""
+        series = rate_series_of(r) if running and not final and mode != "batch" else []
+        spark = charts.sparkline(series)
+        if spark:
+            peak = max(rate for _, rate, _ in series)
+            marks = sum(1 for *_, had in series if had)
+            spark += (f'<div style="font-size:11px;color:{MUTED}">answered rows/s over the last 60 s · peak '
+                      f'{fmt.rate(peak)}' + (f' · <span style="color:{RED_TEXT}">▮</span> {fmt.plural(marks, "second")}'
+                                             ' with a 429 (rate limited)' if marks else "") + "</div>")
         self._set(self.sparkline, "value", spark)
         self._show(self.sparkline, bool(spark))
         alone = proj is not None and self.budget is None  # with a budget its label says it

@@ -12,8 +12,9 @@ import pandas as pd
 import pytest
 
 from llmbatch_pd.ui import charts
-from llmbatch_pd.ui.estimate_view import money3, refused_html, seconds, ways_html, ways_text
+from llmbatch_pd.ui.estimate_view import money3, seconds, ways_html, ways_text
 from llmbatch_pd.ui.panel import Panel
+from llmbatch_pd.ui.refused import refused_html
 from llmbatch_pd.ui.report import report_html, reports_html
 from llmbatch_pd.ui.style import AMBER_TEXT, BLUE, GREEN_TEXT, RED, RED_TEXT
 from tests.conftest import wait_until
