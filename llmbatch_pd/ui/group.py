@@ -35,7 +35,7 @@ from ..core.figures import (
 from .card import Card, _html, render_rows
 from .costs import PRICE_UNKNOWN, excludes, spent
 from .lines import BATCH_NOTE, group_errors, group_warnings, short_models
-from .live import projection_of
+from .live import over_estimate_warning, projection_of
 from .report import estimates_html, group_title, reports_body_html, reports_html, reports_text
 from .style import AMBER_TEXT, BLUE, GREEN_TEXT, MUTED, RED_TEXT
 
@@ -169,15 +169,15 @@ class GroupPanel(Card):
                  if self._started and not final else [])
         projected = (sum(p.projected_total for p in projs)
                      if projs and all(p is not None for p in projs) else None)
-        self._render_budget(sum(r.stats.cost for r in reports), final, expected=expected,
-                            projection=_Total(projected, self.budget, expected) if projected is not None else None)
+        total = _Total(projected, self.budget, expected) if projected is not None else None
+        self._render_budget(sum(r.stats.cost for r in reports), final, expected=expected, projection=total)
 
         batch = "batch" in modes and not final
         if batch:
             _set(self.batch_label, "value", f'<div style="font-size:12px;color:{MUTED};margin-top:2px">'
                                             f"{escape(BATCH_NOTE)}.</div>")
         self._show(self.batch_label, batch)
-        self._render_end(final, self._note(final, batch), batch)
+        self._render_end(final, self._note(final, batch, total), batch)
 
     def _model_line(self, line: _ModelLine, r: RunReport, mode: str, final: bool) -> int:
         """Render one model's line; returns its finished rows (answered + failed, not unsent)."""
@@ -264,8 +264,11 @@ class GroupPanel(Card):
         return (f'<div><details open><summary style="cursor:pointer">{self._plan_line(self._modes())}</summary>'
                 f'{estimates_html(self.reports, self.estimates, budget=self.budget)}</details></div>')
 
-    def _note(self, final: bool, batch: bool) -> str:
+    def _note(self, final: bool, batch: bool, projection: Any = None) -> str:
         lines = []
+        warning = over_estimate_warning(projection) if projection is not None and not final else None
+        if warning:
+            lines.append((AMBER_TEXT, f"⚠ {warning[0].upper()}{warning[1:]}"))
         if not final and self._cancelled:
             lines.append((AMBER_TEXT, "Stopping every model: nothing more is sent; requests in flight "
                                       "finish and every finished row is kept."

@@ -249,3 +249,39 @@ def test_text_colours_keep_contrast_in_both_jupyterlab_themes():
         fallback = re.search(r"var\(--jp-[a-z-]+\d, (#[0-9a-f]{6})\)", text).group(1)
         assert ratio(mix(hexrgb(fallback), (0, 0, 0)), (255, 255, 255)) >= 4.5  # nbconvert, no variables
     assert BLUE
+
+
+def test_several_model_card_has_rate_eta_and_summed_projection(llm, sim):
+    """``model=[...]`` mid-way (held still as above): the card's total line has a rate and an
+    ETA, and its budget bar projects the models' bills summed, each at its own cost per row."""
+    from llmbatch_pd.ui.group import GroupPanel
+
+    sim.configure(ttft_ms=40)
+    models = ["openai/gpt-4.1-mini", "openai/gpt-4.1-nano"]
+    job = frame(60).llm.submit("Classify {t}", model=models, max_tokens=20, budget=1.0, concurrency=2,
+                               cache=False, base_url=sim.base_url, api_key=llm["api_key"])
+    reports = list(job.report)
+    wait_until(lambda: all(r.answered_rows >= 6 for r in reports), 30, "six answers from each model")
+    sim.configure(ttft_ms=4000)
+
+    def still() -> bool:
+        answered = sum(1 for e in sim.log if e["status"] == 200)
+        return (sum(r.stats.in_flight for r in reports) == 4 and min(r.stats.elapsed for r in reports) >= 1.2
+                and sum(r.answered_rows for r in reports) == answered == sum(r.stats.done for r in reports))
+
+    wait_until(still, 30, "the answered rows to settle with four requests waiting")
+    by_hand = {m: (billed(sim.log, m.split("/")[1], price), r.answered_rows)
+               for m, r, price in zip(models, reports, [(INPUT_PER_MTOK, OUTPUT_PER_MTOK), (NANO_IN, NANO_OUT)],
+                                      strict=True)}
+    projected = sum(bill / answered * 60 for bill, answered in by_hand.values())
+    p = GroupPanel(reports, None, 1.0)
+    p.update()
+    job.cancel()
+    job.result(timeout=30)
+    total = p.total_label.value
+    m = re.search(r"<b>(\d+)</b> / 120 rows.*· ([\d.,]+) rows/s · ETA ((\d+)m )?(\d+(\.\d)?)s", total)
+    assert m, total
+    finished, rate = int(m.group(1)), float(m.group(2).replace(",", ""))
+    eta = int(m.group(4) or 0) * 60 + float(m.group(5))
+    assert eta == pytest.approx((120 - finished) / rate, rel=0.05, abs=1)  # the rows left at that rate
+    assert float(part(p.budget_bar.value, "projected")["data-dollars"]) == pytest.approx(projected, rel=1e-3)
