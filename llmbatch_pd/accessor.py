@@ -26,6 +26,7 @@ from .runs.chat_spec import chat_spec, check_unique
 from .runs.spec import RunSpec
 from .transport.loop_thread import on_loop
 from .ui import choose_display
+from .ui.refused import show_refused
 
 OUTPUT, EMBED_OUTPUT = defaults.OUTPUT, defaults.EMBED_OUTPUT
 
@@ -170,9 +171,14 @@ def _runner(df: pd.DataFrame, template: str, model: Any, output: str, options: d
             call: str = "apply") -> Runnable:
     """One model, or several side by side (the option names checked first)."""
     _check_names(options, call)
-    if isinstance(model, (list, tuple)):
-        return _Group(df, template, model=list(model), output=output, **options)
-    return _Apply(df, template, model=model, output=output, **options)
+    try:
+        if isinstance(model, (list, tuple)):
+            return _Group(df, template, model=list(model), output=output, **options)
+        return _Apply(df, template, model=model, output=output, **options)
+    except errors.BudgetError as exc:  # a red card with the reason in a notebook; still raised
+        if options.get("progress") is not False:
+            show_refused(exc)
+        raise
 
 
 @functools.cache

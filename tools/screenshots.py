@@ -12,7 +12,7 @@ browser aborts every request not for the local server) and saves, per theme:
 - ``<theme>_budget_stop.png``: the same run's summary after the budget stopped it;
 - ``<theme>_interrupt.png``: a run interrupted with Kernel > Interrupt, counts adding up;
 - ``<theme>_models.png``: ``model=[...]``: the summary with cost per model bars;
-- ``<theme>_refused.png``: the card ``ui.show_refused`` shows for a ``BudgetError``.
+- ``<theme>_refused.png``: the red card a ``BudgetError`` shows above its traceback.
 
 Uses the harness of ``tests/ui/test_browser.py`` (JupyterLab on loopback, Debian's Chromium).
 """
@@ -61,11 +61,7 @@ both = df.head(40).llm.apply("Label: {text}", model=[M, "openai/gpt-4.1-nano"], 
                              concurrency=8, cache=False, **endpoint)"""
 
 REFUSED = """\
-from llmbatch_pd.ui.refused import show_refused
-try:
-    df.llm.apply("Classify: {text}", model=M, max_tokens=200, budget=0.01, **endpoint)
-except llmbatch_pd.BudgetError as exc:  # what the accessor shows before it raises
-    show_refused(exc)"""
+df.llm.apply("Classify: {text}", model=M, max_tokens=200, budget=0.01, **endpoint)  # refused: BudgetError"""
 
 
 def shoot(theme: str, out: Path) -> list[Path]:
@@ -135,7 +131,7 @@ def scenes(page, expect, run, snap) -> None:
     expect(cell.locator('.llmbatch-report svg[data-chart="cost"]')).to_be_visible(timeout=120_000)
     snap(cell, "models")
 
-    cell = run("show_refused")
+    cell = run("refused: BudgetError")
     expect(cell.locator(".llmbatch-report")).to_be_visible(timeout=60_000)
     snap(cell, "refused")
 

@@ -5,7 +5,17 @@ The panel only reads a ``RunReport`` (whose ``EngineStats`` the engine updates i
 happens inside ``update()``, ``show_estimate()`` or ``finish()``, which the caller runs on one
 thread (``run_sync`` ticks on the cell's thread; widget messages sent from there reach the
 browser while the cell blocks, ipykernel >= 7.0.1). A Cancel click only sets a flag and calls
-``on_cancel``; the next ``update()`` shows it.
+``on_cancel``; the next ``update()`` shows it. Cancel is shown only where its click can arrive
+while the run goes on: a background job (``submit``) and a run waiting for Run. A click on a
+card of a blocking ``apply()`` reaches the kernel after the cell has ended (DESIGN), i.e. after
+every row was paid for, so that card has no Cancel and names the kernel's interrupt instead.
+
+What the card shows while a run goes: the estimate table (folded under its one-line plan, open
+at first) above the live part; the rows bar with the pace of answered rows and the ETA; a 60 s
+sparkline of answered rows/s with the seconds that saw a 429; the budget bar (``ui.charts``:
+spent, projected at the current cost per row, the expected cost, the budget) with the
+projection in words; counts that are not zero; and a warning when the cost per row runs above
+1.5x the estimate's (``RunReport.projection``).
 
 Run (``on_run``, for ``submit(confirm=True)``): the panel shows the estimate with Run and Cancel
 and nothing is sent until Run is clicked. A click reaches the kernel only once the cell that

@@ -39,13 +39,19 @@ def refused_html(error: BaseException, estimate: Any = None, *, budget: float | 
 
 
 def show_refused(error: BaseException) -> bool:
-    """Show ``refused_html`` for a ``BudgetError`` in a notebook (the caller still raises it).
-    True when shown; nothing happens outside a Jupyter kernel (a terminal has the traceback)."""
+    """Show ``refused_html`` for a ``BudgetError`` in a notebook (the caller still raises it),
+    and make the notebook's traceback of it one line. True when shown; nothing happens outside
+    a Jupyter kernel (a terminal keeps the whole traceback)."""
     if not in_notebook():
         return False
     from IPython.display import HTML, display
 
     display(HTML(refused_html(error)))
+    # IPython prints what an exception's ``_render_traceback_`` returns instead of the frames:
+    # one line under the card rather than forty through the library's internals
+    head = str(error).split("\n")[0]
+    error._render_traceback_ = lambda: [f"\x1b[0;31m{type(error).__name__}\x1b[0m: {head} "  # type: ignore[attr-defined]
+                                        "(the card above has the estimate; nothing was sent)"]
     return True
 
 

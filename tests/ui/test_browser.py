@@ -470,6 +470,9 @@ res = df.llm.apply("Classify: {text}", model="openai/gpt-4.1-mini", max_tokens=2
 DARK_MODELS = """\
 both = df.head(30).llm.apply("Label: {text}", model=["openai/gpt-4.1-mini", "openai/gpt-4.1-nano"],
                              max_tokens=20, budget=0.5, cache=False, **endpoint)"""
+# last (it raises, which stops Run All): the budget refuses the run; the card shows why
+DARK_REFUSED = """\
+df.llm.apply("Classify: {text}", model="openai/gpt-4.1-mini", max_tokens=200, budget=0.001, **endpoint)"""
 
 # every element of our cards whose text colour is a theme mix: its rendered colour, and the
 # first opaque background behind it (the card's, else the page's)
@@ -522,7 +525,7 @@ def test_dark_theme_contrast_and_exported_charts(tmp_path):
     expect, sync_playwright, executable = browser_tools()
     with jupyterlab(tmp_path, DARK) as (base, token), sync_playwright() as pw:
         path = tmp_path / "notebooks" / "dark.ipynb"
-        path.write_text(notebook_json(DARK_SETUP, DARK_BUDGET, DARK_MODELS))
+        path.write_text(notebook_json(DARK_SETUP, DARK_BUDGET, DARK_MODELS, DARK_REFUSED))
         with offline_page(pw, executable, base) as (page, outside, errors):
             page.goto(f"{base}/lab/tree/dark.ipynb?token={token}")
             page.wait_for_selector(".jp-Notebook .jp-CodeCell", timeout=60_000)
@@ -536,6 +539,15 @@ def test_dark_theme_contrast_and_exported_charts(tmp_path):
             models_cell = cell_with(page, "both = df.head(30)")
             expect(models_cell.locator('.llmbatch-report svg[data-chart="cost"]')).to_be_visible(timeout=120_000)
             budget_cell.screenshot(path=BUILD / "browser_dark_budget_stop.png")
+            refused_cell = cell_with(page, "budget=0.001")
+            card = refused_cell.locator(".llmbatch-report")
+            expect(card).to_contain_text(re.compile("refused: over budget", re.I), timeout=60_000)
+            expect(card).to_contain_text("not started: the expected cost is above the budget")
+            expect(refused_cell.locator(".jp-OutputArea-output[data-mime-type='application/vnd.jupyter.stderr'],"
+                                        " .jp-RenderedText[data-mime-type='application/vnd.jupyter.stderr']")
+                   .first).to_contain_text("BudgetError")  # and the exception was raised
+            assert "Traceback" not in refused_cell.inner_text()  # one line, not the library's frames
+            refused_cell.screenshot(path=BUILD / "browser_dark_refused.png")
 
             measured = page.evaluate(COLOURS)
             ratios = [(text, round(contrast(css_rgb(fg), css_rgb(bg)), 2)) for text, fg, bg in measured]
