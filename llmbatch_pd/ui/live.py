@@ -58,7 +58,7 @@ def over_estimate_warning(proj: Any) -> str | None:
     expected = getattr(proj, "expected_total", None)
     if expected:
         ratio = proj.projected_total / expected
-        return (f"cost per row runs {ratio:.1f}× the estimate: {fmt.money(proj.projected_total)} projected "
+        return (f"cost per row runs {ratio:.2f}× the estimate: {fmt.money(proj.projected_total)} projected "
                 f"against {fmt.money(expected)} expected (longer answers or prompts than the estimate assumed)")
     return f"cost per row runs above {OVER_ESTIMATE:g}× the estimate"
 
