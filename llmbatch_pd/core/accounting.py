@@ -82,8 +82,9 @@ class Accounting:
 class Projection:
     """Where the money is heading, from the cost of the rows answered so far.
 
-    ``cost_per_row``: dollars per answered request (a row that cost money; cached rows and
-    duplicates cost nothing); ``projected_total``: spent + that rate for every request still
+    ``cost_per_row``: dollars per answered request over the last ones (``stats.recent_cost``,
+    up to 20: answers can grow mid-run; a row that cost money, cached rows and duplicates cost
+    nothing), ``average_per_row`` over the whole run so far; ``projected_total``: spent + that rate for every request still
     to send; ``expected_total``: the estimate's cost for the run's mode (None without one);
     ``stops_at_fraction``: the share of rows finished when the budget would stop the run at
     this rate (None if it would not); ``over_estimate``: cost per row above 1.5x the
@@ -98,6 +99,7 @@ class Projection:
     spent: float = 0.0
     expected_per_row: float | None = None
     eta_s: float | None = None
+    average_per_row: float | None = None
 
 
 def _merge(counts: dict[str, int], total: int, filler: str) -> dict[str, int]:
@@ -180,7 +182,9 @@ def projection(report: Any, estimate: Any = None, budget: float | None = None) -
     estimate = estimate_of(report, estimate)
     budget = budget_of(report, estimate, budget)
     acc = accounting(report)
-    per_row = s.cost / answered_requests
+    average = s.cost / answered_requests
+    recent = getattr(s, "recent_cost", None)
+    per_row = recent if recent else average  # the last answers' cost: answers may have grown
     left, _ = _requests_left(report, estimate, acc)
     projected = s.cost + per_row * left
     expected = expected_cost(estimate, mode_of(report, estimate))[1]
@@ -197,7 +201,7 @@ def projection(report: Any, estimate: Any = None, budget: float | None = None) -
         cost_per_row=per_row, projected_total=projected, expected_total=expected, budget=budget,
         stops_at_fraction=stops_at,
         over_estimate=expected_per_row is not None and per_row > OVER_ESTIMATE * expected_per_row,
-        spent=s.cost, expected_per_row=expected_per_row, eta_s=eta,
+        spent=s.cost, expected_per_row=expected_per_row, eta_s=eta, average_per_row=average,
     )
 
 

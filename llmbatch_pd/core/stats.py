@@ -13,6 +13,7 @@ from . import errors
 
 RECENT_ERRORS = 5
 RATE_SECONDS = 600  # 1-second buckets kept for the rate series (older ones are dropped)
+RECENT_COSTS = 20  # answered requests whose cost is "the current cost per request"
 
 
 class _Kinds(Counter):
@@ -82,6 +83,10 @@ class EngineStats:
     batch_counts: dict[str, int] = field(default_factory=dict)
     batch_ids: list[str] = field(default_factory=list)
     rates: RateSeries = field(default_factory=RateSeries, repr=False, compare=False)
+    # dollars of each of the last RECENT_COSTS answered requests (answers can grow mid-run)
+    recent_costs: deque = field(default_factory=lambda: deque(maxlen=RECENT_COSTS), repr=False,
+                                compare=False)
+    _cost_seen: float = field(default=0.0, repr=False, compare=False)
 
     def __post_init__(self) -> None:
         if isinstance(self.by_kind, _Kinds):
@@ -93,6 +98,18 @@ class EngineStats:
     def note_answered(self, rows: int) -> None:
         """``rows`` rows got their answer now (for the rate series)."""
         self.rates.add(self._second(), rows)
+
+    def note_cost(self) -> None:
+        """An answered request was just settled: what ``cost`` grew by since the last one is
+        its cost (a re-asked invalid answer included) for ``recent_costs``."""
+        self.recent_costs.append(self.cost - self._cost_seen)
+        self._cost_seen = self.cost
+
+    @property
+    def recent_cost(self) -> float | None:
+        """Mean dollars of the last answered requests (up to ``RECENT_COSTS``), or None."""
+        costs = list(self.recent_costs)
+        return sum(costs) / len(costs) if costs else None
 
     def _note_429(self) -> None:
         self.rates.add(self._second(), 0, True)

@@ -41,6 +41,7 @@ class Shared:
 
     limiter: RateLimiter | None = None
     breaker: CircuitBreaker | None = None
+    on_engine: Callable[[Engine], None] | None = None  # told the engine once it is built
 
 
 RowValues = Callable[[], Iterable[Mapping[str, Any]]]
@@ -256,6 +257,27 @@ class BaseRun:
                                  limiter=self.shared.limiter or RateLimiter(spec.rpm, spec.tpm),
                                  breaker=self.shared.breaker or CircuitBreaker(),
                                  **common, **(engine or {}))
+            if self.shared.on_engine is not None:
+                self.shared.on_engine(self.engine)
+
+    def _heard(self, request: Request, reply: Reply | None, exc: errors.ProviderError | None) -> None:
+        """One request's outcome (``_on_done``), counted for the accounting and the rate
+        series on its way: answered rows per second, requests closed unsent."""
+        self._out.discard(request.index)
+        if isinstance(exc, errors.NotSent):
+            self.report.unsent_requests += 1
+        if reply is not None:
+            self.stats.note_cost()
+        before = self.report.answered_rows
+        self._on_done(request, reply, exc)
+        if self.report.answered_rows > before:
+            self.stats.note_answered(self.report.answered_rows - before)
+
+    def _handing(self, requests: Iterable[Request]) -> Iterator[Request]:
+        """``requests`` as the engine pulls them, each remembered until it is heard back."""
+        for request in requests:
+            self._out.add(request.index)
+            yield request
 
     def _heard(self, request: Request, reply: Reply | None, exc: errors.ProviderError | None) -> None:
         """One request's outcome (``_on_done``), counted for the accounting and the rate

@@ -1,6 +1,6 @@
 """Batch jobs, as OpenAI's Batch API and Anthropic's Message Batches serve them.
 
-OpenAI: ``POST /v1/files`` (multipart, ``purpose=batch``) keeps the JSONL in memory, ``POST
+OpenAI: ``POST /v1/files`` (multipart, ``purpose=batch``; ``files.py``) keeps the JSONL in memory, ``POST
 /v1/batches`` starts a job on it, ``GET /v1/batches/{id}`` reports it, ``POST
 /v1/batches/{id}/cancel`` cancels it, and ``GET /v1/files/{id}/content`` serves the output and
 error files. OpenAI jobs run on ``/v1/chat/completions`` or ``/v1/embeddings`` (every line's ``url`` must
@@ -14,7 +14,8 @@ OpenAI's goes validating (first 10 %), in_progress (its ``request_counts`` climb
 that share of the lines into errors (dice seeded by the job and the line, so a job submitted
 again gets fresh dice); ``batch_expire`` makes the job expire with that share of its lines (the
 last ones) never processed. Answers come from the same deterministic pipeline as the real-time
-endpoints (embeddings: ``embeddings.check`` and ``embeddings.response_object``), so a prompt
+endpoints (``reply.Replier``: packed requests, with their fault dice seeded per job and line,
+and prompt caching, the lines of a job taken in order so the first writes what the rest read) (embeddings: ``embeddings.check`` and ``embeddings.response_object``), so a prompt
 gets the same answer, and a text the same vector, either way (structured ones included, and
 ``fault_invalid_json`` breaks that share of them, on dice of their own). Nothing runs in the background: a job's
 state is worked out from the clock whenever it is asked for.
@@ -22,7 +23,6 @@ state is worked out from the clock whenever it is asked for.
 
 from __future__ import annotations
 
-import email.policy
 import hashlib
 import json
 import math
@@ -33,19 +33,19 @@ import uuid
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
-from email.parser import BytesParser
 from typing import Any
 
 from aiohttp import web
 
 from . import embeddings
-from .answers import is_structured, make_answer, prompt_sha
-from .anthropic import Messages, chat_messages, check_messages, message_body
+from .answers import is_structured
+from .anthropic import Messages, check_messages
 from .anthropic import error_body as anthropic_error
 from .config import SimConfig
 from .dialect import ChatCompletions, Dialect
-from .responses import SERVER_ERRORS, completion_body, error_body
-from .tokens import count_prompt_tokens
+from .files import FileDesk
+from .reply import Replier
+from .responses import SERVER_ERRORS, error_body
 from .validate import Invalid, check_chat
 
 OPENAI_ENDPOINT = "/v1/chat/completions"
@@ -54,7 +54,6 @@ OPENAI_ENDPOINTS = (OPENAI_ENDPOINT, EMBEDDINGS_ENDPOINT)
 MAX_EMBEDDING_INPUTS = 50_000
 """OpenAI: an embeddings batch holds at most 50,000 inputs across all its requests."""
 CUSTOM_ID = re.compile(r"^[a-zA-Z0-9_-]{1,64}$")
-FILE_PURPOSES = ("assistants", "batch", "fine-tune", "vision", "user_data", "evals")
 EXPIRED_MESSAGE = "This request could not be executed before the completion window expired."
 CANCELLED_MESSAGE = "This request was not executed because the batch was cancelled."
 DAY = 86400
@@ -100,12 +99,13 @@ def _rfc3339(seconds: float) -> str:
     return datetime.fromtimestamp(seconds, UTC).strftime("%Y-%m-%dT%H:%M:%S.%fZ")
 
 
-class BatchDesk:
-    """Files and batch jobs for both APIs; the server routes requests here."""
+class BatchDesk(FileDesk):
+    """Files (``files.FileDesk``) and batch jobs for both APIs; the server routes requests here."""
 
-    def __init__(self, config: Callable[[], SimConfig]) -> None:
+    def __init__(self, config: Callable[[], SimConfig], replier: Replier) -> None:
+        super().__init__()
         self.config = config
-        self.files: dict[str, dict[str, Any]] = {}
+        self.replier = replier
         self.jobs: dict[str, Job] = {}
 
     def summary(self) -> list[dict[str, Any]]:
@@ -163,7 +163,7 @@ class BatchDesk:
             if i >= done:
                 job.results.append({"custom_id": line.custom_id, "type": unprocessed})
             elif line.outcome in ("ok", "invalid_json"):
-                body = self._answer(job, line.body, cfg, line.outcome == "invalid_json")
+                body = self._answer(job, line, cfg, line.outcome == "invalid_json")
                 job.results.append({"custom_id": line.custom_id, "type": "succeeded", "body": body})
             elif line.outcome == "fail":
                 job.results.append({"custom_id": line.custom_id, "type": "errored", "status": 500,
@@ -176,76 +176,27 @@ class BatchDesk:
         if job.api == "openai":
             self._write_openai_files(job)
 
-    @staticmethod
-    def _answer(job: Job, body: dict[str, Any], cfg: SimConfig, invalid: bool) -> dict[str, Any]:
-        api = job.api
+    def _answer(self, job: Job, line: Line, cfg: SimConfig, invalid: bool) -> dict[str, Any]:
+        """A line's answer from the real-time endpoints' own path (``reply.Replier``): packed
+        requests and prompt caching included, lines taken in order as one worker would."""
+        api, body = job.api, line.body
         if job.endpoint == EMBEDDINGS_ENDPOINT:  # the real-time endpoint's own code
             checked = embeddings.check(body)
             assert not isinstance(checked, Invalid)  # invalid lines were answered with errors
             return embeddings.response_object(*checked)
-        if api == "openai":
-            messages = list(body["messages"])
-            max_tokens = body.get("max_completion_tokens") or body.get("max_tokens")
-        else:
-            messages = chat_messages(body)
-            max_tokens = body["max_tokens"]
-        sha = prompt_sha(messages)
-        answer = make_answer(messages, body["model"], answer_tokens=cfg.answer_tokens,
-                             max_tokens=int(max_tokens) if max_tokens is not None else None,
-                             response_format=_response_format(api, body), sha=sha,
-                             invalid=invalid)
-        prompt_tokens = count_prompt_tokens(messages)
-        if api == "openai":
-            return completion_body(body["model"], answer, prompt_tokens)
-        return message_body(body["model"], answer, prompt_tokens)
+        dialect = _DIALECTS[api]
+        messages = dialect.messages(body)
+        now = time.monotonic()
+        dice = random.Random(f"pack\n{cfg.seed}\n{job.id}\n{line.custom_id}")
+        draft = self.replier.draft(api, body, messages, dialect.response_format(body),
+                                   dialect.max_tokens(body), now, invalid=invalid, dice=dice)
+        self.replier.deliver(draft, now, batch=job.id, custom_id=line.custom_id)
+        return dialect.answer(draft)
 
     @staticmethod
     def _dice(job_id: str, seed: int, custom_id: str, salt: str = "") -> float:
         digest = hashlib.sha256(f"{salt}{seed}\n{job_id}\n{custom_id}".encode()).hexdigest()
         return int(digest[:13], 16) / 16**13
-
-    # -- OpenAI: files ----------------------------------------------------------------------
-
-    async def upload(self, request: web.Request, entry: dict[str, Any]) -> web.Response:
-        # Parsed from the raw bytes (which aiohttp keeps), so request capture, which reads
-        # the body first, does not leave the form empty.
-        fields, files = parse_form(request.headers.get("Content-Type", ""), await request.read())
-        purpose = fields.get("purpose")
-        if purpose not in FILE_PURPOSES:
-            return _oa_error(400, f"'{purpose}' is not one of {list(FILE_PURPOSES)} - 'purpose'",
-                             param="purpose")
-        if "file" not in files:
-            return _oa_error(400, "Missing required parameter: 'file'.", param="file")
-        filename, data = files["file"]
-        file = self._add_file(data, filename, purpose)
-        return web.json_response(self._file_object(file))
-
-    def _add_file(self, data: bytes, filename: str, purpose: str) -> dict[str, Any]:
-        file_id = f"file-{uuid.uuid4().hex[:24]}"
-        self.files[file_id] = {"id": file_id, "data": data, "filename": filename,
-                               "purpose": purpose, "created_at": int(time.time())}
-        return self.files[file_id]
-
-    @staticmethod
-    def _file_object(file: dict[str, Any]) -> dict[str, Any]:
-        return {"id": file["id"], "object": "file", "bytes": len(file["data"]),
-                "created_at": file["created_at"], "filename": file["filename"],
-                "purpose": file["purpose"], "status": "processed", "expires_at": None,
-                "status_details": None}
-
-    async def file(self, request: web.Request, entry: dict[str, Any]) -> web.Response:
-        file = self.files.get(request.match_info["file_id"])
-        if file is None:
-            return _oa_error(404, f"No such File object: {request.match_info['file_id']}",
-                             param="id")
-        return web.json_response(self._file_object(file))
-
-    async def file_content(self, request: web.Request, entry: dict[str, Any]) -> web.Response:
-        file = self.files.get(request.match_info["file_id"])
-        if file is None:
-            return _oa_error(404, f"No such File object: {request.match_info['file_id']}",
-                             param="id")
-        return web.Response(body=file["data"], content_type="application/octet-stream")
 
     # -- OpenAI: batches --------------------------------------------------------------------
 
@@ -548,29 +499,6 @@ class BatchDesk:
                 result["error"] = anthropic_error(kind, r["message"]) | {"request_id": None}
             lines.append(json.dumps({"custom_id": r["custom_id"], "result": result}).encode() + b"\n")
         return web.Response(body=b"".join(lines), content_type="application/x-jsonl")
-
-
-def parse_form(content_type: str, body: bytes) -> tuple[dict[str, str], dict[str, tuple[str, bytes]]]:
-    """A multipart/form-data body -> ({field: text}, {field: (filename, bytes)})."""
-    fields: dict[str, str] = {}
-    files: dict[str, tuple[str, bytes]] = {}
-    if not content_type.lower().startswith("multipart/form-data"):
-        return fields, files
-    message = BytesParser(policy=email.policy.HTTP).parsebytes(
-        b"Content-Type: " + content_type.encode("latin-1") + b"\r\n\r\n" + body)
-    if not message.is_multipart():
-        return fields, files
-    for part in message.iter_parts():
-        name = part.get_param("name", header="content-disposition")
-        if not isinstance(name, str):
-            continue
-        data = part.get_payload(decode=True) or b""
-        filename = part.get_filename()
-        if filename is not None:
-            files[name] = (filename, data)
-        else:
-            fields[name] = data.decode("utf-8", "replace")
-    return fields, files
 
 
 _DIALECTS: dict[str, Dialect] = {"openai": ChatCompletions(), "anthropic": Messages()}

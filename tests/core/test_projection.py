@@ -60,6 +60,40 @@ def test_projection_says_where_the_budget_stops_the_run(private_cache):
     assert acc.answered == len(ok(final)) and acc.not_sent == {"budget": ROWS - len(final)}
 
 
+def test_projection_follows_answers_that_grow(private_cache):
+    """The first 10 answers are short (~20 tokens), the rest ~600: once 30 are in, the
+    projection prices the rest at the last 20 answers' cost (all long ones), not the run's
+    average (a third of them short, which would promise far more rows), and the run stops
+    about where it says."""
+    rows, budget = 60, 0.03
+    df = pd.DataFrame({"t": [f"review {i}" for i in range(rows)]})
+    with Simulator(ttft_ms=20, api_key=KEY, answer_tokens=20, answer_tokens_after=(10, 600)) as sim:
+        job = df.llm.submit("{t}", model=MODEL, base_url=sim.base_url, api_key=KEY, progress=False,
+                            budget=budget, max_tokens=1000, concurrency=1)
+        wait_until(lambda: len(ok(sim.log)) >= 30, 60, "thirty answers")
+        with paused(sim):
+            report = job.report
+            answered = wait_until(lambda: (n := len(ok(sim.log))) == report.stats.done and n, 30,
+                                  "the client to hear every answer")
+            p = report.projection()
+            log = ok(sim.log)
+        with pytest.warns(UserWarning):
+            out = job.result(timeout=60)
+        final = ok(sim.log)
+    spent = bill(log)
+    recent = bill(log[-20:]) / 20  # one request in flight at a time: the log is in answer order
+    assert p.cost_per_row == pytest.approx(recent, rel=1e-6)
+    assert p.average_per_row == pytest.approx(spent / answered, rel=1e-6)
+    assert p.average_per_row < 0.8 * recent
+    by_hand = (answered + (budget - spent) / recent) / rows
+    assert p.stops_at_fraction == pytest.approx(by_hand, rel=1e-6)
+    average_says = (answered + (budget - spent) / (spent / answered)) / rows
+    stopped_at = len(final) / rows
+    assert abs(stopped_at - by_hand) < abs(stopped_at - average_says)
+    assert 0.85 * by_hand <= stopped_at <= by_hand + 1 / rows
+    assert out.attrs["llm_report"].accounting().not_sent == {"budget": rows - len(final)}
+
+
 def test_no_projection_before_an_answer_and_none_left_after_the_run(llm, sim):
     assert RunReport(model=MODEL, rows=10).projection() is None
     out = pd.DataFrame({"t": ["a", "b", "c"]}).llm.apply("{t}", **llm)
