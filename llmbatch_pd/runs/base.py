@@ -279,23 +279,6 @@ class BaseRun:
             self._out.add(request.index)
             yield request
 
-    def _heard(self, request: Request, reply: Reply | None, exc: errors.ProviderError | None) -> None:
-        """One request's outcome (``_on_done``), counted for the accounting and the rate
-        series on its way: answered rows per second, requests closed unsent."""
-        self._out.discard(request.index)
-        if isinstance(exc, errors.NotSent):
-            self.report.unsent_requests += 1
-        before = self.report.answered_rows
-        self._on_done(request, reply, exc)
-        if self.report.answered_rows > before:
-            self.stats.note_answered(self.report.answered_rows - before)
-
-    def _handing(self, requests: Iterable[Request]) -> Iterator[Request]:
-        """``requests`` as the engine pulls them, each remembered until it is heard back."""
-        for request in requests:
-            self._out.add(request.index)
-            yield request
-
     async def _send(self, requests: Iterable[Request]) -> None:
         """Send ``requests`` (through batch jobs in batch mode) until done or stopped; then
         every unit ends with an answer or the reason it has none."""
