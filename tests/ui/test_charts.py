@@ -39,7 +39,9 @@ def part(svg_html: str, name: str, chart: str | None = None) -> dict[str, str]:
 
 
 def frame(n: int) -> pd.DataFrame:
-    return pd.DataFrame({"t": [f"review number {i} was fine" for i in range(n)]})
+    """Rows of one length, so every request costs the same (the projection prices the rows
+    left at the recent requests' cost; here that is the cost of any of them)."""
+    return pd.DataFrame({"t": [f"review number {i:03d} was fine" for i in range(n)]})
 
 
 # -- the budget bar --------------------------------------------------------------------------
