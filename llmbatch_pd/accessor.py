@@ -26,6 +26,7 @@ from .runs.chat_spec import chat_spec, check_unique
 from .runs.spec import RunSpec
 from .transport.loop_thread import on_loop
 from .ui import choose_display
+from .ui.refused import show_refused
 
 OUTPUT, EMBED_OUTPUT = defaults.OUTPUT, defaults.EMBED_OUTPUT
 
@@ -177,10 +178,15 @@ def _runner(df: pd.DataFrame, template: str, model: Any, output: str, options: d
     """One model, or several side by side (the option names checked first); ``only_new``:
     the result is the new columns alone (a Series for one answer column)."""
     _check_names(options, call)
-    if isinstance(model, (list, tuple)):
-        runner: _Apply | _Group = _Group(df, template, model=list(model), output=output, **options)
-    else:
-        runner = _Apply(df, template, model=model, output=output, **options)
+    try:
+        if isinstance(model, (list, tuple)):
+            runner: _Apply | _Group = _Group(df, template, model=list(model), output=output, **options)
+        else:
+            runner = _Apply(df, template, model=model, output=output, **options)
+    except errors.BudgetError as exc:  # a red card with the reason in a notebook; still raised
+        if options.get("progress") is not False:
+            show_refused(exc)
+        raise
     runner.only_new = only_new
     return runner
 

@@ -11,6 +11,7 @@ here because the clicks below never write a widget.
 
 from __future__ import annotations
 
+from collections import deque
 from collections.abc import Callable
 from html import escape
 from typing import Any, Self
@@ -18,7 +19,10 @@ from typing import Any, Self
 import ipywidgets as w
 
 from ..core import numbers as fmt
+from ..core.figures import failed as failed_rows
 from ..core.figures import not_sent
+from . import charts
+from .live import projection_sentence
 from .style import (
     AMBER,
     AMBER_TEXT,
@@ -29,6 +33,7 @@ from .style import (
     GREY,
     MUTED,
     RED,
+    RED_TEXT,
     TEXT,
     TRACK,
     card_html,
@@ -86,6 +91,8 @@ class Card:
         self._run_error: str | None = None
         self._handle: Any = None
         self.renders = 0  # how many times the widgets were recomputed (not how many were sent)
+        self.rate_window = 10.0
+        self._samples: deque[tuple[float, int]] = deque(maxlen=256)
 
         self.css = w.HTML(value=_CSS, layout=w.Layout(height="0px", margin="0", overflow="hidden"))
         self.header = _html()
@@ -96,9 +103,10 @@ class Card:
         self.note = _html()
         self.summary = _html(display="none")
 
-    def _budget_bar(self, margin: str) -> w.FloatProgress:
-        bar = w.FloatProgress(value=0.0, min=0.0, max=self._budget_max(),
-                              layout=w.Layout(width="100%", margin=margin), style={"bar_color": BLUE})
+    def _budget_bar(self, margin: str) -> w.HTML:
+        """The budget as a picture (``charts.budget_bar``: spent, projected, expected, budget)."""
+        bar = _html()
+        bar.layout.margin = margin
         bar.add_class("llmbatch-budget")
         return bar
 
@@ -113,8 +121,13 @@ class Card:
         # While a cell blocks, most frontends deliver a click only after the cell ends, so the
         # way to stop that always works (interrupting the kernel) is named beside the button.
         self.hint = w.HTML(value="", layout=w.Layout(margin="0", width="auto", flex="1 1 auto"))
+        # Cancel only where its click can arrive while the run goes on: a background job
+        # (submit) or a run waiting for Run. In a blocking apply() the click would be delivered
+        # after the cell ends, i.e. after every row was paid for (DESIGN: widget clicks are
+        # queued behind the running cell); there the hint names the kernel's interrupt instead.
+        self.cancellable = self.on_cancel is not None and (self.background or self.on_run is not None)
         buttons = ([self.run_button] if self.on_run is not None else []) + (
-            [self.cancel_button] if self.on_cancel is not None else [])
+            [self.cancel_button] if self.cancellable else [])
         self.actions = w.HBox([*buttons, self.hint],
                               layout=w.Layout(margin="8px 0 0 0", align_items="center", width="100%"))
         self.widget = w.VBox([self.css, *children, self.actions], layout=w.Layout(
@@ -240,24 +253,46 @@ class Card:
             self._set(self.plan, "value", plan)
         self._show(self.plan, plan is not None)
 
-    def _budget_max(self) -> float:
-        return max(float(self.budget or 0.0), 1e-9)
-
-    def _render_budget(self, spent: float, final: bool) -> None:
-        """Dollars spent against the budget: the bar turns amber at 80 % and red at 100 %."""
-        self._show(self.budget_bar, self.budget is not None)
-        self._show(self.budget_label, self.budget is not None)
-        if self.budget is None:
+    def _render_budget(self, spent: float, final: bool, *, expected: float | None = None,
+                       projection: Any = None) -> None:
+        """Dollars spent against the budget, as a bar with the expected cost and (while the run
+        goes on) the projected total; the words turn amber at 80 % and red at 100 %."""
+        projected = getattr(projection, "projected_total", None) if not final else None
+        show = self.budget is not None
+        self._show(self.budget_bar, show)
+        self._show(self.budget_label, show)
+        if not show:
             return
         used = spent / self.budget if self.budget > 0 else (1.0 if spent else 0.0)
-        self._set(self.budget_bar, "max", self._budget_max())
-        self._set(self.budget_bar, "value", min(float(spent), self._budget_max()))
-        self._set(self.budget_bar.style, "bar_color", RED if used >= 0.999 else AMBER if used >= 0.8 else BLUE)
-        text_color = RED if used >= 0.999 else AMBER_TEXT if used >= 0.8 else TEXT
-        self._set(self.budget_label, "value", self._small(
-            f'<span style="color:{text_color};font-weight:600">{fmt.money(spent)}</span>'
-            f' of {fmt.money(self.budget)} budget{self._BUDGET_SHARED} · {fmt.percent(used)}'
-            + (f" · {self._RUN_STOPS} before it would go over" if used >= 0.8 and not final else "")))
+        self._set(self.budget_bar, "value", charts.budget_bar(spent, self.budget, expected=expected,
+                                                              projected=projected))
+        text_color = RED_TEXT if used >= 0.999 else AMBER_TEXT if used >= 0.8 else TEXT
+        words = (f'<span style="color:{text_color};font-weight:600">{fmt.money(spent)}</span>'
+                 f' of {fmt.money(self.budget)} budget{self._BUDGET_SHARED} · {fmt.percent(used)}')
+        if expected is not None:
+            words += f" · {fmt.money(expected)} expected"
+        if used >= 0.8 and not final:
+            words += f" · {self._RUN_STOPS} before it would go over"
+        if projection is not None and not final:
+            words += f'<br><span style="color:{MUTED}">{escape(projection_sentence(projection, self.budget))}</span>'
+        self._set(self.budget_label, "value", self._small(words))
+
+    def _pace(self, done: int, elapsed: float) -> float | None:
+        """Rows per second over the last ``rate_window`` seconds (cached rows land at once, so
+        the whole-run average would overstate the pace for the rows still to come); the
+        average over ``elapsed`` until a window has passed."""
+        now = self._clock()
+        samples = self._samples
+        if not samples or samples[-1][1] != done or now - samples[-1][0] >= 1.0:
+            samples.append((now, done))
+        while len(samples) > 2 and now - samples[1][0] >= self.rate_window:
+            samples.popleft()
+        t0, f0 = samples[0]
+        if now - t0 >= 1.0 and done > f0:
+            return (done - f0) / (now - t0)
+        if elapsed >= 1.0 and done:
+            return done / elapsed
+        return None
 
     def _waiting_text(self, head: str) -> str:
         """The row line before anything was sent."""
@@ -284,7 +319,7 @@ class Card:
         self._set(self.hint, "value", self._hint(batch))
         if self.on_run is not None:
             self._show(self.run_button, self.waiting)
-        if self.on_cancel is not None:
+        if self.cancellable:
             self._set(self.cancel_button, "disabled", self._cancelled or final)
             self._set(self.cancel_button, "description",
                       "Stopping…" if self._cancelled and not final else "Cancel")
@@ -304,16 +339,16 @@ class Card:
                                "and the same call run again collects them.", MUTED)
         if self.background:
             return self._small("Runs in the background: the notebook stays usable. " + self._BACKGROUND_HINT, MUTED)
-        return self._small(("or interrupt" if self.on_cancel is not None else "Interrupt")
+        return self._small(("or interrupt" if self.cancellable else "Interrupt")
                            + " the kernel (■) to stop early: finished rows are kept", MUTED)
 
     def _note_html(self, lines: list[tuple[str, str]]) -> str:
         """The note: a failed click first, then ``lines`` of (colour, text)."""
         clicks = []
         if self._cancel_error:
-            clicks.append((RED, f"Cancel failed: {self._cancel_error}"))
+            clicks.append((RED_TEXT, f"Cancel failed: {self._cancel_error}"))
         if self._run_error:
-            clicks.append((RED, f"Run failed: {self._run_error}"))
+            clicks.append((RED_TEXT, f"Run failed: {self._run_error}"))
         return "".join(f'<div style="font-size:12.5px;color:{c};margin-top:4px">{escape(t)}</div>'
                        for c, t in clicks + lines)
 
@@ -365,9 +400,10 @@ class Card:
 def render_rows(bar: w.IntProgress, report: Any, tone: str, final: bool) -> tuple[int, int, int]:
     """Move a run's row bar; returns (answered, failed, finished). Rows never sent are not
     failures here: they are not done. One reading of the counts, which the engine moves."""
-    answered, failed = report.answered_rows, report.failed_rows - not_sent(report)
+    answered, failed = report.answered_rows, failed_rows(report)  # skipped rows are no failures
     rows = max(report.rows, 1)
-    finished = min(answered + failed, rows) if report.rows else (1 if final else 0)
+    done = answered + report.failed_rows - not_sent(report)  # skipped rows are done, unsent are not
+    finished = min(done, rows) if report.rows else (1 if final else 0)
     Card._set(bar, "max", rows)
     Card._set(bar, "value", finished)
     Card._set(bar.style, "bar_color", BAR_COLORS[tone] if final or tone in ("warn", "bad") else BLUE)

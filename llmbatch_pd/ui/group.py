@@ -35,8 +35,9 @@ from ..core.figures import (
 from .card import Card, _html, render_rows
 from .costs import PRICE_UNKNOWN, excludes, spent
 from .lines import BATCH_NOTE, group_errors, group_warnings, short_models
+from .live import over_estimate_warning, projection_of
 from .report import estimates_html, group_title, reports_body_html, reports_html, reports_text
-from .style import AMBER_TEXT, BLUE, GREEN, MUTED, RED
+from .style import AMBER_TEXT, BLUE, GREEN_TEXT, MUTED, RED_TEXT
 
 if TYPE_CHECKING:
     from ..core.report import RunReport
@@ -58,6 +59,18 @@ class _ModelLine:
         self.text = w.HTML(value="", layout=w.Layout(margin="0", flex="0 0 46%", width="46%"))
         self.box = w.HBox([self.name, self.bar, self.text],
                           layout=w.Layout(width="100%", align_items="center", margin="3px 0 0 0"))
+
+
+class _Total:
+    """The group's projection for the budget line: the models' projected totals summed."""
+
+    def __init__(self, projected: float, budget: float | None, expected: float | None) -> None:
+        self.projected_total = projected
+        self.expected_total = expected
+        self.cost_per_row = None
+        self.stops_at_fraction = None
+        self.over_estimate = bool(expected) and projected > 1.5 * expected
+        self.budget = budget
 
 
 class GroupPanel(Card):
@@ -149,14 +162,22 @@ class GroupPanel(Card):
             rows_all += r.rows
         _set(self.total_label, "value", self._total_text(finished_all, rows_all, final))
 
-        self._render_budget(sum(r.stats.cost for r in reports), final)  # the summed cost, one budget
+        # the summed cost against the one budget, the summed expectation and projection
+        mids = [expected_cost(e, m)[1] for e, m in zip(self.estimates, modes, strict=True)]
+        expected = None if any(m is None for m in mids) else sum(mids)
+        projs = ([projection_of(r, e, self.budget) for r, e in zip(reports, self.estimates, strict=True)]
+                 if self._started and not final else [])
+        projected = (sum(p.projected_total for p in projs)
+                     if projs and all(p is not None for p in projs) else None)
+        total = _Total(projected, self.budget, expected) if projected is not None else None
+        self._render_budget(sum(r.stats.cost for r in reports), final, expected=expected, projection=total)
 
         batch = "batch" in modes and not final
         if batch:
             _set(self.batch_label, "value", f'<div style="font-size:12px;color:{MUTED};margin-top:2px">'
                                             f"{escape(BATCH_NOTE)}.</div>")
         self._show(self.batch_label, batch)
-        self._render_end(final, self._note(final, batch), batch)
+        self._render_end(final, self._note(final, batch, total), batch)
 
     def _model_line(self, line: _ModelLine, r: RunReport, mode: str, final: bool) -> int:
         """Render one model's line; returns its finished rows (answered + failed, not unsent)."""
@@ -169,8 +190,8 @@ class GroupPanel(Card):
             return f'<span style="{c}margin-right:8px;white-space:{"normal" if wrap else "nowrap"}">{text}</span>'
 
         items = [span(f"<b>{fmt.count(finished)}</b>/{fmt.count(r.rows)}"),
-                 span(f"✓{fmt.count(answered)}", GREEN if answered else MUTED),
-                 span(f"✗{fmt.count(failed)}", RED if failed else MUTED),
+                 span(f"✓{fmt.count(answered)}", GREEN_TEXT if answered else MUTED),
+                 span(f"✗{fmt.count(failed)}", RED_TEXT if failed else MUTED),
                  span(spent(r)[0])]
         for kind in ("429", "5xx"):
             n = s.by_kind.get(kind, 0)
@@ -185,7 +206,7 @@ class GroupPanel(Card):
         if s.stop_reason and not final:
             items.append(span(f"stopping: {escape(s.stop_reason[:60])}", AMBER_TEXT, wrap=True))
         elif final and label != "done":
-            items.append(span(escape(label), RED if tone == "bad" else AMBER_TEXT))
+            items.append(span(escape(label), RED_TEXT if tone == "bad" else AMBER_TEXT))
         _set(line.text, "value", f'<div style="font-size:12.5px;font-variant-numeric:tabular-nums;'
                                  f'line-height:1.35">{"".join(items)}</div>')
         return finished
@@ -200,7 +221,15 @@ class GroupPanel(Card):
         ends = [r.stats.finished if r.stats.finished is not None else time.monotonic()
                 for r in self.reports if r.stats.started is not None]
         elapsed = max(ends) - min(started)
-        return _small(head + f'<span style="color:{MUTED}"> · {fmt.duration(elapsed)}'
+        answered = sum(r.answered_rows for r in self.reports)
+        tail = ""
+        if final:
+            tail = f" · {fmt.rate(answered / elapsed)}" if answered and elapsed > 0 else ""
+        elif "batch" not in self._modes():  # batch rows land when a job ends: no pace to read
+            rate = self._pace(answered, elapsed)
+            if rate:
+                tail = f" · {fmt.rate(rate)} · ETA {fmt.duration(max(rows - finished, 0) / rate)}"
+        return _small(head + f'<span style="color:{MUTED}">{tail} · {fmt.duration(elapsed)}'
                       f'{"" if final else " elapsed"}</span>')
 
     def _plan_line(self, modes: list[str]) -> str:
@@ -223,7 +252,7 @@ class GroupPanel(Card):
         walls = [e.wall_time_s for e in self.estimates if e is not None]
         if walls:
             parts.append(f"~{fmt.duration(max(walls))}")
-        return _small("Plan: " + " · ".join(parts), MUTED)
+        return f'<span style="font-size:12.5px;color:{MUTED}">{"Plan: " + " · ".join(parts)}</span>'
 
     def _detail(self) -> str:
         return group_title(self.reports, self.estimates)[1]
@@ -231,12 +260,15 @@ class GroupPanel(Card):
     def _plan_html(self, brief: bool) -> str | None:
         if all(e is None for e in self.estimates):
             return None
-        if brief:
-            return self._plan_line(self._modes())
-        return estimates_html(self.reports, self.estimates, budget=self.budget)
+        # the table stays above the live part, folded under its one-line plan (open at first)
+        return (f'<div><details open><summary style="cursor:pointer">{self._plan_line(self._modes())}</summary>'
+                f'{estimates_html(self.reports, self.estimates, budget=self.budget)}</details></div>')
 
-    def _note(self, final: bool, batch: bool) -> str:
+    def _note(self, final: bool, batch: bool, projection: Any = None) -> str:
         lines = []
+        warning = over_estimate_warning(projection) if projection is not None and not final else None
+        if warning:
+            lines.append((AMBER_TEXT, f"⚠ {warning[0].upper()}{warning[1:]}"))
         if not final and self._cancelled:
             lines.append((AMBER_TEXT, "Stopping every model: nothing more is sent; requests in flight "
                                       "finish and every finished row is kept."

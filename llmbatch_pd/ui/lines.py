@@ -320,7 +320,8 @@ def group_lines(reports: list[Any], estimates: Any = None, *, budget: float | No
             if ln.label == "Batch jobs":
                 lines.append(Line(f"Batch jobs {name}", ln.value, ln.note, ln.tone))
         if r.stats.stop_reason:
-            lines.append(Line(f"Stopped early {name}", r.stats.stop_reason, "finished rows were kept", "bad"))
+            lines.append(Line(f"Stopped early {name}", r.stats.stop_reason,
+                              "finished rows were kept" if r.answered_rows else "no row was answered", "bad"))
     if any(mode_of(r, e) == "batch" for r, e in zip(reports, ests, strict=True)):
         lines.append(Line("Batch", "half price", "jobs can take up to 24 h; re-running the same call "
                                                  "re-attaches to open jobs instead of paying again"))

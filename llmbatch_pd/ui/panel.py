@@ -5,7 +5,17 @@ The panel only reads a ``RunReport`` (whose ``EngineStats`` the engine updates i
 happens inside ``update()``, ``show_estimate()`` or ``finish()``, which the caller runs on one
 thread (``run_sync`` ticks on the cell's thread; widget messages sent from there reach the
 browser while the cell blocks, ipykernel >= 7.0.1). A Cancel click only sets a flag and calls
-``on_cancel``; the next ``update()`` shows it.
+``on_cancel``; the next ``update()`` shows it. Cancel is shown only where its click can arrive
+while the run goes on: a background job (``submit``) and a run waiting for Run. A click on a
+card of a blocking ``apply()`` reaches the kernel after the cell has ended (DESIGN), i.e. after
+every row was paid for, so that card has no Cancel and names the kernel's interrupt instead.
+
+What the card shows while a run goes: the estimate table (folded under its one-line plan, open
+at first) above the live part; the rows bar with the pace of answered rows and the ETA; a 60 s
+sparkline of answered rows/s with the seconds that saw a 429; the budget bar (``ui.charts``:
+spent, projected at the current cost per row, the expected cost, the budget) with the
+projection in words; counts that are not zero; and a warning when the cost per row runs above
+1.5x the estimate's (``RunReport.projection``).
 
 Run (``on_run``, for ``submit(confirm=True)``): the panel shows the estimate with Run and Cancel
 and nothing is sent until Run is clicked. A click reaches the kernel only once the cell that
@@ -28,7 +38,6 @@ ipympl pattern); nbconvert then prefers the widget whenever the notebook carries
 from __future__ import annotations
 
 import time
-from collections import deque
 from collections.abc import Callable
 from html import escape
 from typing import TYPE_CHECKING, Any
@@ -45,11 +54,20 @@ from ..core.figures import (
     top_errors,
     warnings_of,
 )
+from . import charts
 from .card import Card, _html, render_rows
 from .costs import PRICE_UNKNOWN, spent
+from .estimate_view import money3, seconds
 from .lines import BATCH_NOTE, batch_counts_text, batch_ids_text, summary_lines
+from .live import (
+    accounting_of,
+    over_estimate_warning,
+    projection_of,
+    projection_sentence,
+    rate_series_of,
+)
 from .report import estimate_html, report_html, report_text
-from .style import AMBER_TEXT, BLUE, GREEN, GREY, MUTED, RED, errors_html, table_html
+from .style import AMBER_TEXT, BLUE, GREEN_TEXT, GREY, MUTED, RED_TEXT, errors_html, table_html
 
 if TYPE_CHECKING:
     from ..core.report import RunReport
@@ -89,7 +107,6 @@ class Panel(Card):
         self._estimate = estimate
         self.budget = budget_of(report, estimate, budget)
         self.rate_window = rate_window
-        self._samples: deque[tuple[float, int]] = deque(maxlen=256)
         self._answered = self._failed = 0
 
         rows = max(report.rows, 1)
@@ -102,9 +119,12 @@ class Panel(Card):
                                        style={"bar_color": GREY})
         self.batch_bar.add_class("llmbatch-batch")
         self.budget_bar = self._budget_bar("4px 0 0 0")
+        self.sparkline = _html(display="none")  # rows/s over the last 60 s, 429 marks
+        self.projection = _html(display="none")  # without a budget: the projected total alone
         self.counts = _html()
-        self._build([self.header, self.plan, self.progress, self.progress_label, self.batch_bar, self.batch_label,
-                     self.budget_bar, self.budget_label, self.counts, self.errors, self.note, self.summary])
+        self._build([self.header, self.plan, self.progress, self.progress_label, self.sparkline, self.batch_bar,
+                     self.batch_label, self.budget_bar, self.budget_label, self.projection, self.counts,
+                     self.errors, self.note, self.summary])
 
     # -- the interface the accessor drives ---------------------------------------------------
 
@@ -132,22 +152,8 @@ class Panel(Card):
 
     # -- rendering ------------------------------------------------------------------------
 
-    def _rate(self, finished: int) -> float | None:
-        """Rows per second over the last ``rate_window`` seconds (cached rows land at once, so
-        the whole-run average would overstate the pace for the rows still to come)."""
-        now = self._clock()
-        samples = self._samples
-        if not samples or samples[-1][1] != finished or now - samples[-1][0] >= 1.0:
-            samples.append((now, finished))
-        while len(samples) > 2 and now - samples[1][0] >= self.rate_window:
-            samples.popleft()
-        t0, f0 = samples[0]
-        if now - t0 >= 1.0 and finished > f0:
-            return (finished - f0) / (now - t0)
-        elapsed = self.report.stats.elapsed
-        if elapsed >= 1.0 and finished:
-            return finished / elapsed
-        return None
+    def _rate(self, answered: int) -> float | None:
+        return self._pace(answered, self.report.stats.elapsed)
 
     def _render(self, *, final: bool) -> None:
         self.renders += 1
@@ -173,11 +179,27 @@ class Panel(Card):
             self._set(self.batch_bar, "value", min(done, total))
         self._show(self.batch_bar, batch_bar)
 
-        self._render_budget(s.cost, final)
+        proj = projection_of(r, self.estimate, self.budget) if running and not final else None
+        self._render_budget(s.cost, final, expected=expected_cost(self.estimate, mode)[1], projection=proj)
+        series = rate_series_of(r) if running and not final and mode != "batch" else []
+        spark = charts.sparkline(series)
+        if spark:
+            peak = max(rate for _, rate, _ in series)
+            marks = sum(1 for *_, had in series if had)
+            spark += (f'<div style="font-size:11px;color:{MUTED}">answered rows/s over the last 60 s · peak '
+                      f'{fmt.rate(peak)}' + (f' · <span style="color:{RED_TEXT}">▮</span> {fmt.plural(marks, "second")}'
+                                             ' with a 429 (rate limited)' if marks else "") + "</div>")
+        self._set(self.sparkline, "value", spark)
+        self._show(self.sparkline, bool(spark))
+        alone = proj is not None and self.budget is None  # with a budget its label says it
+        if alone:
+            self._set(self.projection, "value", self._small(escape(projection_sentence(proj, None)).capitalize(),
+                                                            MUTED))
+        self._show(self.projection, alone)
         if not final:
-            self._set(self.counts, "value", self._counts_html())
+            self._set(self.counts, "value", self._counts_html(batch=mode == "batch"))
         self._show(self.counts, running and not final)  # before the run they would all be zero
-        self._render_end(final, self._note(final), batch=mode == "batch")
+        self._render_end(final, self._note(final, proj), batch=mode == "batch")
 
     # -- pieces of HTML -------------------------------------------------------------------
 
@@ -188,7 +210,9 @@ class Panel(Card):
         if self.estimate is None:
             return None
         mode = mode_of(self.report, self.estimate)
-        return self._plan_line(mode) if brief else estimate_html(self.estimate, budget=self.budget, mode=mode)
+        # the table stays above the live part, folded under its one-line plan (open at first)
+        return (f'<div><details open><summary style="cursor:pointer">{self._plan_line(mode)}</summary>'
+                f'{estimate_html(self.estimate, budget=self.budget, mode=mode)}</details></div>')
 
     def _plan_line(self, mode: str) -> str:
         e = self.estimate
@@ -198,11 +222,11 @@ class Panel(Card):
             parts.append(f"{fmt.count(e.cached)} cached")
         parts.append(f"~{fmt.tokens(e.input_tokens)} in / ~{fmt.tokens(e.output_tokens)} out tokens")
         if mid is not None:
-            parts.append(f"{fmt.money(mid)} expected ({fmt.money_range(low, high)})")
+            parts.append(f"{money3(mid)} expected ({money3(low)}–{money3(high)})")
         else:
             parts.append(PRICE_UNKNOWN)
-        parts.append(f"~{fmt.duration(e.wall_time_s)}")
-        return self._small("Plan: " + " · ".join(parts), MUTED)
+        parts.append("up to 24 h (batch jobs)" if mode == "batch" else f"~{seconds(e.wall_time_s)}")
+        return f'<span style="font-size:12.5px;color:{MUTED}">{"Plan: " + " · ".join(parts)}</span>'
 
     def _progress_text(self, finished: int, final: bool) -> str:
         r, s = self.report, self.report.stats
@@ -211,14 +235,14 @@ class Panel(Card):
         head = (f'<b>{fmt.count(finished)}</b> / {fmt.count(rows)} rows · '
                 f'{fmt.percent(1.0 if final and finished >= rows else frac)}')
         if final:
-            rows_s = finished / s.elapsed if s.elapsed > 0 and r.rows else None
+            rows_s = self._answered / s.elapsed if s.elapsed > 0 and self._answered else None
             tail = f" · {fmt.duration(s.elapsed)}" + (f" · {fmt.rate(rows_s)}" if rows_s else "")
             return self._small(head + f'<span style="color:{MUTED}">{tail}</span>')
         if s.started is None:
             return self._waiting_text(head)
         if mode_of(r, self.estimate) == "batch":  # rows land when a job ends: no pace to read
             return self._small(head + f'<span style="color:{MUTED}"> · {fmt.duration(s.elapsed)} elapsed</span>')
-        rate = self._rate(finished)
+        rate = self._rate(self._answered)  # answered rows: failures and unsent rows are no pace
         remaining = max(rows - finished, 0)
         eta = remaining / rate if rate else None
         tail = f" · {fmt.rate(rate)} · ETA {fmt.duration(eta)}" if eta is not None else ""
@@ -248,7 +272,10 @@ class Panel(Card):
         return (self._small(head)
                 + f'<div style="font-size:12px;color:{MUTED}">{escape(BATCH_NOTE)}.</div>')
 
-    def _counts_html(self) -> str:
+    def _counts_html(self, batch: bool = False) -> str:
+        """The live counts, each only when it says something: no "429 ×0", no "0 in flight"
+        or "tokens 0 in / 0 out" while batch jobs hold every request, and the dollars here only
+        when no budget line above already shows them."""
         r, s = self.report, self.report.stats
 
         def chip(text: str, color: str | None = None) -> str:
@@ -256,28 +283,39 @@ class Panel(Card):
             return f'<span style="{c}margin-right:14px;white-space:nowrap">{text}</span>'
 
         answered, failed = self._answered, self._failed
-        items = [chip(f"✓ <b>{fmt.count(answered)}</b> answered", GREEN if answered else None),
-                 chip(f"✗ <b>{fmt.count(failed)}</b> failed", RED if failed else None)]
-        items.append(chip(f"↻ <b>{fmt.count(s.retrying)}</b> retrying", AMBER_TEXT if s.retrying else MUTED))
-        items.append(chip(f"<b>{fmt.count(s.in_flight)}</b> in flight", MUTED))
+        items = [chip(f"✓ <b>{fmt.count(answered)}</b> answered", GREEN_TEXT if answered else None),
+                 chip(f"✗ <b>{fmt.count(failed)}</b> failed", RED_TEXT if failed else None)]
+        acc = accounting_of(r)
+        for label, counts in (("skipped", getattr(acc, "skipped", None)), ("not sent", getattr(acc, "not_sent", None))):
+            n = sum(dict(counts or {}).values())
+            if n:
+                items.append(chip(f"<b>{fmt.count(n)}</b> {label}", MUTED))
+        if s.retrying:
+            items.append(chip(f"↻ <b>{fmt.count(s.retrying)}</b> retrying", AMBER_TEXT))
+        if s.in_flight and not batch:
+            items.append(chip(f"<b>{fmt.count(s.in_flight)}</b> in flight", MUTED))
         kinds = dict(s.by_kind)
         for kind in (*KIND_ORDER, *sorted(k for k in kinds if k not in KIND_ORDER)):
             n = kinds.get(kind, 0)
-            if n or kind in ("429", "5xx"):
-                items.append(chip(f"{kind} ×{fmt.count(n)}", AMBER_TEXT if n else MUTED))
+            if n:
+                items.append(chip(f"{kind} ×{fmt.count(n)}", AMBER_TEXT))
+        parts = []
+        if s.input_tokens or s.output_tokens:
+            parts.append(f"tokens {fmt.tokens(s.input_tokens)} in / {fmt.tokens(s.output_tokens)} out")
         money_text, _ = spent(r, self.estimate)
-        unknown = money_text == PRICE_UNKNOWN
-        if self.budget is not None and not unknown:
-            money_text += f" of {fmt.money(self.budget)}"
-        line2 = (f"tokens {fmt.tokens(s.input_tokens)} in / {fmt.tokens(s.output_tokens)} out · "
-                 f"<b>{money_text}</b>" + ("" if unknown else " spent"))
-        if r.cached or r.duplicates:
-            line2 += f" · {fmt.count(r.cached)} cached · {fmt.count(r.duplicates)} duplicates"
+        if self.budget is None or money_text == PRICE_UNKNOWN:  # else the budget line says it
+            parts.append(f"<b>{money_text}</b>" + ("" if money_text == PRICE_UNKNOWN else " spent"))
+        if r.cached:
+            parts.append(f"{fmt.count(r.cached)} cached")
+        if r.duplicates:
+            parts.append(f"{fmt.count(r.duplicates)} duplicates")
+        line2 = f'<div style="color:{MUTED}">{" · ".join(parts)}</div>' if parts else ""
         return (f'<div style="font-size:12.5px;margin-top:4px;font-variant-numeric:tabular-nums">'
-                f'<div>{"".join(items)}</div><div style="color:{MUTED}">{line2}</div></div>')
+                f'<div>{"".join(items)}</div>{line2}</div>')
 
-    def _note(self, final: bool) -> str:
+    def _note(self, final: bool, projection: Any = None) -> str:
         s = self.report.stats
+        kept = "every finished row is kept" if self._finished_rows() else "nothing had finished yet"
         lines = []
         if not final:
             if self._cancelled and mode_of(self.report, self.estimate) == "batch":
@@ -285,14 +323,18 @@ class Panel(Card):
                                           "running at the provider; the same call run again collects "
                                           "their answers (not paid twice)."))
             elif self._cancelled:
-                lines.append((AMBER_TEXT, "Stopping: nothing more is sent; requests in flight finish "
-                                          "and every finished row is kept."))
+                lines.append((AMBER_TEXT, f"Stopping: nothing more is sent; requests in flight finish and {kept}."))
             elif s.stop_reason:
-                lines.append((AMBER_TEXT, f"Stopping: {s.stop_reason}. Requests in flight finish; "
-                                          "finished rows are kept."))
+                lines.append((AMBER_TEXT, f"Stopping: {s.stop_reason}. Requests in flight finish; {kept}."))
+            warning = over_estimate_warning(projection) if projection is not None else None
+            if warning:
+                lines.append((AMBER_TEXT, f"⚠ {warning[0].upper()}{warning[1:]}"))
         for warning in warnings_of(self.report)[-2:]:
             lines.append((AMBER_TEXT, f"⚠ {warning}"))
         return self._note_html(lines)
+
+    def _finished_rows(self) -> int:
+        return self._answered + self._failed
 
     def _summary(self) -> str:
         lines = summary_lines(self.report, self.estimate, budget=self.budget)

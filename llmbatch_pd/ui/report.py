@@ -15,8 +15,10 @@ from typing import TYPE_CHECKING, Any
 from ..core import numbers as fmt
 from ..core.figures import (
     budget_of,
+    cost_known,
     estimate_of,
     estimates_for,
+    expected_cost,
     failed,
     group_status,
     mode_of,
@@ -24,6 +26,8 @@ from ..core.figures import (
     top_errors,
     warnings_of,
 )
+from . import charts
+from .estimate_view import ways_html, ways_text
 from .grid import (
     ESTIMATE_HEAD,
     REPORT_HEAD,
@@ -40,6 +44,7 @@ from .lines import (
     group_lines,
     group_warnings,
     plan_lines,
+    short_models,
     summary_lines,
 )
 from .style import (
@@ -69,8 +74,19 @@ def summary_body_html(report: RunReport, estimate: Estimate | None = None, *,
     """The summary without its card and header: bar, table of figures, top errors, warnings."""
     rows = max(report.rows, 1)
     bar = bar_html([(report.answered_rows / rows, GREEN), (failed(report) / rows, RED)])
-    return (bar + table_html(summary_lines(report, estimate, budget=budget))
+    return (bar + summary_budget_html(report, estimate, budget) + table_html(summary_lines(report, estimate, budget=budget))
             + errors_html(top_errors(report.stats, errors)) + warnings_html(warnings_of(report)))
+
+
+def summary_budget_html(report: RunReport, estimate: Estimate | None = None, budget: float | None = None) -> str:
+    """The budget bar of a finished run (spent, the expected tick, the budget); empty without
+    a budget or a price."""
+    estimate = estimate_of(report, estimate)
+    budget = budget_of(report, estimate, budget)
+    if budget is None or not cost_known(report, estimate):
+        return ""
+    expected = expected_cost(estimate, mode_of(report, estimate))[1]
+    return charts.budget_bar(report.stats.cost, budget, expected=expected)
 
 
 def report_html(report: RunReport, estimate: Estimate | None = None, *,
@@ -135,14 +151,16 @@ def report_text(report: RunReport, estimate: Estimate | None = None, *,
 def estimate_html(estimate: Estimate, *, budget: float | None = None, mode: str | None = None) -> str:
     """The plan before a run, as a table (no card)."""
     mode = mode or mode_of(None, estimate)
-    return table_html(plan_lines(estimate, budget=budget_of(None, estimate, budget), mode=mode))
+    return table_html(plan_lines(estimate, budget=budget_of(None, estimate, budget), mode=mode)) + ways_html(estimate)
 
 
 def estimate_text(estimate: Estimate, *, budget: float | None = None, mode: str | None = None) -> str:
     mode = mode or mode_of(None, estimate)
     lines = plan_lines(estimate, budget=budget_of(None, estimate, budget), mode=mode)
     width = max(len(ln.label) for ln in lines)
-    return "\n".join(f"  {ln.label:<{width}}  {ln.value}" + (f"  ({ln.note})" if ln.note else "") for ln in lines)
+    text = "\n".join(f"  {ln.label:<{width}}  {ln.value}" + (f"  ({ln.note})" if ln.note else "") for ln in lines)
+    ways = ways_text(estimate)
+    return text + ("\n" + ways if ways else "")
 
 
 def group_title(reports: list[Any], estimates: list[Any]) -> tuple[str, str]:
@@ -182,8 +200,17 @@ def reports_body_html(reports: list[Any], estimates: Any = None, *, budget: floa
     errors (prefixed with the model) and warnings."""
     rows, total = report_rows(reports, estimates, cancelled=cancelled)
     lines = group_lines(reports, estimates, budget=budget)
-    return (grid_html(REPORT_HEAD, rows, total) + (table_html(lines) if lines else "")
+    return (grid_html(REPORT_HEAD, rows, total) + cost_chart_html(reports, estimates)
+            + (table_html(lines) if lines else "")
             + errors_html(group_errors(reports, errors)) + warnings_html(group_warnings(reports)))
+
+
+def cost_chart_html(reports: list[Any], estimates: Any = None) -> str:
+    """Dollars per model as bars (``model=[...]``); a model without a price shows none."""
+    ests = estimates_for(reports, estimates)
+    names = short_models([r.model for r in reports])
+    items = [(n, r.stats.cost if cost_known(r, e) else None) for n, r, e in zip(names, reports, ests, strict=True)]
+    return charts.cost_bars(items) if len(items) > 1 else ""
 
 
 def reports_html(reports: list[RunReport], estimates: Any = None, *, budget: float | None = None,

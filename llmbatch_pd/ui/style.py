@@ -20,15 +20,29 @@ if TYPE_CHECKING:
     from .lines import Line
 
 # -- look -----------------------------------------------------------------------------------
-# Fixed accent colours read well on light and dark themes; text and surfaces follow
-# JupyterLab's theme variables where they exist, with light fallbacks elsewhere.
+# Fills (bars, badges with white text) use fixed accent colours, which read on light and dark
+# themes. Coloured TEXT cannot: a green dark enough for a white card is too dark for a dark one
+# (#1a7f37 on JupyterLab's dark #212121 is 3.2:1; WCAG asks 4.5:1). So coloured text takes the
+# theme's own hue (--jp-success/error/warn-color1) mixed 70/30 with its strongest text colour
+# (--jp-ui-font-color0: black on light themes, white on dark ones): 7-8:1 on JupyterLab light,
+# 6-9:1 on dark, and on a page without JupyterLab's variables (nbconvert's classic template, an
+# offline reader) the light fallbacks in the var()s give the same dark-on-white result.
 BLUE = "#2f6feb"
 GREEN = "#1a7f37"
 RED = "#cf222e"
 AMBER = "#d29922"
-AMBER_TEXT = "#9a6700"
 GREY = "#6e7781"
-TONES = {"ok": GREEN, "bad": RED, "warn": AMBER_TEXT, "info": BLUE, "muted": GREY, "": ""}
+
+
+def theme_text(jp_hue: str, fallback: str) -> str:
+    """A text colour that keeps >= 4.5:1 on the card in light and dark themes (see above)."""
+    return f"color-mix(in srgb, var({jp_hue}, {fallback}) 70%, var(--jp-ui-font-color0, #000))"
+
+
+GREEN_TEXT = theme_text("--jp-success-color1", "#2da44e")
+RED_TEXT = theme_text("--jp-error-color1", "#d32f2f")
+AMBER_TEXT = theme_text("--jp-warn-color1", "#d97706")
+TONES = {"ok": GREEN_TEXT, "bad": RED_TEXT, "warn": AMBER_TEXT, "info": BLUE, "muted": GREY, "": ""}
 BADGE = {"ok": GREEN, "bad": RED, "warn": AMBER, "info": BLUE, "muted": GREY, "": GREY}
 
 FONT = ("system-ui, -apple-system, 'Segoe UI', Roboto, 'Helvetica Neue', Arial, sans-serif")
@@ -106,7 +120,7 @@ def errors_html(errors: list[tuple[str, int]], *, title: str = "Top errors") -> 
         return ""
     items = "".join(
         f'<li style="margin:1px 0;padding:0;list-style:none;overflow-wrap:anywhere">'
-        f'<span style="display:inline-block;min-width:3.2em;color:{RED};font-weight:600;'
+        f'<span style="display:inline-block;min-width:3.2em;color:{RED_TEXT};font-weight:600;'
         f'font-variant-numeric:tabular-nums">×{fmt.count(n)}</span>{esc(one_line(msg))}</li>'
         for msg, n in errors
     )

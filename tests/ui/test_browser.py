@@ -57,6 +57,7 @@ SETTINGS = {
     "@jupyterlab/apputils-extension/notification.jupyterlab-settings": {"fetchNews": "false",
                                                                         "checkForUpdates": False},
 }
+DARK = {"@jupyterlab/apputils-extension/themes.jupyterlab-settings": {"theme": "JupyterLab Dark"}}
 IDLE = re.compile(r"\| Idle")
 
 # -- the long run added to the notebook ----------------------------------------------------
@@ -127,15 +128,16 @@ def free_port() -> int:
 
 
 @contextlib.contextmanager
-def jupyterlab(tmp_path: Path):
-    """A JupyterLab server on loopback over a copy of notebooks/; yields (base url, token)."""
+def jupyterlab(tmp_path: Path, settings: dict | None = None):
+    """A JupyterLab server on loopback over a copy of notebooks/; yields (base url, token).
+    ``settings`` adds JupyterLab user settings (e.g. ``DARK``)."""
     root = tmp_path / "notebooks"
     shutil.copytree(ROOT / "notebooks", root, ignore=shutil.ignore_patterns(".ipynb_checkpoints"))
     env = {k: v for k, v in os.environ.items() if k not in PROVIDER_VARIABLES}
     for name in JUPYTER_DIRS:
         (tmp_path / name).mkdir()
         env[name] = str(tmp_path / name)
-    for rel, values in SETTINGS.items():
+    for rel, values in {**SETTINGS, **(settings or {})}.items():
         path = tmp_path / "JUPYTERLAB_SETTINGS_DIR" / rel
         path.parent.mkdir(parents=True, exist_ok=True)
         path.write_text(json.dumps(values))
@@ -278,7 +280,10 @@ def test_panel_in_jupyterlab(tmp_path):
             text = summary.inner_text()
             answered = int(re.search(r"Answered\s+([\d,]+)", text).group(1).replace(",", ""))
             failed = int(re.search(r"Failed\s+([\d,]+)", text).group(1).replace(",", ""))
-            assert answered + failed == 300 and answered >= 270, text
+            # skipped rows (missing values) are neither answered nor failed (issue 15 #1)
+            skipped = re.search(r"Skipped\s+([\d,]+)", text)
+            skipped = int(skipped.group(1).replace(",", "")) if skipped else 0
+            assert answered + failed + skipped == 300 and answered >= 270, text
             assert apply_cell.locator(".llmbatch-panel").count() == 0  # replaced by the summary
 
             # -- 3. a long submit(confirm=True): estimate with Run, nothing sent ------------
@@ -445,3 +450,136 @@ def test_side_by_side_and_batch_in_jupyterlab(tmp_path):
 
             assert outside == [], f"the page tried to leave the machine: {outside}"
             assert errors == [], errors
+
+
+# -- dark theme contrast and the exported HTML (issue 15) ----------------------------------
+
+# A run the budget stops (answers ~1.9x longer than the estimate assumes): green, amber and red
+# text in its summary; then two models side by side: the cost per model chart.
+DARK_SETUP = """\
+import pandas as pd
+import llmbatch_pd
+from llmbatch_pd.sim import Simulator
+sim = Simulator(ttft_ms=20, answer_tokens=190, fault_429=0.05, seed=3).start()
+endpoint = {"base_url": sim.base_url, "api_key": "sk-simulator"}
+df = pd.DataFrame({"text": [f"review number {i}: the product was fine" for i in range(240)]})
+print("READY")"""
+DARK_BUDGET = """\
+res = df.llm.apply("Classify: {text}", model="openai/gpt-4.1-mini", max_tokens=200, budget=0.05,
+                   concurrency=4, cache=False, **endpoint)"""
+DARK_MODELS = """\
+both = df.head(30).llm.apply("Label: {text}", model=["openai/gpt-4.1-mini", "openai/gpt-4.1-nano"],
+                             max_tokens=20, budget=0.5, cache=False, **endpoint)"""
+# last (it raises, which stops Run All): the budget refuses the run; the card shows why
+DARK_REFUSED = """\
+df.llm.apply("Classify: {text}", model="openai/gpt-4.1-mini", max_tokens=200, budget=0.001, **endpoint)"""
+
+# every element of our cards whose text colour is a theme mix: its rendered colour, and the
+# first opaque background behind it (the card's, else the page's)
+COLOURS = """() => [...document.querySelectorAll('.llmbatch-report [style*="color-mix"], .llmbatch-panel [style*="color-mix"]')]
+  .filter(el => el.innerText.trim())
+  .map(el => {
+    let bg = 'rgba(0, 0, 0, 0)';
+    for (let node = el; node; node = node.parentElement) {
+      const c = getComputedStyle(node).backgroundColor;
+      if (c && c !== 'transparent' && !/rgba\\(.*,\\s*0\\)$/.test(c)) { bg = c; break; }
+    }
+    if (bg === 'rgba(0, 0, 0, 0)') bg = getComputedStyle(document.body).backgroundColor;
+    return [el.innerText.trim().slice(0, 40), getComputedStyle(el).color, bg];
+  })"""
+
+
+def css_rgb(value: str) -> tuple[float, float, float]:
+    """``rgb(1, 2, 3)``, ``rgba(...)`` or ``color(srgb 0.1 0.2 0.3)`` (what Chromium computes
+    for color-mix) as 0-255 channels; a colour with alpha below 1 fails (we ask for none)."""
+    m = re.match(r"rgba?\(([\d.]+),\s*([\d.]+),\s*([\d.]+)(?:,\s*([\d.]+))?\)", value)
+    if m:
+        assert m.group(4) in (None, "1"), value
+        return tuple(float(m.group(i)) for i in (1, 2, 3))
+    m = re.match(r"color\(srgb ([\d.e-]+) ([\d.e-]+) ([\d.e-]+)(?: / ([\d.]+))?\)", value)
+    assert m, value
+    assert m.group(4) in (None, "1"), value
+    return tuple(float(m.group(i)) * 255 for i in (1, 2, 3))
+
+
+def contrast(a: tuple[float, ...], b: tuple[float, ...]) -> float:
+    """WCAG 2 contrast ratio of two sRGB colours (0-255 channels)."""
+    def lum(rgb):
+        def lin(c):
+            c /= 255
+            return c / 12.92 if c <= 0.04045 else ((c + 0.055) / 1.055) ** 2.4
+        r, g, b = (lin(x) for x in rgb)
+        return 0.2126 * r + 0.7152 * g + 0.0722 * b
+    hi, lo = sorted((lum(a), lum(b)), reverse=True)
+    return (hi + 0.05) / (lo + 0.05)
+
+
+@pytest.mark.slow  # about 30 s: JupyterLab (dark theme), Chromium, a kernel, ~250 requests, nbconvert
+@pytest.mark.timeout(240)
+def test_dark_theme_contrast_and_exported_charts(tmp_path):
+    """In JupyterLab's dark theme every green, amber and red text of the cards is >= 4.5:1
+    against the background it is drawn on (measured from the rendered colours); the notebook
+    saved and exported with nbconvert keeps the charts as well-formed inline SVG."""
+    import xml.etree.ElementTree as ET
+
+    expect, sync_playwright, executable = browser_tools()
+    with jupyterlab(tmp_path, DARK) as (base, token), sync_playwright() as pw:
+        path = tmp_path / "notebooks" / "dark.ipynb"
+        path.write_text(notebook_json(DARK_SETUP, DARK_BUDGET, DARK_MODELS, DARK_REFUSED))
+        with offline_page(pw, executable, base) as (page, outside, errors):
+            page.goto(f"{base}/lab/tree/dark.ipynb?token={token}")
+            page.wait_for_selector(".jp-Notebook .jp-CodeCell", timeout=60_000)
+            expect(page.locator(".jp-StatusBar-Widget", has_text=IDLE).first).to_be_visible(timeout=60_000)
+            assert page.evaluate("document.body.dataset.jpThemeLight") == "false"  # the dark theme is on
+            page.locator(".lm-MenuBar-itemLabel", has_text=re.compile(r"^Run$")).click()
+            page.locator(".lm-Menu-itemLabel", has_text=re.compile(r"^Run All Cells$")).click()
+            budget_cell = cell_with(page, "res = df.llm.apply")
+            expect(budget_cell.locator(".llmbatch-report")).to_contain_text(re.compile("stopped", re.I),
+                                                                            timeout=120_000)
+            models_cell = cell_with(page, "both = df.head(30)")
+            expect(models_cell.locator('.llmbatch-report svg[data-chart="cost"]')).to_be_visible(timeout=120_000)
+            budget_cell.screenshot(path=BUILD / "browser_dark_budget_stop.png")
+            refused_cell = cell_with(page, "budget=0.001")
+            card = refused_cell.locator(".llmbatch-report")
+            expect(card).to_contain_text(re.compile("refused: over budget", re.I), timeout=60_000)
+            expect(card).to_contain_text("not started: the expected cost is above the budget")
+            expect(refused_cell.locator(".jp-OutputArea-output[data-mime-type='application/vnd.jupyter.stderr'],"
+                                        " .jp-RenderedText[data-mime-type='application/vnd.jupyter.stderr']")
+                   .first).to_contain_text("BudgetError")  # and the exception was raised
+            assert "Traceback" not in refused_cell.inner_text()  # one line, not the library's frames
+            refused_cell.screenshot(path=BUILD / "browser_dark_refused.png")
+
+            measured = page.evaluate(COLOURS)
+            ratios = [(text, round(contrast(css_rgb(fg), css_rgb(bg)), 2)) for text, fg, bg in measured]
+            colours = {fg for _, fg, _ in measured}
+            assert len(colours) >= 3, measured  # green (answered), amber (cost, warnings), red (stopped)
+            low = [(t, r) for t, r in ratios if r < 4.5]
+            assert not low, f"text under 4.5:1 on the dark theme: {low}"
+            assert any("Stopped early" in t or "budget reached" in t for t, _, _ in measured) or len(colours) >= 3
+
+            page.keyboard.press("Control+s")
+            expect(page.locator(".jp-mod-dirty")).to_have_count(0)
+            assert outside == [], f"the page tried to leave the machine: {outside}"
+            assert errors == [], errors
+
+    saved = json.loads(path.read_text())
+    assert any("llmbatch-report" in json.dumps(c.get("outputs", [])) for c in saved["cells"]), "outputs not saved"
+    html_path = tmp_path / "dark.html"
+    subprocess.run([sys.executable, "-m", "nbconvert", "--to", "html", "--output", str(html_path), str(path)],
+                   check=True, capture_output=True, timeout=120)
+    exported = html_path.read_text()
+    charts = re.findall(r"<svg[^>]*llmbatch-chart.*?</svg>", exported, re.S)
+    kinds = [re.search(r'data-chart="(\w+)"', svg).group(1) for svg in charts]
+    assert "budget" in kinds and "cost" in kinds, kinds
+    for svg in charts:
+        ET.fromstring(svg)  # well-formed: nothing (such as a <span>) inside SVG text
+    # nbconvert passes the HTML through its sanitizer (attributes sorted, SVG attribute names
+    # lower-cased, which an HTML parser restores): the picture and its figures stay
+    (cost_svg,) = [svg for svg, kind in zip(charts, kinds, strict=True) if kind == "cost"]
+    bars = [dict(re.findall(r'([\w-]+)="([^"]*)"', m)) for m in re.findall(r"<rect([^>]*)>", cost_svg)]
+    bars = {b["data-model"]: b for b in bars if b.get("data-part") == "cost"}
+    assert set(bars) == {"gpt-4.1-mini", "gpt-4.1-nano"}, cost_svg
+    mini, nano = (bars[m] for m in ("gpt-4.1-mini", "gpt-4.1-nano"))
+    assert float(mini["data-dollars"]) > float(nano["data-dollars"]) > 0  # nano is 4x cheaper
+    assert float(nano["width"]) / float(mini["width"]) == pytest.approx(
+        float(nano["data-dollars"]) / float(mini["data-dollars"]), rel=1e-3)
