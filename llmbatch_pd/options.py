@@ -159,10 +159,12 @@ def check_budget(spec: RunSpec, estimate: Estimate) -> None:
     or the budget cannot cover one request's worst case."""
     budget, expected = spec.budget, estimate.cost_for(spec.mode)
     if budget is not None and expected is not None and expected > budget:
-        raise errors.BudgetError(
+        refusal = errors.BudgetError(
             f"not started: the expected cost is above the budget of {money(budget)}.\n"
             f"{estimate.summary()}\nRaise budget=, lower max_tokens=, or use fewer rows."
         )
+        refusal.estimate, refusal.budget = estimate, budget  # the red card shows the estimate
+        raise refusal
     check_budget_fits_one(spec, estimate)
 
 

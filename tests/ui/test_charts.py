@@ -205,6 +205,9 @@ def test_budget_error_card(llm):
     html = refused_html(info.value)
     assert "refused: over budget" in html.lower() and "not started" in html
     assert "Nothing was sent" in html and RED in html
+    # the error carries the estimate it was judged on, and the card shows it as a table
+    assert info.value.budget == 0.000001 and info.value.estimate.cost_for("realtime") > 0.000001
+    assert "<table" in html and "Rows" in html and "50" in html
 
 
 def test_live_counts_say_only_what_is_not_zero(llm, sim):
