@@ -209,7 +209,7 @@ def _check_names(options: dict[str, Any], call: str) -> None:
 
 
 def _estimate(df: pd.DataFrame, template: str, model: str | list[str], pilot: int | None,
-              options: dict[str, Any]) -> pd.DataFrame:
+              options: dict[str, Any]) -> frames.EstimateFrame:
     _check_names(options, "estimate")
     models = [model] if isinstance(model, str) else list(model)
     if not models:
@@ -228,7 +228,7 @@ def _estimate(df: pd.DataFrame, template: str, model: str | list[str], pilot: in
         budget, expected = job.spec.budget, job.estimate.cost_for(job.spec.mode)
         row["within_budget"] = None if budget is None or expected is None else expected <= budget
         rows.append(row)
-    return pd.DataFrame(rows).set_index("model")
+    return frames.EstimateFrame(pd.DataFrame(rows).set_index("model"))
 
 
 class _Embed(Runnable):

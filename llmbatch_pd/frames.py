@@ -220,6 +220,54 @@ def vectors(run: Any, index: pd.Index, output: str, as_array: bool) -> pd.Series
     return out
 
 
+class EstimateFrame(pd.DataFrame):
+    """``df.llm.estimate``'s result: every figure as a number, for code (``e["cost"]``), shown
+    as a short readable table (money to 3 significant figures, times in whole seconds, the
+    cheapest way); ``.readable()`` is that table as a frame of text. Anything derived from it
+    (a column, a slice) is a plain DataFrame or Series."""
+
+    @property
+    def _constructor(self) -> type[pd.DataFrame]:
+        return pd.DataFrame
+
+    def readable(self) -> pd.DataFrame:
+        from .core.numbers import count, duration, money_sig, tokens
+
+        def get(row: pd.Series, name: str) -> Any:
+            value = row.get(name)
+            return None if value is None or (isinstance(value, float) and np.isnan(value)) else value
+
+        out = {}
+        for model, row in self.iterrows():
+            cheapest = get(row, "cheapest way")
+            wall = get(row, "wall_time_s")
+            out[model] = {
+                "rows": count(get(row, "rows")),
+                "to send": count((get(row, "requests") or 0) - (get(row, "cached") or 0)),
+                "input tokens": tokens(get(row, "input_tokens")),
+                "output tokens": tokens(get(row, "output_tokens")),
+                "cost": f"{money_sig(get(row, 'cost'))} ({money_sig(get(row, 'cost_low'))}"
+                        f"–{money_sig(get(row, 'cost_high'))})",
+                "batch": money_sig(get(row, "batch_cost")),
+                "cheapest way": (f"{cheapest} {money_sig(get(row, cheapest + ' $'))}"
+                                 if cheapest and get(row, cheapest + " $") is not None else cheapest or "—"),
+                "wall time": "—" if wall is None else f"~{duration(round(wall))}",
+            }
+            if get(row, "budget") is not None:
+                out[model]["budget"] = (f"{money_sig(get(row, 'budget'))}: "
+                                        + ("fits" if get(row, "within_budget") else "over"))
+        return pd.DataFrame.from_dict(out, orient="index").rename_axis(self.index.name)
+
+    def __repr__(self) -> str:
+        return self.readable().to_string() + f"\n({len(self.columns)} columns of figures: .columns; as text: .readable())"
+
+    def _repr_html_(self) -> str:
+        return self.readable().to_html(notebook=True) + (
+            f"<p style='font-size:11px;opacity:.7'>{len(self.columns)} columns of figures "
+            "(<code>.columns</code>); the ways to run it and what they cost are in the "
+            "<code>... $</code> columns</p>")
+
+
 def preview_frame(index: pd.Index, shown: list) -> pd.DataFrame:
     """``df.llm.preview``'s table: one row per request (``runs.preview.Preview``), on the
     index of the (first) row it answers; ``rows``: how many rows it answers (pack=)."""

@@ -136,3 +136,21 @@ def test_preview_of_a_packed_run_shows_the_pack_the_provider_receives() -> None:
             df.llm.apply("Label: {text}", api_key=KEY, progress=False, cache=False, **opts)
         assert body in [c["body"] for c in sim.captured]
         assert sim.packs[0]["ids_sent"] == ["1", "2", "3"]
+
+
+def test_the_estimate_reads_at_a_glance_and_keeps_its_numbers() -> None:
+    df = llmbatch_pd.load_reviews()
+    e = df.llm.estimate("Classify the sentiment: {text}", model=[MODEL, "anthropic/claude-haiku-4-5"],
+                        max_tokens=5, budget=0.01)
+    assert e["cost"].dtype == float and e.loc[MODEL, "rows"] == 300  # numbers, for code
+    shown = e.readable()
+    for model in (MODEL, "anthropic/claude-haiku-4-5"):
+        cost = e.loc[model, "cost"]
+        assert shown.loc[model, "cost"].startswith(f"${float(f'{cost:.3g}')}".rstrip("0"))
+        assert shown.loc[model, "wall time"] == f"~{round(e.loc[model, 'wall_time_s'])}s"
+        assert shown.loc[model, "to send"] == f"{e.loc[model, 'requests'] - e.loc[model, 'cached']:,}"
+    text = repr(e)
+    raw = repr(float(e.loc[MODEL, "cost"]))
+    assert len(raw) > 8 and raw not in text  # no raw float in what is shown
+    assert "<table" in e._repr_html_() and "fits" in text and "over" in text
+    assert type(e["cost"]) is pd.Series and type(e.iloc[:1]) is pd.DataFrame

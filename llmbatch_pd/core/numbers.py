@@ -51,6 +51,20 @@ def money(dollars: float | None, *, digits: int = 3) -> str:
     return f"{sign}${_trim(text, keep=2)}"
 
 
+def money_sig(dollars: float | None, digits: int = 3) -> str:
+    """Dollars to ``digits`` significant figures, for tables of estimates:
+    ``12.345 -> "$12.3"``, ``1234.5 -> "$1,230"``, ``0.0062618 -> "$0.00626"``."""
+    if _missing(dollars):
+        return MISSING
+    x = float(dollars)
+    if x == 0:
+        return "$0.00"
+    rounded = float(f"{x:.{digits}g}")
+    if abs(rounded) >= 10 ** (digits - 1):
+        return f"{'-' if rounded < 0 else ''}${abs(rounded):,.0f}"
+    return money(rounded, digits=digits) if abs(rounded) < 1 else f"${rounded:,.{digits - 1 - math.floor(math.log10(abs(rounded)))}f}"
+
+
 def money_range(low: float | None, high: float | None) -> str:
     """``"$0.95–$4.10"``; the missing side shows as ``—``."""
     if _missing(low) and _missing(high):
