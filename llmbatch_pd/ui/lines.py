@@ -157,7 +157,11 @@ NOT_SENT_WORDS = {"budget": "the budget was reached", "stopped": "the run stoppe
 
 
 def _parts(counts: dict[str, int], words: dict[str, str] | None = None) -> str:
+    """``{"budget": 30, "cancelled": 5}`` -> "budget 30, cancelled 5"; one reason alone
+    needs no count (the line's figure is its count)."""
     ranked = sorted(counts.items(), key=lambda kv: -kv[1])
+    if len(ranked) == 1:
+        return (words or {}).get(ranked[0][0], ranked[0][0])
     return ", ".join(f"{(words or {}).get(k, k)} {fmt.count(v)}" for k, v in ranked)
 
 
