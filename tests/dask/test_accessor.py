@@ -17,7 +17,7 @@ distributed = pytest.importorskip("distributed")
 import llmbatch_pd.dask  # noqa: E402,F401  (registers ddf.llm)
 from llmbatch_pd import InputError  # noqa: E402
 from llmbatch_pd.sim.answers import make_answer  # noqa: E402
-from tests.conftest import KEY, MODEL, bill  # noqa: E402
+from tests.conftest import MODEL, bill  # noqa: E402
 
 TEMPLATE = "Classify the title: {title}"
 
