@@ -2,7 +2,10 @@
 
 Every ``SimConfig`` knob is a flag (``fault_429`` -> ``--fault-429``; ``none`` clears an
 optional limit; a switch has a ``--no-`` form: ``--no-rate-limit-headers``,
-``--no-retry-after-on-429`` for a server that, like vLLM, says nothing about its limits). A JSON config in ``$LLMBATCH_SIM_CONFIG`` is the base the flags override;
+``--no-retry-after-on-429`` for a server that, like vLLM, says nothing about its limits; a
+tuple is comma-separated, ``--answer-tokens-after 100,400``, ``--flex-models o3,gpt-5``; a
+dict is ``name=value`` pairs, ``--anthropic-cache-min-tokens claude-haiku-4-5=4096``).
+A JSON config in ``$LLMBATCH_SIM_CONFIG`` is the base the flags override;
 ``Simulator(process=True)`` uses it so an api_key never shows in the process list.
 """
 
@@ -35,6 +38,7 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--host", default="127.0.0.1")
     parser.add_argument("--port", type=int, default=8000, help="0 picks a free port")
     hints = typing.get_type_hints(SimConfig)
+    defaults = SimConfig()
     for f in dataclasses.fields(SimConfig):
         flags = [f"--{f.name.replace('_', '-')}", *_ALIASES.get(f.name, [])]
         hint = hints[f.name]
@@ -42,7 +46,7 @@ def build_parser() -> argparse.ArgumentParser:
             parser.add_argument(*flags, dest=f.name, action=argparse.BooleanOptionalAction)
         else:
             parser.add_argument(
-                *flags, dest=f.name, type=_parser_for(hint), help=f"default: {f.default!r}"
+                *flags, dest=f.name, type=_parser_for(hint), help=f"default: {getattr(defaults, f.name)!r}"
             )
     return parser
 
@@ -55,7 +59,11 @@ def _parser_for(hint: Any) -> Callable[[str], Any]:
         convert = _parser_for(inner)
         return lambda text: None if text.lower() == "none" else convert(text)
     if typing.get_origin(hint) is tuple:
-        return lambda text: tuple(s.strip() for s in text.split(",") if s.strip())
+        item = typing.get_args(hint)[0]
+        return lambda text: tuple(item(s.strip()) for s in text.split(",") if s.strip())
+    if typing.get_origin(hint) is dict:  # "claude-haiku-4-5=4096,claude-sonnet-4-5=1024"
+        return lambda text: {k.strip(): int(v) for k, _, v in
+                             (p.partition("=") for p in text.split(",") if p.strip())}
     return typing.cast(Callable[[str], Any], hint)
 
 

@@ -101,11 +101,13 @@ def make_answer(
     response_format: dict[str, Any] | None = None,
     sha: str | None = None,
     invalid: bool = False,
+    verbose: bool = False,
 ) -> Answer:
     """The deterministic reply to a chat request, cut to max_tokens if given.
 
     ``response_format`` is OpenAI's, or ``{"type": "tool", "name", "schema"}`` for a forced
-    tool call; ``invalid`` breaks a structured answer (truncated JSON or a field missing).
+    tool call; ``invalid`` breaks a structured answer (truncated JSON or a field missing);
+    ``verbose`` follows a chosen option with a justification of about answer_tokens tokens.
     """
     sha = sha or prompt_sha(messages)
     rng = random.Random(int(hashlib.sha256(f"{model}\n{sha}".encode()).hexdigest()[:16], 16))
@@ -113,27 +115,69 @@ def make_answer(
     options = find_options(prompt)
     if options:
         text = choose_option(options, prompt, rng)
+        if verbose:
+            text += ". " + _sentences(rng, max(1, round(answer_tokens * (0.5 + rng.random()))))
     else:
         text = _sentences(rng, max(1, round(answer_tokens * (0.5 + rng.random()))))
     fmt = response_format or {}
-    kind, tool = fmt.get("type"), None
-    if kind in ("json_object", "json_schema", "tool"):
-        schema: Any = {}
-        if kind == "json_schema":
-            schema = fmt.get("json_schema", {}).get("schema", {})
-        elif kind == "json_object":  # JSON mode: a model follows a schema the prompt spells out
-            schema = schema_in_prompt(messages)
-        elif kind == "tool":
-            schema, tool = fmt.get("schema", {}), str(fmt.get("name"))
-        value = _fill(schema, schema, rng, options, prompt) if schema else {"answer": text}
-        text = json.dumps(value, ensure_ascii=False)
-        if invalid:
-            text = _broken(value, schema, rng, keep_json=tool is not None)
+    if fmt.get("type") not in ("json_object", "json_schema", "tool"):
+        return finish_answer(text, max_tokens)
+    schema, tool = format_schema(fmt, messages)
+    value = _fill(schema, schema, rng, options, prompt) if schema else {"answer": text}
+    return structured_answer(value, schema, rng, tool, invalid=invalid, max_tokens=max_tokens)
+
+
+def format_schema(fmt: dict[str, Any], messages: list[dict[str, Any]]) -> tuple[Any, str | None]:
+    """(the JSON schema a structured request asks for, the forced tool's name or None)."""
+    kind = fmt.get("type")
+    if kind == "json_schema":
+        return fmt.get("json_schema", {}).get("schema", {}), None
+    if kind == "json_object":  # JSON mode: a model follows a schema the prompt spells out
+        return schema_in_prompt(messages), None
+    if kind == "tool":
+        return fmt.get("schema", {}), str(fmt.get("name"))
+    return {}, None
+
+
+def structured_answer(value: Any, schema: Any, rng: random.Random, tool: str | None, *,
+                      invalid: bool = False, max_tokens: int | None = None) -> Answer:
+    """A JSON answer of ``value`` (broken on purpose when ``invalid``), cut to max_tokens."""
+    text = json.dumps(value, ensure_ascii=False)
+    if invalid:
+        text = _broken(value, schema, rng, keep_json=tool is not None)
+    return finish_answer(text, max_tokens, tool)
+
+
+def finish_answer(text: str, max_tokens: int | None, tool: str | None = None) -> Answer:
+    """The reply cut to max_tokens (finish "length" when cut), with its token count."""
     finish = "stop"
     if max_tokens is not None:
         text, cut = truncate_tokens(text, max_tokens)
         finish = "length" if cut else "stop"
     return Answer(text, finish, count_tokens(text), tool)
+
+
+def packed_answer(row_fields: dict[str, Any], options: list[str] | tuple[str, ...] = ()) -> str:
+    """The answer to one row of a packed request: deterministic from the row's fields (its
+    object without "id"), so a test can tell which row an answer belongs to.
+
+    Without options it is 3 to 8 one-token words seeded by the sha256 of the fields' canonical
+    JSON; when the packed instructions offer options (``find_options``) it is one of them,
+    picked like a single-row answer (by sentiment for sentiment labels, else by the hash).
+    """
+    canonical = json.dumps(row_fields, sort_keys=True, separators=(",", ":"), ensure_ascii=False)
+    rng = random.Random(int(hashlib.sha256(canonical.encode()).hexdigest()[:16], 16))
+    if options:
+        text = " ".join(str(v) for v in row_fields.values())
+        return choose_option(list(options), text, rng)
+    return " ".join(rng.choices(_WORDS, k=rng.randint(3, 8)))
+
+
+def fill_schema(node: Any, root: Any, rng: random.Random, options: list[str], prompt: str,
+                name: str | None = None) -> Any:
+    """A value that fits ``node`` ($refs resolved in ``root``): the structured-answer generator,
+    for the other modules."""
+    return _fill(node, root, rng, options, prompt, name)
 
 
 SCHEMA_MARKER = "matching this JSON schema:"

@@ -31,6 +31,8 @@ from aiohttp import web
 from .answers import Answer
 from .dialect import Dialect
 from .limits import RateLimiter, Refusal
+from .prompt_cache import NO_CACHE, CacheUse, check_cache_control
+from .reply import Draft
 from .responses import SERVER_ERRORS
 from .tokens import content_text
 from .validate import is_object, schema_nodes
@@ -96,9 +98,9 @@ def check_messages(body: Any) -> str | None:
     stops = body.get("stop_sequences")
     if stops is not None and not (isinstance(stops, list) and all(isinstance(s, str) for s in stops)):
         return "stop_sequences: Input should be a valid list of strings"
-    return _check_output_config(body.get("output_config")) or _check_tools(
-        body.get("tools"), body.get("tool_choice")
-    )
+    return (_check_output_config(body.get("output_config"))
+            or _check_tools(body.get("tools"), body.get("tool_choice"))
+            or check_cache_control(body))
 
 
 def _check_output_config(config: Any) -> str | None:
@@ -255,8 +257,10 @@ def chat_messages(body: dict[str, Any]) -> list[dict[str, Any]]:
     return messages
 
 
-def message_body(model: str, answer: Answer, input_tokens: int) -> dict[str, Any]:
-    """A non-streaming Message with its usage block (no prompt cache: both cache fields 0).
+def message_body(model: str, answer: Answer, prompt_tokens: int,
+                 cache: CacheUse = NO_CACHE) -> dict[str, Any]:
+    """A non-streaming Message with its usage block: ``input_tokens`` is what the prompt cache
+    neither read nor wrote (``prompt_cache.py``).
 
     A forced tool call is one ``tool_use`` block; cut short by max_tokens, its input is {}."""
     content: list[dict[str, Any]] = [{"type": "text", "text": answer.text}] if answer.text else []
@@ -278,10 +282,12 @@ def message_body(model: str, answer: Answer, input_tokens: int) -> dict[str, Any
         "stop_reason": stop,
         "stop_sequence": None,
         "usage": {
-            "input_tokens": input_tokens,
+            "input_tokens": prompt_tokens - cache.read - cache.write,
             "output_tokens": answer.completion_tokens,
-            "cache_creation_input_tokens": 0,
-            "cache_read_input_tokens": 0,
+            "cache_creation_input_tokens": cache.write,
+            "cache_read_input_tokens": cache.read,
+            "cache_creation": {"ephemeral_5m_input_tokens": cache.write_5m,
+                               "ephemeral_1h_input_tokens": cache.write_1h},
         },
     }
 
@@ -308,6 +314,7 @@ def ratelimit_headers(limiter: RateLimiter, now: float) -> dict[str, str]:
 class Messages(Dialect):
     """``POST /v1/messages``."""
 
+    api = "anthropic"
     malformed = MALFORMED
 
     def denied(self, headers: Mapping[str, str], expected: str | None) -> web.Response | None:
@@ -380,5 +387,5 @@ class Messages(Dialect):
     def server_error(self, status: int, headers: dict[str, str]) -> web.Response:
         return self.error(status, SERVER_ERRORS[status], "api_error", headers=headers)
 
-    def answer(self, model: str, answer: Answer, prompt_tokens: int) -> dict[str, Any]:
-        return message_body(model, answer, prompt_tokens)
+    def answer(self, draft: Draft) -> dict[str, Any]:
+        return message_body(draft.model, draft.answer, draft.prompt_tokens, draft.cache)

@@ -14,7 +14,8 @@ OpenAI's goes validating (first 10 %), in_progress (its ``request_counts`` climb
 that share of the lines into errors (dice seeded by the job and the line, so a job submitted
 again gets fresh dice); ``batch_expire`` makes the job expire with that share of its lines (the
 last ones) never processed. Answers come from the same deterministic pipeline as the real-time
-endpoints (embeddings: ``embeddings.check`` and ``embeddings.response_object``), so a prompt
+endpoints (``reply.Replier``: packed requests, with their fault dice seeded per job and line,
+and prompt caching, the lines of a job taken in order so the first writes what the rest read) (embeddings: ``embeddings.check`` and ``embeddings.response_object``), so a prompt
 gets the same answer, and a text the same vector, either way (structured ones included, and
 ``fault_invalid_json`` breaks that share of them, on dice of their own). Nothing runs in the background: a job's
 state is worked out from the clock whenever it is asked for.
@@ -39,13 +40,13 @@ from typing import Any
 from aiohttp import web
 
 from . import embeddings
-from .answers import is_structured, make_answer, prompt_sha
-from .anthropic import Messages, chat_messages, check_messages, message_body
+from .answers import is_structured
+from .anthropic import Messages, check_messages
 from .anthropic import error_body as anthropic_error
 from .config import SimConfig
 from .dialect import ChatCompletions, Dialect
-from .responses import SERVER_ERRORS, completion_body, error_body
-from .tokens import count_prompt_tokens
+from .reply import Replier
+from .responses import SERVER_ERRORS, error_body
 from .validate import Invalid, check_chat
 
 OPENAI_ENDPOINT = "/v1/chat/completions"
@@ -103,8 +104,9 @@ def _rfc3339(seconds: float) -> str:
 class BatchDesk:
     """Files and batch jobs for both APIs; the server routes requests here."""
 
-    def __init__(self, config: Callable[[], SimConfig]) -> None:
+    def __init__(self, config: Callable[[], SimConfig], replier: Replier) -> None:
         self.config = config
+        self.replier = replier
         self.files: dict[str, dict[str, Any]] = {}
         self.jobs: dict[str, Job] = {}
 
@@ -163,7 +165,7 @@ class BatchDesk:
             if i >= done:
                 job.results.append({"custom_id": line.custom_id, "type": unprocessed})
             elif line.outcome in ("ok", "invalid_json"):
-                body = self._answer(job, line.body, cfg, line.outcome == "invalid_json")
+                body = self._answer(job, line, cfg, line.outcome == "invalid_json")
                 job.results.append({"custom_id": line.custom_id, "type": "succeeded", "body": body})
             elif line.outcome == "fail":
                 job.results.append({"custom_id": line.custom_id, "type": "errored", "status": 500,
@@ -176,28 +178,22 @@ class BatchDesk:
         if job.api == "openai":
             self._write_openai_files(job)
 
-    @staticmethod
-    def _answer(job: Job, body: dict[str, Any], cfg: SimConfig, invalid: bool) -> dict[str, Any]:
-        api = job.api
+    def _answer(self, job: Job, line: Line, cfg: SimConfig, invalid: bool) -> dict[str, Any]:
+        """A line's answer from the real-time endpoints' own path (``reply.Replier``): packed
+        requests and prompt caching included, lines taken in order as one worker would."""
+        api, body = job.api, line.body
         if job.endpoint == EMBEDDINGS_ENDPOINT:  # the real-time endpoint's own code
             checked = embeddings.check(body)
             assert not isinstance(checked, Invalid)  # invalid lines were answered with errors
             return embeddings.response_object(*checked)
-        if api == "openai":
-            messages = list(body["messages"])
-            max_tokens = body.get("max_completion_tokens") or body.get("max_tokens")
-        else:
-            messages = chat_messages(body)
-            max_tokens = body["max_tokens"]
-        sha = prompt_sha(messages)
-        answer = make_answer(messages, body["model"], answer_tokens=cfg.answer_tokens,
-                             max_tokens=int(max_tokens) if max_tokens is not None else None,
-                             response_format=_response_format(api, body), sha=sha,
-                             invalid=invalid)
-        prompt_tokens = count_prompt_tokens(messages)
-        if api == "openai":
-            return completion_body(body["model"], answer, prompt_tokens)
-        return message_body(body["model"], answer, prompt_tokens)
+        dialect = _DIALECTS[api]
+        messages = dialect.messages(body)
+        now = time.monotonic()
+        dice = random.Random(f"pack\n{cfg.seed}\n{job.id}\n{line.custom_id}")
+        draft = self.replier.draft(api, body, messages, dialect.response_format(body),
+                                   dialect.max_tokens(body), now, invalid=invalid, dice=dice)
+        self.replier.deliver(draft, now, batch=job.id, custom_id=line.custom_id)
+        return dialect.answer(draft)
 
     @staticmethod
     def _dice(job_id: str, seed: int, custom_id: str, salt: str = "") -> float:

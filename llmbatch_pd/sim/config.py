@@ -75,6 +75,33 @@ class SimConfig:
     log: bool = True
     capture_requests: int = 0
     models: tuple[str, ...] = ("gpt-4.1-mini", "gpt-4.1-nano", "gpt-4o-mini", "sim-small")
+    # Growing answers (issue 13's budget check): once the simulator has answered n chat/messages
+    # requests (batch lines included, counted across the whole simulator), free-text answers
+    # have a mean length of `tokens` instead of answer_tokens, and an answer that picks an option
+    # becomes the option followed by a justification of about that length. (n, tokens); None: off.
+    answer_tokens_after: tuple[int, int] | None = None
+    # Packed requests (several rows, ids per row; ``packing.py``): per-row probabilities, seeded,
+    # that a row is left out of the answer, answered twice (the copy maybe with another row's
+    # answer), or joined by an object whose id was never sent.
+    fault_pack_drop: float = 0.0
+    fault_pack_dup: float = 0.0
+    fault_pack_invent: float = 0.0
+    # Prompt caching (``prompt_cache.py``). OpenAI dialect: automatic, prefixes >= 1,024 tokens
+    # in 128-token steps, per (model, prompt_cache_key). Anthropic: what cache_control marks,
+    # when the marked prefix reaches the model's minimum (longest key the model name starts
+    # with; others 1,024). prompt_caching=False answers every request uncached.
+    prompt_caching: bool = True
+    prompt_cache_ttl_s: float = 300.0
+    anthropic_cache_min_tokens: dict[str, int] = field(default_factory=lambda: {
+        "claude-haiku-4-5": 4096, "claude-opus-4-5": 4096, "claude-opus-4-6": 4096,
+        "claude-opus-4-7": 4096})
+    # OpenAI's flex tier: service_tier="flex" is accepted for these models only (others get a
+    # 400), answered flex_slowdown times slower, and refused with a 429 "Resource Unavailable"
+    # (code resource_unavailable, not charged) at the rate fault_flex_429 (seeded dice).
+    flex_models: tuple[str, ...] = ("gpt-4.1-mini", "gpt-4.1-nano", "o3", "o4-mini", "gpt-5",
+                                    "gpt-5-mini")
+    flex_slowdown: float = 3.0
+    fault_flex_429: float = 0.0
     # A chat/messages request for a model not in ``models`` gets OpenAI's answer to an unknown
     # model: 404 {"error": {"code": "model_not_found", ...}}. Off by default: tests use many names.
     unknown_model_404: bool = False
@@ -95,11 +122,12 @@ class SimConfig:
             value = getattr(self, name)
             if value is not None and value < 0:
                 raise ValueError(f"SimConfig.{name} must be >= 0 or None")
-        for name in ("batch_fail_rate", "batch_expire"):
+        for name in ("batch_fail_rate", "batch_expire", "fault_pack_drop", "fault_pack_dup",
+                     "fault_pack_invent", "fault_flex_429"):
             if not 0.0 <= getattr(self, name) <= 1.0:
                 raise ValueError(f"SimConfig.{name} must be between 0 and 1")
         nonneg = ("ttft_ms", "tokens_per_s", "jitter_ms", "fault_retry_after_s", "hang_seconds",
-                  "batch_seconds", "fixed_window_s")
+                  "batch_seconds", "fixed_window_s", "prompt_cache_ttl_s", "flex_slowdown")
         for name in nonneg:
             if getattr(self, name) < 0:
                 raise ValueError(f"SimConfig.{name} must be >= 0")
@@ -109,11 +137,18 @@ class SimConfig:
             raise ValueError("SimConfig.capture_requests must be >= 0")
         if self.answer_tokens < 1:
             raise ValueError("SimConfig.answer_tokens must be >= 1")
+        after = self.answer_tokens_after
+        if after is not None and (len(after) != 2 or after[0] < 0 or after[1] < 1):
+            raise ValueError("SimConfig.answer_tokens_after must be (requests >= 0, tokens >= 1)")
+        if any(v < 0 for v in self.anthropic_cache_min_tokens.values()):
+            raise ValueError("SimConfig.anthropic_cache_min_tokens values must be >= 0")
 
     def to_dict(self) -> dict[str, Any]:
         """All knobs as JSON-ready values (the api_key included: the caller owns it)."""
         out = dataclasses.asdict(self)
-        out["models"] = list(self.models)
+        for name, value in out.items():
+            if isinstance(value, tuple):
+                out[name] = list(value)
         return out
 
     @classmethod
@@ -155,8 +190,13 @@ def _coerce(name: str, hint: Any, value: Any) -> Any:
     elif hint is str and isinstance(value, str):
         ok = value
     elif typing.get_origin(hint) is tuple and isinstance(value, list | tuple):
-        if all(isinstance(v, str) for v in value):
+        item = typing.get_args(hint)[0]
+        if all(isinstance(v, item) and not isinstance(v, bool) for v in value):
             ok = tuple(value)
+    elif typing.get_origin(hint) is dict and isinstance(value, dict):
+        if all(isinstance(k, str) and isinstance(v, int) and not isinstance(v, bool)
+               for k, v in value.items()):
+            ok = dict(value)
     if ok is None:
         raise TypeError(f"SimConfig.{name} must be {hint.__name__}, got {value!r}")
     return ok

@@ -15,8 +15,8 @@ from typing import Any
 
 from aiohttp import web
 
-from .answers import Answer
 from .limits import RateLimiter, Refusal
+from .reply import Draft
 from .responses import (
     MALFORMED,
     OVERLOADED,
@@ -37,6 +37,9 @@ NOT_JSON = (
 
 class Dialect(ABC):
     """One API's wire format. Each method returns the response to send, or None to go on."""
+
+    api: str = "openai"
+    """Whose rules answer it: "openai" (automatic prompt caching) or "anthropic"."""
 
     @abstractmethod
     def denied(self, headers: Mapping[str, str], expected: str | None) -> web.Response | None:
@@ -103,8 +106,8 @@ class Dialect(ABC):
     """A 200 body cut mid-stream, as a broken proxy would deliver it."""
 
     @abstractmethod
-    def answer(self, model: str, answer: Answer, prompt_tokens: int) -> dict[str, Any]:
-        """The body of a successful answer, usage included."""
+    def answer(self, draft: Draft) -> dict[str, Any]:
+        """The body of a successful answer, usage (prompt cache included) too."""
 
 
 class ChatCompletions(Dialect):
@@ -174,5 +177,6 @@ class ChatCompletions(Dialect):
     def server_error(self, status: int, headers: dict[str, str]) -> web.Response:
         return self.error(status, SERVER_ERRORS[status], "server_error", headers=headers)
 
-    def answer(self, model: str, answer: Answer, prompt_tokens: int) -> dict[str, Any]:
-        return completion_body(model, answer, prompt_tokens)
+    def answer(self, draft: Draft) -> dict[str, Any]:
+        return completion_body(draft.model, draft.answer, draft.prompt_tokens, draft.cache.read,
+                               draft.service_tier)

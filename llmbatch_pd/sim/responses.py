@@ -6,6 +6,8 @@ import time
 import uuid
 from typing import Any
 
+from aiohttp import web
+
 from .answers import Answer
 
 SERVER_ERRORS = {
@@ -33,6 +35,23 @@ def error_body(
 ) -> dict[str, Any]:
     """OpenAI's error envelope."""
     return {"error": {"message": message, "type": type_, "param": param, "code": code}}
+
+
+FLEX_UNAVAILABLE = (
+    "Resource Unavailable: flex processing does not have capacity for this request right now "
+    "(simulated). You have not been charged. Retry later, or set service_tier to 'auto' for "
+    "standard processing."
+)
+
+
+def flex_unavailable(headers: dict[str, str]) -> web.Response:
+    """The 429 OpenAI answers a flex request it has no capacity for. Its guide ("Flex
+    processing", section "Resource unavailable errors") names only the status and "429
+    Resource Unavailable", not charged; clients in the wild match ``error.code ==
+    "resource_unavailable"``, so that is the code (and the type); no retry-after, as the
+    guide asks for exponential backoff."""
+    body = error_body(FLEX_UNAVAILABLE, "resource_unavailable", None, "resource_unavailable")
+    return web.json_response(body, status=429, headers=headers)
 
 
 def bad_key_body(key: str | None) -> dict[str, Any]:
@@ -65,9 +84,12 @@ def mask_header(name: str, value: str) -> str:
     return mask_key(value.strip())
 
 
-def completion_body(model: str, answer: Answer, prompt_tokens: int) -> dict[str, Any]:
-    """A non-streaming chat.completion object with its usage block."""
-    return {
+def completion_body(model: str, answer: Answer, prompt_tokens: int, cached: int = 0,
+                    service_tier: str | None = None) -> dict[str, Any]:
+    """A non-streaming chat.completion object with its usage block (``cached`` of the prompt
+    tokens read from the prompt cache; DeepSeek's hit/miss fields for ``deepseek*`` models),
+    and ``service_tier`` when the request asked for one."""
+    body: dict[str, Any] = {
         "id": f"chatcmpl-{uuid.uuid4().hex[:29]}",
         "object": "chat.completion",
         "created": int(time.time()),
@@ -84,11 +106,17 @@ def completion_body(model: str, answer: Answer, prompt_tokens: int) -> dict[str,
             "prompt_tokens": prompt_tokens,
             "completion_tokens": answer.completion_tokens,
             "total_tokens": prompt_tokens + answer.completion_tokens,
-            "prompt_tokens_details": {"cached_tokens": 0},
+            "prompt_tokens_details": {"cached_tokens": cached},
             "completion_tokens_details": {"reasoning_tokens": 0},
         },
         "system_fingerprint": "sim",
     }
+    if model.startswith("deepseek"):
+        body["usage"] |= {"prompt_cache_hit_tokens": cached,
+                          "prompt_cache_miss_tokens": prompt_tokens - cached}
+    if service_tier is not None:
+        body["service_tier"] = service_tier
+    return body
 
 
 def models_body(models: tuple[str, ...]) -> dict[str, Any]:

@@ -23,7 +23,7 @@ from typing import Any
 from aiohttp import web
 
 from . import embeddings
-from .answers import is_structured, make_answer, prompt_sha
+from .answers import is_structured, prompt_sha
 from .anthropic import Messages
 from .batches import BatchDesk
 from .config import SimConfig
@@ -31,7 +31,8 @@ from .dialect import ChatCompletions, Dialect
 from .faults import pick_fault, reset_connection
 from .limits import RateLimiter
 from .log import RequestLog
-from .responses import SERVER_ERRORS, error_body, mask_header, models_body
+from .reply import Replier
+from .responses import SERVER_ERRORS, error_body, flex_unavailable, mask_header, models_body
 from .tokens import count_prompt_tokens
 from .validate import Invalid
 
@@ -56,7 +57,9 @@ class SimServer:
         self._tasks: set[asyncio.Task[Any]] = set()
         self.captured: collections.deque[dict[str, Any]] = collections.deque(maxlen=0)
         # Files and batch jobs outlive reset(), as they outlive a client at the provider.
-        self.batches = BatchDesk(lambda: self.config)
+        # The prompt cache, the pack log and the count of answers are shared with batch lines.
+        self.replier = Replier(lambda: self.config)
+        self.batches = BatchDesk(lambda: self.config, self.replier)
         self.reset()
 
     # -- state -------------------------------------------------------------------------
@@ -69,7 +72,9 @@ class SimServer:
                                     cfg.fixed_window_s)
         self._faults = random.Random(cfg.seed)
         self._jitter = random.Random(f"jitter-{cfg.seed}")
+        self._flex_dice = random.Random(f"flex-{cfg.seed}")
         self._used = 0
+        self.replier.reset()
         self.log.clear()
         self.captured = collections.deque(maxlen=cfg.capture_requests)
 
@@ -84,13 +89,22 @@ class SimServer:
         if old.seed != new.seed:
             self._faults = random.Random(new.seed)
             self._jitter = random.Random(f"jitter-{new.seed}")
+            self._flex_dice = random.Random(f"flex-{new.seed}")
         if old.capture_requests != new.capture_requests:
             self.captured = collections.deque(self.captured, maxlen=new.capture_requests)
         return new
 
     def stats(self) -> dict[str, Any]:
-        """Counts by status and fault, in-flight figures, and the quota used so far."""
-        return self.log.stats() | {"quota_used": self._used}
+        """Counts by status and fault, in-flight figures, the quota used so far, chat/messages
+        answers (``answered``, batch lines included), ``prompt_cache`` totals over them
+        (prompt_tokens, cached_tokens, cache_write_tokens) and ``packed`` totals (requests,
+        rows_sent, rows_answered, dropped, duplicated, invented)."""
+        return self.log.stats() | {
+            "quota_used": self._used,
+            "answered": self.replier.answered,
+            "prompt_cache": dict(self.replier.cache.totals),
+            "packed": self.replier.packs.stats(),
+        }
 
     # -- lifecycle ---------------------------------------------------------------------
 
@@ -117,6 +131,7 @@ class SimServer:
                             self._tracked(an(desk.anthropic_cancel)))
         app.router.add_get("/_sim/batches", self._get_batches)
         app.router.add_get("/_sim/log", self._get_log)
+        app.router.add_get("/_sim/packs", self._get_packs)
         app.router.add_get("/_sim/stats", self._get_stats)
         app.router.add_get("/_sim/requests", self._get_requests)
         app.router.add_post("/_sim/reset", self._post_reset)
@@ -258,6 +273,11 @@ class SimServer:
         if cfg.quota_requests is not None and self._used >= cfg.quota_requests:
             return dialect.out_of_quota()
 
+        flex = dialect is OPENAI and body.get("service_tier") == "flex"
+        if flex and model not in cfg.flex_models:
+            return dialect.error(400, f"Invalid value for 'service_tier': flex processing is not "
+                                 f"available for model '{model}'.", param="service_tier",
+                                 code="invalid_value")
         response_format = dialect.response_format(body)
         structured = is_structured(response_format)
         entry["fault"] = fault = pick_fault(self._faults, cfg, structured=structured)
@@ -265,18 +285,18 @@ class SimServer:
             await asyncio.sleep(cfg.hang_seconds)  # then carry on: a very slow success
         elif fault is not None and fault != "invalid_json":  # that one breaks the answer below
             return self._fault(fault, request, cfg, dialect)
+        if flex:
+            entry["service_tier"] = "flex"
+            if cfg.fault_flex_429 > 0 and self._flex_dice.random() < cfg.fault_flex_429:
+                entry["fault"] = "flex_429"
+                return flex_unavailable(dialect.limit_headers(self._limiter, time.monotonic()))
 
         max_tokens = dialect.max_tokens(body)
-        answer = make_answer(
-            messages,
-            model,
-            answer_tokens=cfg.answer_tokens,
-            max_tokens=max_tokens,
-            response_format=response_format,
-            sha=sha,
-            invalid=fault == "invalid_json",
-        )
         now = time.monotonic()
+        draft = self.replier.draft(dialect.api, body, messages, response_format, max_tokens, now,
+                                   invalid=fault == "invalid_json", sha=sha,
+                                   prompt_tokens=prompt_tokens)
+        answer = draft.answer
         # Like OpenAI, the tokens limit is charged up front with prompt + max_tokens.
         estimate = prompt_tokens + (answer.completion_tokens if max_tokens is None else max_tokens)
         if refusal := self._limiter.acquire(estimate, now, model):
@@ -285,13 +305,15 @@ class SimServer:
             return dialect.rate_limited(refusal, headers)
         headers = dialect.limit_headers(self._limiter, now)
         self._used += 1
-        await asyncio.sleep(self._latency(cfg, answer.completion_tokens))
+        slow = cfg.flex_slowdown if flex else 1.0
+        await asyncio.sleep(self._latency(cfg, answer.completion_tokens) * slow)
         entry["completion_tokens"] = answer.completion_tokens
         entry["finish_reason"] = answer.finish_reason
+        self.replier.deliver(draft, time.monotonic(), entry, path=entry["path"])
         if cfg.response_cost_per_mtok is not None:  # a gateway reporting its bill (LiteLLM)
             tokens = prompt_tokens + answer.completion_tokens
             headers["x-litellm-response-cost"] = str(tokens * cfg.response_cost_per_mtok / 1e6)
-        return web.json_response(dialect.answer(model, answer, prompt_tokens), headers=headers)
+        return web.json_response(dialect.answer(draft), headers=headers)
 
     async def _embeddings(self, request: web.Request, entry: Entry) -> web.StreamResponse:
         """The chat pipeline's steps, in its order, for an embeddings request."""
@@ -356,6 +378,9 @@ class SimServer:
 
     async def _get_log(self, request: web.Request) -> web.Response:
         return web.json_response(self.log.entries)
+
+    async def _get_packs(self, request: web.Request) -> web.Response:
+        return web.json_response(self.replier.packs.records)
 
     async def _get_batches(self, request: web.Request) -> web.Response:
         return web.json_response(self.batches.summary())

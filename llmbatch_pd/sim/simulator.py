@@ -146,11 +146,27 @@ class Simulator:
     def log(self) -> list[dict[str, Any]]:
         """One dict per request: t, path, model, prompt_sha, status, fault, token counts,
         finish_reason ("length": the answer was cut at max_tokens).
-        A batch job's creation also carries ``batch`` (its id) and ``batch_requests``."""
+        A batch job's creation also carries ``batch`` (its id) and ``batch_requests``; an
+        answered chat/messages request that read from or wrote to the prompt cache
+        ``cached_tokens`` / ``cache_write_tokens`` (absent when 0); a packed one ``pack_ids_sent`` / ``pack_ids_answered``; a flex
+        one ``service_tier`` ("flex"; fault "flex_429" when refused for capacity)."""
         if self._mode == "process":
             entries: list[dict[str, Any]] = self._http("GET", "/_sim/log")
             return entries
         return self._require_server().log.entries
+
+    @property
+    def packs(self) -> list[dict[str, Any]]:
+        """One dict per packed request answered (``packing.py``), real-time and batch lines
+        alike: ``ids_sent`` and ``ids_answered`` (as a client reads them from the answer, in its
+        order, duplicates and unknown ids included), and where it came from: ``path``, or
+        ``batch`` and ``custom_id``. The request log's entries of packed requests carry the
+        same two lists as ``pack_ids_sent`` / ``pack_ids_answered``."""
+        if self._mode == "process":
+            packs: list[dict[str, Any]] = self._http("GET", "/_sim/packs")
+            return packs
+        server = self._require_server()
+        return self._on_loop(lambda: list(server.replier.packs.records))
 
     @property
     def captured(self) -> list[dict[str, Any]]:

@@ -31,7 +31,7 @@ _DIGITS = re.compile(r"[0-9]+")
 _ASCII_OTHER = re.compile(r"[^\sA-Za-z0-9]")
 
 
-def _segments(text: str) -> Iterator[tuple[str, int, int]]:
+def segments(text: str) -> Iterator[tuple[str, int, int]]:
     """Yield (piece, tokens, chars per token) for each piece of the text."""
     for m in _SEGMENT.finditer(text):
         kind, piece = m.lastgroup, m.group()
@@ -56,7 +56,7 @@ def count_tokens(text: str) -> int:
             + sum(-(-len(d) // 3) for d in _DIGITS.findall(text))
             + len(_ASCII_OTHER.findall(text))
         )
-    return sum(n for _, n, _ in _segments(text))
+    return sum(n for _, n, _ in segments(text))
 
 
 def _cost_of_word(length: int) -> int:
@@ -69,7 +69,7 @@ def truncate_tokens(text: str, max_tokens: int) -> tuple[str, bool]:
         return text, False
     out: list[str] = []
     left = max_tokens
-    for piece, n, per in _segments(text):
+    for piece, n, per in segments(text):
         if n > left:
             if left > 0:
                 out.append(piece[: left * per])
@@ -101,3 +101,5 @@ def count_prompt_tokens(messages: list[dict[str, Any]]) -> int:
         if "name" in message:
             total += 1 + count_tokens(str(message["name"]))
     return total
+
+_segments = segments  # the name tests/sim/test_sim.py imports

@@ -9,6 +9,7 @@ from typing import Any
 
 _ROLES = ("system", "developer", "user", "assistant", "tool", "function")
 _FORMAT_TYPES = ("text", "json_object", "json_schema")
+SERVICE_TIERS = ("auto", "default", "flex", "scale", "priority")
 _SCHEMA_NAME = re.compile(r"^[a-zA-Z0-9_-]{1,64}$")
 
 
@@ -71,6 +72,18 @@ def check_chat(body: Any) -> Invalid | None:
                 name,
                 "integer_below_min_value",
             )
+    tier = body.get("service_tier")
+    if tier is not None and tier not in SERVICE_TIERS:
+        return Invalid(
+            f"Invalid value: '{tier}'. Supported values are: "
+            + ", ".join(f"'{t}'" for t in SERVICE_TIERS) + ".",
+            "service_tier",
+            "invalid_value",
+        )
+    key = body.get("prompt_cache_key")
+    if key is not None and not isinstance(key, str):
+        return Invalid("Invalid type for 'prompt_cache_key': expected a string.",
+                       "prompt_cache_key", "invalid_type")
     return check_response_format(body.get("response_format"))
 
 
