@@ -143,6 +143,7 @@ class _Call:
             if spec.budget is not None:
                 opts.check_budget(spec, estimate)
         worst = spec.worst_cost(Request(0, [], est_input_tokens=longest, max_output_tokens=spec.max_tokens or 0))
+        self.job.worst_cost = worst
         open_run(self.client, RunLimits(run_id=run_id, rpm=spec.rpm, tpm=spec.tpm, budget=spec.budget,
                                         worst_cost=worst))
         report = RunReport(model=spec.model.full, rows=estimate.rows if estimate else 0, budget=spec.budget,

@@ -77,6 +77,7 @@ class PartJob:
     options: dict[str, Any]
     output: str
     usage: bool = False
+    worst_cost: float = 0.0  # dollars: the dearest request's worst case (the coordinator leases by it)
     hits: dict[str, dict] = field(default_factory=dict, repr=False)
 
     def __repr__(self) -> str:  # never the options: api_key= may be among them
@@ -164,36 +165,29 @@ def apply_partition(pdf: pd.DataFrame, job: PartJob, partition_info: dict | None
     """The partition with the run's new columns (the pandas path's, same names and dtypes)."""
     from distributed import get_worker
 
-    from .remote import report_answers, shared_parts
+    from .remote import coordinated, report_answers
 
     began = time.time()
     spec = job.spec(pdf.columns)
     rows, n = row_source(pdf, spec.template.fields), len(pdf)
     probe = PartitionRun(spec, rows, n, PartitionStore({}))
     keys = list(dict.fromkeys(probe.keys()))
-    try:
-        shared, ledger = shared_parts(job.run_id)
-    except Exception as exc:  # the run was closed: this lazy result was computed once already
-        raise errors.InputError(
-            f"the run {job.run_id} of this ddf.llm.apply result has ended ({exc}): its answers are "
-            "in the cache file. Call ddf.llm.apply again (cached rows are not paid twice), or "
-            "persist() the result to compute it once") from None
     known = _known(job.run_id, [k for k in keys if k not in job.hits]) if keys else {}
     store = PartitionStore({**job.hits, **known})
     run = PartitionRun(spec, rows, n, store)
-    run.shared = shared
     run.keep_usage = job.usage
-    ledger.price = spec.cost  # the coordinator settles at this run's prices
 
     def hand_over() -> None:
         items = store.take()
         if items:
             report_answers(job.run_id, items)
 
-    try:
-        run_sync(run.execute(ledger), tick=hand_over, interval=REPORT_EVERY)
-    finally:
-        hand_over()
+    with coordinated(job.run_id, price=spec.cost, worst_cost=job.worst_cost) as (shared, ledger):
+        run.shared = shared
+        try:
+            run_sync(run.execute(ledger), tick=hand_over, interval=REPORT_EVERY)
+        finally:
+            hand_over()
     out = pdf.copy()
     for name, column in chat_columns(run, Naming(job.output, None, job.usage)).items():
         out[name] = column

@@ -18,6 +18,7 @@ dd = pytest.importorskip("dask.dataframe")
 distributed = pytest.importorskip("distributed")
 
 import llmbatch_pd.dask  # noqa: E402,F401  (registers ddf.llm)
+from llmbatch_pd.dask.driver import driver  # noqa: E402
 from llmbatch_pd.sim import Simulator  # noqa: E402
 from llmbatch_pd.sim.answers import make_answer  # noqa: E402
 from tests.conftest import KEY, MODEL, bill, wait_until  # noqa: E402
@@ -112,7 +113,7 @@ def test_a_worker_killed_mid_run_pays_nothing_twice(client, fresh):
     wait_until(lambda: fresh.stats()["by_status"].get("200", 0) >= 300, 60, "300 answers")
     in_flight = fresh.stats()["in_flight"]
     victim = next(iter(client.scheduler_info()["workers"]))
-    client.run(os._exit, 1, workers=[victim])  # the Nanny starts a new worker
+    client.run(os._exit, 1, workers=[victim], on_error="return")  # its Nanny starts a new one
     result = future.result(timeout=180)
     report = out.llm.wait(120)
 
@@ -124,3 +125,5 @@ def test_a_worker_killed_mid_run_pays_nothing_twice(client, fresh):
     # may be paid again; the rows its partitions had finished come from the coordinator
     assert twice <= in_flight + 10, f"{twice} prompts paid twice ({in_flight} were in flight)"
     assert report.answered_rows == 1200
+    parts = driver(out.llm.run_id).parts.values()  # the partitions' own end reports
+    assert sum(p["known"] for p in parts) > 0  # a re-run partition took answers from the coordinator
