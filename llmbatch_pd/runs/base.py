@@ -38,6 +38,7 @@ class Shared:
 
     limiter: RateLimiter | None = None
     breaker: CircuitBreaker | None = None
+    on_engine: Callable[[Engine], None] | None = None  # told the engine once it is built
 
 
 RowValues = Callable[[], Iterable[Mapping[str, Any]]]
@@ -163,6 +164,8 @@ class BaseRun:
                                  limiter=self.shared.limiter or RateLimiter(spec.rpm, spec.tpm),
                                  breaker=self.shared.breaker or CircuitBreaker(),
                                  **common, **(engine or {}))
+            if self.shared.on_engine is not None:
+                self.shared.on_engine(self.engine)
 
     async def _send(self, requests: Iterable[Request]) -> None:
         """Send ``requests`` (through batch jobs in batch mode) until done or stopped; then
