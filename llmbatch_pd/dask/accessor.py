@@ -136,7 +136,8 @@ class _Call:
         spec = self.spec = chat_spec(list(ddf.columns), template, model=model, **options)
         run_id = uuid.uuid4().hex
         options = {k: v for k, v in options.items() if k != "cache"}
-        self.job = PartJob(run_id, template, {**options, "model": model}, output, usage, _cached(spec))
+        self.job = PartJob(run_id, template, {**options, "model": model}, output, usage=usage,
+                           hits=_cached(spec))
         estimate, longest = None, 0
         if spec.budget is not None or progress is not False:
             estimate, longest = _plan(self.client, ddf, spec, self.job)
