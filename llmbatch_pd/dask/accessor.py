@@ -32,7 +32,7 @@ from ..runs.spec import RunSpec
 from ..store.db import Store
 from ..store.writer import ANSWER_COLUMNS
 from ..ui import choose_display
-from .coordinator import RunLimits, open_run
+from .coordinator import RunLimits, open_run, stop_run
 from .driver import Driver, driver
 from .partition import PartJob, apply_partition, plan_partition
 
@@ -151,7 +151,13 @@ class _Call:
                            priced=spec.price is not None)
         report.estimate = estimate
         report.stats.total = report.rows
-        shown = None if progress is False else choose_display(report, estimate, spec.budget, progress)
+        client = self.client
+
+        def cancel() -> None:  # the panel's Cancel: every worker stops sending
+            stop_run(client, run_id, "cancelled from the panel")
+
+        shown = (None if progress is False else
+                 choose_display(report, estimate, spec.budget, progress, on_cancel=cancel, background=True))
         self.driver = Driver(self.client, run_id, report, npartitions=ddf.npartitions,
                              cache_path=spec.cache_path, model=spec.provider.model,
                              history_key=Run(spec, lambda: iter(()), 0).history_key, display=shown)

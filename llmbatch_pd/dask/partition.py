@@ -188,6 +188,11 @@ def apply_partition(pdf: pd.DataFrame, job: PartJob, partition_info: dict | None
             run_sync(run.execute(ledger), tick=hand_over, interval=REPORT_EVERY)
         finally:
             hand_over()
+        if getattr(getattr(ledger, "_link", None), "gone", False) and not run.stats.sent:
+            raise errors.InputError(  # computed again after its run ended: nothing was sent
+                f"the run {job.run_id} of this ddf.llm.apply result has ended: its answers are in the "
+                "cache file. Call ddf.llm.apply again (cached rows are not paid twice), or persist() "
+                "the result to compute it once")
     out = pdf.copy()
     for name, column in chat_columns(run, Naming(job.output, None, job.usage)).items():
         out[name] = column

@@ -137,3 +137,13 @@ def test_a_bad_key_stops_every_partition_and_raises(client, sim, llm, frame):
     assert "sk-wrong-key-0000" not in str(raised.value)
     statuses = [e["status"] for e in sim.log if e["path"] == "/v1/chat/completions"]
     assert statuses and set(statuses) == {401} and len(statuses) <= 6  # a wave at most, not every row
+
+
+def test_a_result_computed_after_its_run_ended_sends_nothing_and_says_why(client, sim, llm, frame):
+    out = dd.from_pandas(frame, npartitions=2).llm.apply(TEMPLATE, **llm)
+    out.compute()
+    out.llm.wait(60)
+    sent = sim.stats()["total"]
+    with pytest.raises(InputError, match="has ended"):
+        out.compute()
+    assert sim.stats()["total"] == sent
