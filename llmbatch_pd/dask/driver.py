@@ -14,8 +14,9 @@ starts with the run (when ``apply`` is called) and every ``POLL`` seconds
 
 Once every partition has ended it drains the last answers, folds the partitions' figures into
 the report (exact counts: cached, duplicates, skipped, failed by reason), adds the run's
-history to the cache file, closes the coordinator's run (``close_run`` frees its answers on
-the scheduler) and finishes the display with the static summary. ``wait()`` blocks until then.
+history to the cache file and closes the coordinator's run (``close_run`` frees its answers on
+the scheduler). ``wait()`` blocks until then and finishes the display with the static summary
+(a tqdm bar is closed by the thread itself).
 A result computed again after that raises a clear error in its partitions: the run is over,
 and its answers are in the cache for the next ``apply``.
 """
@@ -50,6 +51,10 @@ class Driver:
         self.client, self.run_id, self.report = client, run_id, report
         self.npartitions, self.cache_path, self.model = npartitions, cache_path, model
         self.history_key, self.display = history_key, display
+        # a notebook panel's summary is left by wait(), on the cell's own thread: a display
+        # update from this thread would carry the parent of the cell that called apply, which
+        # nbclient (and so an exported notebook) ignores once that cell has finished
+        self._widget = type(display).__name__ == "Panel"
         self.parts: dict[int, dict] = {}
         self.stored = 0  # answers handed to the cache file's writer
         self.final: dict | None = None  # the coordinator's last counters
@@ -57,6 +62,7 @@ class Driver:
         self._stop = threading.Event()
         self._done = threading.Event()
         self._store: Store | None = None
+        self._closing = threading.Lock()
         RUNS[run_id] = self
         self._thread = threading.Thread(target=self._main, name=f"llmbatch-driver-{run_id[:8]}", daemon=True)
         self._thread.start()
@@ -80,7 +86,10 @@ class Driver:
             if self._store is not None:
                 self._store.flush(FLUSH_WAIT)
                 self._store.close()
-            self._close_display()
+            if self._widget:  # the final counts now; the summary from the thread that waits
+                self._update_display()
+            else:
+                self._close_display()
             self._done.set()
 
     def _poll(self) -> None:
@@ -144,8 +153,9 @@ class Driver:
             self.display.update()
 
     def _close_display(self) -> None:
-        if self.display is not None:
+        with self._closing:
             shown, self.display = self.display, None
+        if shown is not None:
             shown.close()
 
     # -- the caller's side ------------------------------------------------------------------
@@ -156,6 +166,7 @@ class Driver:
         if not self._done.wait(timeout):
             raise TimeoutError(f"run {self.run_id}: {len(self.parts)} of {self.npartitions} partitions "
                                "have ended (compute the result to run them)")
+        self._close_display()
         if self.error is not None:
             raise RuntimeError(f"the driver of run {self.run_id} failed: {self.error}") from self.error
         return self.report
