@@ -30,7 +30,7 @@ from collections import deque
 from typing import Any
 
 from ..core import errors
-from .coordinator import error_state, rebuild_error
+from .state import error_state, rebuild_error
 
 log = logging.getLogger(__name__)
 
@@ -58,6 +58,7 @@ class Link:
         self.pool: list[tuple[float, float]] = []  # heap of (local time, tokens reserved)
         self.handed: list[tuple[float, float]] = []  # slots given to sleepers this generation
         self.generation = 0
+        self.epoch = 0
         self.coord_generation: int | None = None
         self.slotless = 0
         self.calls: deque[float] = deque()  # reserve() times over the last second
@@ -140,7 +141,9 @@ class Link:
                 self.tokens_n += 1
                 low = len(self.pool) < max(2, len(self.calls) * HORIZON / 2)
                 wait = max(0.0, at - now)
-            else:
+            else:  # the caller's tokens count in the estimate the next lease is taken at
+                self.tokens_sum += tokens
+                self.tokens_n += 1
                 self.slotless += 1
                 self.generation += 1  # sleepers' slots go back to the stock; all come back
                 for slot in self.handed:
@@ -166,10 +169,22 @@ class Link:
             self._poke()
 
     def note_info(self, info: Any) -> None:
+        """A response's rate-limit headers. The first limit heard while the pace was unknown
+        voids the stock (its slots were leased at no pace at all): the senders come back for
+        slots of the learned pace, as in one process, where the first answer's headers set the
+        pace before the pool opens."""
+        first = (info.limit_requests or info.limit_tokens) and self.learned_from is None
         with self.lock:
             self.info = {k: getattr(info, k) for k in (
                 "limit_requests", "remaining_requests", "reset_requests",
                 "limit_tokens", "remaining_tokens", "reset_tokens")}
+            if first:
+                self.learned_from = "headers"  # until the coordinator says otherwise
+                self.pool, self.handed = [], []
+                self.generation += 1
+                self.epoch += 1  # slots of a sync already under way are void too
+        if first:
+            self._poke()
 
     def try_reserve(self, worst: float) -> bool:
         with self.lock:
@@ -265,6 +280,7 @@ class Link:
             await asyncio.sleep(MIN_GAP)
 
     async def _sync(self, close: bool = False) -> None:
+        epoch = self.epoch
         msg = self._outgoing(close)
         started = time.perf_counter()
         try:
@@ -277,7 +293,7 @@ class Link:
         self.rpc_s += spent
         self.syncs += 1
         self.rtt = 0.8 * self.rtt + 0.2 * spent
-        self._incoming(reply, time.monotonic())
+        self._incoming(reply, time.monotonic(), epoch)
 
     def _worst(self) -> float:
         return max(self.worst_cost, self.worst_seen)
@@ -286,6 +302,8 @@ class Link:
         with self.lock:
             now = time.monotonic()
             self._drop_stale(now)
+            while self.calls and self.calls[0] < now - 1.0:  # an idle engine asks for no slots
+                self.calls.popleft()
             msg: dict[str, Any] = {"events": self.events, "info": self.info,
                                    "spent": self.spent_new, "uncertain": self.uncertain_new,
                                    "rpc_s": self.rpc_s, "generation": self.coord_generation}
@@ -327,7 +345,7 @@ class Link:
                 self.held -= give_back
             return msg
 
-    def _incoming(self, reply: dict[str, Any], receipt: float) -> None:
+    def _incoming(self, reply: dict[str, Any], receipt: float, epoch: int) -> None:
         stop = reply.get("stop")
         if reply.get("closed"):
             self.gone = True
@@ -342,7 +360,7 @@ class Link:
                     self.generation += 1
                 self.coord_generation = reply["generation"]
                 each = self.tokens_sum / self.tokens_n if self.tokens_n else 0.0
-                for wait in reply.get("slots", ()):
+                for wait in reply.get("slots", ()) if epoch == self.epoch else ():
                     heapq.heappush(self.pool, (receipt + wait, each))
                 self.rpm, self.tpm = reply["rpm"], reply["tpm"]
                 self.learned_from = reply["learned_from"]

@@ -230,6 +230,8 @@ def shared_parts(run_id: str, price: PriceFn | None = None,
     Close the ledger when the partition ends (``coordinated`` does), or its unused lease stays
     counted until ``close_run``."""
     link = Link(_worker(), run_id)
+    if _running_loop() is link.loop:
+        raise RuntimeError("call shared_parts from the task's thread, not the worker's event loop")
     link.worst_cost = worst_cost
     link.start()
     shared = Shared(limiter=RemoteLimiter(link), breaker=RemoteBreaker(link), on_engine=link.bind)
