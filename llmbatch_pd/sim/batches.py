@@ -1,6 +1,6 @@
 """Batch jobs, as OpenAI's Batch API and Anthropic's Message Batches serve them.
 
-OpenAI: ``POST /v1/files`` (multipart, ``purpose=batch``) keeps the JSONL in memory, ``POST
+OpenAI: ``POST /v1/files`` (multipart, ``purpose=batch``; ``files.py``) keeps the JSONL in memory, ``POST
 /v1/batches`` starts a job on it, ``GET /v1/batches/{id}`` reports it, ``POST
 /v1/batches/{id}/cancel`` cancels it, and ``GET /v1/files/{id}/content`` serves the output and
 error files. OpenAI jobs run on ``/v1/chat/completions`` or ``/v1/embeddings`` (every line's ``url`` must
@@ -23,7 +23,6 @@ state is worked out from the clock whenever it is asked for.
 
 from __future__ import annotations
 
-import email.policy
 import hashlib
 import json
 import math
@@ -34,7 +33,6 @@ import uuid
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
-from email.parser import BytesParser
 from typing import Any
 
 from aiohttp import web
@@ -45,6 +43,7 @@ from .anthropic import Messages, check_messages
 from .anthropic import error_body as anthropic_error
 from .config import SimConfig
 from .dialect import ChatCompletions, Dialect
+from .files import FileDesk
 from .reply import Replier
 from .responses import SERVER_ERRORS, error_body
 from .validate import Invalid, check_chat
@@ -55,7 +54,6 @@ OPENAI_ENDPOINTS = (OPENAI_ENDPOINT, EMBEDDINGS_ENDPOINT)
 MAX_EMBEDDING_INPUTS = 50_000
 """OpenAI: an embeddings batch holds at most 50,000 inputs across all its requests."""
 CUSTOM_ID = re.compile(r"^[a-zA-Z0-9_-]{1,64}$")
-FILE_PURPOSES = ("assistants", "batch", "fine-tune", "vision", "user_data", "evals")
 EXPIRED_MESSAGE = "This request could not be executed before the completion window expired."
 CANCELLED_MESSAGE = "This request was not executed because the batch was cancelled."
 DAY = 86400
@@ -101,13 +99,13 @@ def _rfc3339(seconds: float) -> str:
     return datetime.fromtimestamp(seconds, UTC).strftime("%Y-%m-%dT%H:%M:%S.%fZ")
 
 
-class BatchDesk:
-    """Files and batch jobs for both APIs; the server routes requests here."""
+class BatchDesk(FileDesk):
+    """Files (``files.FileDesk``) and batch jobs for both APIs; the server routes requests here."""
 
     def __init__(self, config: Callable[[], SimConfig], replier: Replier) -> None:
+        super().__init__()
         self.config = config
         self.replier = replier
-        self.files: dict[str, dict[str, Any]] = {}
         self.jobs: dict[str, Job] = {}
 
     def summary(self) -> list[dict[str, Any]]:
@@ -199,49 +197,6 @@ class BatchDesk:
     def _dice(job_id: str, seed: int, custom_id: str, salt: str = "") -> float:
         digest = hashlib.sha256(f"{salt}{seed}\n{job_id}\n{custom_id}".encode()).hexdigest()
         return int(digest[:13], 16) / 16**13
-
-    # -- OpenAI: files ----------------------------------------------------------------------
-
-    async def upload(self, request: web.Request, entry: dict[str, Any]) -> web.Response:
-        # Parsed from the raw bytes (which aiohttp keeps), so request capture, which reads
-        # the body first, does not leave the form empty.
-        fields, files = parse_form(request.headers.get("Content-Type", ""), await request.read())
-        purpose = fields.get("purpose")
-        if purpose not in FILE_PURPOSES:
-            return _oa_error(400, f"'{purpose}' is not one of {list(FILE_PURPOSES)} - 'purpose'",
-                             param="purpose")
-        if "file" not in files:
-            return _oa_error(400, "Missing required parameter: 'file'.", param="file")
-        filename, data = files["file"]
-        file = self._add_file(data, filename, purpose)
-        return web.json_response(self._file_object(file))
-
-    def _add_file(self, data: bytes, filename: str, purpose: str) -> dict[str, Any]:
-        file_id = f"file-{uuid.uuid4().hex[:24]}"
-        self.files[file_id] = {"id": file_id, "data": data, "filename": filename,
-                               "purpose": purpose, "created_at": int(time.time())}
-        return self.files[file_id]
-
-    @staticmethod
-    def _file_object(file: dict[str, Any]) -> dict[str, Any]:
-        return {"id": file["id"], "object": "file", "bytes": len(file["data"]),
-                "created_at": file["created_at"], "filename": file["filename"],
-                "purpose": file["purpose"], "status": "processed", "expires_at": None,
-                "status_details": None}
-
-    async def file(self, request: web.Request, entry: dict[str, Any]) -> web.Response:
-        file = self.files.get(request.match_info["file_id"])
-        if file is None:
-            return _oa_error(404, f"No such File object: {request.match_info['file_id']}",
-                             param="id")
-        return web.json_response(self._file_object(file))
-
-    async def file_content(self, request: web.Request, entry: dict[str, Any]) -> web.Response:
-        file = self.files.get(request.match_info["file_id"])
-        if file is None:
-            return _oa_error(404, f"No such File object: {request.match_info['file_id']}",
-                             param="id")
-        return web.Response(body=file["data"], content_type="application/octet-stream")
 
     # -- OpenAI: batches --------------------------------------------------------------------
 
@@ -544,29 +499,6 @@ class BatchDesk:
                 result["error"] = anthropic_error(kind, r["message"]) | {"request_id": None}
             lines.append(json.dumps({"custom_id": r["custom_id"], "result": result}).encode() + b"\n")
         return web.Response(body=b"".join(lines), content_type="application/x-jsonl")
-
-
-def parse_form(content_type: str, body: bytes) -> tuple[dict[str, str], dict[str, tuple[str, bytes]]]:
-    """A multipart/form-data body -> ({field: text}, {field: (filename, bytes)})."""
-    fields: dict[str, str] = {}
-    files: dict[str, tuple[str, bytes]] = {}
-    if not content_type.lower().startswith("multipart/form-data"):
-        return fields, files
-    message = BytesParser(policy=email.policy.HTTP).parsebytes(
-        b"Content-Type: " + content_type.encode("latin-1") + b"\r\n\r\n" + body)
-    if not message.is_multipart():
-        return fields, files
-    for part in message.iter_parts():
-        name = part.get_param("name", header="content-disposition")
-        if not isinstance(name, str):
-            continue
-        data = part.get_payload(decode=True) or b""
-        filename = part.get_filename()
-        if filename is not None:
-            files[name] = (filename, data)
-        else:
-            fields[name] = data.decode("utf-8", "replace")
-    return fields, files
 
 
 _DIALECTS: dict[str, Dialect] = {"openai": ChatCompletions(), "anthropic": Messages()}

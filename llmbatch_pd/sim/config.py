@@ -7,6 +7,7 @@ The config travels as a plain dict (to a subprocess, over ``POST /_sim/config``)
 from __future__ import annotations
 
 import dataclasses
+import json
 import types
 import typing
 from dataclasses import dataclass, field
@@ -142,6 +143,9 @@ class SimConfig:
             raise ValueError("SimConfig.answer_tokens_after must be (requests >= 0, tokens >= 1)")
         if any(v < 0 for v in self.anthropic_cache_min_tokens.values()):
             raise ValueError("SimConfig.anthropic_cache_min_tokens values must be >= 0")
+
+    def __hash__(self) -> int:  # a dict knob would make the generated hash fail
+        return hash(json.dumps(self.to_dict(), sort_keys=True))
 
     def to_dict(self) -> dict[str, Any]:
         """All knobs as JSON-ready values (the api_key included: the caller owns it)."""

@@ -1,7 +1,8 @@
 """Packed requests: several table rows in one request, each row answered under its own id.
 
 A request is packed (CONTRACTS C1) when its JSON schema (OpenAI ``response_format.json_schema``,
-Anthropic ``output_config.format`` or a forced tool) has a top-level property ``rows``, an
+Anthropic ``output_config.format`` or a forced tool; in JSON mode the schema its prompt spells
+out, ``answers.schema_in_prompt``) has a top-level property ``rows``, an
 array of objects with an ``id`` property, AND its last user message holds ``<rows>\\n`` JSON
 array of objects with "id" ``\\n</rows>``. The answer is ``{"rows": [{"id": ..., "answer": ...},
 ...]}``, one object per row in the order sent, where the answer is
@@ -12,10 +13,15 @@ than id/answer (``schema=``) they are filled by the structured-answer generator 
 fields alone, so those values too belong to one row.
 
 Faults, per row, on seeded dice: ``fault_pack_drop`` leaves the row out, ``fault_pack_dup``
-answers it twice (the copy carries the next row's answer), ``fault_pack_invent`` adds an object
+answers it twice (right after its own answer, a copy carrying the next row's answer; never for
+a dropped row, which would be a wrong answer no id check can see), ``fault_pack_invent`` adds an object
 whose id was never sent (with another row's answer). ``PackLog`` keeps, per packed request
 answered, the ids sent and the ids answered (read back from the answer as sent, so a cut or
 broken answer shows what a client could read).
+
+Sizes, in the simulator's tokens: an answer of ``packed_answer`` is 5.5 tokens on average (3 to
+8 words), each row's object adds 17 (``{"id": "1", "answer": ""}``) and 1 for the comma, the
+wrapper ``{"rows": []}`` 8.
 """
 
 from __future__ import annotations
@@ -55,7 +61,7 @@ class Packed:
 
 def find_packed(messages: list[dict[str, Any]], fmt: dict[str, Any] | None) -> Packed | None:
     """The packed request in a chat-format conversation, or None if it is not one."""
-    if (fmt or {}).get("type") not in ("json_schema", "tool"):
+    if (fmt or {}).get("type") not in ("json_schema", "json_object", "tool"):
         return None
     root, tool = format_schema(fmt or {}, messages)
     item = _rows_item(root)
@@ -122,11 +128,12 @@ def answer_packed(packed: Packed, cfg: SimConfig, rng: random.Random, *, invalid
     for i, row in enumerate(rows):
         drop, dup, invent = rng.random(), rng.random(), rng.random()  # three dice for every row
         other = fields[(i + 1) % len(rows)] if len(rows) > 1 else {**fields[i], "_": "other"}
-        if drop < cfg.fault_pack_drop:
+        dropped = drop < cfg.fault_pack_drop
+        if dropped:
             faults["dropped"] += 1
         else:
             out.append({"id": row["id"], **row_value(packed, fields[i])})
-        if dup < cfg.fault_pack_dup:
+        if dup < cfg.fault_pack_dup and not dropped:  # a lone wrong answer no id check could see
             faults["duplicated"] += 1
             out.append({"id": row["id"], **row_value(packed, other)})
         if invent < cfg.fault_pack_invent:

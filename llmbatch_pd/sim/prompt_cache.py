@@ -26,7 +26,10 @@ from __future__ import annotations
 
 import hashlib
 import json
+import re
+from bisect import bisect_left
 from dataclasses import dataclass, field
+from itertools import accumulate
 from typing import Any
 
 from .config import SimConfig
@@ -92,7 +95,7 @@ class PromptCache:
 
     def anthropic(self, model: str, body: dict[str, Any], now: float, cfg: SimConfig) -> CacheUse:
         """``cache_control`` caching: read, 5m and 1h writes, and what the request carries."""
-        if not cfg.prompt_caching:
+        if not cfg.prompt_caching or not _marks(body):
             return NO_CACHE
         least = min_tokens(model, cfg.anthropic_cache_min_tokens)
         marks = [m for m in breakpoints(model, body) if m[0] >= least]
@@ -111,40 +114,66 @@ class PromptCache:
     def commit(self, use: CacheUse, prompt_tokens: int, now: float) -> None:
         """The request was answered: its prefixes are cached (or their TTL refreshed)."""
         for key, ttl in use.pending:
-            self._entries[key] = max(self._entries.get(key, 0.0), now + ttl)
+            self._entries[key] = now + ttl
         self.totals["prompt_tokens"] += prompt_tokens
         self.totals["cached_tokens"] += use.read
         self.totals["cache_write_tokens"] += use.write
 
 
 def _block_digests(model: str, messages: list[dict[str, Any]]) -> list[str]:
-    """The chained sha256 of every whole 128-token block of the prompt's token stream."""
-    digest = hashlib.sha256(model.encode()).digest()
-    block: list[str] = []
+    """The sha256 of the prompt up to the end of each whole 128-token block of its token
+    stream: its text so far (role headers marked), and at a block end inside a piece of
+    several tokens, that whole piece and how many of its tokens the block holds."""
+    fed = [model.encode()]
     out: list[str] = []
-    for piece in _stream(messages):
-        block.append(piece)
-        if len(block) == BLOCK:
-            digest = hashlib.sha256(digest + "\x1f".join(block).encode()).digest()
-            out.append(digest.hex())
-            block.clear()
+    done = 0
+    for message in messages:
+        pieces, counts = message_pieces(message)
+        cum = list(accumulate(counts, initial=done))  # tokens before each piece, then the end
+        ends = list(accumulate(map(len, pieces)))
+        text = "".join(pieces)
+        while (len(out) + 1) * BLOCK <= cum[-1]:
+            end = (len(out) + 1) * BLOCK
+            j = bisect_left(cum, end) - 1  # the piece holding the block's last token
+            inside = end - cum[j]
+            prefix = text[:ends[j]] + ("" if inside == counts[j] else f"\x1d{inside}")
+            out.append(hashlib.sha256(b"".join(fed) + prefix.encode()).hexdigest())
+        fed.append(text.encode())
+        done = cum[-1]
     return out
 
 
-def _stream(messages: list[dict[str, Any]]) -> Any:
-    """One string per token, in the order and the amounts ``count_prompt_tokens`` counts
-    (without the reply priming, which comes last and is never a prefix)."""
-    for message in messages:
-        role = str(message.get("role", ""))
-        for i in range(TOKENS_PER_MESSAGE + count_tokens(role)):
-            yield f"<|{role}|{i}>"
-        for piece, n, _ in segments(content_text(message.get("content"))):
-            for _ in range(n):
-                yield piece
-        if "name" in message:
-            name = str(message["name"])
-            for i in range(1 + count_tokens(name)):
-                yield f"<|name|{name}|{i}>"
+_ASCII_PIECE = re.compile(r"[A-Za-z]+|[0-9]+|\s+|[^\sA-Za-z0-9]")
+
+
+def message_pieces(message: dict[str, Any]) -> tuple[list[str], list[int]]:
+    """A message's pieces of text and their tokens, as ``count_prompt_tokens`` counts them:
+    a role header (3 + the role's tokens), the text (spaces are pieces of no tokens), the name.
+    Joined, the pieces are the text with the header marked."""
+    role = str(message.get("role", ""))
+    text = content_text(message.get("content"))
+    if text.isascii():  # the common case: one regex in C and a cheap cost per piece
+        pieces = _ASCII_PIECE.findall(text)
+        counts = [_ascii_cost(p) for p in pieces]
+    else:
+        parts = list(segments(text))
+        pieces, counts = [p for p, _, _ in parts], [n for _, n, _ in parts]
+    pieces.insert(0, f"\x1e{role}\x1e")
+    counts.insert(0, TOKENS_PER_MESSAGE + count_tokens(role))
+    if "name" in message:
+        name = str(message["name"])
+        pieces.append(f"\x1ename\x1e{name}")
+        counts.append(1 + count_tokens(name))
+    return pieces, counts
+
+
+def _ascii_cost(piece: str) -> int:
+    first = piece[0]
+    if first.isalpha():
+        return (len(piece) + 2) // 4 or 1
+    if first.isdigit():
+        return -(-len(piece) // 3)
+    return 0 if first.isspace() else 1
 
 
 def min_tokens(model: str, table: dict[str, int]) -> int:
@@ -184,16 +213,21 @@ def breakpoints(model: str, body: dict[str, Any]) -> list[tuple[int, tuple[str, 
     return marks
 
 
-def check_cache_control(body: dict[str, Any]) -> str | None:
-    """What the Messages API refuses about cache marks: an unknown ttl, more than 4 marks."""
-    found = []
-    blocks = body.get("system") if isinstance(body.get("system"), list) else []
+def _marks(body: dict[str, Any]) -> list[Any]:
+    """Every ``cache_control`` of a Messages body: system and message blocks, then the top."""
+    blocks = list(body["system"]) if isinstance(body.get("system"), list) else []
     for message in body.get("messages", []):
-        if isinstance(message.get("content"), list):
-            blocks = [*blocks, *message["content"]]
+        if isinstance(message, dict) and isinstance(message.get("content"), list):
+            blocks.extend(message["content"])
     found = [b["cache_control"] for b in blocks if isinstance(b, dict) and b.get("cache_control")]
     if body.get("cache_control"):
         found.append(body["cache_control"])
+    return found
+
+
+def check_cache_control(body: dict[str, Any]) -> str | None:
+    """What the Messages API refuses about cache marks: an unknown ttl, more than 4 marks."""
+    found = _marks(body)
     for control in found:
         if not isinstance(control, dict) or control.get("type") != "ephemeral":
             return "cache_control.type: Input should be 'ephemeral'"

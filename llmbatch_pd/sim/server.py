@@ -2,8 +2,11 @@
 embeddings (checked and answered by ``embeddings.py``), their batch APIs (``batches.py``), plus
 ``/_sim/*`` controls. The modules it routes to never import it back.
 
-A request passes, in order: auth, required headers, body checks, quota, fault injection, the
-rate limiter, then sleeps its latency and answers. One pipeline serves both APIs; a
+A request passes, in order: auth, required headers, body checks (flex for a model without it
+is refused here), quota, fault injection (then flex's capacity dice), its answer drafted
+(``reply.py``: packed or not, what it reads from the prompt cache), the rate limiter, then
+sleeps its latency (times ``flex_slowdown`` under flex) and answers; only then does the prompt
+cache keep its prefixes. One pipeline serves both APIs; a
 ``Dialect`` supplies the wire format. Everything lives on one event loop, so the state below
 needs no locks; ``Simulator`` calls ``reset``/``configure`` on that loop.
 """
