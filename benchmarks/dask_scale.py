@@ -55,6 +55,7 @@ def coordinated(client, sim, args, workers: int) -> dict:
     import dask.dataframe as dd
 
     import llmbatch_pd.dask  # noqa: F401
+    from llmbatch_pd.dask.coordinator import coordination_cost
     from llmbatch_pd.dask.driver import driver
 
     ddf = dd.from_pandas(frame(args.rows, f"w{workers}"), npartitions=args.partitions)
@@ -64,10 +65,8 @@ def coordinated(client, sim, args, workers: int) -> dict:
     out.compute()
     out.llm.wait(600)
     row = figures(sim, args.rpm, args.rows, time.perf_counter() - started)
-    final = driver(out.llm.run_id).final or {}
-    sent = max(final.get("sent", 0), 1)
-    row["calls_req"] = final.get("coordination_calls", 0) / sent
-    row["coord_ms_req"] = final.get("coordination_s", 0.0) / sent * 1000
+    cost = coordination_cost(driver(out.llm.run_id).final)
+    row["calls_req"], row["coord_ms_req"] = cost["calls_per_request"], cost["ms_per_request"]
     row["rpc"] = rpc_latency(client)
     return row
 
