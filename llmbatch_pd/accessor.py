@@ -84,21 +84,27 @@ class _Apply(ModelRun, Runnable):
         self.run.report.estimate = self.run.report.estimate or self._estimate
         return cols
 
-    def result(self) -> pd.DataFrame:
-        return frames.assemble(self.df, self.columns(), self.run.report)
+    only_new = False  # df.llm.answers / s.llm.apply: the new columns alone
+
+    def result(self) -> pd.DataFrame | pd.Series:
+        return frames.assemble(self.df, self.columns(), self.run.report, self.only_new)
 
     def stopped(self, result: Any) -> errors.ProviderError | None:
         return raised_stop(self.stop_error, result, self.report)
 
     def row_warning(self) -> str | None:
+        where = (f"the reasons are in .attrs[{frames.ERRORS_ATTR!r}]" if self.only_new
+                 else f"the reasons are in the column {self.naming.column + '_error'!r}")
         return row_warning(self.run.errors, self.spec.template.fields, answers=self.run.answers,
-                           where=f" (the reasons are in the column {self.naming.column + '_error'!r})")
+                           where=f" ({where})")
 
 
 class _Group(Runnable):
     """``model=[...]``: the same template on every model, side by side. The runs go at once
     (each provider has its own rate limits), under one budget, in one display; each model's
     columns carry its name as a suffix (``sentiment_gpt-4.1-mini``)."""
+
+    only_new = False
 
     def __init__(self, df: pd.DataFrame, template: str, *, model: list, output: str = OUTPUT,
                  progress: bool | str | None = None, **options: Any) -> None:
@@ -148,7 +154,7 @@ class _Group(Runnable):
         (sentiment_a, sentiment_b, ..., then the errors): every model makes the same columns."""
         per_model = [list(a.columns().items()) for a in self.applies]
         columns = dict(item for same_kind in zip(*per_model, strict=True) for item in same_kind)
-        return frames.assemble(self.df, columns, self.reports)
+        return frames.assemble(self.df, columns, self.reports, self.only_new)
 
     def stopped(self, result: Any) -> errors.ProviderError | None:
         """The first model's fatal stop (raised once every model has finished), naming it."""
@@ -167,12 +173,16 @@ class _Group(Runnable):
 
 
 def _runner(df: pd.DataFrame, template: str, model: Any, output: str, options: dict,
-            call: str = "apply") -> Runnable:
-    """One model, or several side by side (the option names checked first)."""
+            call: str = "apply", only_new: bool = False) -> _Apply | _Group:
+    """One model, or several side by side (the option names checked first); ``only_new``:
+    the result is the new columns alone (a Series for one answer column)."""
     _check_names(options, call)
     if isinstance(model, (list, tuple)):
-        return _Group(df, template, model=list(model), output=output, **options)
-    return _Apply(df, template, model=model, output=output, **options)
+        runner: _Apply | _Group = _Group(df, template, model=list(model), output=output, **options)
+    else:
+        runner = _Apply(df, template, model=model, output=output, **options)
+    runner.only_new = only_new
+    return runner
 
 
 @functools.cache
@@ -181,7 +191,7 @@ def _options() -> dict[str, tuple[str, ...]]:
     from .runs.embed_spec import build_spec
 
     chat = opts.keywords(chat_spec, _Apply.__init__, DataFrameLLM.estimate)
-    return {"apply": chat, "aapply": chat, "estimate": chat,
+    return {"apply": chat, "aapply": chat, "estimate": chat, "answers": chat, "preview": chat,
             "submit": opts.keywords(chat_spec, _Apply.__init__, DataFrameLLM.submit),
             "embed": opts.keywords(build_spec, DataFrameLLM.embed)}
 
@@ -256,7 +266,7 @@ class _Embed(Runnable):
     def row_warning(self) -> str | None:
         from .runs.embed import failure_warning
 
-        where = "their rows are NaN" if self.as_array else f"see .attrs[{frames.EMBED_ERRORS_ATTR!r}]"
+        where = "their rows are NaN" if self.as_array else f"see .attrs[{frames.ERRORS_ATTR!r}]"
         return failure_warning(self.run.row_errors(), self.run.spec.template.fields, f" ({where})")
 
     def result(self):
@@ -283,8 +293,34 @@ class DataFrameLLM:
         index with the answers in ``output`` and each failed row's reason in
         ``f"{output}_error"``. ``schema=`` gives one typed column per field instead;
         ``model=[...]`` runs every model side by side (columns suffixed with the model's
-        name). See the README for every option."""
+        name)."""
         return _runner(self._df, template, model, output, options).sync()
+
+    def answers(self, template: str, *, model: str | list[str], output: str = OUTPUT,
+                **options: Any) -> pd.Series | pd.DataFrame:
+        """``apply``, returning only what it adds, for a one-line assign:
+        ``df["label"] = df.llm.answers(template, model=...)``. One answer column comes as a
+        Series on the frame's index (NA where a row failed; the reasons, by index label, in
+        ``.attrs["llm_errors"]``; the report in ``.llm.report``); ``schema=``, ``usage=True`` or
+        ``model=[...]`` make several columns, a DataFrame (``df[cols.columns] = cols``)."""
+        return _runner(self._df, template, model, output, options, "answers", only_new=True).sync()
+
+    def preview(self, template: str, *, model: str, n: int = 3, **options: Any) -> pd.DataFrame:
+        """The first ``n`` requests ``apply`` would send, before anything is paid for: one row
+        per request, on the index of the row it answers, with the messages (``system``,
+        ``prompt``), our count of its ``input_tokens`` and the whole request ``body`` the
+        provider would receive (never the headers: they hold the key). Nothing is sent and no
+        API key is needed; rows that would not be sent (missing values, duplicates) are passed
+        over as the run would pass them."""
+        from .runs.preview import first_requests
+
+        _check_names(options, "preview")
+        if isinstance(n, bool) or not isinstance(n, int) or n < 1:
+            raise errors.InputError(f"n= must be a whole number of requests, 1 or more, not {n!r}")
+        for name in ("progress", "usage", "pilot", "output"):
+            options.pop(name, None)
+        spec, rows = _spec(self._df, template, model=model, need_key=False, **options)
+        return frames.preview_frame(self._df.index, first_requests(spec, rows, len(self._df), n))
 
     async def aapply(self, template: str, *, model: str | list[str], output: str = OUTPUT,
                      **options: Any) -> pd.DataFrame:
@@ -318,9 +354,7 @@ class DataFrameLLM:
         Many rows go in each request (up to the API's limits); each text is cached on its
         own, so a re-run sends only new texts. ``mode="batch"`` sends them as OpenAI batch
         jobs instead: half price, answered within 24 hours, collected by the same call run
-        again if this one is interrupted. Options: ``dimensions=``, ``budget=``, ``cache=``,
-        ``missing=``, ``concurrency=``, ``rpm=``/``tpm=``, ``timeout=``, ``max_retries=``,
-        ``base_url=``, ``api_key=``, ``prices=``, ``mode=``, ``poll_interval=``."""
+        again if this one is interrupted."""
         return _Embed(self._df, template, model=model, output=output, as_array=as_array,
                       value_field=None, progress=progress, options=options).sync()
 
@@ -346,17 +380,31 @@ class SeriesLLM:
     def _options(self, options: dict) -> dict:
         return {**options, "value_field": str(self._frame().columns[0])}
 
+    @property
+    def report(self) -> RunReport | None:
+        """The report of the run that made this Series (kept in ``s.attrs``)."""
+        return self._s.attrs.get(frames.REPORT_ATTR)
+
     def apply(self, template: str, *, model: str | list[str], output: str = OUTPUT,
-              **options: Any) -> pd.DataFrame:
-        return _runner(self._frame(), template, model, output, self._options(options)).sync()
+              **options: Any) -> pd.Series | pd.DataFrame:
+        """Render ``template`` per cell (``{}`` or ``{value}`` is the cell), ask ``model``, and
+        return the answers as a Series on the same index, as ``s.str`` methods do:
+        ``df["label"] = df["text"].llm.apply("Classify: {}", model=...)``. NA where a cell
+        failed, the reasons (by index label) in ``.attrs["llm_errors"]``, the report in
+        ``.llm.report``. ``schema=``, ``usage=True`` or ``model=[...]`` make several columns: a
+        DataFrame of them."""
+        return _runner(self._frame(), template, model, output, self._options(options),
+                       only_new=True).sync()
 
     async def aapply(self, template: str, *, model: str | list[str], output: str = OUTPUT,
-                     **options: Any) -> pd.DataFrame:
+                     **options: Any) -> pd.Series | pd.DataFrame:
+        """``apply`` for code that already runs an event loop."""
         return await _runner(self._frame(), template, model, output, self._options(options),
-                             "aapply").run_async()
+                             "aapply", only_new=True).run_async()
 
     def estimate(self, template: str, *, model: str | list[str], pilot: int | None = None,
                  **options: Any) -> pd.DataFrame:
+        """What ``apply`` would send and cost, one row per model; see ``DataFrame.llm.estimate``."""
         return _estimate(self._frame(), template, model, pilot, self._options(options))
 
     def embed(self, *, model: str, output: str = EMBED_OUTPUT, as_array: bool = False,
@@ -371,5 +419,15 @@ class SeriesLLM:
         return await _Embed(frames.series_frame(self._s), "{}", model=model, output=output, as_array=as_array,
                             value_field="text", progress=progress, options=options).run_async()
 
+
+def _document() -> None:
+    """Every method's signature and docstring list the options it takes, with defaults."""
+    from .core.option_docs import document_methods
+    from .runs.embed_spec import build_spec
+
+    document_methods((DataFrameLLM, SeriesLLM), chat=(chat_spec, _Apply.__init__), embed=(build_spec,))
+
+
+_document()
 
 __all__ = ["DataFrameLLM", "Job", "SeriesLLM", "RunReport", "last_report", "last_result"]

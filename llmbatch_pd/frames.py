@@ -8,6 +8,7 @@ A ``schema=`` field's Python type decides its column's dtype here.
 from __future__ import annotations
 
 import enum
+import re
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from importlib.resources import files
@@ -25,9 +26,23 @@ if TYPE_CHECKING:
 CHUNK = 2048
 """Rows read from the frame at a time."""
 REPORT_ATTR = "llm_report"
-EMBED_ERRORS_ATTR = "llm_errors"
+ERRORS_ATTR = "llm_errors"
 LAST: dict[str, Any] = {}
 """The result and report of the last run in this process (``last_result()``, ``last_report()``)."""
+
+
+_SURROGATE = re.compile("[\ud800-\udfff]")  # in a Python str every surrogate is a lone one
+
+
+def strings(values: list) -> Any:
+    """A string column. pandas' pyarrow-backed strings refuse a lone surrogate (JSON may
+    carry one as an escape, a cell read with the wrong codec holds one): such text is kept
+    with U+FFFD in its place instead of losing every answer of a paid run."""
+    try:
+        return pd.array(values, dtype="string")
+    except UnicodeEncodeError:
+        return pd.array([_SURROGATE.sub("\ufffd", v) if isinstance(v, str) else v for v in values],
+                        dtype="string")
 
 
 def load_reviews() -> pd.DataFrame:
@@ -130,11 +145,11 @@ def chat_columns(run: Any, naming: Naming) -> dict[str, Any]:
     spec, col = run.spec, naming.column
     cols: dict[str, Any] = {}
     if spec.schema is None:
-        cols[col] = pd.array(run.answers, dtype="string")
+        cols[col] = strings(run.answers)
     else:
         for name, column in field_columns(spec.schema, run.answers, run.invalidate).items():
             cols[naming.field(name)] = column
-    cols[f"{col}_error"] = pd.array(run.errors, dtype="string")
+    cols[f"{col}_error"] = strings(run.errors)
     if naming.usage:
         paid = run.usages  # None where the row got no answer
         priced = spec.price is not None
@@ -148,13 +163,33 @@ def chat_columns(run: Any, naming: Naming) -> dict[str, Any]:
     return cols
 
 
-def assemble(df: pd.DataFrame, columns: dict[str, Any], report: Any) -> pd.DataFrame:
-    """A copy of the frame with the new columns, the report in its attrs, kept as the last."""
-    out = df.copy()
-    for name, column in columns.items():
-        out[name] = column
+def assemble(df: pd.DataFrame, columns: dict[str, Any], report: Any,
+             only_new: bool = False) -> pd.DataFrame | pd.Series:
+    """A copy of the frame with the new columns, the report in its attrs, kept as the last.
+    ``only_new`` (``df.llm.answers``, ``s.llm.apply``): the new columns alone, on the frame's
+    index; one answer column (with its error column) comes as a Series for a one-line assign
+    (``df["label"] = ...``), the failed rows' reasons in ``attrs["llm_errors"]``."""
+    if only_new:
+        out = _new_columns(df.index, columns)
+    else:
+        out = df.copy()
+        for name, column in columns.items():
+            out[name] = column
     out.attrs[REPORT_ATTR] = report
     remember(report, out)
+    return out
+
+
+def _new_columns(index: pd.Index, columns: dict[str, Any]) -> pd.DataFrame | pd.Series:
+    names = list(columns)
+    if len(names) == 2 and names[1] == f"{names[0]}_error":
+        answers = pd.Series(columns[names[0]], index=index, name=names[0])
+        reasons = pd.Series(columns[names[1]], index=index)
+        answers.attrs[ERRORS_ATTR] = reasons.dropna().to_dict()
+        return answers
+    out = pd.DataFrame(index=index)
+    for name, column in columns.items():
+        out[name] = column
     return out
 
 
@@ -175,10 +210,21 @@ def vectors(run: Any, index: pd.Index, output: str, as_array: bool) -> pd.Series
     out = pd.Series(cells, index=index, name=output, dtype=object)
     # a plain dict, not a Series: pandas compares attrs on concat, and Series refuse that
     keys = index if index.is_unique else range(len(index))
-    out.attrs[EMBED_ERRORS_ATTR] = {k: e for k, e in zip(keys, errs, strict=True) if e is not None}
+    out.attrs[ERRORS_ATTR] = {k: e for k, e in zip(keys, errs, strict=True) if e is not None}
     out.attrs[REPORT_ATTR] = run.report
     remember(run.report, out)
     return out
+
+
+def preview_frame(index: pd.Index, shown: list) -> pd.DataFrame:
+    """``df.llm.preview``'s table: one row per request (``runs.preview.Preview``), on the
+    index of the row it answers."""
+    system = [next((m["content"] for m in p.messages if m["role"] == "system"), None) for p in shown]
+    return pd.DataFrame({"system": strings(system),
+                         "prompt": strings([p.messages[-1]["content"] for p in shown]),
+                         "input_tokens": pd.array([p.input_tokens for p in shown], dtype="Int64"),
+                         "body": [p.body for p in shown]},
+                        index=index[[p.row for p in shown]])
 
 
 def field_columns(schema: OutputSchema, answers: list,
@@ -226,7 +272,7 @@ def _typed(column: list, kind: str, annotation: Any) -> Any:
     if kind == "bool":
         return pd.array(column, dtype="boolean")
     if kind == "str":
-        return pd.array(column, dtype="string")
+        return strings(column)
     if kind == "category":
         from .core.schema import categories
 

@@ -63,9 +63,10 @@ def test_series_apply(llm):
     s = pd.Series(["xin chào", "hello"], name="greeting", index=[10, 20])
     out = s.llm.apply("Translate: {}", **llm)
     assert list(out.index) == [10, 20]
-    assert list(out.columns) == ["greeting", "llm_output", "llm_output_error"]
+    # the answers alone, a Series (issue 15: df["x"] = s.llm.apply(...) in one line)
+    assert isinstance(out, pd.Series) and out.name == "llm_output" and out.notna().all()
     out2 = s.llm.apply("Translate: {value}", **llm)
-    assert out2["llm_output"].tolist() == out["llm_output"].tolist()
+    assert out2.tolist() == out.tolist()
 
 
 def test_aapply_inside_running_loop(llm):
@@ -226,3 +227,12 @@ def test_import_leaves_the_heavy_parts_for_first_use():
             "assert not heavy, heavy\n")
     result = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=60)
     assert result.returncode == 0, result.stderr
+
+
+def test_a_lone_surrogate_in_an_answer_does_not_lose_the_column():
+    """pyarrow-backed strings refuse lone surrogates (a JSON escape can carry one): the
+    answer keeps U+FFFD in its place, and the other answers stay as they came."""
+    from llmbatch_pd.frames import strings
+
+    column = strings(["fine", "bad \ud800 half", None])
+    assert column[0] == "fine" and column[1] == "bad \ufffd half" and column[2] is pd.NA

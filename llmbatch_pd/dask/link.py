@@ -96,6 +96,9 @@ class Link:
     def start(self, timeout: float = 60.0) -> None:
         """First sync (the budget and pace as they stand), then the pump."""
         asyncio.run_coroutine_threadsafe(self._sync(), self.loop).result(timeout)
+        if not self.syncs:  # no budget or pace known: sending now could cross them
+            raise RuntimeError(f"no coordinator answered for run {self.run_id!r} "
+                               "(llmbatch_pd.dask.coordinator.open_run opens it)")
         self._pump = asyncio.run_coroutine_threadsafe(self._run(), self.loop)
 
     def close(self, timeout: float = 60.0) -> None:
@@ -195,7 +198,8 @@ class Link:
             else:
                 free = self.held - self.inflight - self.spent_new - self.uncertain_new
                 ok = worst <= free + 1e-12 and self.stop_state is None
-                low = not ok or free - worst < self._worst() * LEASE / 2
+                # waiting for others to free room: the next keepalive sync asks again
+                low = self.budget_state != "wait" if not ok else free - worst < self._worst() * LEASE / 2
                 if not ok:
                     self.need = max(self.need, worst)
             if ok:
@@ -288,6 +292,9 @@ class Link:
                 run_id=self.run_id, holder=self.holder, worker=self.worker.address, msg=msg)
         except Exception as exc:  # the scheduler is unreachable: the leases stay counted there
             log.warning("llmbatch: sync with the coordinator failed: %s", exc)
+            return
+        if not isinstance(reply, dict):  # no coordinator on this scheduler
+            log.warning("llmbatch: the scheduler has no run coordinator (reply %r)", reply)
             return
         spent = time.perf_counter() - started
         self.rpc_s += spent

@@ -246,3 +246,13 @@ def test_a_stop_from_the_driver_stops_the_partitions(threads_client):
         co.close_run(threads_client, run_id)
     assert {r["stopped"] for r in results} == {"RowError"}
     assert sent < 40
+
+
+def test_a_partition_without_a_coordinator_refuses_to_send():
+    """No budget or pace to follow: shared_parts says so instead of sending unbounded."""
+    import distributed
+
+    with distributed.LocalCluster(n_workers=1, threads_per_worker=1, processes=False,
+                                  dashboard_address=":0") as cluster, distributed.Client(cluster) as client:
+        with pytest.raises(RuntimeError, match="open_run"):
+            client.submit(remote.shared_parts, "never-opened", pure=False).result()

@@ -106,7 +106,8 @@ def test_an_embedding_cell_that_does_not_fit_fails_only_its_row(sim):
 
 
 def test_text_that_is_not_valid_unicode_fails_only_its_row(sim):
-    df = pd.DataFrame({"t": [f"text {i}" for i in range(400)]})
+    # object dtype: pandas' pyarrow-backed str columns refuse a lone surrogate outright
+    df = pd.DataFrame({"t": pd.Series([f"text {i}" for i in range(400)], dtype=object)})
     df.loc[333, "t"] = "bad \ud800 cell"  # a lone surrogate: cannot be sent as JSON
     out = df.llm.apply("{t}", cache=False, **openai_kw(sim))
     assert "not valid Unicode" in out.loc[333, "llm_output_error"]
