@@ -12,7 +12,8 @@ starts with the run (when ``apply`` is called) and every ``POLL`` seconds
   thread;
 - reads the partitions' end events (``Worker.log_event`` on the topic ``partition.topic``).
 
-Once every partition has ended it drains the last answers, folds the partitions' figures into
+Once every partition has ended (or the run was stopped run-wide and is quiet: a compute that
+raised never runs its other partitions) it drains the last answers, folds the partitions' figures into
 the report (exact counts: cached, duplicates, skipped, failed by reason), adds the run's
 history to the cache file and closes the coordinator's run (``close_run`` frees its answers on
 the scheduler). ``wait()`` blocks until then and finishes the display with the static summary
@@ -35,6 +36,8 @@ from .partition import reply_of, topic
 
 POLL = 0.2
 """Seconds between two reads of the coordinator."""
+STOP_GRACE = 2.0
+"""Seconds a run stopped run-wide, with nothing in flight, waits for its partitions' ends."""
 FLUSH_WAIT = 30.0
 """Seconds the end of a run waits for the cache file's writer."""
 
@@ -73,9 +76,16 @@ class Driver:
         try:
             if self.cache_path is not None:
                 self._store = Store(self.cache_path)
+            quiet_since = None
             while not self._stop.is_set():
-                self._poll()
+                counts = self._poll()
                 if len(self.parts) >= self.npartitions:
+                    break
+                # a run-wide stop (bad key, no quota, Cancel) and nothing in flight: a compute
+                # that raised never runs its other partitions, so do not wait for their ends
+                quiet = counts.get("stopped") is not None and not counts.get("in_flight")
+                quiet_since = (quiet_since or time.monotonic()) if quiet else None
+                if quiet_since is not None and time.monotonic() - quiet_since >= STOP_GRACE:
                     break
                 self._stop.wait(POLL)
             self._finish()
@@ -92,13 +102,15 @@ class Driver:
                 self._close_display()
             self._done.set()
 
-    def _poll(self) -> None:
+    def _poll(self) -> dict:
         self._drain()
-        self._count(counters(self.client, self.run_id))
+        counts = counters(self.client, self.run_id)
+        self._count(counts)
         for _, event in self.client.get_events(topic(self.run_id)):
             if isinstance(event, dict) and event.get("partition") is not None:
                 self.parts[event["partition"]] = event  # a re-run partition: its last end counts
         self._update_display()
+        return counts
 
     def _drain(self) -> None:
         while True:

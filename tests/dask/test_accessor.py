@@ -137,6 +137,17 @@ def test_a_bad_key_stops_every_partition_and_raises(client, sim, llm, frame):
     assert "sk-wrong-key-0000" not in str(raised.value)
     statuses = [e["status"] for e in sim.log if e["path"] == "/v1/chat/completions"]
     assert statuses and set(statuses) == {401} and len(statuses) <= 6  # a wave at most, not every row
+    report = out.llm.wait(30)  # the driver ends too, though the compute that raised ran no more partitions
+    assert report.stats.stop_reason and report.cost == 0
+
+
+def test_a_budget_the_estimate_exceeds_is_refused_before_anything_is_sent(client, sim, llm, frame):
+    from llmbatch_pd import BudgetError
+
+    ddf = dd.from_pandas(frame, npartitions=3)
+    with pytest.raises(BudgetError, match="not started"):
+        ddf.llm.apply(TEMPLATE, **llm, budget=0.000001)
+    assert sim.stats()["total"] == 0
 
 
 def test_a_result_computed_after_its_run_ended_sends_nothing_and_says_why(client, sim, llm, frame):
