@@ -1,4 +1,4 @@
-"""``ddf.llm`` on dask.dataframe: ``apply`` (lazy) and ``estimate`` (computed now), the pandas
+"""``ddf.llm`` on dask.dataframe: ``apply`` and ``embed`` (lazy), ``estimate`` (computed now), the pandas
 path run per partition under one coordinator per run (``coordinator.py``: one pace, one
 budget, one breaker and one stop for the whole cluster).
 
@@ -28,15 +28,17 @@ from ..core.types import Request
 from ..planning import estimate as plan
 from ..runs.chat import MIN_HISTORY, Run
 from ..runs.chat_spec import chat_spec
+from ..runs.embed_spec import build_spec
 from ..runs.spec import RunSpec
 from ..store.db import Store
 from ..store.writer import ANSWER_COLUMNS
 from ..ui import choose_display
 from .coordinator import RunLimits, open_run, stop_run
 from .driver import Driver, driver
+from .embed import EmbedJob, cached_vectors, embed_partition
 from .partition import PartJob, apply_partition, plan_partition
 
-OUTPUT = defaults.OUTPUT
+OUTPUT, EMBED_OUTPUT = defaults.OUTPUT, defaults.EMBED_OUTPUT
 RUN_ATTR = "llm_run"
 """The run's id, in the lazy result's ``_meta.attrs`` (``result.llm.wait()`` finds it there)."""
 NOT_ON_DASK = {"pilot": "run the pilot on a sample first: ddf.head(n).llm.estimate(..., pilot=n)",
@@ -189,13 +191,73 @@ def _estimate(ddf: Any, template: str, model: Any, options: dict[str, Any]) -> p
     return pd.DataFrame(rows).set_index("model")
 
 
+def _embed(data: Any, template: str, model: str, output: str, progress: Any, options: dict[str, Any]) -> Any:
+    """``embed`` on a Dask frame: checked by the pandas call on ``_meta`` (which gives the
+    result's dtype), this model's vectors read from the cache file, the run opened on the
+    scheduler, the driver thread started; the lazy Series of vectors returned."""
+    if options.get("as_array"):
+        raise errors.InputError("as_array= does not run on Dask: stack the computed Series (np.stack)")
+    _refuse(model, options)
+    last = dict(frames.LAST)
+    try:
+        checked = {k: v for k, v in options.items() if k != "value_field"} | {"cache": False}
+        if "value_field" in options:  # a Series' cells: the pandas Series call
+            meta = data._meta[options["value_field"]].llm.embed(model=model, output=output, progress=False,
+                                                                 **checked)
+        else:
+            meta = data._meta.llm.embed(template, model=model, output=output, progress=False, **checked)
+    finally:
+        frames.LAST.clear()
+        frames.LAST.update(last)
+    meta.attrs.clear()
+    client = _client()
+    spec = build_spec(template, list(data.columns), model=model, **options)
+    run_id = uuid.uuid4().hex
+    worst = spec.worst_cost(Request(0, [], est_input_tokens=spec.max_request_tokens))  # the largest pack
+    job = EmbedJob(run_id, template, {k: v for k, v in options.items() if k != "cache"} | {"model": model},
+                   output, worst_cost=worst, hits=cached_vectors(spec))
+    open_run(client, RunLimits(run_id=run_id, rpm=spec.rpm, tpm=spec.tpm, budget=spec.budget, worst_cost=worst))
+    report = RunReport(model=spec.model.full, rows=0, budget=spec.budget, priced=spec.price is not None)
+    shown = None if progress is False else choose_display(
+        report, None, spec.budget, progress, on_cancel=lambda: stop_run(client, run_id, "cancelled from the panel"),
+        background=True)
+    Driver(client, run_id, report, npartitions=data.npartitions, cache_path=spec.cache_path,
+           model=spec.provider.model, history_key=None, display=shown)
+    meta.attrs[RUN_ATTR] = run_id
+    meta.attrs[frames.REPORT_ATTR] = report
+    return data.map_partitions(embed_partition, job, meta=meta, partition_info=True, enforce_metadata=False)
+
+
+class _Lazy:
+    """What a lazy result made by ``ddf.llm`` offers: its run, its report, waiting for it."""
+
+    _data: Any
+
+    @property
+    def run_id(self) -> str | None:
+        """The run that makes this (lazy) result, or None."""
+        return self._data._meta.attrs.get(RUN_ATTR)
+
+    @property
+    def report(self) -> RunReport | None:
+        """The live report of the run that makes this result (final once ``wait()`` returned)."""
+        return self._data._meta.attrs.get(frames.REPORT_ATTR)
+
+    def wait(self, timeout: float | None = None) -> RunReport:
+        """Block until the run making this result has ended (every partition computed, every
+        answer in the cache file) and return its report."""
+        if self.run_id is None:
+            raise errors.InputError("this Dask collection is not the result of ddf.llm.apply or embed")
+        return driver(self.run_id).wait(timeout)
+
+
 @register_dataframe_accessor("llm")
-class DaskFrameLLM:
+class DaskFrameLLM(_Lazy):
     """``ddf.llm.apply(template, model=...)``: one LLM answer per row, across a Dask cluster
     under one rate limit and one budget (see the package docstring)."""
 
     def __init__(self, ddf: Any) -> None:
-        self._ddf = ddf
+        self._ddf = self._data = ddf
 
     def apply(self, template: str, *, model: str, output: str = OUTPUT, usage: bool = False,
               progress: Any = None, **options: Any) -> Any:
@@ -210,30 +272,20 @@ class DaskFrameLLM:
         partition on the cluster; nothing is sent."""
         return _estimate(self._ddf, template, model, options)
 
-    @property
-    def run_id(self) -> str | None:
-        """The run that makes this (lazy) result, or None."""
-        return self._ddf._meta.attrs.get(RUN_ATTR)
-
-    @property
-    def report(self) -> RunReport | None:
-        """The live report of the run that makes this result (final once ``wait()`` returned)."""
-        return self._ddf._meta.attrs.get(frames.REPORT_ATTR)
-
-    def wait(self, timeout: float | None = None) -> RunReport:
-        """Block until the run making this result has ended (every partition computed, every
-        answer in the cache file) and return its report."""
-        if self.run_id is None:
-            raise errors.InputError("this Dask frame is not the result of ddf.llm.apply")
-        return driver(self.run_id).wait(timeout)
+    def embed(self, template: str, *, model: str, output: str = EMBED_OUTPUT, progress: Any = None,
+              **options: Any) -> Any:
+        """A lazy Dask Series of float32 vectors on the same index (None where a row failed;
+        the reasons are in the run's report), as ``df.llm.embed``; each text is cached on
+        its own. Not ``as_array=`` nor ``mode="batch"``."""
+        return _embed(self._ddf, template, model, output, progress, options)
 
 
 @register_series_accessor("llm")
-class DaskSeriesLLM:
+class DaskSeriesLLM(_Lazy):
     """``s.llm.apply("Translate: {}", model=...)`` on a Dask Series: ``{}`` is the cell."""
 
     def __init__(self, series: Any) -> None:
-        self._s = series
+        self._s = self._data = series
 
     def _frame(self) -> tuple[Any, str]:
         name = self._s.name if self._s.name is not None else "value"
@@ -246,6 +298,11 @@ class DaskSeriesLLM:
     def estimate(self, template: str, *, model: str | list[str], **options: Any) -> pd.DataFrame:
         frame, name = self._frame()
         return frame.llm.estimate(template, model=model, value_field=name, **options)
+
+    def embed(self, *, model: str, output: str = EMBED_OUTPUT, progress: Any = None, **options: Any) -> Any:
+        """One embedding per cell (the cells are the texts); see ``ddf.llm.embed``."""
+        return _embed(self._s.to_frame(name="text"), "{}", model, output, progress,
+                      {**options, "value_field": "text"})
 
 
 __all__ = ["DaskFrameLLM", "DaskSeriesLLM"]

@@ -32,6 +32,7 @@ from typing import Any
 from ..core.report import RunReport
 from ..store.db import History, Store
 from .coordinator import close_run, counters, take_answers
+from .embed import vector_rows
 from .partition import reply_of, topic
 
 POLL = 0.2
@@ -119,10 +120,16 @@ class Driver:
                 return
             stats = self.report.stats
             for _, rec in items:
-                stats.input_tokens += int(rec.get("input_tokens") or 0)
+                stats.input_tokens += int(rec.get("input_tokens") or rec.get("tokens") or 0)
                 stats.output_tokens += int(rec.get("output_tokens") or 0)
             if self._store is not None:
-                self._store.put_later([(key, rec.get("model") or self.model, reply_of(rec)) for key, rec in items])
+                vectors = [item for item in items if "vector" in item[1]]  # ddf.llm.embed's
+                answers = [item for item in items if "vector" not in item[1]]
+                if answers:
+                    self._store.put_later([(key, rec.get("model") or self.model, reply_of(rec))
+                                           for key, rec in answers])
+                if vectors:
+                    self._store.put_vectors(vector_rows(vectors, self.model))
                 self.stored += len(items)
 
     def _count(self, c: dict) -> None:

@@ -158,3 +158,34 @@ def test_a_result_computed_after_its_run_ended_sends_nothing_and_says_why(client
     with pytest.raises(InputError, match="has ended"):
         out.compute()
     assert sim.stats()["total"] == sent
+
+
+def test_embed_is_lazy_and_gives_each_row_its_vector(client, sim, llm, frame, private_cache):
+    np = pytest.importorskip("numpy")
+    ddf = dd.from_pandas(frame, npartitions=3)
+    options = {**llm, "model": "openai/text-embedding-3-small"}
+    out = ddf.llm.embed("Title: {title}", **options)
+    assert sim.stats()["total"] == 0
+    pandas_call = frame.llm.embed("Title: {title}", **{**options, "cache": False})
+    vectors = out.compute()
+    report = out.llm.wait(60)
+    assert vectors.index.equals(frame.index) and vectors.dtype == pandas_call.dtype
+    for ours, theirs in zip(vectors, pandas_call, strict=True):  # the simulator's vector per text
+        np.testing.assert_array_equal(ours, theirs)
+    assert report.answered_rows == 45
+    with sqlite3.connect(private_cache) as db:  # written by this process, one per distinct text
+        assert db.execute("SELECT COUNT(*) FROM vectors").fetchone()[0] == 30
+
+    sent = sim.stats()["total"]
+    again = ddf.llm.embed("Title: {title}", **options)
+    again.compute()
+    again.llm.wait(60)
+    assert sim.stats()["total"] == sent  # every text from the driver's cache
+
+
+def test_series_embed(client, sim, llm, frame):
+    ds = dd.from_pandas(frame, npartitions=2)["title"]
+    out = ds.llm.embed(**{**llm, "model": "openai/text-embedding-3-small"})
+    vectors = out.compute()
+    assert out.llm.wait(60).answered_rows == 45 and vectors.index.equals(frame.index)
+    assert all(v is not None and len(v) > 0 for v in vectors)
