@@ -9,9 +9,12 @@ the run's coordinator lives on its scheduler.
     frame = out.compute()            # the partitions run on the workers
     report = out.llm.wait()          # every answer in the cache file; the run's report
 
-Modules: ``accessor`` (the calls), ``partition`` (one partition on a worker), ``driver`` (the
-driver's thread: cache writes, report, display), ``coordinator`` (scheduler side) and
-``remote`` (worker side) of the run's shared limits.
+``ddf.llm.estimate`` counts every partition on the workers (nothing sent); ``ddf.llm.embed``
+gives a lazy Series of vectors; ``ds.llm`` does the same for a Dask Series.
+
+Modules: ``accessor`` (the calls), ``partition`` and ``embed`` (one partition on a worker),
+``driver`` (the driver's thread: cache writes, report, display), ``coordinator`` + ``state``
+(scheduler side) and ``link`` + ``remote`` (worker side) of the run's shared limits.
 """
 
 from .accessor import DaskFrameLLM, DaskSeriesLLM
