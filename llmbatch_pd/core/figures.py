@@ -12,6 +12,8 @@ from __future__ import annotations
 import re
 from typing import TYPE_CHECKING, Any
 
+from .numbers import duration
+
 if TYPE_CHECKING:
     from .stats import EngineStats
 
@@ -52,6 +54,21 @@ def expected_cost(estimate: Any, mode: str) -> tuple[float | None, float | None,
     return estimate.cost_low, estimate.cost, estimate.cost_high
 
 
+BATCH_WINDOW_S = 24 * 3600  # a batch job's completion window: OpenAI's "24h", Anthropic's 24 h expiry
+
+
+def expected_wall(estimate: Any, mode: str) -> tuple[float | None, str]:
+    """(seconds, words) for how long a run should take: in real time the estimate's wall time
+    ("~35 s"); in batch mode nobody can say, the provider only promises its window, so
+    (None, "up to 24 h"): a real-time figure next to it would mislead."""
+    if mode == "batch":
+        return None, "up to 24 h"
+    seconds = getattr(estimate, "wall_time_s", None)
+    if seconds is None:
+        return None, ""
+    return seconds, "~" + duration(seconds)
+
+
 def top_errors(stats: EngineStats, n: int = 5) -> list[tuple[str, int]]:
     # list() copies in one step: the engine's thread may add an error while we read
     errors = list((getattr(stats, "errors", None) or {}).items())
@@ -76,18 +93,27 @@ def status(report: Any, *, cancelled: bool = False, final: bool = True) -> tuple
 
 
 def throughput(report: Any) -> tuple[float | None, float | None]:
-    """(rows per second, requests per second) over the run's wall time."""
+    """(answered rows per second, answered requests per second) over the run's wall time.
+    Only answers count: rows closed unsent by a stop or an interrupt, and requests that
+    failed at once (a bad key), are not work done."""
     s = report.stats
-    elapsed = s.elapsed
-    if elapsed <= 0:
+    if s.started is None or s.elapsed <= 0:
         return None, None
-    return (report.finished_rows - not_sent(report)) / elapsed, s.finished_count / elapsed
+    return report.answered_rows / s.elapsed, s.done / s.elapsed
 
 
 def not_sent(report: Any) -> int:
-    """Rows closed unsent because the run stopped first (cancelled, budget reached): counted in
-    ``failed_rows`` but shown apart, as they neither failed nor cost anything."""
+    """Rows closed unsent because the run stopped first (cancelled, budget reached,
+    interrupted): counted in ``failed_rows`` but shown apart, as they neither failed nor cost
+    anything."""
     return getattr(report, "not_sent", 0) or 0
+
+
+def failed(report: Any) -> int:
+    """Rows that failed: sent and not answered, or refused for a bad cell. Not the skipped
+    (missing value, too long) nor the not sent, which ``failed_rows`` also holds."""
+    return max(0, report.failed_rows - not_sent(report) - (getattr(report, "skipped", 0) or 0)
+               - (getattr(report, "too_long", 0) or 0))
 
 
 def priced(report: Any = None, estimate: Any = None) -> bool:

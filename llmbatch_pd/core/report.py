@@ -15,10 +15,12 @@ core reaches the UI; nothing here imports it.
 
 from __future__ import annotations
 
+from collections import Counter
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
 
+from .accounting import Accounting, Projection, accounting, combined, not_sent_kind, projection
 from .numbers import money
 from .stats import EngineStats
 
@@ -63,6 +65,13 @@ class RunReport:
     answered_rows: int = 0
     failed_rows: int = 0
     not_sent: int = 0  # of failed_rows: closed unsent because the run stopped first (cancel, budget)
+    # the parts of failed_rows by reason (``accounting()`` reads them): sent and failed, by
+    # error kind; not sent, by why (core.accounting.NOT_SENT_KINDS)
+    failed_by: Counter = field(default_factory=Counter)
+    not_sent_by: Counter = field(default_factory=Counter)
+    stop_kind: str | None = None  # the error kind of the run's stop, once it stopped
+    unsent_requests: int = 0  # requests closed without being sent (the stop came first)
+    cut_requests: int = 0  # requests on their way when the run was interrupted (never heard back)
     saved_by_cache: float = 0.0
     saved_by_dedup: float = 0.0
     budget: float | None = None
@@ -80,6 +89,27 @@ class RunReport:
     @property
     def cost(self) -> float:
         return self.stats.cost
+
+    def count_unanswered(self, rows: int, kind: str | None, unsent: bool) -> None:
+        """``rows`` rows end without an answer: ``kind`` is the error's kind (None: not
+        known, ``accounting`` files it under "other" or the run's stop); ``unsent``: never sent."""
+        self.failed_rows += rows
+        if unsent:
+            self.not_sent += rows
+            if kind is not None:
+                self.not_sent_by[not_sent_kind(kind)] += rows
+        elif kind is not None:
+            self.failed_by[kind] += rows
+
+    def accounting(self) -> Accounting:
+        """Where every row went: answered, failed by reason, skipped, not sent (and pending
+        while the run goes); the requests to send, cached, duplicates and retries."""
+        return accounting(self)
+
+    def projection(self, estimate: Any = None, budget: float | None = None) -> Projection | None:
+        """Projected total cost at the current cost per answered request, against the
+        estimate and the budget; None before the first answered request."""
+        return projection(self, estimate, budget)
 
     def summary(self) -> str:
         """Plain text for scripts and logs: the same figures the notebook summary shows."""
@@ -129,6 +159,10 @@ class RunReports(list):
     @property
     def finished_rows(self) -> int:
         return self.answered_rows + self.failed_rows
+
+    def accounting(self) -> Accounting:
+        """Every model's accounting added up (each model's is ``reports[i].accounting()``)."""
+        return combined([r.accounting() for r in self])
 
     def summary(self) -> str:
         return render("reports_text", list(self))

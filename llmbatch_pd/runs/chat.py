@@ -266,8 +266,7 @@ class Run(BaseRun):
     def _fail(self, unit: int, message: str | None, unsent: bool = False) -> None:
         self.errors[unit] = message
         self.unsent[unit] = unsent
-        self.report.failed_rows += 1
-        self.report.not_sent += unsent
+        self._tally(unit, message, unsent)
 
     def _unfinished(self) -> Iterator[int]:
         return (i for i in range(self.n) if not self._is_finished(i))
@@ -294,10 +293,11 @@ class Run(BaseRun):
         pilot, earlier runs of the same template on this model (in the cache file) stand in."""
         spec = self.spec
         self._open_store()
-        history = None
+        history = endpoint = None
         try:
             counts = [r.est_input_tokens for r in self._requests()]
             history = self.store.get_history(self.history_key) if self.store is not None else None
+            endpoint = self._endpoint_history()
         except sqlite3.Error:
             pass  # an estimate from defaults is still an estimate
         finally:
@@ -316,6 +316,7 @@ class Run(BaseRun):
             tiers=spec.tiers,
         )
         estimate.cache_saves = r.saved_by_cache if spec.price is not None else None
+        self._retime(estimate, endpoint, pilot)
         return estimate
 
     @property

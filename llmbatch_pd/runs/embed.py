@@ -170,7 +170,7 @@ class EmbedRun(BaseRun):
                 self._fail(u, str(errors.ContextLengthError(
                     f"text of about {t:,} tokens exceeds {spec.model.model}'s limit of "
                     f"{spec.max_input_tokens:,} tokens per input: not sent")))
-                self.report.too_long += 1
+                self.report.too_long += self.weight[u]
                 continue
             if t * high > spec.max_input_tokens:  # may be refused: alone, so only it fails
                 self.packs.append(_Pack([u], t))
@@ -260,8 +260,13 @@ class EmbedRun(BaseRun):
 
     def _fail(self, unit: int, message: str | None, unsent: bool = False) -> None:
         self.failed[unit] = message
-        self.report.failed_rows += self.weight[unit]
-        self.report.not_sent += self.weight[unit] if unsent else 0
+        self._tally(unit, message, unsent)
+
+    def _weight(self, unit: int) -> int:
+        return self.weight[unit]
+
+    def _units_of(self, index: int) -> list[int]:
+        return self.packs[index].inputs
 
     def _unfinished(self) -> Iterator[int]:
         return (u for u in range(len(self.texts)) if self.found[u] is None and u not in self.failed)

@@ -15,11 +15,15 @@ from ..core import numbers as fmt
 from ..core.figures import (
     estimates_for,
     expected_cost,
+    expected_wall,
     group_elapsed,
     group_status,
     mode_of,
     not_sent,
     status,
+)
+from ..core.figures import (
+    failed as failed_of,
 )
 from .costs import PRICE_UNKNOWN, excludes, spent, total_spent
 from .lines import short_models
@@ -65,7 +69,7 @@ def estimate_rows(reports: list[Any], estimates: Any = None) -> tuple[list[list[
             Cell(fmt.money(mid), "", "") if mid is not None else Cell(PRICE_UNKNOWN, "", "warn"),
             Cell(fmt.money_range(low, high) if mid is not None else fmt.MISSING,
                  "batch prices" if mode == "batch" and mid is not None else ""),
-            Cell("~" + fmt.duration(e.wall_time_s)),
+            Cell(expected_wall(e, mode)[1]),
         ])
     known = [e for e in ests if e is not None]
     unpriced = sum(1 for e, m in zip(ests, mids, strict=True) if e is not None and m is None)
@@ -84,7 +88,7 @@ def estimate_rows(reports: list[Any], estimates: Any = None) -> tuple[list[list[
         Cell(fmt.money(partial(mids)) if priced_mids or not known else PRICE_UNKNOWN,
              excludes(unpriced) if priced_mids else "", "warn" if unpriced else ""),
         Cell(fmt.money_range(partial(lows), partial(highs))),
-        Cell("~" + fmt.duration(max(e.wall_time_s for e in known)) if known else fmt.MISSING),
+        Cell(_longest_wall(reports, ests) if known else fmt.MISSING),
     ]
     return rows, total
 
@@ -101,8 +105,7 @@ def report_rows(reports: list[Any], estimates: Any = None, *,
     for name, r, e in zip(names, reports, ests, strict=True):
         s = r.stats
         mode = mode_of(r, e)
-        unsent = not_sent(r)
-        failed = r.failed_rows - unsent
+        unsent, failed = not_sent(r), failed_of(r)
         _, mid, _ = expected_cost(e, mode)
         mids.append(mid)
         label, tone = status(r, cancelled=cancelled)
@@ -110,7 +113,7 @@ def report_rows(reports: list[Any], estimates: Any = None, *,
         rows.append([
             Cell(name, "batch" if mode == "batch" else "", full=r.model),
             Cell(fmt.count(r.answered_rows), "", "ok" if r.answered_rows else ""),
-            Cell(fmt.count(failed), f"+{fmt.count(unsent)} unsent" if unsent else "", "bad" if failed else ""),
+            Cell(fmt.count(failed), _others(r.failed_rows - unsent - failed, unsent), "bad" if failed else ""),
             Cell(fmt.count(s.sent)),
             Cell(fmt.count(r.cached)),
             Cell(f"{fmt.tokens(s.input_tokens)} / {fmt.tokens(s.output_tokens)}"),
@@ -121,13 +124,14 @@ def report_rows(reports: list[Any], estimates: Any = None, *,
     known_mids = [m for m in mids if m is not None]  # the total's estimate: the priced models'
     total_mid = float(sum(known_mids)) if known_mids else None
     answered = sum(r.answered_rows for r in reports)
-    failed = sum(r.failed_rows - not_sent(r) for r in reports)
+    failed = sum(failed_of(r) for r in reports)
     unsent = sum(not_sent(r) for r in reports)
+    skipped = sum(r.failed_rows for r in reports) - failed - unsent
     label, tone = group_status(reports, cancelled=cancelled)
     total = [
         Cell("Total", fmt.plural(len(reports), "model")),
         Cell(fmt.count(answered), "", "ok" if answered else ""),
-        Cell(fmt.count(failed), f"+{fmt.count(unsent)} unsent" if unsent else "", "bad" if failed else ""),
+        Cell(fmt.count(failed), _others(skipped, unsent), "bad" if failed else ""),
         Cell(fmt.count(sum(r.stats.sent for r in reports))),
         Cell(fmt.count(sum(r.cached for r in reports))),
         Cell(f"{fmt.tokens(sum(r.stats.input_tokens for r in reports))} / "
@@ -137,6 +141,20 @@ def report_rows(reports: list[Any], estimates: Any = None, *,
         Cell(label, "", tone),
     ]
     return rows, total
+
+
+def _longest_wall(reports: list[Any], ests: list[Any]) -> str:
+    """The group's wall time: its slowest model's ("up to 24 h" if one runs in batch)."""
+    walls = [expected_wall(e, mode_of(r, e)) for r, e in zip(reports, ests, strict=True) if e is not None]
+    if any(seconds is None for seconds, _ in walls):
+        return next(words for seconds, words in walls if seconds is None)
+    return max(walls)[1]
+
+
+def _others(skipped: int, unsent: int) -> str:
+    """The note under "Failed": the rows without an answer that did not fail."""
+    parts = ([f"+{fmt.count(skipped)} skipped"] if skipped else []) + ([f"+{fmt.count(unsent)} unsent"] if unsent else [])
+    return ", ".join(parts)
 
 
 def _spent_cell(report: Any, estimate: Any, mid: float | None) -> Cell:

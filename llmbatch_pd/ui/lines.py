@@ -11,6 +11,7 @@ from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
 from ..core import numbers as fmt
+from ..core.accounting import OTHER
 from ..core.figures import (
     batch_ended,
     batch_progress,
@@ -18,9 +19,9 @@ from ..core.figures import (
     estimate_of,
     estimates_for,
     expected_cost,
+    expected_wall,
     group_budget,
     mode_of,
-    not_sent,
     priced,
     throughput,
     top_errors,
@@ -61,8 +62,10 @@ def plan_lines(estimate: Estimate, *, budget: float | None = None, mode: str = "
         unique.append(f"{fmt.count(e.too_long)} too long")
     lines.append(Line("Rows", fmt.count(e.rows)))
     # cached and too-long prompts are not in e.to_send: the unique requests add them back
+    parts = [f"{fmt.count(e.to_send)} to send"] + ([f"{fmt.count(e.cached)} cached"] if e.cached else []) \
+        + ([f"{fmt.count(e.too_long)} too long"] if e.too_long else [])
     lines.append(Line("Requests", fmt.count(e.to_send + e.cached + e.too_long),
-                      "after de-duplication: " + ", ".join(unique)))
+                      " + ".join(parts) + "; after de-duplication: " + ", ".join(unique)))
     lines.append(Line("Cache hits", fmt.count(e.cached),
                       f"saves {fmt.money(e.cache_saves)}" if e.cache_saves else ""))
     lines.append(Line("To send", fmt.count(e.to_send)))
@@ -88,7 +91,9 @@ def plan_lines(estimate: Estimate, *, budget: float | None = None, mode: str = "
         lines.append(Line("Cost", fmt.money(mid), note, tone))
     if budget is not None:
         lines.append(Line("Budget", fmt.money(budget), "never exceeded: the run stops first"))
-    lines.append(Line("Wall time", "~" + fmt.duration(e.wall_time_s)))
+    seconds, words = expected_wall(e, mode)
+    lines.append(Line("Wall time", words, "the provider's completion window; jobs often end sooner"
+                      if mode == "batch" else ""))
     return lines
 
 
@@ -147,6 +152,62 @@ def batch_lines(report: Any) -> list[Line]:
     return lines
 
 
+NOT_SENT_WORDS = {"budget": "the budget was reached", "stopped": "the run stopped",
+                  "interrupted": "interrupted", "cancelled": "cancelled"}
+
+
+def _parts(counts: dict[str, int], words: dict[str, str] | None = None) -> str:
+    ranked = sorted(counts.items(), key=lambda kv: -kv[1])
+    return ", ".join(f"{(words or {}).get(k, k)} {fmt.count(v)}" for k, v in ranked)
+
+
+def count_lines(report: RunReport) -> list[Line]:
+    """Where the rows went (``RunReport.accounting``): answered, failed by reason, skipped,
+    not sent by why, pending; they add up to the rows."""
+    acc = report.accounting()
+    prefilled = getattr(report, "prefilled", 0) or 0
+    lines = [Line("Rows", fmt.count(acc.rows)),
+             Line("Answered", fmt.count(acc.answered),
+                  f"{fmt.count(prefilled)} by the pilot" if prefilled else "", "ok" if acc.answered else "")]
+    truncated = getattr(report, "truncated", 0) or 0
+    if truncated:  # answered, but cut short: the text is kept, the error column says so
+        lines.append(Line("Truncated", fmt.count(truncated),
+                          "of the answered: cut at max_tokens (raise max_tokens=)", "warn"))
+    reasons = "" if set(acc.failed) <= {OTHER} else _parts(acc.failed)  # none recorded: no list
+    lines.append(Line("Failed", fmt.count(acc.failed_total), reasons,
+                      "bad" if acc.failed_total else ""))
+    if acc.skipped_total:
+        lines.append(Line("Skipped", fmt.count(acc.skipped_total),
+                          "not sent: " + _parts(acc.skipped, {"missing value": "missing values",
+                                                              "too long": "too long for the model"}), "warn"))
+    if acc.not_sent_total:
+        lines.append(Line("Not sent", fmt.count(acc.not_sent_total),
+                          "the run stopped before sending them: " + _parts(acc.not_sent, NOT_SENT_WORDS), "warn"))
+    if acc.pending:
+        lines.append(Line("Pending", fmt.count(acc.pending), "not finished yet"))
+    return lines
+
+
+def projection_line(report: RunReport, estimate: Estimate | None = None, *,
+                    budget: float | None = None) -> Line | None:
+    """Where the cost is heading while the run goes (``RunReport.projection``); None before
+    the first answer or once nothing is left to send."""
+    p = report.projection(estimate, budget)
+    if p is None or p.projected_total <= p.spent:
+        return None
+    notes = [f"{fmt.money(p.cost_per_row)} a request so far"]
+    if p.expected_total is not None:
+        notes.append(f"expected {fmt.money(p.expected_total)}")
+    tone = "warn" if p.over_estimate else ""
+    if p.over_estimate and p.expected_per_row:
+        notes.append(f"{p.cost_per_row / p.expected_per_row:.1f}x the estimate's cost a request")
+    if p.stops_at_fraction is not None:
+        tone = "bad"
+        notes.append(f"at this rate the budget ({fmt.money(p.budget)}) stops the run at about "
+                     f"{fmt.percent(p.stops_at_fraction)} of the rows")
+    return Line("Projected", fmt.money(p.projected_total), "; ".join(notes), tone)
+
+
 def summary_lines(report: RunReport, estimate: Estimate | None = None, *,
                   budget: float | None = None) -> list[Line]:
     """The figures of a finished (or unfinished) run, one a line."""
@@ -154,29 +215,14 @@ def summary_lines(report: RunReport, estimate: Estimate | None = None, *,
     estimate = estimate_of(report, estimate)
     mode = mode_of(report, estimate)
     budget = budget_of(report, estimate, budget)
-    lines = [Line("Rows", fmt.count(report.rows))]
-    prefilled = getattr(report, "prefilled", 0) or 0
-    lines.append(Line("Answered", fmt.count(report.answered_rows),
-                      f"{fmt.count(prefilled)} by the pilot" if prefilled else "",
-                      "ok" if report.answered_rows else ""))
-    failed_notes = []
-    if report.skipped:
-        failed_notes.append(f"{fmt.count(report.skipped)} skipped (missing values)")
-    too_long = getattr(report, "too_long", 0) or 0
-    if too_long:
-        failed_notes.append(f"{fmt.count(too_long)} too long for the model")
-    failed_note = ", ".join(failed_notes)
-    truncated = getattr(report, "truncated", 0) or 0
-    if truncated:  # answered, but cut short: the text is kept, the error column says so
-        lines.append(Line("Truncated", fmt.count(truncated),
-                          "of the answered: cut at max_tokens (raise max_tokens=)", "warn"))
-    unsent = not_sent(report)
-    failed = report.failed_rows - unsent
-    lines.append(Line("Failed", fmt.count(failed), failed_note, "bad" if failed else ""))
-    if unsent:
-        lines.append(Line("Not sent", fmt.count(unsent), "the run stopped before sending them", "warn"))
-    lines.append(Line("Requests sent", fmt.count(s.sent),
-                      f"for {fmt.plural(report.requests, 'unique request')}" if report.requests != s.sent else ""))
+    acc = report.accounting()
+    lines = count_lines(report)
+    sent_notes = []
+    if report.requests != s.sent:
+        sent_notes.append(f"for {fmt.plural(report.requests, 'unique request')}")
+    if acc.retries:
+        sent_notes.append(f"{fmt.plural(acc.retries, 'retry', 'retries')} included")
+    lines.append(Line("Requests sent", fmt.count(s.sent), ", ".join(sent_notes)))
     lines.append(Line("Duplicates", fmt.count(report.duplicates),
                       "sent once, answer shared" if report.duplicates else ""))
     lines.append(Line("Cached", fmt.count(report.cached), "answered from the cache" if report.cached else ""))
@@ -201,6 +247,8 @@ def summary_lines(report: RunReport, estimate: Estimate | None = None, *,
         lines.append(Line("Cost", value, note, "warn" if value == PRICE_UNKNOWN else ""))
     else:
         lines.append(Line("Cost", fmt.money(s.cost), "; ".join(cost_notes), tone))
+    if acc.pending and (projected := projection_line(report, estimate, budget=budget)) is not None:
+        lines.append(projected)
     by_cache = getattr(report, "saved_by_cache", None)
     if by_cache is None and estimate is not None:
         by_cache = estimate.cache_saves
@@ -212,15 +260,18 @@ def summary_lines(report: RunReport, estimate: Estimate | None = None, *,
         saved.append(f"{fmt.money(by_dedup)} by de-duplication")
     if saved:
         lines.append(Line("Saved", " · ".join(saved), "", "ok"))
-    wall_note = f"expected ~{fmt.duration(estimate.wall_time_s)}" if estimate is not None else ""
+    wall_note = ""
+    if estimate is not None:
+        wall_note = "expected " + (expected_wall(estimate, mode)[1] or fmt.MISSING)
     lines.append(Line("Wall time", fmt.duration(s.elapsed) if s.started is not None else fmt.MISSING, wall_note))
     rows_s, req_s = throughput(report)
     lines.append(Line("Throughput", fmt.rate(rows_s, "rows"),
-                      fmt.rate(req_s, "requests") if req_s is not None else ""))
+                      "answered rows; " + fmt.rate(req_s, "requests") if req_s is not None else ""))
+    kept = "finished rows were kept" if acc.answered else "no row was answered"
     if s.stop_reason:
-        lines.append(Line("Stopped early", s.stop_reason, "finished rows were kept", "bad"))
+        lines.append(Line("Stopped early", s.stop_reason, kept, "bad"))
     if report.interrupted:
-        lines.append(Line("Interrupted", "yes", "finished rows were kept", "bad"))
+        lines.append(Line("Interrupted", "yes", kept, "bad"))
     return lines
 
 

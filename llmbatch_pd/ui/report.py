@@ -17,9 +17,9 @@ from ..core.figures import (
     budget_of,
     estimate_of,
     estimates_for,
+    failed,
     group_status,
     mode_of,
-    not_sent,
     status,
     top_errors,
     warnings_of,
@@ -68,7 +68,7 @@ def summary_body_html(report: RunReport, estimate: Estimate | None = None, *,
                       budget: float | None = None, errors: int = 5) -> str:
     """The summary without its card and header: bar, table of figures, top errors, warnings."""
     rows = max(report.rows, 1)
-    bar = bar_html([(report.answered_rows / rows, GREEN), ((report.failed_rows - not_sent(report)) / rows, RED)])
+    bar = bar_html([(report.answered_rows / rows, GREEN), (failed(report) / rows, RED)])
     return (bar + table_html(summary_lines(report, estimate, budget=budget))
             + errors_html(top_errors(report.stats, errors)) + warnings_html(warnings_of(report)))
 
