@@ -162,7 +162,8 @@ class _Call:
                  choose_display(report, estimate, spec.budget, progress, on_cancel=cancel, background=True))
         self.driver = Driver(self.client, run_id, report, npartitions=ddf.npartitions,
                              cache_path=spec.cache_path, model=spec.provider.model,
-                             history_key=Run(spec, lambda: iter(()), 0).history_key, display=shown)
+                             history_key=Run(spec, lambda: iter(()), 0).history_key, display=shown,
+                             price=spec.cost)
         self.meta.attrs[RUN_ATTR] = run_id
         self.meta.attrs[frames.REPORT_ATTR] = report
         self.ddf = ddf

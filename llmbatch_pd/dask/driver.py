@@ -26,10 +26,13 @@ from __future__ import annotations
 
 import threading
 import time
+from collections import Counter
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
 from ..core.report import RunReport
+from ..core.types import Usage
 from ..store.db import History, Store
 from .coordinator import close_run, counters, take_answers
 from .embed import vector_rows
@@ -51,10 +54,10 @@ class Driver:
 
     def __init__(self, client: Any, run_id: str, report: RunReport, *, npartitions: int,
                  cache_path: Path | None, model: str, history_key: str | None,
-                 display: Any = None) -> None:
+                 display: Any = None, price: Callable[[Usage], float] | None = None) -> None:
         self.client, self.run_id, self.report = client, run_id, report
         self.npartitions, self.cache_path, self.model = npartitions, cache_path, model
-        self.history_key, self.display = history_key, display
+        self.history_key, self.display, self.price = history_key, display, price
         # a notebook panel's summary is left by wait(), on the cell's own thread: a display
         # update from this thread would carry the parent of the cell that called apply, which
         # nbclient (and so an exported notebook) ignores once that cell has finished
@@ -122,6 +125,8 @@ class Driver:
             for _, rec in items:
                 stats.input_tokens += int(rec.get("input_tokens") or rec.get("tokens") or 0)
                 stats.output_tokens += int(rec.get("output_tokens") or 0)
+                if self.price is not None and "vector" not in rec:  # the projection's recent cost
+                    stats.recent_costs.append(self.price(reply_of(rec).usage))
             if self._store is not None:
                 vectors = [item for item in items if "vector" in item[1]]  # ddf.llm.embed's
                 answers = [item for item in items if "vector" not in item[1]]
@@ -136,12 +141,14 @@ class Driver:
         """The coordinator's counters into the report (live: rows of partitions still running
         count as their answered requests; a partition's exact rows come with its end)."""
         r, s = self.report, self.report.stats
+        if s.started is None and (c.get("sent") or self.parts):
+            s.started = time.monotonic()
+        if c.get("answered", 0) > s.done:  # the sparkline's rows per second
+            s.note_answered(c["answered"] - s.done)
         s.done, s.failed, s.sent = c.get("answered", 0), c.get("failed", 0), c.get("sent", 0)
         s.in_flight, s.cost = c.get("in_flight", 0), float(c.get("spent", 0.0))
         s.by_kind["429"] = c.get("rate_limited", 0)
         s.stop_reason = c.get("stopped") or s.stop_reason
-        if s.started is None and (s.sent or self.parts):
-            s.started = time.monotonic()
         ended = list(self.parts.values())
         r.answered_rows = (sum(p["answered_rows"] for p in ended)
                            + max(0, s.done - sum(p["answered_requests"] for p in ended)))
@@ -213,9 +220,14 @@ def fold(report: RunReport, parts: list[dict]) -> None:
     known_cost = sum(p.get("known_cost") or 0.0 for p in parts)
     report.saved_by_cache = max(0.0, sum(p.get("saved_by_cache") or 0.0 for p in parts) - known_cost)
     report.saved_by_dedup = sum(p.get("saved_by_dedup") or 0.0 for p in parts)
+    report.unsent_requests = total("unsent_requests")
+    report.failed_by, report.not_sent_by = Counter(), Counter()
     stats = report.stats
     stats.total = report.rows = max(report.rows, total("rows"))
     for p in parts:
+        report.failed_by.update(p.get("failed_by") or {})
+        report.not_sent_by.update(p.get("not_sent_by") or {})
+        report.stop_kind = report.stop_kind or p.get("stop_kind")
         for message, n in (p.get("errors") or {}).items():
             stats.errors[message] += n
         for warning in p.get("warnings") or ():

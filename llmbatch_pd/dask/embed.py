@@ -157,6 +157,8 @@ def embed_partition(pdf: pd.DataFrame, job: EmbedJob, partition_info: dict | Non
         "failed_rows": r.failed_rows, "not_sent": r.not_sent, "saved_by_cache": r.saved_by_cache,
         "answered_requests": run.stats.done, "failed_requests": run.stats.failed,
         "errors": dict(errors.most_common(10)), "stop_reason": run.stats.stop_reason,
+        "failed_by": dict(r.failed_by), "not_sent_by": dict(r.not_sent_by), "stop_kind": r.stop_kind,
+        "unsent_requests": r.unsent_requests,
         "warnings": list(r.warnings), "history": None})
     out = pd.Series(cells, index=pdf.index, name=job.output, dtype=object)
     fatal = raised_stop(run.stop_error, out, r)

@@ -220,6 +220,8 @@ def summary(run: PartitionRun, number: int | None, known: int, known_cost: float
         "not_sent": r.not_sent, "saved_by_cache": r.saved_by_cache, "saved_by_dedup": r.saved_by_dedup,
         "answered_requests": s.done, "failed_requests": s.failed, "retrying": s.retrying,
         "errors": dict(s.errors.most_common(10)), "stop_reason": s.stop_reason,
+        "failed_by": dict(r.failed_by), "not_sent_by": dict(r.not_sent_by), "stop_kind": r.stop_kind,
+        "unsent_requests": r.unsent_requests,
         "warnings": list(r.warnings),
         "history": None if history is None else [history.requests, history.input_tokens,
                                                  history.estimated_input_tokens, history.output_tokens,

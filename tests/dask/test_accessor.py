@@ -71,6 +71,8 @@ def test_apply_is_lazy_and_shaped_like_the_pandas_call(client, sim, llm, frame):
     assert len(log) <= 45 and {e["status"] for e in log} == {200}
     assert report.answered_rows == 45 and report.failed_rows == 0
     assert report.cost == pytest.approx(bill(log), rel=1e-9)
+    acc = report.accounting()  # the same accounting as a pandas run's
+    assert (acc.rows, acc.answered, acc.pending, acc.sent) == (45, 45, 0, len(log))
 
 
 def test_the_driver_writes_the_cache_and_the_next_apply_sends_nothing(client, sim, llm, frame, private_cache):

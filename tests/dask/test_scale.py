@@ -104,6 +104,9 @@ def test_one_budget_for_the_cluster_holds_when_answers_grow(client, fresh):
     assert 100 < answered.sum() < 1500  # the budget stopped it, after the answers grew
     assert result.loc[~answered, "llm_output_error"].str.contains("budget").all()
     assert report.cost == pytest.approx(spent, rel=1e-6)
+    acc = report.accounting()  # every row accounted for: answered, or not sent for the budget
+    assert acc.answered == answered.sum() and acc.rows == 1500 and acc.pending == 0
+    assert acc.answered + sum(acc.not_sent.values()) + sum(acc.failed.values()) == 1500
 
 
 def test_a_worker_killed_mid_run_pays_nothing_twice(client, fresh):
