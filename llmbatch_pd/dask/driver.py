@@ -40,6 +40,8 @@ from .partition import reply_of, topic
 
 POLL = 0.2
 """Seconds between two reads of the coordinator."""
+IDLE_POLL = 0.5
+"""Seconds between two reads while nothing has been sent yet (the result not computed)."""
 STOP_GRACE = 2.0
 """Seconds a run stopped run-wide, with nothing in flight, waits for its partitions' ends."""
 FLUSH_WAIT = 30.0
@@ -91,7 +93,8 @@ class Driver:
                 quiet_since = (quiet_since or time.monotonic()) if quiet else None
                 if quiet_since is not None and time.monotonic() - quiet_since >= STOP_GRACE:
                     break
-                self._stop.wait(POLL)
+                # before the result is computed (it may never be) the scheduler is asked less often
+                self._stop.wait(POLL if counts.get("partitions") or self.parts else IDLE_POLL)
             self._finish()
         except BaseException as exc:  # the client went away, the scheduler died: say so in wait()
             self.error = exc
