@@ -14,6 +14,7 @@ and returns its report (``result.llm.report`` is the live one).
 
 from __future__ import annotations
 
+import math
 import uuid
 from typing import Any
 
@@ -54,6 +55,15 @@ def _client() -> Any:
         raise errors.InputError(
             "ddf.llm needs a dask.distributed Client (its scheduler holds the run's coordinator): "
             "from dask.distributed import Client; client = Client()") from None
+
+
+def _per_partition(client: Any, concurrency: int) -> int:
+    """``concurrency=`` is the cluster's, as the pace and the budget are: shared out among the
+    partitions that run at once (one per worker thread). A cluster of many threads would
+    otherwise open with a first wave many times one process's, all of it sent before the
+    provider's headers tell the pace."""
+    threads = sum(client.nthreads().values()) or 1
+    return max(1, math.ceil(concurrency / threads))
 
 
 def _refuse(model: Any, options: dict[str, Any]) -> None:
@@ -138,8 +148,9 @@ class _Call:
         spec = self.spec = chat_spec(list(ddf.columns), template, model=model, **options)
         run_id = uuid.uuid4().hex
         options = {k: v for k, v in options.items() if k != "cache"}
-        self.job = PartJob(run_id, template, {**options, "model": model}, output, usage=usage,
-                           hits=_cached(spec))
+        self.job = PartJob(run_id, template, {**options, "model": model,
+                                              "concurrency": _per_partition(self.client, spec.concurrency)},
+                           output, usage=usage, hits=_cached(spec))
         estimate, longest = None, 0
         if spec.budget is not None or progress is not False:
             estimate, longest = _plan(self.client, ddf, spec, self.job)
@@ -215,7 +226,8 @@ def _embed(data: Any, template: str, model: str, output: str, progress: Any, opt
     spec = build_spec(template, list(data.columns), model=model, **options)
     run_id = uuid.uuid4().hex
     worst = spec.worst_cost(Request(0, [], est_input_tokens=spec.max_request_tokens))  # the largest pack
-    job = EmbedJob(run_id, template, {k: v for k, v in options.items() if k != "cache"} | {"model": model},
+    job = EmbedJob(run_id, template, {k: v for k, v in options.items() if k != "cache"}
+                   | {"model": model, "concurrency": _per_partition(client, spec.concurrency)},
                    output, worst_cost=worst, hits=cached_vectors(spec))
     open_run(client, RunLimits(run_id=run_id, rpm=spec.rpm, tpm=spec.tpm, budget=spec.budget, worst_cost=worst))
     report = RunReport(model=spec.model.full, rows=0, budget=spec.budget, priced=spec.price is not None)
