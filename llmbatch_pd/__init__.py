@@ -1,6 +1,7 @@
 """Send the rows of a pandas DataFrame through LLMs: ``df.llm.apply(template, model=...)``.
 
-Importing this package registers the ``df.llm`` and ``s.llm`` accessors.
+Importing this package registers the ``df.llm`` and ``s.llm`` accessors. It is also an IPython
+extension: ``%load_ext llmbatch_pd`` adds the ``%%llm`` and ``%llm_runs`` magics.
 """
 
 import sys
@@ -35,6 +36,15 @@ if "dask.dataframe" in sys.modules:  # dask is in use already: ddf.llm too (neve
     from . import dask as _dask  # noqa: F401
 
 __version__ = "0.1.0"
+
+
+def load_ipython_extension(ipython) -> None:
+    """``%load_ext llmbatch_pd`` (or ``c.InteractiveShellApp.extensions = ["llmbatch_pd"]``):
+    the ``%%llm`` and ``%llm_runs`` magics (``llmbatch_pd.ui.magics``)."""
+    from .ui.magics import load_ipython_extension as load
+
+    load(ipython)
+
 
 __all__ = [
     "AuthenticationError",

@@ -17,7 +17,7 @@ from typing import TYPE_CHECKING, Any
 import numpy as np
 import pandas as pd
 
-from .core import errors
+from .core import errors, journal
 from .core.defaults import OUTPUT
 
 if TYPE_CHECKING:
@@ -52,6 +52,9 @@ def load_reviews() -> pd.DataFrame:
 
 
 def remember(report: Any, result: Any = None) -> None:
+    """Keep the last run's report and result, and put the run in the kernel's journal
+    (``%llm_runs``; a background job's entry is the job's own, updated here)."""
+    journal.record(report, "run")
     LAST["report"] = report
     if result is not None:
         LAST["result"] = result

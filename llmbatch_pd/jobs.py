@@ -12,7 +12,7 @@ from typing import Any
 
 import pandas as pd
 
-from .core import errors
+from .core import errors, journal
 from .core.report import RunReport, RunReports
 from .planning import estimate as plan
 from .transport.loop_thread import Call, run_sync
@@ -108,12 +108,15 @@ class Job:
 
     It runs on the engine's own loop thread, so it keeps going while other cells run.
     ``result()`` blocks until it is done, ``await job`` waits without blocking a loop,
-    ``cancel()`` stops sending and keeps every finished row.
+    ``cancel()`` stops sending and keeps every finished row. It is in the kernel's journal
+    (``%llm_runs``) from the start, its status updated when it ends.
     """
 
     def __init__(self, apply: Any, *, start: bool = True) -> None:
         self._apply = apply
         self._call: Call | None = None
+        self._cancelled = False
+        journal.record(apply.report, "job", "running" if start else "waiting to start")
         self._lock = threading.Lock()  # start() and cancel() may come from a click and a cell at once
         # Created here; updated from the engine's loop thread. With confirm=True the panel shows
         # Run: a click reaches the kernel once the cell that called submit() has returned.
@@ -134,6 +137,7 @@ class Job:
         """Begin sending (with ``confirm=True`` this is what the Run button does)."""
         with self._lock:
             if self._call is None:  # once; and never after cancel()
+                journal.record(self.report, "job", "running")
                 self._call = Call(self._main())
 
     async def _main(self) -> None:
@@ -146,6 +150,8 @@ class Job:
                 ticker.cancel()
             if shown:
                 shown.close()
+            # the status read from the report from now on (done, failed, stopped ...)
+            journal.record(self.report, "job", "cancelled" if self._cancelled else None)
 
     def done(self) -> bool:
         return self._call is not None and self._call.done()
@@ -156,6 +162,7 @@ class Job:
         self._cancel("cancelled by the user")
 
     def _cancel(self, reason: str) -> None:
+        self._cancelled = True
         with self._lock:
             if self._call is None:  # never started: on the loop (it owns the panel from now on)
                 self._call = Call(self._never_started(reason))
@@ -164,6 +171,7 @@ class Job:
 
     async def _never_started(self, reason: str) -> None:
         self._apply.close_unstarted(reason)
+        journal.record(self.report, "job", "cancelled")
         if self._shown:
             self._shown.close()
 

@@ -7,6 +7,10 @@ MAX_RETRIES = 6
 """Retries of a request after a retryable failure (429s do not count: the limiter paces)."""
 TIMEOUT = 120.0
 """Seconds a request may take, from sending to its last byte."""
+FLEX_TIMEOUT = 900.0
+"""``tier="flex"``: seconds a request may take (OpenAI's flex guide raises the SDK's timeout to 15 minutes)."""
+TIER = None
+"""``tier=``: the provider's standard tier."""
 POLL_INTERVAL = 30.0
 """Seconds between a batch job's status checks (backing off)."""
 EMBED_CONCURRENCY = 16

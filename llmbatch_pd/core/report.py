@@ -74,6 +74,7 @@ class RunReport:
     cut_requests: int = 0  # requests on their way when the run was interrupted (never heard back)
     saved_by_cache: float = 0.0
     saved_by_dedup: float = 0.0
+    saved_by_prompt_cache: float = 0.0  # dollars the provider's prompt cache took off the answers paid for
     budget: float | None = None
     estimate: Any = None  # the planning.estimate.Estimate made before the run (refined after a pilot)
     stats: EngineStats = field(default_factory=EngineStats)

@@ -21,7 +21,9 @@ class Request:
 @dataclass(slots=True)
 class Usage:
     """Tokens normalised across providers: ``input_tokens`` counts every prompt token,
-    ``cached_tokens`` is the part of it read from the provider's prompt cache."""
+    ``cached_tokens`` is the part of it read from the provider's prompt cache and
+    ``cache_write_tokens`` the part written to it (Anthropic bills writes; of them,
+    ``cache_write_1h_tokens`` went to a one-hour entry, billed dearer)."""
 
     input_tokens: int = 0
     output_tokens: int = 0
@@ -30,6 +32,7 @@ class Usage:
     cost: float | None = None
     """Dollars the provider reported for this answer (LiteLLM's ``x-litellm-response-cost``);
     when present it is the cost, whatever the price list says."""
+    cache_write_1h_tokens: int = 0
 
     def __add__(self, other: Usage) -> Usage:
         return Usage(
@@ -38,6 +41,7 @@ class Usage:
             self.cached_tokens + other.cached_tokens,
             self.cache_write_tokens + other.cache_write_tokens,
             None if self.cost is None or other.cost is None else self.cost + other.cost,
+            self.cache_write_1h_tokens + other.cache_write_1h_tokens,
         )
 
 

@@ -5,18 +5,25 @@ answer from the cache), so its counts are the run's counts. Input tokens come fr
 ``tokens.py`` (exact with tiktoken where available offline, otherwise a calibrated estimate
 with a wider range). Output tokens come from a pilot when one was run, else from
 ``DEFAULT_OUTPUT_TOKENS``; ``max_tokens`` (or ``DEFAULT_MAX_OUTPUT``) bounds the high end.
+
+Prompt caching (real time): each request's static start (``Provider.offer``) is read from the
+provider's cache, except by the first request, which the engine sends alone and which misses
+(OpenAI) or writes (Anthropic); the expected and low costs count that, the high one no hits. The
+other ways to run the same rows (packed, flex, batch) are priced in ``ways.py``
+(:attr:`Estimate.ways`).
 """
 
 from __future__ import annotations
 
 import math
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass, field, replace
 from typing import Any
 
 from ..core.figures import expected_cost
 from ..core.numbers import money as fmt_money
 from ..core.types import Usage
 from .pricing import BATCH_DISCOUNT, Price, cost
+from .ways import Basis, Offer, Way, cache_split, mark, ways
 
 # Without a pilot we assume this many output tokens per answer (a sentence or two).
 DEFAULT_OUTPUT_TOKENS = 100
@@ -78,11 +85,25 @@ class Estimate:
     batch_cost: float | None = None
     batch_cost_high: float | None = None
     cache_saves: float | None = None  # dollars the cached rows would have cost
+    cached_input_tokens: int = 0  # of input_tokens: expected to be read from the prompt cache
+    cache_write_tokens: int = 0  # of input_tokens: expected to be written to it (Anthropic)
+    prompt_cache_saves: float | None = None  # dollars prompt caching is expected to save
     wall_time_s: float = 0.0
     budget: float | None = None
     token_counting: str = ""
     output_basis: str = ""
     price: Price | None = field(default=None, repr=False)
+    ways: list[Way] = field(default_factory=list, repr=False)
+    """Every way this model can run the rows, priced (``planning.ways``), cheapest marked."""
+
+    def ways_within(self, max_wall_s: float | None = None, budget: float | None = None) -> list[Way]:
+        """:attr:`ways` re-marked for a wall-time limit (and a budget other than the run's)."""
+        return mark(self.ways, self.budget if budget is None else budget, max_wall_s)
+
+    @property
+    def cheapest(self) -> Way | None:
+        """The cheapest way that fits the budget, or None."""
+        return next((w for w in self.ways if w.cheapest), None)
 
     @property
     def requests(self) -> int:
@@ -98,7 +119,12 @@ class Estimate:
         """The estimate frame's row (``df.llm.estimate()``): ``to_send`` is its "requests" column."""
         row = asdict(self)
         row.pop("price")
-        return {"requests" if k == "to_send" else k: v for k, v in row.items()}
+        row.pop("ways")
+        row = {"requests" if k == "to_send" else k: v for k, v in row.items()}
+        for way in self.ways:
+            row[f"{way.name} $"] = way.cost
+        row["cheapest way"] = self.cheapest.name if self.cheapest is not None else None
+        return row
 
     def summary(self) -> str:
         money = "no price known"
@@ -134,13 +160,21 @@ def build(
     budget: float | None,
     pilot: Pilot | None = None,
     tiers: tuple[tuple[int, Price], ...] = (),
+    offer: Offer | None = None,
+    realtime: bool = True,
 ) -> Estimate:
     """The numbers, from the counts of one pass over the request stream. ``tiers``: the
-    model's dearer prices for long prompts (``worst.tiers_for``), applied request by request."""
+    model's dearer prices for long prompts (``worst.tiers_for``), applied request by request.
+    ``offer``: the provider's prompt caching, batch API and flex tier (``Provider.offer``);
+    ``realtime=False`` (``mode="batch"``) predicts no prompt-cache hits."""
+    ratio = pilot.input_ratio if pilot and pilot.requests else 1.0
+    offer = offer or Offer()
     requests = len(input_counts)
     counted = sum(input_counts)
+    # the cacheable tokens corrected as our count was (the pilot's ratio), in the API's steps
+    cacheable = _cacheable(offer, ratio, counted * ratio / requests if requests else 0)
+    offer = replace(offer, tokens=cacheable, static=round(offer.static * ratio))
     low_f, high_f = INPUT_RANGE_EXACT if exact else INPUT_RANGE_ESTIMATED
-    ratio = pilot.input_ratio if pilot and pilot.requests else 1.0
     input_expected = round(counted * ratio)
     input_low = round(counted * min(low_f, ratio))
     input_high = math.ceil(counted * max(high_f, ratio * 1.05))
@@ -180,16 +214,41 @@ def build(
         scenarios = (("_low", input_low, est.output_tokens_low, min(low_f, ratio), low_per),
                      ("", input_expected, est.output_tokens, ratio, per_answer),
                      ("_high", input_high, est.output_tokens_high, max(high_f, ratio * 1.05), cap))
+        cache_tokens = cacheable if realtime else 0
         for suffix, inp, out, factor, per in scenarios:
             if tiers and any(c * factor > tiers[0][0] for c in input_counts):
                 dollars = _tiered(input_counts, factor, per, price, tiers)
+                batch_dollars = dollars * BATCH_DISCOUNT
             else:
-                dollars = cost(Usage(inp, out), price)
+                read, written = cache_split(requests, cache_tokens, offer.writes,
+                                            hits=suffix != "_high")
+                dollars = cost(Usage(inp, out, read, written), price)
+                batch_dollars = cost(Usage(inp, out), replace(price, discount=1.0), batch=True)
+                if suffix == "":
+                    est.cached_input_tokens, est.cache_write_tokens = read, written
+                    est.prompt_cache_saves = cost(Usage(inp, out), price) - dollars
             setattr(est, f"cost{suffix}", dollars)
-            setattr(est, f"batch_cost{suffix}", dollars * BATCH_DISCOUNT)
+            setattr(est, f"batch_cost{suffix}", batch_dollars)
     est.wall_time_s = wall_time(requests, latency, concurrency, rpm, tpm,
                                 (input_expected + est.output_tokens) / requests if requests else 0)
+
+    def wall(n: int, seconds: float, tokens: float) -> float:
+        return wall_time(n, seconds, concurrency, rpm, tpm, tokens)
+
+    basis = Basis(rows=requests, input_tokens=input_expected, output_tokens=est.output_tokens,
+                  latency=latency, seconds_per_output_token=1 / OUTPUT_TOKENS_PER_S,
+                  price=price, budget=budget)
+    est.ways = ways(basis, offer, wall)
     return est
+
+
+def _cacheable(offer: Offer, ratio: float, per_request: float) -> int:
+    """Prompt tokens a request reads from the cache: ``offer.tokens`` corrected as our count of
+    them was (``ratio``: the provider's count over ours, from a pilot), in the API's steps."""
+    if not offer.tokens:
+        return 0
+    tokens = int(min(offer.tokens * ratio, per_request))
+    return tokens - tokens % max(1, offer.step)
 
 
 def _tiered(counts: list[int], factor: float, per_answer: float, price: Price,

@@ -22,13 +22,18 @@ How genai-prices' shapes are reduced to one :class:`Price`:
 - Request variants (OpenAI's priority / flex tiers, genai-prices' own ``processing: batch``)
   are ignored: this is the standard tier. Batch pricing is ours: ``cost(..., batch=True)``
   halves everything, the discount both OpenAI and Anthropic document for their batch APIs.
+  OpenAI's flex tier is "priced at Batch API rates, with additional discounts from prompt
+  caching" (its flex-processing guide): :func:`flex_price` is the price with that discount.
+- Prompt caching: cached reads pay ``cache_read_mtok``, cache writes ``cache_write_mtok``
+  (Anthropic's 5-minute writes, 1.25x input) and one-hour writes ``cache_write_1h_mtok`` (2x
+  input; genai-prices lists it for Anthropic's models; twice the input price where it does not).
 """
 
 from __future__ import annotations
 
 import math
 from collections.abc import Mapping
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from datetime import UTC, datetime
 from functools import lru_cache
 from typing import Any, Protocol
@@ -38,6 +43,8 @@ __all__ = [
     "Price",
     "context_window",
     "cost",
+    "flex_price",
+    "prompt_cache_saving",
     "price_for",
     "resolve_provider",
 ]
@@ -71,6 +78,16 @@ class Price:
     cache_write_per_mtok: float | None = None
     source: str = "override"
     """Either "genai-prices" or "override"."""
+    cache_write_1h_per_mtok: float | None = None
+    """One-hour cache writes (Anthropic); None: twice the input price, as Anthropic bills them."""
+    discount: float = 1.0
+    """What the whole bill is multiplied by: 1.0 for the standard tier, :data:`BATCH_DISCOUNT`
+    for OpenAI's flex tier (:func:`flex_price`)."""
+
+
+def flex_price(price: Price | None) -> Price | None:
+    """``price`` in OpenAI's flex tier: Batch API rates (half), caching discounts on top."""
+    return None if price is None else replace(price, discount=BATCH_DISCOUNT)
 
 
 class UsageLike(Protocol):
@@ -101,6 +118,7 @@ def cost(usage: UsageLike, price: Price | None, *, batch: bool = False) -> float
         return 0.0
     cached = max(0, getattr(usage, "cached_tokens", 0) or 0)
     written = max(0, getattr(usage, "cache_write_tokens", 0) or 0)
+    written_1h = min(written, max(0, getattr(usage, "cache_write_1h_tokens", 0) or 0))
     # Clamp rather than raise: a provider's odd usage report must not stop a run.
     uncached = max(0, usage.input_tokens - cached - written)
     cached_price = (
@@ -109,13 +127,38 @@ def cost(usage: UsageLike, price: Price | None, *, batch: bool = False) -> float
     write_price = (
         price.input_per_mtok if price.cache_write_per_mtok is None else price.cache_write_per_mtok
     )
+    write_1h_price = (
+        2 * price.input_per_mtok if price.cache_write_1h_per_mtok is None
+        else price.cache_write_1h_per_mtok
+    )
     dollars = (
         uncached * price.input_per_mtok
         + cached * cached_price
-        + written * write_price
+        + (written - written_1h) * write_price
+        + written_1h * write_1h_price
         + max(0, usage.output_tokens) * price.output_per_mtok
     ) / 1_000_000
+    dollars *= getattr(price, "discount", 1.0)
     return dollars * BATCH_DISCOUNT if batch else dollars
+
+
+def prompt_cache_saving(usage: UsageLike, price: Price | None, *, batch: bool = False) -> float:
+    """Dollars prompt caching saved on ``usage``: its cost with every prompt token at the
+    input price, less its cost (negative when cache writes cost more than the reads saved)."""
+    if price is None or getattr(usage, "cost", None) is not None:
+        return 0.0
+    if not (getattr(usage, "cached_tokens", 0) or getattr(usage, "cache_write_tokens", 0)):
+        return 0.0
+    plain = _Plain(usage.input_tokens, usage.output_tokens)
+    return cost(plain, price, batch=batch) - cost(usage, price, batch=batch)
+
+
+@dataclass(frozen=True)
+class _Plain:
+    input_tokens: int
+    output_tokens: int
+    cached_tokens: int = 0
+    cache_write_tokens: int = 0
 
 
 def price_for(
@@ -254,7 +297,8 @@ def _override_price(key: str, value: Any) -> Price:
             f"a dict or a Price, in dollars per million tokens; got {value!r}"
         )
     for name, number in fields.items():
-        if number is None and name in ("cached_input_per_mtok", "cache_write_per_mtok"):
+        if number is None and name in ("cached_input_per_mtok", "cache_write_per_mtok",
+                                       "cache_write_1h_per_mtok"):
             continue
         if (
             isinstance(number, bool)
@@ -274,6 +318,7 @@ _OVERRIDE_FIELDS = {
     "output_per_mtok": "output_per_mtok",
     "cached_input_per_mtok": "cached_input_per_mtok",
     "cache_write_per_mtok": "cache_write_per_mtok",
+    "cache_write_1h_per_mtok": "cache_write_1h_per_mtok",
     "input": "input_per_mtok",
     "output": "output_per_mtok",
     "cached_input": "cached_input_per_mtok",
@@ -319,6 +364,7 @@ def _catalogue_price(provider: str, model: str) -> Price | None:
         cached_input_per_mtok=_base(getattr(model_price, "cache_read_mtok", None)),
         cache_write_per_mtok=_base(getattr(model_price, "cache_write_mtok", None)),
         source="genai-prices",
+        cache_write_1h_per_mtok=_base(getattr(model_price, "cache_write_1h_mtok", None)),
     )
 
 

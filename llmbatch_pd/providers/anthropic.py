@@ -17,6 +17,16 @@ Message Batches (``mode="batch"``): ``POST /v1/messages/batches`` with ``request
 with result type succeeded, errored, canceled or expired. At most 100,000 requests or 256 MB
 per job. ``custom_id`` must match ``^[a-zA-Z0-9_-]{1,64}$``: our request keys are 32 hex
 digits.
+
+Prompt caching caches only what ``cache_control`` marks. The static part of the prompt comes
+first (system, then the template's text before its first field, or a packed request's
+instructions), so the user message is sent as two text blocks, the first marked
+``{"type": "ephemeral"}`` (``"ttl": "1h"`` in batch lines: a job often outlasts five minutes),
+when system + marked prefix reach the model's minimum (``Capabilities.cache_min_tokens``:
+1,024, or 4,096 for Haiku 4.5 and Opus 4.5+); below it the API would silently not cache,
+and nothing is marked. Usage: reads (``cache_read_input_tokens``, 0.1x) and writes
+(``cache_creation_input_tokens``, of which ``cache_creation.ephemeral_1h_input_tokens``
+one-hour ones, 2x; the rest 1.25x).
 """
 
 from __future__ import annotations
@@ -25,11 +35,14 @@ import json
 import re
 import time
 from collections.abc import Mapping
+from dataclasses import replace
 from datetime import UTC, datetime
 from typing import TYPE_CHECKING, Any
 
 from ..core import errors
 from ..core.types import BatchInfo, RateLimitInfo, Reply, Request, Usage
+from ..planning.tokens import counter_for
+from ..planning.ways import Offer
 from .base import BatchHTTP, BatchOutcome, Provider, classify_http_error, parse_int
 
 if TYPE_CHECKING:  # pydantic loads only when schema= is used
@@ -57,6 +70,8 @@ def uses_tool_for_schema(model: str) -> bool:
     4.5, Haiku 4.5 and later have them): they get a forced tool call instead."""
     return bool(_TOOL_MODELS.search(model.lower()))
 _SYSTEM_ROLES = ("system", "developer")
+PACKED_ROWS = "\n\n<rows>\n"
+"""Where a packed request's rows start (CONTRACTS C1): everything before is the same in every pack."""
 
 
 class AnthropicMessages(Provider):
@@ -65,6 +80,7 @@ class AnthropicMessages(Provider):
     api_version = API_VERSION
     max_tokens_field = "max_tokens"
     default_max_tokens = DEFAULT_MAX_TOKENS
+    cache_writes = True
 
     def __init__(self, model, base_url, api_key, *, max_tokens_field: str | None = None,
                  **declared: Any) -> None:
@@ -82,8 +98,9 @@ class AnthropicMessages(Provider):
         if api_key is not None:
             self._headers["authorization"] = f"Bearer {api_key.reveal()}"
 
-    def _body(self, request: Request) -> dict[str, Any]:
+    def _body(self, request: Request, ttl: str | None = None) -> dict[str, Any]:
         system, messages = split_system(request.messages)
+        messages = self._mark_cache(system, messages, ttl)
         body: dict[str, Any] = {"model": self.model, "max_tokens": DEFAULT_MAX_TOKENS}
         if system is not None:
             body["system"] = system
@@ -98,6 +115,45 @@ class AnthropicMessages(Provider):
             else:
                 body[name] = value
         return body
+
+    def _mark_cache(self, system: System, messages: list[dict[str, Any]],
+                    ttl: str | None) -> list[dict[str, Any]]:
+        """``messages`` with the static start of the last user message split off into a
+        ``cache_control`` block, when system + that start reach the model's caching minimum."""
+        minimum = self.capabilities.cache_min_tokens
+        if not minimum or not messages or messages[-1].get("role") != "user":
+            return messages
+        content = messages[-1].get("content")
+        if not isinstance(content, str):
+            return messages
+        cut = content.find(PACKED_ROWS)
+        if cut < 0:
+            cut = len(self.prefix) if self.prefix and content.startswith(self.prefix) else 0
+        static, rest = content[:cut], content[cut:]
+        if not static.strip():
+            return messages
+        system_text = system if isinstance(system, str) else json.dumps(system or "")
+        if self._static_tokens(system_text if system else "", static) < minimum:
+            return messages
+        mark: dict[str, Any] = {"type": "ephemeral"}
+        if ttl:
+            mark["ttl"] = ttl
+        blocks = [{"type": "text", "text": static, "cache_control": mark}]
+        if rest:
+            blocks.append({"type": "text", "text": rest})
+        return [*messages[:-1], {"role": "user", "content": blocks}]
+
+    def offer(self, system: str | None, count: Any, fields: int = 1) -> Offer:
+        """As every provider's, but only a template prefix is marked (no prefix: no caching)."""
+        offer = super().offer(system, count, fields)
+        return offer if self.prefix.strip() else replace(offer, tokens=0)
+
+    def _static_tokens(self, system: str, static: str) -> int:
+        memo = self.__dict__.setdefault("_static_memo", {})
+        if (system, static) not in memo:
+            counter = counter_for(f"anthropic/{self.model}")
+            memo[(system, static)] = counter.count(system) + counter.count(static) + 8
+        return memo[(system, static)]
 
     def structured(self, schema: OutputSchema) -> dict[str, Any]:
         """``output_config.format`` (structured outputs) where the model has it; older models
@@ -125,11 +181,13 @@ class AnthropicMessages(Provider):
             u = data.get("usage") or {}
             read = int(u.get("cache_read_input_tokens") or 0)
             write = int(u.get("cache_creation_input_tokens") or 0)
+            created = u.get("cache_creation") or {}
             usage = Usage(
                 input_tokens=int(u.get("input_tokens") or 0) + read + write,
                 output_tokens=int(u.get("output_tokens") or 0),
                 cached_tokens=read,
                 cache_write_tokens=write,
+                cache_write_1h_tokens=min(write, int(created.get("ephemeral_1h_input_tokens") or 0)),
             )
         except (KeyError, TypeError, AttributeError, ValueError) as exc:
             raise errors.MalformedResponse(f"unexpected response shape: {exc!r}") from None
@@ -143,7 +201,7 @@ class AnthropicMessages(Provider):
     max_batch_bytes = 256 * 1024 * 1024
 
     def batch_line(self, request: Request) -> bytes:
-        return json.dumps({"custom_id": request.key, "params": self._body(request)},
+        return json.dumps({"custom_id": request.key, "params": self._body(request, ttl="1h")},
                           ensure_ascii=False).encode()
 
     async def create_batch(self, http: BatchHTTP, lines: list[bytes], tag: str = "") -> BatchInfo:

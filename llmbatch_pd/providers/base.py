@@ -26,6 +26,7 @@ from typing import TYPE_CHECKING, Any, Literal, Protocol, TypeVar
 from ..core import errors
 from ..core.secrets import Secret, safe_url
 from ..core.types import BatchInfo, RateLimitInfo, Reply, Request
+from ..planning.ways import Offer
 
 if TYPE_CHECKING:  # pydantic loads only when schema= is used
     from ..core.schema import OutputSchema
@@ -65,6 +66,13 @@ class Capabilities:
     structured: Literal["schema", "json"] = "schema"
     """``schema=``: "schema", the request carries the JSON schema; "json", JSON mode only, the
     schema goes in the system prompt (DeepSeek)."""
+    cache_min_tokens: int = 0
+    """The shortest prompt prefix the API caches (0: no prompt caching known here). OpenAI,
+    Gemini: automatic above it; Anthropic: what ``cache_control`` marks, when it is this long."""
+    cache_key: bool = False
+    """The API takes ``prompt_cache_key`` (OpenAI): requests with the same key share a cache."""
+    flex: bool = False
+    """OpenAI's flex tier (``tier="flex"``: ``service_tier: "flex"``, batch prices, slower)."""
 
 
 class Provider(ABC):
@@ -77,8 +85,12 @@ class Provider(ABC):
     capabilities = Capabilities()
     """The dialect's own, for a provider built directly; the registry passes the preset's."""
 
+    cache_step = 1
+    """Prompt caching hits come in multiples of this many tokens (OpenAI: 128)."""
+
     def __init__(self, model: str, base_url: str, api_key: Secret | None, *,
-                 key_env: str | None = None, capabilities: Capabilities | None = None) -> None:
+                 key_env: str | None = None, capabilities: Capabilities | None = None,
+                 prefix: str = "", tier: str | None = None) -> None:
         self.model = model
         self.base_url = base_url.rstrip("/")
         self.api_key = api_key
@@ -86,6 +98,27 @@ class Provider(ABC):
             self.key_env = key_env
         if capabilities is not None:
             self.capabilities = capabilities
+        self.prefix = prefix
+        """The run's template text before its first field: the static part of every prompt,
+        which prompt caching can serve (``Template.prefix``)."""
+        self.tier = tier
+        """``tier=``: None or "standard", or "flex" (OpenAI)."""
+
+    cache_writes = False
+    """Prompt-cache writes are billed (Anthropic); elsewhere a miss pays the input price."""
+
+    def offer(self, system: str | None, count: Callable[[str], int], fields: int = 1) -> Offer:
+        """What this provider offers the run's requests beyond the list price, for the
+        estimate: the prompt tokens each can read from its cache once an earlier one wrote
+        them (system prompt and template prefix, counted with ``count``, in the API's steps;
+        0 under its minimum or without prompt caching), a batch API, the flex tier."""
+        caps = self.capabilities
+        static = (count(system) + 4 if system else 0) + (count(self.prefix) + 4 if self.prefix else 0)
+        tokens = static - static % self.cache_step
+        tokens = tokens if caps.cache_min_tokens and tokens >= caps.cache_min_tokens else 0
+        return Offer(tokens=tokens, minimum=caps.cache_min_tokens, step=self.cache_step,
+                     writes=self.cache_writes, static=static, batch=caps.batch, flex=caps.flex,
+                     fields=max(1, fields))
 
     @property
     def supports_batch(self) -> bool:

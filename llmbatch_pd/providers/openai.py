@@ -8,10 +8,25 @@ status (validating, in_progress, finalizing, then completed, failed, expired or 
 ``request_counts``; the answers are JSONL files (``output_file_id`` for successes,
 ``error_file_id`` for failures and expired requests) read with ``GET /files/{id}/content``
 and matched by ``custom_id``. At most 50,000 requests and 200 MB per job.
+
+Prompt caching is automatic at OpenAI (prefixes of 1,024 tokens and more, in 128-token
+steps), Gemini and DeepSeek: the run puts the static part first (system prompt, then the
+template's text before its first field), and where the API takes it (``Capabilities.cache_key``)
+every request carries ``prompt_cache_key``, a digest of model, system prompt and that prefix, so
+they are routed to the same cache. Cached tokens come back as
+``usage.prompt_tokens_details.cached_tokens`` (OpenAI, Gemini; part of ``prompt_tokens``) or
+``usage.prompt_cache_hit_tokens`` (DeepSeek).
+
+``tier="flex"`` (models with ``Capabilities.flex``) sends ``service_tier: "flex"``: billed at
+Batch API rates, slower, and answered with 429 when capacity is short (the flex guide's
+"resource unavailable"); such a 429 is waited out patiently (:data:`FLEX_RETRY_AFTER` unless the
+server says how long), as a rate limit: it uses up no retries and counts nothing toward the
+circuit breaker.
 """
 
 from __future__ import annotations
 
+import hashlib
 import json
 from collections.abc import Mapping
 from typing import TYPE_CHECKING, Any
@@ -33,6 +48,8 @@ if TYPE_CHECKING:  # pydantic loads only when schema= is used
 
 BATCH_ENDED = frozenset({"completed", "failed", "expired", "cancelled"})
 DEAD = frozenset({"failed", "expired", "cancelled", "cancelling"})  # no answers to collect
+FLEX_RETRY_AFTER = 15.0
+"""Seconds to wait after a flex 429 that names no wait: capacity comes back in minutes, not ms."""
 TAG_FIELD = "llmbatch_pd_requests"
 """The job's metadata field holding a digest of its request keys (found again by it)."""
 
@@ -160,6 +177,7 @@ class OpenAIBatches:
 class OpenAIChat(OpenAIBatches, Provider):
     name = "openai"
     key_env = "OPENAI_API_KEY"
+    cache_step = 128
     max_tokens_field = "max_tokens"
     """What carries ``max_tokens``: OpenAI's own reasoning models refuse ``max_tokens`` and read
     ``max_completion_tokens`` (the registry passes that for api.openai.com); vLLM, Ollama and
@@ -183,7 +201,23 @@ class OpenAIChat(OpenAIBatches, Provider):
             if value is None:
                 continue
             body[field if name == "max_tokens" else name] = value
+        if self.capabilities.cache_key and "prompt_cache_key" not in body:
+            key = self.cache_key(request.messages)
+            if key:
+                body["prompt_cache_key"] = key
+        if self.tier == "flex":
+            body["service_tier"] = "flex"
         return body
+
+    def cache_key(self, messages: list[dict[str, Any]]) -> str | None:
+        """``prompt_cache_key``: a digest of the model, the system prompt and the template's
+        prefix: the same for every request of a run, whatever its rows. None when the run has
+        no static part (nothing shared to route to one cache)."""
+        system = [m.get("content") for m in messages if m.get("role") in ("system", "developer")]
+        if not system and not self.prefix.strip():
+            return None
+        text = json.dumps([self.model, system, self.prefix], ensure_ascii=False, default=str)
+        return "llmbatch-" + hashlib.sha256(text.encode()).hexdigest()[:24]
 
     def _batch_body(self, request: Request) -> dict[str, Any]:
         """A batch line runs on OpenAI's own Batch API (a server with ``/v1/batches`` is OpenAI
@@ -199,10 +233,12 @@ class OpenAIChat(OpenAIBatches, Provider):
                 raise errors.BadRequestError(f"the model refused: {message['refusal']}")
             u = data.get("usage") or {}
             details = u.get("prompt_tokens_details") or {}
+            # DeepSeek: prompt_cache_hit_tokens (+ miss = prompt_tokens); others: the details
+            cached = details.get("cached_tokens") or u.get("prompt_cache_hit_tokens") or 0
             usage = Usage(
                 input_tokens=int(u.get("prompt_tokens") or 0),
                 output_tokens=int(u.get("completion_tokens") or 0),
-                cached_tokens=int(details.get("cached_tokens") or 0),
+                cached_tokens=int(cached),
             )
         except (KeyError, IndexError, TypeError, AttributeError, ValueError) as exc:
             raise errors.MalformedResponse(f"unexpected response shape: {exc!r}") from None
@@ -243,6 +279,8 @@ class OpenAIChat(OpenAIBatches, Provider):
             if text:
                 message = text
         exc = classify_http_error(status, self.scrub(message), str(code or ""), headers)
+        if self.tier == "flex" and isinstance(exc, errors.RateLimitError) and exc.retry_after is None:
+            exc.retry_after = FLEX_RETRY_AFTER  # capacity, not our pace: wait it out patiently
         if isinstance(exc, errors.AuthenticationError):
             exc.message += f" (check {self._key_hint()})"
         return exc

@@ -16,6 +16,9 @@ The rule (README, "Providers and batch mode"):
 3. Without ``base_url=``, a bare name is looked up in the price catalogue (``gpt-...`` is
    OpenAI's, ``claude-...`` Anthropic's); anything else is refused.
 
+Capabilities per model: the preset's, plus the prompt-caching minimum
+(:func:`cache_min_tokens`) and OpenAI's flex tier (:data:`FLEX_MODELS`).
+
 Which field carries ``max_tokens``: OpenAI itself (``api.openai.com``, Azure OpenAI) refuses
 ``max_tokens`` on its reasoning models and reads ``max_completion_tokens``; every other
 OpenAI-compatible server (vLLM, Ollama, gateways, the simulator) reads ``max_tokens``. Batch
@@ -26,7 +29,8 @@ from __future__ import annotations
 
 import ipaddress
 import os
-from dataclasses import dataclass
+import re
+from dataclasses import dataclass, replace
 from urllib.parse import urlsplit
 
 from ..core.errors import InputError
@@ -51,19 +55,50 @@ class Preset:
 
 PRESETS: dict[str, Preset] = {
     "openai": Preset(OpenAIChat, "https://api.openai.com/v1", "OPENAI_API_KEY", "OPENAI_BASE_URL",
-                     Capabilities(batch=True, embeddings=True)),
+                     Capabilities(batch=True, embeddings=True, cache_min_tokens=1024, cache_key=True)),
     # Anthropic's native Messages API; its base URL is the root, the dialect adds /v1/messages.
     "anthropic": Preset(AnthropicMessages, "https://api.anthropic.com", "ANTHROPIC_API_KEY",
-                        "ANTHROPIC_BASE_URL", Capabilities(batch=True)),
+                        "ANTHROPIC_BASE_URL", Capabilities(batch=True, cache_min_tokens=1024)),
     # OpenAI's dialect: its embeddings route too (a server without one answers 404)
     "deepseek": Preset(OpenAIChat, "https://api.deepseek.com", "DEEPSEEK_API_KEY", "DEEPSEEK_BASE_URL",
-                       Capabilities(embeddings=True, structured="json")),
+                       Capabilities(embeddings=True, structured="json", cache_min_tokens=64)),
+    # implicit caching (Gemini 2.5+); its OpenAI endpoint is not known to take prompt_cache_key
     "gemini": Preset(OpenAIChat, "https://generativelanguage.googleapis.com/v1beta/openai",
-                     "GEMINI_API_KEY", "GEMINI_BASE_URL", Capabilities(embeddings=True)),
+                     "GEMINI_API_KEY", "GEMINI_BASE_URL",
+                     Capabilities(embeddings=True, cache_min_tokens=1024)),
 }
 COMPATIBLE = Preset(OpenAIChat, "", "OPENAI_API_KEY", capabilities=Capabilities(embeddings=True))
 """Any OpenAI-compatible server given as ``base_url=``: chat completions and embeddings, no
 batch API."""
+FLEX_MODELS = ("gpt-5", "gpt-5-mini", "gpt-5-nano", "gpt-5.1", "o3", "o4-mini", "gpt-4.1-mini",
+               "gpt-4.1-nano")
+"""OpenAI models with the flex tier (and their dated snapshots). OpenAI's pricing page lists
+them; the simulator's ``flex_models`` default is the same kind of list."""
+_BIG_MINIMUM = re.compile(r"claude-(haiku-4-5|opus-4-([5-9]|\d\d))")
+
+
+def cache_min_tokens(ref: ModelRef, preset: Preset) -> int:
+    """The shortest prefix ``ref``'s API caches: Anthropic's Haiku 4.5 and Opus 4.5 and later
+    need 4,096 tokens, its other models 1,024 (Anthropic's prompt-caching page); the rest is
+    the preset's."""
+    if ref.provider == "anthropic" and _BIG_MINIMUM.search(ref.model.lower()):
+        return 4096
+    return preset.capabilities.cache_min_tokens
+
+
+def has_flex(ref: ModelRef) -> bool:
+    """True for an ``openai/`` model OpenAI serves in the flex tier."""
+    name = ref.model.lower()
+    return ref.provider == "openai" and any(
+        name == m or re.fullmatch(re.escape(m) + r"-\d{4}-\d{2}-\d{2}", name) for m in FLEX_MODELS)
+
+
+def capabilities_for(ref: ModelRef) -> Capabilities:
+    """What ``ref``'s API offers: its preset's capabilities, with the model's own."""
+    preset = PRESETS.get(ref.provider, COMPATIBLE)
+    return replace(preset.capabilities, cache_min_tokens=cache_min_tokens(ref, preset),
+                   flex=has_flex(ref))
+
 
 
 @dataclass(frozen=True)
@@ -110,14 +145,32 @@ def _provider_from_catalogue(name: str) -> str | None:
 
 
 def make_provider(ref: ModelRef, *, base_url: str | None = None, api_key: str | Secret | None = None,
-                  need_key: bool = True) -> Provider:
+                  need_key: bool = True, prefix: str = "", tier: str | None = None) -> Provider:
     """The chat provider for ``ref``. ``need_key=False``: for an estimate, which sends nothing,
-    a missing key is no error."""
+    a missing key is no error. ``prefix``: the template's static start (prompt caching);
+    ``tier``: None, "standard" or "flex" (refused for a model without it)."""
     preset = PRESETS.get(ref.provider, COMPATIBLE)
+    capabilities = capabilities_for(ref)
+    check_tier(ref, tier, capabilities)
     url, key = _endpoint(ref, preset, base_url, api_key, need_key)
     field = "max_completion_tokens" if is_openai_itself(url) else "max_tokens"
     return preset.dialect(ref.model, url, key, max_tokens_field=field, key_env=preset.key_env,
-                          capabilities=preset.capabilities)
+                          capabilities=capabilities, prefix=prefix, tier=tier)
+
+
+TIERS = ("standard", "flex")
+
+
+def check_tier(ref: ModelRef, tier: object, capabilities: Capabilities) -> None:
+    """``tier=``: None, "standard", or "flex" for a model that has it; refused before sending."""
+    if tier is None or tier == "standard":
+        return
+    if tier not in TIERS:
+        raise InputError(f"tier= must be one of {TIERS} (or None), not {tier!r}")
+    if not capabilities.flex:
+        raise InputError(
+            f"tier='flex': {ref.full} has no flex tier here (OpenAI's flex serves "
+            f"{', '.join('openai/' + m for m in FLEX_MODELS)}); leave tier= out")
 
 
 def make_embeddings_provider(ref: ModelRef, *, base_url: str | None = None,

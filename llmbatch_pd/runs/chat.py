@@ -20,6 +20,7 @@ from ..core.prompts import BadText, CellError, MissingValue, build_messages, req
 from ..core.reuse import reusable, truncation_note, truncation_warning
 from ..core.types import Reply, Request, Usage
 from ..planning import estimate as plan
+from ..planning.pricing import prompt_cache_saving
 from ..store.db import History, Store
 from ..store.writer import Writer
 from .base import BaseRun, RowValues, RunReport
@@ -230,6 +231,9 @@ class Run(BaseRun):
             elif keep_all:
                 self.usages[i] = NO_USAGE
         self.report.answered_rows += len(rows)
+        if paid:
+            self.report.saved_by_prompt_cache += prompt_cache_saving(reply.usage, self.spec.price,
+                                                                     batch=self.spec.batch)
         if len(rows) > 1:
             self.report.saved_by_dedup += (len(rows) - 1) * self.spec.cost(reply.usage)
 
@@ -313,7 +317,8 @@ class Run(BaseRun):
             token_counting=spec.counter.name, price=spec.price, max_tokens=spec.max_tokens,
             concurrency=spec.concurrency, rpm=spec.rpm or (history.rpm if history else None),
             tpm=spec.tpm or (history.tpm if history else None), budget=spec.budget, pilot=pilot,
-            tiers=spec.tiers,
+            tiers=spec.tiers, realtime=not spec.batch,
+            offer=spec.provider.offer(spec.system_prompt, spec.counter.count, len(spec.template.fields)),
         )
         estimate.cache_saves = r.saved_by_cache if spec.price is not None else None
         self._retime(estimate, endpoint, pilot)

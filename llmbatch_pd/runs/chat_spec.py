@@ -27,7 +27,7 @@ def chat_spec(columns: list[Any], template: str, *, model: str, system: str | No
               prices: dict | None = None, value_field: str | None = None, mode: str = "realtime",
               poll_interval: float = defaults.POLL_INTERVAL, schema: Any = None,
               schema_retries: int = defaults.SCHEMA_RETRIES, params: dict | None = None,
-              need_key: bool = True) -> RunSpec:
+              tier: str | None = None, need_key: bool = True) -> RunSpec:
     """Validate a chat call's options against the frame's ``columns`` and build the run's
     spec; nothing is sent. ``need_key=False`` (an estimate that sends nothing) accepts a
     missing API key."""
@@ -36,11 +36,17 @@ def chat_spec(columns: list[Any], template: str, *, model: str, system: str | No
     parsed.check_columns(list(columns))
     check_unique(columns, parsed.fields)
     ref = parse_model(model, base_url=base_url)
-    provider = make_provider(ref, base_url=base_url, api_key=api_key, need_key=need_key)
+    provider = make_provider(ref, base_url=base_url, api_key=api_key, need_key=need_key,
+                             prefix=parsed.prefix, tier=tier)
     if mode == "batch" and not provider.supports_batch:
         raise errors.InputError(batch_refusal(ref))
+    if tier == "flex" and mode == "batch":
+        raise errors.InputError("tier='flex' is a real-time tier; mode='batch' has its own price")
     price = checked_price(ref.provider, ref.model, ref.full, prices, budget,
                           example="(input_per_million, output_per_million)")
+    if tier == "flex":  # batch rates; slower answers: the flex guide's 15-minute timeout
+        price = pricing.flex_price(price)
+        timeout = defaults.FLEX_TIMEOUT if timeout == defaults.TIMEOUT else timeout
     extra = check_params(params)
     bound = budget is not None and max_tokens is None
     if bound:

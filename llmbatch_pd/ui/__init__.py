@@ -14,7 +14,8 @@ the accessor, which imports this package, so the registration happens whenever
 
 The modules: ``style`` (the look, escaping), ``lines`` (figures as labelled lines), ``grid``
 (the table of several models), ``report`` (the static summary in three formats), ``costs``
-(money said honestly), ``console`` (tqdm bars), ``card``/``panel``/``group`` (the widgets).
+(money said honestly), ``console`` (tqdm bars), ``card``/``panel``/``group`` (the widgets),
+``magics`` (the IPython extension: ``%%llm``, ``%llm_runs``; imported only by ``%load_ext``).
 """
 
 from __future__ import annotations

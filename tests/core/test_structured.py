@@ -102,7 +102,8 @@ def test_our_openai_request_carries_what_the_sdk_sends(sim):
     ours = sim.captured[-1]["body"]
     assert ours["response_format"] == theirs["response_format"]
     assert ours["response_format"]["json_schema"]["strict"] is True
-    assert set(ours) <= set(theirs) | {"max_completion_tokens", "temperature"}
+    # prompt_cache_key: an SDK parameter too (issue 14: requests sharing a prefix share a cache)
+    assert set(ours) <= set(theirs) | {"max_completion_tokens", "temperature", "prompt_cache_key"}
 
 
 def test_our_anthropic_request_carries_what_the_sdk_sends(sim):

@@ -195,3 +195,23 @@ def test_no_history_without_a_cache(llm, sim):
     df = pd.DataFrame({"t": varied_texts(30, seed=4)})
     df.llm.apply(TEMPLATE, cache=False, **llm)
     assert df.llm.estimate(TEMPLATE, cache=False, **llm)["output_tokens"].iloc[0] == 100 * 30
+
+
+def test_cache_reads_and_writes_are_priced_from_the_catalogue() -> None:
+    """claude-sonnet-4-5's published prices per million: $3 input, $0.30 cache reads, $3.75
+    five-minute writes, $6 one-hour writes, $15 output; flex = half (OpenAI: batch rates)."""
+    from llmbatch_pd.core.types import Usage
+    from llmbatch_pd.planning.pricing import cost, flex_price, price_for, prompt_cache_saving
+
+    price = price_for("anthropic", "claude-sonnet-4-5")
+    usage = Usage(input_tokens=10_000, output_tokens=1_000, cached_tokens=4_000,
+                  cache_write_tokens=3_000, cache_write_1h_tokens=1_000)
+    by_hand = (3_000 * 3.00 + 4_000 * 0.30 + 2_000 * 3.75 + 1_000 * 6.00 + 1_000 * 15.00) / 1e6
+    assert cost(usage, price) == pytest.approx(by_hand)
+    plain = (10_000 * 3.00 + 1_000 * 15.00) / 1e6
+    assert prompt_cache_saving(usage, price) == pytest.approx(plain - by_hand)
+    mini = price_for("openai", "gpt-4.1-mini")
+    read = Usage(input_tokens=2_000, output_tokens=100, cached_tokens=1_536)
+    by_hand = (464 * 0.40 + 1_536 * 0.10 + 100 * 1.60) / 1e6
+    assert cost(read, mini) == pytest.approx(by_hand)
+    assert cost(read, flex_price(mini)) == pytest.approx(by_hand / 2)

@@ -571,11 +571,12 @@ def test_console_progress_postfix_and_plan():
     s.retrying, s.cost = 1, 0.0123
     s.by_kind.update({"429": 3, "5xx": 1})
     bar.update(force=True)
-    assert bar.postfix() == {"ok": 10, "failed": 2, "retrying": 1, "429": 3, "5xx": 1, "$": "0.0123/2.00"}
+    assert bar.postfix() == {"ok": 10, "failed": 2, "retrying": 1, "429": 3, "5xx": 1, "$": "$0.0123/$2.00"}
     bar.close()
     bar.close()
     text = out.getvalue()
-    assert "12/1000" in text and "ok=10" in text and "$=0.0123/2.00" in text
+    # not a terminal (a StringIO): plain lines, the figures in words
+    assert "12/1,000 rows" in text and "ok 10" in text and "$0.0123/$2.00" in text and "\r" not in text
 
 
 # -- export through nbclient and nbconvert --------------------------------------------------
@@ -1004,12 +1005,13 @@ def test_group_progress_postfix_and_plan():
     b.answered_rows, b.stats.cost = 5, 0.01
     b.stats.batch_status, b.stats.batch_counts = "in_progress", {"total": 890, "succeeded": 3, "errored": 1}
     bar.update(force=True)
-    assert bar.postfix() == {"gpt-4.1-mini": "10/2", "claude-haiku-4-5": "5/0 in_progress 4/890",
-                             "$": "0.0223/2.00"}
+    assert bar.postfix() == {"gpt-4.1-mini": "10/1,000, 2 failed",
+                             "claude-haiku-4-5": "5/1,000, batch in_progress 4/890", "$": "$0.0223/$2.00"}
     bar.close()
     bar.close()
     text = out.getvalue()
-    assert "2 models" in text and "17/2000" in text and "gpt-4.1-mini=10/2" in text and "$=0.0223/2.00" in text
+    assert "2 models" in text and "17/2,000" in text and "gpt-4.1-mini 10/1,000, 2 failed" in text
+    assert "$0.0223/$2.00" in text
 
 
 # -- "To send": a real plan with cached rows -------------------------------------------------
@@ -1080,5 +1082,5 @@ def test_group_with_one_unpriced_model_says_what_its_totals_leave_out():
     assert "excludes 1 model" in p._plan_line(p._modes())
     a.stats.cost = 0.05
     bar = GroupProgress([a, b], ests, file=io.StringIO())
-    assert bar.postfix()["$"] == "0.05/2.00 (excludes 1)"
+    assert bar.postfix()["$"] == "$0.05/$2.00 (excludes 1)"
     bar.close()
