@@ -32,6 +32,9 @@ from .frames import load_reviews
 # it lives in core/: the same module object under both names
 sys.modules[f"{__name__}.errors"] = errors
 
+if "dask.dataframe" in sys.modules:  # dask is in use already: ddf.llm too (never imports dask itself)
+    from . import dask as _dask  # noqa: F401
+
 __version__ = "0.1.0"
 
 

@@ -21,8 +21,9 @@ MAY_IMPORT = {
     "runs": {"core", "planning", "providers", "store", "transport"},
     "ui": {"core", "planning"},
     "sim": set(),
-    # ddf.llm: the pandas path run per partition, coordinated across a cluster
-    "dask": {"core", "planning", "providers", "store", "transport", "runs", "ui"},
+    # ddf.llm: the pandas path run per partition, coordinated across a cluster (its columns
+    # from frames, its checks from the pandas call and options: "top")
+    "dask": {"core", "planning", "providers", "store", "transport", "runs", "ui", "top"},
 }
 DISPLAY = {"ipywidgets", "tqdm", "IPython"}
 

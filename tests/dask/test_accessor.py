@@ -1,0 +1,193 @@
+"""``ddf.llm`` on a real LocalCluster (in-process workers: quick) against the simulator over
+loopback: the lazy result's shape (the pandas call's columns and dtypes, the same index), the
+answers on their own rows (the simulator's answer to each row's own prompt), the estimate over
+every partition, the driver as the one cache writer (a second apply sends nothing), and bad
+input refused before anything is sent. The full-size cluster checks are in test_scale.py."""
+
+from __future__ import annotations
+
+import sqlite3
+
+import pandas as pd
+import pytest
+
+dd = pytest.importorskip("dask.dataframe")
+distributed = pytest.importorskip("distributed")
+
+import llmbatch_pd.dask  # noqa: E402,F401  (registers ddf.llm)
+from llmbatch_pd import InputError  # noqa: E402
+from llmbatch_pd.sim.answers import make_answer  # noqa: E402
+from tests.conftest import MODEL, bill  # noqa: E402
+
+TEMPLATE = "Classify the title: {title}"
+
+
+@pytest.fixture(scope="module")
+def client():
+    with distributed.LocalCluster(n_workers=1, threads_per_worker=2, processes=False,
+                                  dashboard_address=None) as cluster, distributed.Client(cluster) as c:
+        yield c
+
+
+@pytest.fixture
+def frame() -> pd.DataFrame:
+    # 45 rows, 30 distinct titles, on an index that is not 0..n-1
+    titles = [f"title number {i % 30}" for i in range(45)]
+    return pd.DataFrame({"title": titles, "n": range(45)}, index=pd.Index(range(1000, 1045), name="id"))
+
+
+def expected_answer(title: str) -> str:
+    """The simulator's own answer to the prompt a row renders (no system prompt)."""
+    messages = [{"role": "user", "content": TEMPLATE.format(title=title)}]
+    return make_answer(messages, MODEL.split("/", 1)[1]).text
+
+
+def test_without_a_client_it_says_what_to_start(sim, llm, frame):
+    if distributed.client._get_global_client() is not None:
+        pytest.skip("a Client of another test is the default here")
+    with pytest.raises(InputError, match="Client"):
+        dd.from_pandas(frame, npartitions=2).llm.apply(TEMPLATE, **llm)
+
+
+def test_apply_is_lazy_and_shaped_like_the_pandas_call(client, sim, llm, frame):
+    ddf = dd.from_pandas(frame, npartitions=3)
+    out = ddf.llm.apply(TEMPLATE, **llm)
+    assert isinstance(out, dd.DataFrame)
+    assert sim.stats()["total"] == 0  # nothing sent before compute
+    pandas_call = frame.iloc[:0].llm.apply(TEMPLATE, **{**llm, "cache": False})
+    new = [c for c in pandas_call.columns if c not in frame.columns]
+    assert list(out.columns) == list(pandas_call.columns) and new
+    # the frame's own columns keep dask's dtypes (it may convert strings); the new ones are pandas'
+    assert dict(out.dtypes) == {**dict(ddf.dtypes), **dict(pandas_call.dtypes[new])}
+
+    result = out.compute()
+    report = out.llm.wait(60)
+    assert result.index.equals(frame.index)
+    assert dict(result.dtypes) == dict(out.dtypes)
+    assert result["llm_output"].notna().all() and result["llm_output_error"].isna().all()
+    for title, answer in zip(result["title"], result["llm_output"], strict=True):
+        assert answer == expected_answer(title)
+    log = [e for e in sim.log if e["path"] == "/v1/chat/completions"]
+    assert len(log) <= 45 and {e["status"] for e in log} == {200}
+    assert report.answered_rows == 45 and report.failed_rows == 0
+    assert report.cost == pytest.approx(bill(log), rel=1e-9)
+    acc = report.accounting()  # the same accounting as a pandas run's
+    assert (acc.rows, acc.answered, acc.pending, acc.sent) == (45, 45, 0, len(log))
+
+
+def test_the_driver_writes_the_cache_and_the_next_apply_sends_nothing(client, sim, llm, frame, private_cache):
+    ddf = dd.from_pandas(frame, npartitions=3)
+    out = ddf.llm.apply(TEMPLATE, **llm)
+    first = out.compute()
+    out.llm.wait(60)
+    sent = sim.stats()["total"]
+    with sqlite3.connect(private_cache) as db:  # the answers are on disk, written by this process
+        stored = db.execute("SELECT COUNT(*) FROM answers").fetchone()[0]
+    assert stored == len(set(frame["title"]))
+
+    again = ddf.llm.apply(TEMPLATE, **llm)
+    second = again.compute()
+    report = again.llm.wait(60)
+    assert sim.stats()["total"] == sent  # every row answered from the driver's cache
+    pd.testing.assert_frame_equal(first, second)
+    assert report.cached == 45 - report.duplicates and report.cost == 0
+
+
+def test_estimate_counts_every_partition(client, sim, llm, frame):
+    ddf = dd.from_pandas(frame, npartitions=4)
+    options = {k: v for k, v in llm.items() if k != "progress"}
+    spread = ddf.llm.estimate(TEMPLATE, **options)
+    whole = frame.llm.estimate(TEMPLATE, **options)
+    assert spread.loc[MODEL, "rows"] == 45
+    # per partition, a prompt repeated in another partition is not a duplicate
+    assert spread.loc[MODEL, "requests"] + spread.loc[MODEL, "duplicates"] == 45
+    assert whole.loc[MODEL, "requests"] == 30
+    per_request = whole.loc[MODEL, "input_tokens"] / 30
+    assert spread.loc[MODEL, "input_tokens"] == pytest.approx(per_request * spread.loc[MODEL, "requests"], rel=0.05)
+    assert sim.stats()["total"] == 0
+
+
+def test_series_apply_names_the_cell(client, sim, llm, frame):
+    ds = dd.from_pandas(frame, npartitions=2)["title"]
+    out = ds.llm.apply("Classify the title: {}", **llm)
+    result = out.compute()
+    out.llm.wait(60)
+    assert result.index.equals(frame.index)
+    assert list(result["llm_output"]) == [expected_answer(t) for t in frame["title"]]
+
+
+def test_bad_input_is_refused_before_anything_is_sent(client, sim, llm, frame):
+    ddf = dd.from_pandas(frame, npartitions=2)
+    with pytest.raises(InputError, match="concurrency"):
+        ddf.llm.apply(TEMPLATE, **llm, concurency=4)
+    with pytest.raises(InputError, match="nope"):
+        ddf.llm.apply("Classify: {nope}", **llm)
+    with pytest.raises(InputError, match="pilot"):
+        ddf.llm.apply(TEMPLATE, **llm, pilot=5)
+    with pytest.raises(InputError, match="one model"):
+        ddf.llm.apply(TEMPLATE, **{**llm, "model": [MODEL, "openai/gpt-4.1-nano"]})
+    assert sim.stats()["total"] == 0
+
+
+def test_a_bad_key_stops_every_partition_and_raises(client, sim, llm, frame):
+    from llmbatch_pd import AuthenticationError
+
+    ddf = dd.from_pandas(frame, npartitions=3)
+    out = ddf.llm.apply(TEMPLATE, **{**llm, "api_key": "sk-wrong-key-0000"})
+    with pytest.raises(AuthenticationError) as raised:
+        out.compute()
+    assert "sk-wrong-key-0000" not in str(raised.value)
+    statuses = [e["status"] for e in sim.log if e["path"] == "/v1/chat/completions"]
+    assert statuses and set(statuses) == {401} and len(statuses) <= 6  # a wave at most, not every row
+    report = out.llm.wait(30)  # the driver ends too, though the compute that raised ran no more partitions
+    assert report.stats.stop_reason and report.cost == 0
+
+
+def test_a_budget_the_estimate_exceeds_is_refused_before_anything_is_sent(client, sim, llm, frame):
+    from llmbatch_pd import BudgetError
+
+    ddf = dd.from_pandas(frame, npartitions=3)
+    with pytest.raises(BudgetError, match="not started"):
+        ddf.llm.apply(TEMPLATE, **llm, budget=0.000001)
+    assert sim.stats()["total"] == 0
+
+
+def test_a_result_computed_after_its_run_ended_sends_nothing_and_says_why(client, sim, llm, frame):
+    out = dd.from_pandas(frame, npartitions=2).llm.apply(TEMPLATE, **llm)
+    out.compute()
+    out.llm.wait(60)
+    sent = sim.stats()["total"]
+    with pytest.raises(InputError, match="has ended"):
+        out.compute()
+    assert sim.stats()["total"] == sent
+
+
+def test_embed_is_lazy_and_gives_each_row_its_vector(client, sim, llm, frame, private_cache):
+    np = pytest.importorskip("numpy")
+    ddf = dd.from_pandas(frame, npartitions=3)
+    options = {**llm, "model": "openai/text-embedding-3-small"}
+    out = ddf.llm.embed("Title: {title}", **options)
+    assert sim.stats()["total"] == 0
+    pandas_call = frame.llm.embed("Title: {title}", **{**options, "cache": False})
+    vectors = out.compute()
+    report = out.llm.wait(60)
+    assert vectors.index.equals(frame.index) and vectors.dtype == pandas_call.dtype
+    for ours, theirs in zip(vectors, pandas_call, strict=True):  # the simulator's vector per text
+        np.testing.assert_array_equal(ours, theirs)
+    assert report.answered_rows == 45
+    with sqlite3.connect(private_cache) as db:  # written by this process, one per distinct text
+        assert db.execute("SELECT COUNT(*) FROM vectors").fetchone()[0] == 30
+
+    sent = sim.stats()["total"]
+    again = ddf.llm.embed("Title: {title}", **options)
+    again.compute()
+    again.llm.wait(60)
+    assert sim.stats()["total"] == sent  # every text from the driver's cache
+
+
+def test_series_embed(client, sim, llm, frame):
+    ds = dd.from_pandas(frame, npartitions=2)["title"]
+    out = ds.llm.embed(**{**llm, "model": "openai/text-embedding-3-small"})
+    vectors = out.compute()
+    assert out.llm.wait(60).answered_rows == 45 and vectors.index.equals(frame.index)
+    assert all(v is not None and len(v) > 0 for v in vectors)
