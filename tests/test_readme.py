@@ -1,5 +1,5 @@
 """The README's Python examples run as written: every ```python block, in order, in one
-namespace, with the providers' endpoints pointed at the loopback simulator through the
+IPython namespace (some are notebook cells with %magics), with the providers' endpoints pointed at the loopback simulator through the
 environment variables the README documents (nothing else is changed)."""
 
 import re
@@ -33,17 +33,22 @@ def test_every_readme_example_runs(monkeypatch, tmp_path) -> None:
             monkeypatch.setenv(f"{name}_API_KEY", KEY)
         monkeypatch.setenv("ANTHROPIC_BASE_URL", sim.anthropic_url)
         monkeypatch.setenv("ANTHROPIC_API_KEY", KEY)
-        namespace: dict = {}
-        for i, code in enumerate(blocks(), 1):
-            try:
+        from IPython.core.interactiveshell import InteractiveShell
+
+        shell = InteractiveShell.instance()  # the blocks with %magics run as a notebook runs them
+        try:
+            for i, code in enumerate(blocks(), 1):
                 with _quiet():
-                    exec(compile(code, f"README block {i}", "exec"), namespace)
-            except Exception as exc:  # the block and its error, not just the error
-                pytest.fail(f"README block {i} failed: {exc!r}\n{code}")
+                    result = shell.run_cell(code, silent=True)
+                error = result.error_before_exec or result.error_in_exec
+                if error is not None:
+                    pytest.fail(f"README block {i} failed: {error!r}\n{code}")
+            namespace = dict(shell.user_ns)
+        finally:
+            InteractiveShell.clear_instance()
         sent = sim.stats()["total"]
     assert sent > 0
-    assert isinstance(namespace["out"], pd.DataFrame)
-    assert namespace["labelled"]["sentiment"].notna().sum() >= 290
+    assert isinstance(namespace["res"], pd.DataFrame) and namespace["res"]["label"].notna().sum() >= 290
 
 
 class _quiet:
