@@ -11,7 +11,7 @@ script: its last line) that the test reads.
 - interrupts: Ctrl+C (SIGINT) in a script and in IPython, and a kernel interrupt, end a
   ~20 s run with RunInterrupted while the provider answers nothing (the simulator is held
   still from just before the signal until the run has ended), keep the finished rows in
-  ``last_result()`` (the rest say "cancelled..."), and no request is sent afterwards: the
+  ``last_result()`` (the rest say "interrupted: ..." or "not sent: the run was interrupted first"), and no request is sent afterwards: the
   simulator's log shows no more of the run's requests after the signal than it can have open
   at once. How many seconds the interrupt takes is measured by benchmarks/responsiveness.py.
 
@@ -528,7 +528,7 @@ def report(res, rep, last, probe):
     d = dict(last_error=type(last).__name__, last_is_kbi=isinstance(last, KeyboardInterrupt), last_result_rows=None if getattr(last, "result", None) is None else len(last.result), rows=None, answered=None)
     if res is not None:
         err, unfinished = res["llm_output_error"], res["llm_output"].isna()
-        d.update(rows=len(res), answered=int((~unfinished).sum()), unfinished=int(unfinished.sum()), unfinished_cancelled=bool(err[unfinished].str.startswith("cancelled").all()), finished_clean=bool(err[~unfinished].isna().all()), interrupted=bool(rep.interrupted))
+        d.update(rows=len(res), answered=int((~unfinished).sum()), unfinished=int(unfinished.sum()), unfinished_cancelled=bool(err[unfinished].str.startswith(("interrupted:", "not sent: the run was interrupted")).all()), finished_clean=bool(err[~unfinished].isna().all()), interrupted=bool(rep.interrupted))
     again = pd.DataFrame({{"text": ["after the interrupt"]}}).llm.apply("Echo {{text}}", **probe_opts)
     d["again_ok"] = bool(again["llm_output"].notna().all()) and bool(probe["llm_output"].notna().all())
     print("RESULT " + json.dumps(d), flush=True)

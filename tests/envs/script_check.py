@@ -115,11 +115,16 @@ def interrupt(mode: str, base_url: str, concurrency: int) -> dict:
                              else None),
         "rows": None if out is None else len(out),
         "answered": None if out is None else int(out["llm_output"].notna().sum()),
-        "cancelled": int(errors.str.startswith("cancelled").sum()),
-        "other_errors": sorted(set(errors[~errors.str.startswith("cancelled")]))[:5],
+        # a row caught by the interrupt: on its way ("interrupted: ...") or never sent
+        "cancelled": int(_interrupted(errors).sum()),
+        "other_errors": sorted(set(errors[~_interrupted(errors)]))[:5],
         "interrupted_flag": bool(report and report.interrupted),
         "probe_ok": bool(probe["llm_output"].notna().all()),
     }
+
+
+def _interrupted(errors: pd.Series) -> pd.Series:
+    return errors.str.startswith(("interrupted:", "not sent: the run was interrupted"))
 
 
 if __name__ == "__main__":
