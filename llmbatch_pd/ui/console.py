@@ -19,7 +19,7 @@ import os
 import sys
 import time
 from collections import deque
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from typing import TYPE_CHECKING, Any, Self
 
 from tqdm import tqdm
@@ -115,8 +115,10 @@ class _Bar:
 
     budget: float | None
 
-    def __init__(self, *, file: Any, min_interval: float, log_interval: float = LOG_INTERVAL) -> None:
+    def __init__(self, *, file: Any, min_interval: float, log_interval: float = LOG_INTERVAL,
+                 clock: Callable[[], float] = time.monotonic) -> None:
         self.file = file
+        self.clock = clock  # seconds, for the throttle, the log cadence and the rate
         self.min_interval = min_interval
         self.log_interval = log_interval
         self._last = 0.0
@@ -194,7 +196,7 @@ class _Bar:
     def update(self, *, force: bool = False) -> None:
         if self._closed:
             return
-        now = time.monotonic()
+        now = self.clock()
         if not force and now - self._last < self.min_interval:
             return
         self._last = now
@@ -233,7 +235,7 @@ class _Bar:
     def finish(self) -> None:
         if self._closed:
             return
-        now = time.monotonic()
+        now = self.clock()
         self._sample(now)
         self._closed = True  # from here on the figures are the whole run's (time, rate)
         if self.live:
@@ -284,8 +286,9 @@ class ConsoleProgress(_Bar):
     """Same interface as ``Panel``: ``update()``, ``close()``, ``show_estimate()``, ``finish()``."""
 
     def __init__(self, report: RunReport, estimate: Estimate | None = None, budget: float | None = None,
-                 *, file: Any = None, min_interval: float = 0.25, log_interval: float = LOG_INTERVAL) -> None:
-        super().__init__(file=file, min_interval=min_interval, log_interval=log_interval)
+                 *, file: Any = None, min_interval: float = 0.25, log_interval: float = LOG_INTERVAL,
+                 clock: Callable[[], float] = time.monotonic) -> None:
+        super().__init__(file=file, min_interval=min_interval, log_interval=log_interval, clock=clock)
         self.report = report
         self.estimate = estimate
         self.budget = budget_of(report, estimate, budget)
@@ -363,8 +366,9 @@ class GroupProgress(_Bar):
     interface as ``ConsoleProgress``."""
 
     def __init__(self, reports: Sequence[RunReport], estimates: Sequence[Estimate | None] | None = None,
-                 budget: float | None = None, *, file: Any = None, min_interval: float = 0.25) -> None:
-        super().__init__(file=file, min_interval=min_interval)
+                 budget: float | None = None, *, file: Any = None, min_interval: float = 0.25,
+                 clock: Callable[[], float] = time.monotonic) -> None:
+        super().__init__(file=file, min_interval=min_interval, clock=clock)
         self.reports = list(reports)
         self._estimates = estimates_for(self.reports, estimates)
         self.budget = group_budget(self.reports, self._estimates, budget)

@@ -102,13 +102,15 @@ class LLMMagics(Magics):
     @argument("--schema", metavar="NAME", help="a pydantic model (or dict of name to type) in your namespace: "
                                                "one typed column per field")
     @argument("--schema-retries", type=int, dest="schema_retries", metavar="N")
-    @argument("--pilot", type=int, metavar="N", help="run N rows first and estimate from them")
+    @argument("--pilot", type=int, metavar="N", help="run N rows first and estimate from them (with --estimate: "
+                                                                 "those N rows are sent and paid for)")
     @argument("--usage", action="store_true", help="add token and cost columns")
     @argument("--progress", choices=sorted(PROGRESS), help="the display: auto (default), widget, tqdm or off")
     @argument("--options", metavar="NAME", help="a dict in your namespace with more keyword options for "
                                                 "apply (e.g. base_url and api_key: keeps a key out of the cell)")
     @argument("--out", metavar="NAME", help="also keep the result (a Job with --submit) as NAME")
-    @argument("--estimate", action="store_true", help="show the estimate only: nothing is sent")
+    @argument("--estimate", action="store_true", help="show the estimate only: nothing is sent, "
+                                                               "except N rows with --pilot N")
     @argument("--submit", action="store_true", help="run in the background (df.llm.submit): returns a Job")
     @argument("--confirm", action="store_true", help="with --submit: send nothing until job.start()")
     @argument("-h", "--help", action="store_true", help="show this help (as %%%%llm? does)")

@@ -12,7 +12,7 @@ from llmbatch_pd.planning import estimate as plan
 from llmbatch_pd.planning.pricing import Price
 from llmbatch_pd.planning.ways import Offer, Way
 
-from ..conftest import KEY
+from ..conftest import BATCH_DISCOUNT, KEY
 
 # gpt-4.1-mini, published: $0.40 input, $0.10 cached input, $1.60 output per million tokens
 PRICE = Price(0.40, 1.60, cached_input_per_mtok=0.10)
@@ -110,6 +110,25 @@ def test_estimate_frame_lists_the_ways(sim) -> None:
                             base_url=sim.base_url, api_key=KEY)
     assert sim.log == []  # an estimate sends nothing
     mini, four_o = frame.loc["openai/gpt-4.1-mini"], frame.loc["openai/gpt-4o-mini"]
+    # each way's dollars by hand from the token counts and the published prices per million
+    # tokens (input, cached input, output): gpt-4.1-mini 0.40, 0.10, 1.60; gpt-4o-mini 0.15,
+    # 0.075, 0.60. The batch APIs halve input and output (no cache discount); OpenAI's flex tier
+    # is "priced at Batch API rates, with additional discounts from prompt caching" (its
+    # flex-processing guide): gpt-4.1-mini 0.20, 0.05, 0.80
+    for row, (price_in, price_cached, price_out), flex in (
+            (mini, (0.40, 0.10, 1.60), (0.20, 0.05, 0.80)), (four_o, (0.15, 0.075, 0.60), None)):
+        n_in, n_out, read = row["input_tokens"], row["output_tokens"], row["cached_input_tokens"]
+        assert 0 < read < n_in and read % (60 - 1) == 0  # the first request misses, 59 read the start
+        assert read // 59 % 128 == 0  # in 128-token steps
+        plain = (n_in * price_in + n_out * price_out) / 1e6
+        cached = ((n_in - read) * price_in + read * price_cached + n_out * price_out) / 1e6
+        assert row["per row $"] == pytest.approx(plain, rel=1e-4)
+        assert row["per row, prompt cached $"] == pytest.approx(cached, rel=1e-4)
+        assert row["batch $"] == pytest.approx(plain * BATCH_DISCOUNT, rel=1e-4)
+        assert row["cost"] == pytest.approx(cached, rel=1e-4)  # real time, standard tier: the cached figure
+        if flex:
+            by_hand = ((n_in - read) * flex[0] + read * flex[1] + n_out * flex[2]) / 1e6
+            assert row["flex $"] == pytest.approx(by_hand, rel=1e-4)
     assert mini["flex $"] == pytest.approx(mini["per row, prompt cached $"] / 2)
     assert mini["batch $"] == pytest.approx(mini["per row $"] / 2)
     assert pd.isna(four_o.get("flex $"))  # gpt-4o-mini has no flex tier

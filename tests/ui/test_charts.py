@@ -17,7 +17,7 @@ from llmbatch_pd.ui.panel import Panel
 from llmbatch_pd.ui.refused import refused_html
 from llmbatch_pd.ui.report import report_html, reports_html
 from llmbatch_pd.ui.style import AMBER_TEXT, BLUE, GREEN_TEXT, RED, RED_TEXT
-from tests.conftest import wait_until
+from tests.conftest import paused, wait_until
 
 INPUT_PER_MTOK, OUTPUT_PER_MTOK = 0.40, 1.60  # gpt-4.1-mini (and nano below), dollars per million
 NANO_IN, NANO_OUT = 0.10, 0.40
@@ -67,7 +67,7 @@ def test_budget_bar_of_a_finished_run_spends_what_the_simulator_billed(llm, sim)
 
 
 def test_panel_projects_a_running_run_to_all_its_rows(llm, sim):
-    """Mid-run (held still: the simulator slows down, so the two requests in flight wait while
+    """Mid-run (held still: the simulator's loop is paused, so the requests in flight wait while
     the card is drawn): the projected segment runs from the dollars spent to the cost of every
     row at the cost per answered row so far (the simulator's bill / answered rows * rows)."""
     sim.configure(ttft_ms=40)
@@ -77,19 +77,20 @@ def test_panel_projects_a_running_run_to_all_its_rows(llm, sim):
     job = df.llm.submit("Classify {t}", max_tokens=20, budget=budget, concurrency=2, cache=False, **llm)
     report = job.report
     wait_until(lambda: report.answered_rows >= 10, 30, "ten answered rows")
-    sim.configure(ttft_ms=4000)  # the requests sent from now on wait 4 s: the run holds still
+    with paused(sim):  # nothing is answered from here until the card is drawn: the run holds still
 
-    def still() -> bool:
-        answered = sum(1 for e in sim.log if e["status"] == 200)
-        return report.stats.in_flight == 2 and report.answered_rows == answered == report.stats.done
+        def still() -> bool:
+            answered = sum(1 for e in sim.log if e["status"] == 200)
+            return report.stats.in_flight == 2 and report.answered_rows == answered == report.stats.done
 
-    wait_until(still, 30, "the answered rows to settle with two requests waiting")
-    answered = report.answered_rows
-    bill = billed(sim.log)
-    projected = bill / answered * 80  # by hand: every row at the cost per answered row
-    p = Panel(report, report.estimate, budget)
-    p.update()
-    job.cancel()
+        wait_until(still, 30, "the answered rows to settle with two requests waiting")
+        answered = report.answered_rows
+        bill = billed(sim.log)
+        projected = bill / answered * 80  # by hand: every row at the cost per answered row
+        p = Panel(report, report.estimate, budget)
+        p.update()
+        assert report.answered_rows == answered < 80  # drawn while the run was unfinished
+        job.cancel()
     job.result(timeout=30)
     svg = p.budget_bar.value
     scale = float(re.search(r'data-scale="([^"]+)"', svg).group(1))
@@ -267,21 +268,22 @@ def test_several_model_card_has_rate_eta_and_summed_projection(llm, sim):
                                cache=False, base_url=sim.base_url, api_key=llm["api_key"])
     reports = list(job.report)
     wait_until(lambda: all(r.answered_rows >= 6 for r in reports), 30, "six answers from each model")
-    sim.configure(ttft_ms=4000)
+    with paused(sim):  # nothing is answered from here until the card is drawn
 
-    def still() -> bool:
-        answered = sum(1 for e in sim.log if e["status"] == 200)
-        return (sum(r.stats.in_flight for r in reports) == 4 and min(r.stats.elapsed for r in reports) >= 1.2
-                and sum(r.answered_rows for r in reports) == answered == sum(r.stats.done for r in reports))
+        def still() -> bool:
+            answered = sum(1 for e in sim.log if e["status"] == 200)
+            return (sum(r.stats.in_flight for r in reports) == 4 and min(r.stats.elapsed for r in reports) >= 1.2
+                    and sum(r.answered_rows for r in reports) == answered == sum(r.stats.done for r in reports))
 
-    wait_until(still, 30, "the answered rows to settle with four requests waiting")
-    by_hand = {m: (billed(sim.log, m.split("/")[1], price), r.answered_rows)
-               for m, r, price in zip(models, reports, [(INPUT_PER_MTOK, OUTPUT_PER_MTOK), (NANO_IN, NANO_OUT)],
-                                      strict=True)}
-    projected = sum(bill / answered * 60 for bill, answered in by_hand.values())
-    p = GroupPanel(reports, None, 1.0)
-    p.update()
-    job.cancel()
+        wait_until(still, 30, "the answered rows to settle with four requests waiting")
+        by_hand = {m: (billed(sim.log, m.split("/")[1], price), r.answered_rows)
+                   for m, r, price in zip(models, reports, [(INPUT_PER_MTOK, OUTPUT_PER_MTOK), (NANO_IN, NANO_OUT)],
+                                          strict=True)}
+        projected = sum(bill / answered * 60 for bill, answered in by_hand.values())
+        p = GroupPanel(reports, None, 1.0)
+        p.update()
+        assert [r.answered_rows for r in reports] == [a for _, a in by_hand.values()]  # drawn held still
+        job.cancel()
     job.result(timeout=30)
     total = p.total_label.value
     m = re.search(r"<b>(\d+)</b> / 120 rows.*· ([\d.,]+) rows/s · ETA ((\d+)m )?(\d+(\.\d)?)s", total)
