@@ -168,6 +168,7 @@ def test_magic_in_jupyterlab(lab):
     from playwright.sync_api import expect
 
     page, sim, root = lab.page, lab.sim, lab.root
+    sim.configure(ttft_ms=5)
     sim.reset()
     status = lab.open("magic.ipynb")
     run_all(page)
