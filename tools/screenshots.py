@@ -12,6 +12,8 @@ browser aborts every request not for the local server) and saves, per theme:
 - ``<theme>_budget_stop.png``: the same run's summary after the budget stopped it;
 - ``<theme>_interrupt.png``: a run interrupted with Kernel > Interrupt, counts adding up;
 - ``<theme>_models.png``: ``model=[...]``: the summary with cost per model bars;
+- ``<theme>_magic.png``: the summary a ``%%llm`` cell leaves (``%load_ext llmbatch_pd``);
+- ``<theme>_runs.png``: ``%llm_runs``: every run of the kernel above, with its dollars;
 - ``<theme>_refused.png``: the red card a ``BudgetError`` shows above its traceback.
 
 Uses the harness of ``tests/ui/test_browser.py`` (JupyterLab on loopback, Debian's Chromium).
@@ -60,6 +62,15 @@ MODELS = """\
 both = df.head(40).llm.apply("Label: {text}", model=[M, "openai/gpt-4.1-nano"], max_tokens=20, budget=0.5,
                              concurrency=8, cache=False, **endpoint)"""
 
+MAGIC_LOAD = "%load_ext llmbatch_pd"
+
+# the template is the cell's body; the endpoint comes from the namespace (--options)
+MAGIC = """\
+%%llm df.head(40) --model openai/gpt-4.1-mini --output label --max-tokens 20 --budget 0.5 --options endpoint --out labels
+Classify this review as positive, negative or neutral: {text}"""
+
+RUNS = "%llm_runs"
+
 REFUSED = """\
 df.llm.apply("Classify: {text}", model=M, max_tokens=200, budget=0.01, **endpoint)  # refused: BudgetError"""
 
@@ -73,7 +84,7 @@ def shoot(theme: str, out: Path) -> list[Path]:
             jupyterlab(Path(tmp), DARK if theme == "dark" else None) as (base, token), \
             sync_playwright() as pw:
         (Path(tmp) / "notebooks" / "shots.ipynb").write_text(
-            notebook_json(SETUP, BUDGET, INTERRUPT, MODELS, REFUSED))
+            notebook_json(SETUP, BUDGET, INTERRUPT, MODELS, MAGIC_LOAD, MAGIC, RUNS, REFUSED))
         with offline_page(pw, executable, base) as (page, outside, errors):
             page.goto(f"{base}/lab/tree/shots.ipynb?token={token}")
             page.wait_for_selector(".jp-Notebook .jp-CodeCell", timeout=60_000)
@@ -130,6 +141,15 @@ def scenes(page, expect, run, snap) -> None:
     cell = run("both = df.head(40)")
     expect(cell.locator('.llmbatch-report svg[data-chart="cost"]')).to_be_visible(timeout=120_000)
     snap(cell, "models")
+
+    run("%load_ext llmbatch_pd")
+    cell = run("%%llm df.head(40)")
+    report = cell.locator(".llmbatch-report")
+    expect(report).to_contain_text(re.compile("done", re.I), timeout=120_000)
+    snap(report, "magic")  # the card: the cell also shows the frame it returns
+    cell = run("%llm_runs")
+    expect(cell.locator("table.llmbatch-runs")).to_be_visible(timeout=60_000)
+    snap(cell, "runs")
 
     cell = run("refused: BudgetError")
     expect(cell.locator(".llmbatch-report")).to_be_visible(timeout=60_000)
