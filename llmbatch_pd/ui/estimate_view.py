@@ -68,13 +68,16 @@ def ways_html(estimate: Any) -> str:
     rows = ways_rows(estimate)
     if not rows:
         return ""
-    right = "text-align:right;padding-left:14px;"
-    head = "".join(f'<th style="{TH}{right if 0 < i < 4 else ""}">{esc(h)}</th>' for i, h in enumerate(WAYS_HEAD))
+    def place(i: int) -> str:  # every column apart from its neighbour; figures right-aligned
+        return ("white-space:nowrap;" + ("padding-left:14px;" if i else "")
+                + ("text-align:right;" if 0 < i < 4 else ""))
+
+    head = "".join(f'<th style="{TH}{place(i)}">{esc(h)}</th>' for i, h in enumerate(WAYS_HEAD))
     body = []
     for row, way in zip(rows, estimate.ways, strict=True):
         bold = "font-weight:600;" if getattr(way, "cheapest", False) else ""
         dim = f"color:{MUTED};" if getattr(way, "fits", None) is False else ""
-        cells = "".join(f'<td style="{TD}{bold}{dim}{right if 0 < i < 4 else ""}">{esc(v)}</td>'
+        cells = "".join(f'<td style="{TD}{bold}{dim}{place(i)}">{esc(v)}</td>'
                         for i, v in enumerate(row[:5]))
         body.append(f'<tr style="{TR}">{cells}<td style="{TD}padding-left:14px">{muted(esc(row[5]))}</td></tr>')
     return (f'<div style="margin-top:6px;color:{MUTED};font-size:12px">Ways to run it</div>'

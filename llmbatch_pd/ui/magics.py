@@ -259,16 +259,17 @@ class RunsTable:
     def _repr_html_(self) -> str:
         if not self.entries:
             return card_html(f'<span style="color:{MUTED}">No runs in this kernel yet.</span>')
-        th = TH.replace("padding:1px 18px 1px 0", "padding:1px 14px 1px 0")
+        th = TH.replace("padding:1px 18px 1px 0", "padding:1px 14px 1px 0") + "white-space:nowrap;"
         head = "".join(f'<th style="{th}">{esc(c)}</th>' for c in COLUMNS)
         body = "".join(
             f'<tr style="{TR}">' + "".join(
-                f'<td style="{TD}padding-right:14px;{"" if i in LEFT else "text-align:right;"}">'
+                f'<td style="{TD}padding-right:14px;white-space:nowrap;{"" if i in LEFT else "text-align:right;"}">'
                 f"{esc(c)}</td>" for i, c in enumerate(row)) + "</tr>"
             for row in self.rows())
         return card_html(f'<div style="font-weight:600">Runs in this kernel</div>'
+                         f'<div style="overflow-x:auto;max-width:100%">'  # a long list scrolls, not spills
                          f'<table class="llmbatch-runs" style="{TABLE}"><thead><tr style="{TR}">{head}</tr>'
-                         f"</thead><tbody>{body}</tbody></table>"
+                         f"</thead><tbody>{body}</tbody></table></div>"
                          f'<div style="margin-top:6px">{esc(self.footer())}</div>')
 
 
