@@ -154,3 +154,18 @@ def test_the_estimate_reads_at_a_glance_and_keeps_its_numbers() -> None:
     assert len(raw) > 8 and raw not in text  # no raw float in what is shown
     assert "<table" in e._repr_html_() and "fits" in text and "over" in text
     assert type(e["cost"]) is pd.Series and type(e.iloc[:1]) is pd.DataFrame
+
+
+def test_an_interrupted_run_shows_one_line_in_ipython_not_the_library(capsys) -> None:
+    from IPython.core.interactiveshell import InteractiveShell
+
+    shell = InteractiveShell.instance()
+    try:
+        shell.run_cell("from llmbatch_pd import RunInterrupted\n"
+                       "raise RunInterrupted('interrupted: 3 of 10 rows had finished and are kept')")
+    finally:
+        InteractiveShell.clear_instance()
+    shown = capsys.readouterr()
+    text = shown.out + shown.err
+    assert "RunInterrupted" in text and "3 of 10 rows had finished" in text
+    assert "Traceback" not in text and "File " not in text and len(text.strip().splitlines()) == 1

@@ -62,6 +62,11 @@ class RunInterrupted(LLMBatchError, KeyboardInterrupt):
         super().__init__(message)
         self.result = result
 
+    def _render_traceback_(self) -> list[str]:
+        """What IPython shows (it asks for this instead of the frames): the user stopped the
+        run, so the message and where the finished rows are, not a walk through the library."""
+        return [f"\x1b[0;31mRunInterrupted\x1b[0m: {self}"]
+
 
 class ProviderError(LLMBatchError):
     """One request did not produce an answer.
