@@ -43,7 +43,10 @@ OUTPUT, EMBED_OUTPUT = defaults.OUTPUT, defaults.EMBED_OUTPUT
 RUN_ATTR = "llm_run"
 """The run's id, in the lazy result's ``_meta.attrs`` (``result.llm.wait()`` finds it there)."""
 NOT_ON_DASK = {"pilot": "run the pilot on a sample first: ddf.head(n).llm.estimate(..., pilot=n)",
-               "mode": "batch jobs are a pandas-path feature: df.llm.apply(..., mode='batch')"}
+               "mode": "batch jobs are a pandas-path feature: df.llm.apply(..., mode='batch')",
+               "pack": "packing rows into one request is a pandas-path feature: df.llm.apply(..., pack=k)"}
+ALLOWED = {"pilot": (None,), "mode": (None, "realtime"), "pack": (None, 1)}
+"""The values of the ``NOT_ON_DASK`` options that mean "not used" (``pack=1`` is one row a request)."""
 
 
 def _client() -> Any:
@@ -70,7 +73,8 @@ def _refuse(model: Any, options: dict[str, Any]) -> None:
     if not isinstance(model, str):
         raise errors.InputError("ddf.llm takes one model= name (run one apply per model)")
     for name, advice in NOT_ON_DASK.items():
-        if options.get(name) not in (None, "realtime"):
+        value = options.get(name)
+        if value is not None and not any(value == ok and type(value) is type(ok) for ok in ALLOWED[name]):
             raise errors.InputError(f"{name}= does not run on Dask: {advice}")
 
 

@@ -129,6 +129,22 @@ def test_bad_input_is_refused_before_anything_is_sent(client, sim, llm, frame):
     assert sim.stats()["total"] == 0
 
 
+def test_pack_is_refused_not_silently_sent_row_by_row(client, sim, llm, frame):
+    """pack= is not honoured by the partitions (one request a row): refused before anything is
+    sent, for apply and estimate alike; pack=1 (one row a request) is the plain run."""
+    ddf = dd.from_pandas(frame, npartitions=2)
+    for pack in (10, "auto"):
+        with pytest.raises(InputError, match="pack="):
+            ddf.llm.apply(TEMPLATE, **llm, pack=pack)
+        with pytest.raises(InputError, match="pack="):
+            ddf.llm.estimate(TEMPLATE, **llm, pack=pack)
+    assert sim.stats()["total"] == 0
+    out = ddf.llm.apply(TEMPLATE, **llm, pack=1).compute()
+    assert out["llm_output"].notna().all()
+    # one request a row (no title repeats inside either partition, and duplicates are found per partition)
+    assert sim.stats()["total"] == len(frame)
+
+
 def test_a_bad_key_stops_every_partition_and_raises(client, sim, llm, frame):
     from llmbatch_pd import AuthenticationError
 
