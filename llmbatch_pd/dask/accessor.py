@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import math
 import uuid
+import weakref
 from typing import Any
 
 import pandas as pd
@@ -35,7 +36,7 @@ from ..store.db import Store
 from ..store.writer import ANSWER_COLUMNS
 from ..ui import choose_display
 from .coordinator import RunLimits, open_run, stop_run
-from .driver import Driver, driver
+from .driver import Driver, driver, release
 from .embed import EmbedJob, cached_vectors, embed_partition
 from .partition import PartJob, apply_partition, plan_partition
 
@@ -182,6 +183,7 @@ class _Call:
         self.meta.attrs[RUN_ATTR] = run_id
         self.meta.attrs[frames.REPORT_ATTR] = report
         self.ddf = ddf
+        weakref.finalize(self.job, release, run_id)  # the result dropped: its driver ends, the run closes
 
     def result(self) -> Any:
         return self.ddf.map_partitions(apply_partition, self.job, meta=self.meta, partition_info=True,
@@ -242,6 +244,7 @@ def _embed(data: Any, template: str, model: str, output: str, progress: Any, opt
            model=spec.provider.model, history_key=None, display=shown)
     meta.attrs[RUN_ATTR] = run_id
     meta.attrs[frames.REPORT_ATTR] = report
+    weakref.finalize(job, release, run_id)  # the result dropped: its driver ends, the run closes
     return data.map_partitions(embed_partition, job, meta=meta, partition_info=True, enforce_metadata=False)
 
 

@@ -89,7 +89,9 @@ class Driver:
                     break
                 # a run-wide stop (bad key, no quota, Cancel) and nothing in flight: a compute
                 # that raised never runs its other partitions, so do not wait for their ends
-                quiet = counts.get("stopped") is not None and not counts.get("in_flight")
+                # so does a partition that raised an ordinary error, once no partition is open
+                failed = any("error" in p for p in self.parts.values()) and not counts.get("open_partitions")
+                quiet = (counts.get("stopped") is not None or failed) and not counts.get("in_flight")
                 quiet_since = (quiet_since or time.monotonic()) if quiet else None
                 if quiet_since is not None and time.monotonic() - quiet_since >= STOP_GRACE:
                     break
@@ -153,10 +155,10 @@ class Driver:
         s.by_kind["429"] = c.get("rate_limited", 0)
         s.stop_reason = c.get("stopped") or s.stop_reason
         ended = list(self.parts.values())
-        r.answered_rows = (sum(p["answered_rows"] for p in ended)
-                           + max(0, s.done - sum(p["answered_requests"] for p in ended)))
-        r.failed_rows = (sum(p["failed_rows"] for p in ended)
-                         + max(0, s.failed - sum(p["failed_requests"] for p in ended)))
+        r.answered_rows = (sum(p.get("answered_rows", 0) for p in ended)
+                           + max(0, s.done - sum(p.get("answered_requests", 0) for p in ended)))
+        r.failed_rows = (sum(p.get("failed_rows", 0) for p in ended)
+                         + max(0, s.failed - sum(p.get("failed_requests", 0) for p in ended)))
 
     def _finish(self) -> None:
         self._drain()  # every partition reported its answers before its end event: this is all
@@ -206,7 +208,17 @@ class Driver:
     def stop(self) -> None:
         """End the thread now (the result will not be computed): close the run, keep what came."""
         self._stop.set()
-        self._thread.join(FLUSH_WAIT)
+        if threading.current_thread() is not self._thread:
+            self._thread.join(FLUSH_WAIT)
+
+
+def release(run_id: str) -> None:
+    """The lazy result of a run was dropped (``weakref.finalize`` on its partitions' job): end
+    its driver thread, which drains what came, closes the run on the scheduler and forgets
+    it. Never blocks (a finalizer may run on any thread, the driver's own included)."""
+    gone = RUNS.pop(run_id, None)
+    if gone is not None:
+        gone._stop.set()
 
 
 def fold(report: RunReport, parts: list[dict]) -> None:
@@ -231,6 +243,10 @@ def fold(report: RunReport, parts: list[dict]) -> None:
         report.failed_by.update(p.get("failed_by") or {})
         report.not_sent_by.update(p.get("not_sent_by") or {})
         report.stop_kind = report.stop_kind or p.get("stop_kind")
+        if p.get("error"):  # the partition raised before its summary
+            warning = f"partition {p.get('partition')} raised {p['error']}"
+            if warning not in report.warnings:
+                report.warnings.append(warning)
         for message, n in (p.get("errors") or {}).items():
             stats.errors[message] += n
         for warning in p.get("warnings") or ():

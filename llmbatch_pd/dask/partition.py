@@ -163,11 +163,42 @@ def _known(run_id: str, keys: list[str]) -> dict[str, dict]:
 
 def apply_partition(pdf: pd.DataFrame, job: PartJob, partition_info: dict | None = None) -> pd.DataFrame:
     """The partition with the run's new columns (the pandas path's, same names and dtypes)."""
+    began = time.time()
+    number = (partition_info or {}).get("number")
+    try:
+        return _apply(pdf, job, number, began)
+    except _Ended as ended:  # its end event is logged: the run-wide stop it raises
+        raise ended.error from None
+    except BaseException as exc:  # the driver waits for every partition's end: say this one ended
+        _log_failure(job.run_id, number, began, exc)
+        raise
+
+
+class _Ended(Exception):
+    """A partition that logged its end event and then raises ``error`` (a run-wide stop)."""
+
+    def __init__(self, error: BaseException) -> None:
+        super().__init__(str(error))
+        self.error = error
+
+
+def _log_failure(run_id: str, number: int | None, began: float, exc: BaseException) -> None:
+    """An end event for a partition that raised before its summary (the driver stops waiting
+    for it and reports the error); the worker may be gone too, so this never raises."""
+    from distributed import get_worker
+
+    try:
+        get_worker().log_event(topic(run_id), {"partition": number, "began": began, "ended": time.time(),
+                                               "error": f"{type(exc).__name__}: {exc}"})
+    except Exception:  # noqa: BLE001 - no worker (or a closed one): nothing to tell
+        pass
+
+
+def _apply(pdf: pd.DataFrame, job: PartJob, number: int | None, began: float) -> pd.DataFrame:
     from distributed import get_worker
 
     from .remote import coordinated, report_answers
 
-    began = time.time()
     spec = job.spec(pdf.columns)
     rows, n = row_source(pdf, spec.template.fields), len(pdf)
     probe = PartitionRun(spec, rows, n, PartitionStore({}))
@@ -196,12 +227,11 @@ def apply_partition(pdf: pd.DataFrame, job: PartJob, partition_info: dict | None
     out = pdf.copy()
     for name, column in chat_columns(run, Naming(job.output, None, job.usage)).items():
         out[name] = column
-    number = (partition_info or {}).get("number")
     known_cost = sum(spec.cost(reply_of(rec).usage) for rec in known.values())
     get_worker().log_event(topic(job.run_id), summary(run, number, len(known), known_cost, began))
     fatal = raised_stop(run.stop_error, out, run.report)
     if fatal is not None:
-        raise fatal
+        raise _Ended(fatal)
     return out
 
 

@@ -207,3 +207,42 @@ def test_series_embed(client, sim, llm, frame):
     vectors = out.compute()
     assert out.llm.wait(60).answered_rows == 45 and vectors.index.equals(frame.index)
     assert all(v is not None and len(v) > 0 for v in vectors)
+
+
+def _runs_on_scheduler(client) -> list[str]:
+    from llmbatch_pd.dask.coordinator import PLUGIN
+
+    return client.run_on_scheduler(lambda dask_scheduler: list(dask_scheduler.plugins[PLUGIN].runs))
+
+
+def test_a_result_dropped_before_it_is_computed_ends_its_driver_and_run(client, sim, llm, frame):
+    import gc
+
+    from llmbatch_pd.dask.driver import RUNS
+    from tests.conftest import wait_until
+
+    ddf = dd.from_pandas(frame, npartitions=2)
+    out = ddf.llm.apply(TEMPLATE, **llm)
+    run_id = out.llm.run_id
+    thread = RUNS[run_id]._thread
+    assert thread.is_alive() and run_id in _runs_on_scheduler(client)
+    del out
+    gc.collect()
+    wait_until(lambda: not thread.is_alive(), 10, "the driver thread of a dropped result to end")
+    assert run_id not in RUNS
+    assert run_id not in _runs_on_scheduler(client)
+    assert sim.stats()["total"] == 0
+
+
+def test_a_partition_that_raises_ends_the_run_and_wait_returns(client, sim, llm, frame):
+    """An ordinary error inside one partition (here its rows lack the template's column):
+    wait() returns the report with the error named, it does not wait for ever."""
+    ddf = dd.from_pandas(frame, npartitions=3)
+    broken = ddf.map_partitions(lambda p: p.drop(columns="title") if p.index[0] >= 1030 else p, meta=ddf._meta,
+                              enforce_metadata=False)
+    out = broken.llm.apply(TEMPLATE, **llm)
+    with pytest.raises(Exception, match="title"):
+        out.compute()
+    report = out.llm.wait(timeout=20)
+    assert any("raised" in w and "title" in w for w in report.warnings)
+    assert out.llm.run_id not in _runs_on_scheduler(client)
