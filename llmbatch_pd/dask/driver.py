@@ -26,6 +26,7 @@ from __future__ import annotations
 
 import threading
 import time
+import warnings
 from collections import Counter
 from collections.abc import Callable
 from pathlib import Path
@@ -44,6 +45,8 @@ IDLE_POLL = 0.5
 """Seconds between two reads while nothing has been sent yet (the result not computed)."""
 STOP_GRACE = 2.0
 """Seconds a run stopped run-wide, with nothing in flight, waits for its partitions' ends."""
+POLL_TRIES = 8
+"""Reads of the coordinator that may fail in a row (backing off to 5 s) before the driver gives up."""
 FLUSH_WAIT = 30.0
 """Seconds the end of a run waits for the cache file's writer."""
 
@@ -68,6 +71,7 @@ class Driver:
         self.stored = 0  # answers handed to the cache file's writer
         self.final: dict | None = None  # the coordinator's last counters
         self.error: BaseException | None = None
+        self.poll_failures = 0  # reads of the coordinator that failed in a row
         self._stop = threading.Event()
         self._done = threading.Event()
         self._store: Store | None = None
@@ -84,7 +88,9 @@ class Driver:
                 self._store = Store(self.cache_path)
             quiet_since = None
             while not self._stop.is_set():
-                counts = self._poll()
+                counts = self._poll_again()
+                if counts is None:  # the scheduler did not answer: wait a little, ask again
+                    continue
                 if len(self.parts) >= self.npartitions:
                     break
                 # a run-wide stop (bad key, no quota, Cancel) and nothing in flight: a compute
@@ -110,6 +116,24 @@ class Driver:
             else:
                 self._close_display()
             self._done.set()
+
+    def _poll_again(self) -> dict | None:
+        """``_poll``, a transient failure (the scheduler busy or briefly unreachable) retried
+        ``POLL_TRIES`` times with a growing wait before the thread gives up (it raises then);
+        None after a failure (the wait is done)."""
+        try:
+            counts = self._poll()
+        except Exception as exc:
+            self.poll_failures += 1
+            if self.poll_failures > POLL_TRIES:
+                raise
+            if self.poll_failures == 1:
+                warnings.warn(f"llmbatch: run {self.run_id}: reading the coordinator failed ({exc}); "
+                              "trying again", RuntimeWarning, stacklevel=1)
+            self._stop.wait(min(POLL * 2 ** self.poll_failures, 5.0))
+            return None
+        self.poll_failures = 0
+        return counts
 
     def _poll(self) -> dict:
         self._drain()

@@ -246,3 +246,34 @@ def test_a_partition_that_raises_ends_the_run_and_wait_returns(client, sim, llm,
     report = out.llm.wait(timeout=20)
     assert any("raised" in w and "title" in w for w in report.warnings)
     assert out.llm.run_id not in _runs_on_scheduler(client)
+
+
+def _take_handler(dask_scheduler=None):
+    dask_scheduler._llmbatch_take = dask_scheduler.handlers.pop("llmbatch_take")
+
+
+def _give_handler(dask_scheduler=None):
+    dask_scheduler.handlers["llmbatch_take"] = dask_scheduler._llmbatch_take
+
+
+def test_the_driver_rides_out_a_failed_read_of_the_coordinator(client, sim, llm, frame, private_cache):
+    """The scheduler briefly cannot hand over the answers (its handler is gone: a real failed
+    call): the driver warns, tries again, and still writes every paid answer to the cache."""
+    from llmbatch_pd.dask.driver import RUNS
+    from tests.conftest import wait_until
+
+    ddf = dd.from_pandas(frame, npartitions=3)
+    with pytest.warns(RuntimeWarning, match="trying again"):
+        out = ddf.llm.apply(TEMPLATE, **llm)
+        driver = RUNS[out.llm.run_id]
+        client.run_on_scheduler(_take_handler)
+        try:
+            wait_until(lambda: driver.poll_failures >= 1, 10, "the driver to fail a read")
+        finally:
+            client.run_on_scheduler(_give_handler)
+    out.compute()
+    report = out.llm.wait(60)
+    assert report.answered_rows == len(frame)
+    with sqlite3.connect(private_cache) as db:
+        stored = db.execute("SELECT COUNT(*) FROM answers").fetchone()[0]
+    assert stored == frame["title"].nunique()  # every distinct prompt paid is on disk
