@@ -24,7 +24,7 @@ from dask.dataframe.extensions import register_dataframe_accessor, register_seri
 
 from .. import frames
 from .. import options as opts
-from ..core import defaults, errors
+from ..core import defaults, errors, journal
 from ..core.report import RunReport
 from ..core.types import Request
 from ..planning import estimate as plan
@@ -138,8 +138,16 @@ def _meta(ddf: Any, template: str, model: str, output: str, usage: bool, options
     finally:
         frames.LAST.clear()
         frames.LAST.update(last)
-    meta.attrs.clear()
+    _unrecord(meta)
     return meta
+
+
+def _unrecord(meta: pd.DataFrame | pd.Series) -> None:
+    """The pandas call on ``_meta`` sent nothing and is not the user's run: out of the kernel's
+    journal (the Dask run is recorded by its driver when it ends) and out of the result's attrs."""
+    if meta.attrs.get(frames.REPORT_ATTR) is not None:
+        journal.forget(meta.attrs[frames.REPORT_ATTR])
+    meta.attrs.clear()
 
 
 class _Call:
@@ -227,7 +235,7 @@ def _embed(data: Any, template: str, model: str, output: str, progress: Any, opt
     finally:
         frames.LAST.clear()
         frames.LAST.update(last)
-    meta.attrs.clear()
+    _unrecord(meta)
     client = _client()
     spec = build_spec(template, list(data.columns), model=model, **options)
     run_id = uuid.uuid4().hex

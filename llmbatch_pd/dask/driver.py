@@ -32,6 +32,7 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
+from ..core import journal
 from ..core.report import RunReport
 from ..core.types import Usage
 from ..store.db import History, Store
@@ -111,6 +112,8 @@ class Driver:
             if self._store is not None:
                 self._store.flush(FLUSH_WAIT)
                 self._store.close()
+            if self.parts or self.report.stats.sent:  # the run in the kernel's journal (%llm_runs)
+                journal.record(self.report, "run")
             if self._widget:  # the final counts now; the summary from the thread that waits
                 self._update_display()
             else:

@@ -277,3 +277,20 @@ def test_the_driver_rides_out_a_failed_read_of_the_coordinator(client, sim, llm,
     with sqlite3.connect(private_cache) as db:
         stored = db.execute("SELECT COUNT(*) FROM answers").fetchone()[0]
     assert stored == frame["title"].nunique()  # every distinct prompt paid is on disk
+
+
+def test_a_dask_run_is_in_the_journal_once_it_ends_with_its_rows_and_dollars(client, sim, llm, frame):
+    from llmbatch_pd.core import journal
+
+    journal.clear()
+    ddf = dd.from_pandas(frame, npartitions=3)
+    out = ddf.llm.apply(TEMPLATE, **llm)
+    vectors = ddf.llm.embed("{title}", **{**llm, "model": "openai/text-embedding-3-small"})
+    assert journal.entries() == []  # the checks on the empty _meta are no runs
+    out.compute()
+    out.llm.wait(60)
+    [entry] = journal.entries()
+    assert (entry.rows, entry.answered, entry.status) == (len(frame), len(frame), "done")
+    assert entry.dollars == pytest.approx(bill(sim.log), rel=1e-9)
+    assert journal.total_spend() == pytest.approx(bill(sim.log), rel=1e-9)
+    del vectors
