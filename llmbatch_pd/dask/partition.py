@@ -167,14 +167,14 @@ def apply_partition(pdf: pd.DataFrame, job: PartJob, partition_info: dict | None
     number = (partition_info or {}).get("number")
     try:
         return _apply(pdf, job, number, began)
-    except _Ended as ended:  # its end event is logged: the run-wide stop it raises
+    except Ended as ended:  # its end event is logged: the run-wide stop it raises
         raise ended.error from None
     except BaseException as exc:  # the driver waits for every partition's end: say this one ended
-        _log_failure(job.run_id, number, began, exc)
+        log_failure(job.run_id, number, began, exc)
         raise
 
 
-class _Ended(Exception):
+class Ended(Exception):
     """A partition that logged its end event and then raises ``error`` (a run-wide stop)."""
 
     def __init__(self, error: BaseException) -> None:
@@ -182,7 +182,7 @@ class _Ended(Exception):
         self.error = error
 
 
-def _log_failure(run_id: str, number: int | None, began: float, exc: BaseException) -> None:
+def log_failure(run_id: str, number: int | None, began: float, exc: BaseException) -> None:
     """An end event for a partition that raised before its summary (the driver stops waiting
     for it and reports the error); the worker may be gone too, so this never raises."""
     from distributed import get_worker
@@ -231,7 +231,7 @@ def _apply(pdf: pd.DataFrame, job: PartJob, number: int | None, began: float) ->
     get_worker().log_event(topic(job.run_id), summary(run, number, len(known), known_cost, began))
     fatal = raised_stop(run.stop_error, out, run.report)
     if fatal is not None:
-        raise _Ended(fatal)
+        raise Ended(fatal)
     return out
 
 

@@ -294,3 +294,14 @@ def test_a_dask_run_is_in_the_journal_once_it_ends_with_its_rows_and_dollars(cli
     assert entry.dollars == pytest.approx(bill(sim.log), rel=1e-9)
     assert journal.total_spend() == pytest.approx(bill(sim.log), rel=1e-9)
     del vectors
+
+
+def test_an_embed_result_computed_after_its_run_ended_says_why(client, sim, llm, frame):
+    """Not a Series of None vectors: the run is over, its vectors are in the cache file."""
+    out = dd.from_pandas(frame, npartitions=2).llm.embed("{title}", **{**llm, "model": "openai/text-embedding-3-small"})
+    out.compute()
+    out.llm.wait(60)
+    sent = sim.stats()["total"]
+    with pytest.raises(InputError, match="has ended"):
+        out.compute()
+    assert sim.stats()["total"] == sent
