@@ -38,7 +38,7 @@ from ..ui import choose_display
 from .coordinator import RunLimits, open_run, stop_run
 from .driver import Driver, driver, release
 from .embed import EmbedJob, cached_vectors, embed_partition
-from .partition import PartJob, apply_partition, plan_partition
+from .partition import PartJob, apply_partition, plan_partition, share_hits
 
 OUTPUT, EMBED_OUTPUT = defaults.OUTPUT, defaults.EMBED_OUTPUT
 RUN_ATTR = "llm_run"
@@ -164,6 +164,7 @@ class _Call:
         self.job = PartJob(run_id, template, {**options, "model": model,
                                               "concurrency": _per_partition(self.client, spec.concurrency)},
                            output, usage=usage, hits=_cached(spec))
+        shared = share_hits(self.client, self.job)  # once to the cluster, not in every task
         estimate, longest = None, 0
         if spec.budget is not None or progress is not False:
             estimate, longest = _plan(self.client, ddf, spec, self.job)
@@ -191,7 +192,8 @@ class _Call:
         self.meta.attrs[RUN_ATTR] = run_id
         self.meta.attrs[frames.REPORT_ATTR] = report
         self.ddf = ddf
-        weakref.finalize(self.job, release, run_id)  # the result dropped: its driver ends, the run closes
+        # the result dropped: its driver ends, the run closes, the scattered hits go
+        weakref.finalize(self.job, release, run_id, shared)
 
     def result(self) -> Any:
         return self.ddf.map_partitions(apply_partition, self.job, meta=self.meta, partition_info=True,
@@ -243,6 +245,7 @@ def _embed(data: Any, template: str, model: str, output: str, progress: Any, opt
     job = EmbedJob(run_id, template, {k: v for k, v in options.items() if k != "cache"}
                    | {"model": model, "concurrency": _per_partition(client, spec.concurrency)},
                    output, worst_cost=worst, hits=cached_vectors(spec))
+    shared = share_hits(client, job)  # once to the cluster, not in every task
     open_run(client, RunLimits(run_id=run_id, rpm=spec.rpm, tpm=spec.tpm, budget=spec.budget, worst_cost=worst))
     report = RunReport(model=spec.model.full, rows=0, budget=spec.budget, priced=spec.price is not None)
     shown = None if progress is False else choose_display(
@@ -252,7 +255,7 @@ def _embed(data: Any, template: str, model: str, output: str, progress: Any, opt
            model=spec.provider.model, history_key=None, display=shown)
     meta.attrs[RUN_ATTR] = run_id
     meta.attrs[frames.REPORT_ATTR] = report
-    weakref.finalize(job, release, run_id)  # the result dropped: its driver ends, the run closes
+    weakref.finalize(job, release, run_id, shared)  # the result dropped: driver ends, run closes, hits go
     return data.map_partitions(embed_partition, job, meta=meta, partition_info=True, enforce_metadata=False)
 
 

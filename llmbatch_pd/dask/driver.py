@@ -239,10 +239,11 @@ class Driver:
             self._thread.join(FLUSH_WAIT)
 
 
-def release(run_id: str) -> None:
+def release(run_id: str, *held: Any) -> None:
     """The lazy result of a run was dropped (``weakref.finalize`` on its partitions' job): end
     its driver thread, which drains what came, closes the run on the scheduler and forgets
-    it. Never blocks (a finalizer may run on any thread, the driver's own included)."""
+    it. Never blocks (a finalizer may run on any thread, the driver's own included).
+    ``held``: what lived as long as the job (the scattered hits' future), let go now."""
     gone = RUNS.pop(run_id, None)
     if gone is not None:
         gone._stop.set()

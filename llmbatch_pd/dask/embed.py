@@ -24,7 +24,7 @@ from ..runs.embed import EmbedRun, input_key, key_prefix
 from ..runs.embed_spec import EmbedSpec, build_spec
 from ..store.db import Store
 from ..transport.loop_thread import run_sync
-from .partition import REPORT_EVERY, Ended, PartitionStore, log_failure, topic
+from .partition import REPORT_EVERY, Ended, PartitionStore, hits_of, log_failure, topic
 
 
 def vector_record(vector: np.ndarray, tokens: int, model: str) -> dict[str, Any]:
@@ -65,6 +65,7 @@ class EmbedJob:
     output: str
     worst_cost: float = 0.0
     hits: dict[str, dict] = field(default_factory=dict, repr=False)
+    hits_key: str | None = None  # scattered once (``partition.share_hits``)
 
     def __repr__(self) -> str:  # never the options: api_key= may be among them
         return f"EmbedJob(run_id={self.run_id!r}, output={self.output!r}, hits={len(self.hits)})"
@@ -140,8 +141,9 @@ def _embed(pdf: pd.DataFrame, job: EmbedJob, number: int | None, began: float) -
     spec = job.spec(pdf.columns)
     rows, n = row_source(pdf, spec.template.fields), len(pdf)
     keys = list(dict.fromkeys(EmbedPartitionRun(spec, rows, n, VectorStore({})).input_keys()))
-    known = known_answers(job.run_id, [k for k in keys if k not in job.hits])
-    store = VectorStore({**job.hits, **known})
+    hits = hits_of(job)
+    known = known_answers(job.run_id, [k for k in keys if k not in hits])
+    store = VectorStore({**hits, **known})
     run = EmbedPartitionRun(spec, rows, n, store)
 
     def hand_over() -> None:

@@ -15,6 +15,7 @@ run goes on (its engine runs on the process's private loop thread).
 from __future__ import annotations
 
 import queue
+import threading
 import time
 from collections.abc import Iterator
 from dataclasses import dataclass, field
@@ -65,6 +66,37 @@ def reply_of(rec: dict[str, Any]) -> Reply:
 
 # -- what a partition task is given ----------------------------------------------------------
 
+_HITS: dict[str, dict] = {}
+"""The last scattered hits this worker process fetched (one set: a run's partitions share it)."""
+_HITS_LOCK = threading.Lock()
+
+
+def share_hits(client: Any, job: Any) -> Any:
+    """Scatter ``job.hits`` to the cluster once and keep only its key in the job, so the
+    graph (every partition task, every plan task) does not carry the model's whole cache.
+    Returns the future: the caller keeps it as long as the job may be computed."""
+    if not job.hits:
+        return None
+    [future] = client.scatter([job.hits], hash=False)
+    job.hits, job.hits_key = {}, future.key
+    return future
+
+
+def hits_of(job: Any) -> dict[str, dict]:
+    """The job's hits: its own, or the scattered ones (fetched once per worker process)."""
+    if job.hits_key is None:
+        return job.hits
+    with _HITS_LOCK:
+        found = _HITS.get(job.hits_key)
+        if found is None:
+            from distributed import Future, get_client
+
+            client = get_client()
+            found = client.gather(Future(job.hits_key, client=client))
+            _HITS.clear()
+            _HITS[job.hits_key] = found
+        return found
+
 
 @dataclass
 class PartJob:
@@ -79,6 +111,7 @@ class PartJob:
     usage: bool = False
     worst_cost: float = 0.0  # dollars: the dearest request's worst case (the coordinator leases by it)
     hits: dict[str, dict] = field(default_factory=dict, repr=False)
+    hits_key: str | None = None  # the hits scattered once to the cluster (``share_hits``), not in each task
 
     def __repr__(self) -> str:  # never the options: api_key= may be among them
         return f"PartJob(run_id={self.run_id!r}, output={self.output!r}, hits={len(self.hits)})"
@@ -203,8 +236,9 @@ def _apply(pdf: pd.DataFrame, job: PartJob, number: int | None, began: float) ->
     rows, n = row_source(pdf, spec.template.fields), len(pdf)
     probe = PartitionRun(spec, rows, n, PartitionStore({}))
     keys = list(dict.fromkeys(probe.keys()))
-    known = _known(job.run_id, [k for k in keys if k not in job.hits]) if keys else {}
-    store = PartitionStore({**job.hits, **known})
+    hits = hits_of(job)
+    known = _known(job.run_id, [k for k in keys if k not in hits]) if keys else {}
+    store = PartitionStore({**hits, **known})
     run = PartitionRun(spec, rows, n, store)
     run.keep_usage = job.usage
 
@@ -262,7 +296,7 @@ def summary(run: PartitionRun, number: int | None, known: int, known_cost: float
 def plan_partition(pdf: pd.DataFrame, job: PartJob) -> dict[str, Any]:
     """What the partition would send (nothing is sent): the counts an estimate is built from."""
     spec = job.spec(pdf.columns)
-    run = PartitionRun(spec, row_source(pdf, spec.template.fields), len(pdf), PartitionStore(job.hits))
+    run = PartitionRun(spec, row_source(pdf, spec.template.fields), len(pdf), PartitionStore(hits_of(job)))
     run._open_store()
     counts = [r.est_input_tokens for r in run._requests()]
     r = run.report

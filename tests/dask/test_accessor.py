@@ -305,3 +305,23 @@ def test_an_embed_result_computed_after_its_run_ended_says_why(client, sim, llm,
     with pytest.raises(InputError, match="has ended"):
         out.compute()
     assert sim.stats()["total"] == sent
+
+
+def test_the_cache_goes_to_the_cluster_once_not_inside_every_task(client, sim, llm, frame, private_cache):
+    """Finding 10: the model's cached answers were pickled into every partition task; they are
+    scattered once, and the graph carries only their key (and they still answer the rows)."""
+    import cloudpickle
+
+    ddf = dd.from_pandas(frame, npartitions=3)
+    first = ddf.llm.apply(TEMPLATE, **llm)
+    first.compute()
+    first.llm.wait(60)
+    sent = sim.stats()["total"]
+    again = ddf.llm.apply(TEMPLATE, **llm)
+    graph = cloudpickle.dumps(dict(again.__dask_graph__()))
+    assert expected_answer(frame["title"].iloc[0]).encode() not in graph
+    result = again.compute()
+    report = again.llm.wait(60)
+    assert sim.stats()["total"] == sent  # every row answered from the scattered cache
+    assert list(result["llm_output"]) == [expected_answer(t) for t in frame["title"]]
+    assert report.cached == len(frame) - report.duplicates
