@@ -128,8 +128,8 @@ class Driver:
             counts = self._poll()
         except Exception as exc:
             self.poll_failures += 1
-            if self.poll_failures > POLL_TRIES:
-                raise
+            if self.poll_failures > POLL_TRIES or getattr(self.client, "status", "running") in ("closing", "closed"):
+                raise  # gave up, or the client was closed: nothing to try again with
             if self.poll_failures == 1:
                 warnings.warn(f"llmbatch: run {self.run_id}: reading the coordinator failed ({exc}); "
                               "trying again", RuntimeWarning, stacklevel=1)

@@ -325,3 +325,16 @@ def test_the_cache_goes_to_the_cluster_once_not_inside_every_task(client, sim, l
     assert sim.stats()["total"] == sent  # every row answered from the scattered cache
     assert list(result["llm_output"]) == [expected_answer(t) for t in frame["title"]]
     assert report.cached == len(frame) - report.duplicates
+
+
+def test_the_driver_ends_when_its_client_closes(client, sim, llm, frame):
+    from llmbatch_pd.dask.driver import RUNS
+    from tests.conftest import wait_until
+
+    with distributed.Client(client.cluster) as other:  # the default client while it is open
+        out = dd.from_pandas(frame, npartitions=2).llm.apply(TEMPLATE, **llm)
+        driver = RUNS[out.llm.run_id]
+        assert driver.client is other
+    wait_until(lambda: not driver._thread.is_alive(), 10, "the driver of a closed client to end")
+    with pytest.raises(RuntimeError, match="stopped|failed"):
+        out.llm.wait(1)
