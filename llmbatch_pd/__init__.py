@@ -33,7 +33,10 @@ from .frames import load_reviews
 sys.modules[f"{__name__}.errors"] = errors
 
 if "dask.dataframe" in sys.modules:  # dask is in use already: ddf.llm too (never imports dask itself)
-    from . import dask as _dask  # noqa: F401
+    try:  # ddf.llm needs dask.distributed too; dask[dataframe] alone keeps the pandas accessor working
+        from . import dask as _dask  # noqa: F401
+    except ImportError:
+        pass
 
 __version__ = "0.1.0"
 

@@ -75,6 +75,13 @@ def record(report: Any, kind: Kind = "run", status: str | None = None) -> None:
                 found.status = status
 
 
+def forget(report: Any) -> None:
+    """Drop ``report``'s entry (a call that sent nothing and was no run of the user's: the
+    pandas call a Dask ``apply`` makes on its frame's empty ``_meta`` to check the options)."""
+    with _lock:
+        _records[:] = [r for r in _records if all(r.report is not one for one in _reports(report))]
+
+
 def _entry(rec: _Record) -> Entry:
     r = rec.report
     stats = r.stats

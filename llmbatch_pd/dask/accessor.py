@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import math
 import uuid
+import weakref
 from typing import Any
 
 import pandas as pd
@@ -23,7 +24,7 @@ from dask.dataframe.extensions import register_dataframe_accessor, register_seri
 
 from .. import frames
 from .. import options as opts
-from ..core import defaults, errors
+from ..core import defaults, errors, journal
 from ..core.report import RunReport
 from ..core.types import Request
 from ..planning import estimate as plan
@@ -35,15 +36,18 @@ from ..store.db import Store
 from ..store.writer import ANSWER_COLUMNS
 from ..ui import choose_display
 from .coordinator import RunLimits, open_run, stop_run
-from .driver import Driver, driver
+from .driver import Driver, driver, release
 from .embed import EmbedJob, cached_vectors, embed_partition
-from .partition import PartJob, apply_partition, plan_partition
+from .partition import PartJob, apply_partition, plan_partition, share_hits
 
 OUTPUT, EMBED_OUTPUT = defaults.OUTPUT, defaults.EMBED_OUTPUT
 RUN_ATTR = "llm_run"
 """The run's id, in the lazy result's ``_meta.attrs`` (``result.llm.wait()`` finds it there)."""
 NOT_ON_DASK = {"pilot": "run the pilot on a sample first: ddf.head(n).llm.estimate(..., pilot=n)",
-               "mode": "batch jobs are a pandas-path feature: df.llm.apply(..., mode='batch')"}
+               "mode": "batch jobs are a pandas-path feature: df.llm.apply(..., mode='batch')",
+               "pack": "packing rows into one request is a pandas-path feature: df.llm.apply(..., pack=k)"}
+ALLOWED = {"pilot": (None,), "mode": (None, "realtime"), "pack": (None, 1)}
+"""The values of the ``NOT_ON_DASK`` options that mean "not used" (``pack=1`` is one row a request)."""
 
 
 def _client() -> Any:
@@ -70,7 +74,8 @@ def _refuse(model: Any, options: dict[str, Any]) -> None:
     if not isinstance(model, str):
         raise errors.InputError("ddf.llm takes one model= name (run one apply per model)")
     for name, advice in NOT_ON_DASK.items():
-        if options.get(name) not in (None, "realtime"):
+        value = options.get(name)
+        if value is not None and not any(value == ok and type(value) is type(ok) for ok in ALLOWED[name]):
             raise errors.InputError(f"{name}= does not run on Dask: {advice}")
 
 
@@ -133,8 +138,16 @@ def _meta(ddf: Any, template: str, model: str, output: str, usage: bool, options
     finally:
         frames.LAST.clear()
         frames.LAST.update(last)
-    meta.attrs.clear()
+    _unrecord(meta)
     return meta
+
+
+def _unrecord(meta: pd.DataFrame | pd.Series) -> None:
+    """The pandas call on ``_meta`` sent nothing and is not the user's run: out of the kernel's
+    journal (the Dask run is recorded by its driver when it ends) and out of the result's attrs."""
+    if meta.attrs.get(frames.REPORT_ATTR) is not None:
+        journal.forget(meta.attrs[frames.REPORT_ATTR])
+    meta.attrs.clear()
 
 
 class _Call:
@@ -151,6 +164,7 @@ class _Call:
         self.job = PartJob(run_id, template, {**options, "model": model,
                                               "concurrency": _per_partition(self.client, spec.concurrency)},
                            output, usage=usage, hits=_cached(spec))
+        shared = share_hits(self.client, self.job)  # once to the cluster, not in every task
         estimate, longest = None, 0
         if spec.budget is not None or progress is not False:
             estimate, longest = _plan(self.client, ddf, spec, self.job)
@@ -178,6 +192,8 @@ class _Call:
         self.meta.attrs[RUN_ATTR] = run_id
         self.meta.attrs[frames.REPORT_ATTR] = report
         self.ddf = ddf
+        # the result dropped: its driver ends, the run closes, the scattered hits go
+        weakref.finalize(self.job, release, run_id, shared)
 
     def result(self) -> Any:
         return self.ddf.map_partitions(apply_partition, self.job, meta=self.meta, partition_info=True,
@@ -221,7 +237,7 @@ def _embed(data: Any, template: str, model: str, output: str, progress: Any, opt
     finally:
         frames.LAST.clear()
         frames.LAST.update(last)
-    meta.attrs.clear()
+    _unrecord(meta)
     client = _client()
     spec = build_spec(template, list(data.columns), model=model, **options)
     run_id = uuid.uuid4().hex
@@ -229,6 +245,7 @@ def _embed(data: Any, template: str, model: str, output: str, progress: Any, opt
     job = EmbedJob(run_id, template, {k: v for k, v in options.items() if k != "cache"}
                    | {"model": model, "concurrency": _per_partition(client, spec.concurrency)},
                    output, worst_cost=worst, hits=cached_vectors(spec))
+    shared = share_hits(client, job)  # once to the cluster, not in every task
     open_run(client, RunLimits(run_id=run_id, rpm=spec.rpm, tpm=spec.tpm, budget=spec.budget, worst_cost=worst))
     report = RunReport(model=spec.model.full, rows=0, budget=spec.budget, priced=spec.price is not None)
     shown = None if progress is False else choose_display(
@@ -238,6 +255,7 @@ def _embed(data: Any, template: str, model: str, output: str, progress: Any, opt
            model=spec.provider.model, history_key=None, display=shown)
     meta.attrs[RUN_ATTR] = run_id
     meta.attrs[frames.REPORT_ATTR] = report
+    weakref.finalize(job, release, run_id, shared)  # the result dropped: driver ends, run closes, hits go
     return data.map_partitions(embed_partition, job, meta=meta, partition_info=True, enforce_metadata=False)
 
 

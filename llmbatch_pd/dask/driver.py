@@ -26,11 +26,13 @@ from __future__ import annotations
 
 import threading
 import time
+import warnings
 from collections import Counter
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
+from ..core import journal
 from ..core.report import RunReport
 from ..core.types import Usage
 from ..store.db import History, Store
@@ -44,6 +46,8 @@ IDLE_POLL = 0.5
 """Seconds between two reads while nothing has been sent yet (the result not computed)."""
 STOP_GRACE = 2.0
 """Seconds a run stopped run-wide, with nothing in flight, waits for its partitions' ends."""
+POLL_TRIES = 8
+"""Reads of the coordinator that may fail in a row (backing off to 5 s) before the driver gives up."""
 FLUSH_WAIT = 30.0
 """Seconds the end of a run waits for the cache file's writer."""
 
@@ -68,6 +72,7 @@ class Driver:
         self.stored = 0  # answers handed to the cache file's writer
         self.final: dict | None = None  # the coordinator's last counters
         self.error: BaseException | None = None
+        self.poll_failures = 0  # reads of the coordinator that failed in a row
         self._stop = threading.Event()
         self._done = threading.Event()
         self._store: Store | None = None
@@ -84,12 +89,16 @@ class Driver:
                 self._store = Store(self.cache_path)
             quiet_since = None
             while not self._stop.is_set():
-                counts = self._poll()
+                counts = self._poll_again()
+                if counts is None:  # the scheduler did not answer: wait a little, ask again
+                    continue
                 if len(self.parts) >= self.npartitions:
                     break
                 # a run-wide stop (bad key, no quota, Cancel) and nothing in flight: a compute
                 # that raised never runs its other partitions, so do not wait for their ends
-                quiet = counts.get("stopped") is not None and not counts.get("in_flight")
+                # so does a partition that raised an ordinary error, once no partition is open
+                failed = any("error" in p for p in self.parts.values()) and not counts.get("open_partitions")
+                quiet = (counts.get("stopped") is not None or failed) and not counts.get("in_flight")
                 quiet_since = (quiet_since or time.monotonic()) if quiet else None
                 if quiet_since is not None and time.monotonic() - quiet_since >= STOP_GRACE:
                     break
@@ -103,11 +112,31 @@ class Driver:
             if self._store is not None:
                 self._store.flush(FLUSH_WAIT)
                 self._store.close()
+            if self.parts or self.report.stats.sent:  # the run in the kernel's journal (%llm_runs)
+                journal.record(self.report, "run")
             if self._widget:  # the final counts now; the summary from the thread that waits
                 self._update_display()
             else:
                 self._close_display()
             self._done.set()
+
+    def _poll_again(self) -> dict | None:
+        """``_poll``, a transient failure (the scheduler busy or briefly unreachable) retried
+        ``POLL_TRIES`` times with a growing wait before the thread gives up (it raises then);
+        None after a failure (the wait is done)."""
+        try:
+            counts = self._poll()
+        except Exception as exc:
+            self.poll_failures += 1
+            if self.poll_failures > POLL_TRIES or getattr(self.client, "status", "running") in ("closing", "closed"):
+                raise  # gave up, or the client was closed: nothing to try again with
+            if self.poll_failures == 1:
+                warnings.warn(f"llmbatch: run {self.run_id}: reading the coordinator failed ({exc}); "
+                              "trying again", RuntimeWarning, stacklevel=1)
+            self._stop.wait(min(POLL * 2 ** self.poll_failures, 5.0))
+            return None
+        self.poll_failures = 0
+        return counts
 
     def _poll(self) -> dict:
         self._drain()
@@ -153,10 +182,10 @@ class Driver:
         s.by_kind["429"] = c.get("rate_limited", 0)
         s.stop_reason = c.get("stopped") or s.stop_reason
         ended = list(self.parts.values())
-        r.answered_rows = (sum(p["answered_rows"] for p in ended)
-                           + max(0, s.done - sum(p["answered_requests"] for p in ended)))
-        r.failed_rows = (sum(p["failed_rows"] for p in ended)
-                         + max(0, s.failed - sum(p["failed_requests"] for p in ended)))
+        r.answered_rows = (sum(p.get("answered_rows", 0) for p in ended)
+                           + max(0, s.done - sum(p.get("answered_requests", 0) for p in ended)))
+        r.failed_rows = (sum(p.get("failed_rows", 0) for p in ended)
+                         + max(0, s.failed - sum(p.get("failed_requests", 0) for p in ended)))
 
     def _finish(self) -> None:
         self._drain()  # every partition reported its answers before its end event: this is all
@@ -206,7 +235,18 @@ class Driver:
     def stop(self) -> None:
         """End the thread now (the result will not be computed): close the run, keep what came."""
         self._stop.set()
-        self._thread.join(FLUSH_WAIT)
+        if threading.current_thread() is not self._thread:
+            self._thread.join(FLUSH_WAIT)
+
+
+def release(run_id: str, *held: Any) -> None:
+    """The lazy result of a run was dropped (``weakref.finalize`` on its partitions' job): end
+    its driver thread, which drains what came, closes the run on the scheduler and forgets
+    it. Never blocks (a finalizer may run on any thread, the driver's own included).
+    ``held``: what lived as long as the job (the scattered hits' future), let go now."""
+    gone = RUNS.pop(run_id, None)
+    if gone is not None:
+        gone._stop.set()
 
 
 def fold(report: RunReport, parts: list[dict]) -> None:
@@ -231,6 +271,10 @@ def fold(report: RunReport, parts: list[dict]) -> None:
         report.failed_by.update(p.get("failed_by") or {})
         report.not_sent_by.update(p.get("not_sent_by") or {})
         report.stop_kind = report.stop_kind or p.get("stop_kind")
+        if p.get("error"):  # the partition raised before its summary
+            warning = f"partition {p.get('partition')} raised {p['error']}"
+            if warning not in report.warnings:
+                report.warnings.append(warning)
         for message, n in (p.get("errors") or {}).items():
             stats.errors[message] += n
         for warning in p.get("warnings") or ():

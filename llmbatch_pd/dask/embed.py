@@ -16,6 +16,7 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
+from ..core.errors import InputError
 from ..core.outcome import raised_stop
 from ..core.types import Usage
 from ..frames import row_source
@@ -23,7 +24,7 @@ from ..runs.embed import EmbedRun, input_key, key_prefix
 from ..runs.embed_spec import EmbedSpec, build_spec
 from ..store.db import Store
 from ..transport.loop_thread import run_sync
-from .partition import REPORT_EVERY, PartitionStore, topic
+from .partition import REPORT_EVERY, Ended, PartitionStore, hits_of, log_failure, topic
 
 
 def vector_record(vector: np.ndarray, tokens: int, model: str) -> dict[str, Any]:
@@ -64,6 +65,7 @@ class EmbedJob:
     output: str
     worst_cost: float = 0.0
     hits: dict[str, dict] = field(default_factory=dict, repr=False)
+    hits_key: str | None = None  # scattered once (``partition.share_hits``)
 
     def __repr__(self) -> str:  # never the options: api_key= may be among them
         return f"EmbedJob(run_id={self.run_id!r}, output={self.output!r}, hits={len(self.hits)})"
@@ -120,16 +122,28 @@ class EmbedPartitionRun(EmbedRun):
 
 def embed_partition(pdf: pd.DataFrame, job: EmbedJob, partition_info: dict | None = None) -> pd.Series:
     """The partition's vectors, a Series of float32 arrays on its index (None where a row failed)."""
+    began = time.time()
+    number = (partition_info or {}).get("number")
+    try:
+        return _embed(pdf, job, number, began)
+    except Ended as ended:  # its end event is logged: the run-wide stop it raises
+        raise ended.error from None
+    except BaseException as exc:  # the driver waits for every partition's end: say this one ended
+        log_failure(job.run_id, number, began, exc)
+        raise
+
+
+def _embed(pdf: pd.DataFrame, job: EmbedJob, number: int | None, began: float) -> pd.Series:
     from distributed import get_worker
 
     from .remote import coordinated, known_answers, report_answers
 
-    began = time.time()
     spec = job.spec(pdf.columns)
     rows, n = row_source(pdf, spec.template.fields), len(pdf)
     keys = list(dict.fromkeys(EmbedPartitionRun(spec, rows, n, VectorStore({})).input_keys()))
-    known = known_answers(job.run_id, [k for k in keys if k not in job.hits])
-    store = VectorStore({**job.hits, **known})
+    hits = hits_of(job)
+    known = known_answers(job.run_id, [k for k in keys if k not in hits])
+    store = VectorStore({**hits, **known})
     run = EmbedPartitionRun(spec, rows, n, store)
 
     def hand_over() -> None:
@@ -143,17 +157,25 @@ def embed_partition(pdf: pd.DataFrame, job: EmbedJob, partition_info: dict | Non
             run_sync(run.execute(ledger), tick=hand_over, interval=REPORT_EVERY)
         finally:
             hand_over()
-    matrix, ok = run.matrix(), run.has_vector()
+        matrix, ok = run.matrix(), run.has_vector()
+        if getattr(getattr(ledger, "_link", None), "gone", False) and not run.stats.sent and not all(ok):
+            raise InputError(  # computed again after its run ended: nothing was sent
+                f"the run {job.run_id} of this ddf.llm.embed result has ended: its vectors are in the "
+                "cache file. Call ddf.llm.embed again (cached texts are not paid twice), or persist() "
+                "the result to compute it once")
     cells = np.empty(n, dtype=object)
     for i in range(n):
         if ok[i]:
             cells[i] = matrix[i]
     r = run.report
+    # the vectors another partition paid for in this run: counted as cached by the partition's
+    # run, taken off the run's saved_by_cache by the driver's fold
+    known_cost = sum(spec.cost(Usage(int(rec.get("tokens") or 0))) for rec in known.values())
     errors = Counter(e for e in run.row_errors() if e is not None)
     get_worker().log_event(topic(job.run_id), {
-        "partition": (partition_info or {}).get("number"), "began": began, "ended": time.time(),
+        "partition": number, "began": began, "ended": time.time(),
         "rows": n, "requests": len(run.texts), "duplicates": r.duplicates, "skipped": r.skipped,
-        "cached": r.cached, "known": len(known), "known_cost": 0.0, "answered_rows": r.answered_rows,
+        "cached": r.cached, "known": len(known), "known_cost": known_cost, "answered_rows": r.answered_rows,
         "failed_rows": r.failed_rows, "not_sent": r.not_sent, "saved_by_cache": r.saved_by_cache,
         "answered_requests": run.stats.done, "failed_requests": run.stats.failed,
         "errors": dict(errors.most_common(10)), "stop_reason": run.stats.stop_reason,
@@ -163,5 +185,5 @@ def embed_partition(pdf: pd.DataFrame, job: EmbedJob, partition_info: dict | Non
     out = pd.Series(cells, index=pdf.index, name=job.output, dtype=object)
     fatal = raised_stop(run.stop_error, out, r)
     if fatal is not None:
-        raise fatal
+        raise Ended(fatal)
     return out

@@ -38,6 +38,7 @@ KEEPALIVE = 0.1  # seconds between syncs when nothing asks for one (stops are he
 MIN_GAP = 0.005  # seconds between two syncs, so a busy partition batches its events
 HORIZON = 0.3  # seconds of this partition's recent demand kept in stock
 LEASE = 8  # requests' worth of dollars asked for at a time
+CLOSE_TRIES = 5  # a closing sync that failed is tried again this many times (backing off)
 STALE = 0.1  # a slot this late is dropped: sending on it would burst (the pacer's burst allowance)
 
 
@@ -87,6 +88,7 @@ class Link:
         self.settled: asyncio.Event | None = None  # on the engine's loop
         self.rpc_s = 0.0
         self.syncs = 0
+        self.failed_syncs = 0
         self._wake: asyncio.Event | None = None
         self._wake_pending = False
         self._pump: Any = None
@@ -268,6 +270,7 @@ class Link:
 
     async def _run(self) -> None:
         self._wake = asyncio.Event()
+        close_tries = 0
         while True:
             if not self.closed:
                 try:
@@ -278,12 +281,17 @@ class Link:
             with self.lock:
                 self._wake_pending = False
             closing = self.closed
-            await self._sync(close=closing)
+            synced = await self._sync(close=closing)
+            if closing and not synced and close_tries < CLOSE_TRIES:  # the last figures: try again
+                close_tries += 1
+                await asyncio.sleep(0.05 * 2 ** close_tries)
+                continue
             if closing or self.gone:
                 return
             await asyncio.sleep(MIN_GAP)
 
-    async def _sync(self, close: bool = False) -> None:
+    async def _sync(self, close: bool = False) -> bool:
+        """One exchange with the coordinator; False if it did not happen (the message is kept)."""
         epoch = self.epoch
         msg = self._outgoing(close)
         started = time.perf_counter()
@@ -291,16 +299,38 @@ class Link:
             reply = await self.worker.scheduler.llmbatch_sync(
                 run_id=self.run_id, holder=self.holder, worker=self.worker.address, msg=msg)
         except Exception as exc:  # the scheduler is unreachable: the leases stay counted there
-            log.warning("llmbatch: sync with the coordinator failed: %s", exc)
-            return
-        if not isinstance(reply, dict):  # no coordinator on this scheduler
-            log.warning("llmbatch: the scheduler has no run coordinator (reply %r)", reply)
-            return
+            self._restore(msg)  # nothing it carried is lost: the next sync sends it
+            if not self.failed_syncs:
+                log.warning("llmbatch: sync with the coordinator failed (kept for the next one): %s", exc)
+            self.failed_syncs += 1
+            return False
+        if not isinstance(reply, dict):  # no coordinator on this scheduler (yet, or any more)
+            self._restore(msg)
+            if not self.failed_syncs:
+                log.warning("llmbatch: the scheduler has no run coordinator (reply %r)", reply)
+            self.failed_syncs += 1
+            return False
         spent = time.perf_counter() - started
         self.rpc_s += spent
         self.syncs += 1
         self.rtt = 0.8 * self.rtt + 0.2 * spent
         self._incoming(reply, time.monotonic(), epoch)
+        return True
+
+    def _restore(self, msg: dict[str, Any]) -> None:
+        """A message the coordinator never got, back into the state it was taken from: its
+        events, spend, token debt, stop report and the dollars it gave back."""
+        with self.lock:
+            self.events[:0] = msg["events"]
+            self.info = self.info or msg["info"]
+            self.rpc_s += msg["rpc_s"]
+            self.spent_new += msg["spent"]
+            self.uncertain_new += msg["uncertain"]
+            if self.limit is not None:
+                self.held += msg["spent"] + msg["uncertain"] + msg["give_back"]
+            self.token_debt += msg.get("token_debt", 0.0)
+            self.stop_report = self.stop_report or msg.get("stop")
+            self.need = max(self.need, msg.get("need", 0.0))
 
     def _worst(self) -> float:
         return max(self.worst_cost, self.worst_seen)

@@ -15,6 +15,7 @@ run goes on (its engine runs on the process's private loop thread).
 from __future__ import annotations
 
 import queue
+import threading
 import time
 from collections.abc import Iterator
 from dataclasses import dataclass, field
@@ -65,6 +66,37 @@ def reply_of(rec: dict[str, Any]) -> Reply:
 
 # -- what a partition task is given ----------------------------------------------------------
 
+_HITS: dict[str, dict] = {}
+"""The last scattered hits this worker process fetched (one set: a run's partitions share it)."""
+_HITS_LOCK = threading.Lock()
+
+
+def share_hits(client: Any, job: Any) -> Any:
+    """Scatter ``job.hits`` to the cluster once and keep only its key in the job, so the
+    graph (every partition task, every plan task) does not carry the model's whole cache.
+    Returns the future: the caller keeps it as long as the job may be computed."""
+    if not job.hits:
+        return None
+    [future] = client.scatter([job.hits], hash=False)
+    job.hits, job.hits_key = {}, future.key
+    return future
+
+
+def hits_of(job: Any) -> dict[str, dict]:
+    """The job's hits: its own, or the scattered ones (fetched once per worker process)."""
+    if job.hits_key is None:
+        return job.hits
+    with _HITS_LOCK:
+        found = _HITS.get(job.hits_key)
+        if found is None:
+            from distributed import Future, get_client
+
+            client = get_client()
+            found = client.gather(Future(job.hits_key, client=client))
+            _HITS.clear()
+            _HITS[job.hits_key] = found
+        return found
+
 
 @dataclass
 class PartJob:
@@ -79,6 +111,7 @@ class PartJob:
     usage: bool = False
     worst_cost: float = 0.0  # dollars: the dearest request's worst case (the coordinator leases by it)
     hits: dict[str, dict] = field(default_factory=dict, repr=False)
+    hits_key: str | None = None  # the hits scattered once to the cluster (``share_hits``), not in each task
 
     def __repr__(self) -> str:  # never the options: api_key= may be among them
         return f"PartJob(run_id={self.run_id!r}, output={self.output!r}, hits={len(self.hits)})"
@@ -163,17 +196,49 @@ def _known(run_id: str, keys: list[str]) -> dict[str, dict]:
 
 def apply_partition(pdf: pd.DataFrame, job: PartJob, partition_info: dict | None = None) -> pd.DataFrame:
     """The partition with the run's new columns (the pandas path's, same names and dtypes)."""
+    began = time.time()
+    number = (partition_info or {}).get("number")
+    try:
+        return _apply(pdf, job, number, began)
+    except Ended as ended:  # its end event is logged: the run-wide stop it raises
+        raise ended.error from None
+    except BaseException as exc:  # the driver waits for every partition's end: say this one ended
+        log_failure(job.run_id, number, began, exc)
+        raise
+
+
+class Ended(Exception):
+    """A partition that logged its end event and then raises ``error`` (a run-wide stop)."""
+
+    def __init__(self, error: BaseException) -> None:
+        super().__init__(str(error))
+        self.error = error
+
+
+def log_failure(run_id: str, number: int | None, began: float, exc: BaseException) -> None:
+    """An end event for a partition that raised before its summary (the driver stops waiting
+    for it and reports the error); the worker may be gone too, so this never raises."""
+    from distributed import get_worker
+
+    try:
+        get_worker().log_event(topic(run_id), {"partition": number, "began": began, "ended": time.time(),
+                                               "error": f"{type(exc).__name__}: {exc}"})
+    except Exception:  # noqa: BLE001 - no worker (or a closed one): nothing to tell
+        pass
+
+
+def _apply(pdf: pd.DataFrame, job: PartJob, number: int | None, began: float) -> pd.DataFrame:
     from distributed import get_worker
 
     from .remote import coordinated, report_answers
 
-    began = time.time()
     spec = job.spec(pdf.columns)
     rows, n = row_source(pdf, spec.template.fields), len(pdf)
     probe = PartitionRun(spec, rows, n, PartitionStore({}))
     keys = list(dict.fromkeys(probe.keys()))
-    known = _known(job.run_id, [k for k in keys if k not in job.hits]) if keys else {}
-    store = PartitionStore({**job.hits, **known})
+    hits = hits_of(job)
+    known = _known(job.run_id, [k for k in keys if k not in hits]) if keys else {}
+    store = PartitionStore({**hits, **known})
     run = PartitionRun(spec, rows, n, store)
     run.keep_usage = job.usage
 
@@ -196,12 +261,11 @@ def apply_partition(pdf: pd.DataFrame, job: PartJob, partition_info: dict | None
     out = pdf.copy()
     for name, column in chat_columns(run, Naming(job.output, None, job.usage)).items():
         out[name] = column
-    number = (partition_info or {}).get("number")
     known_cost = sum(spec.cost(reply_of(rec).usage) for rec in known.values())
     get_worker().log_event(topic(job.run_id), summary(run, number, len(known), known_cost, began))
     fatal = raised_stop(run.stop_error, out, run.report)
     if fatal is not None:
-        raise fatal
+        raise Ended(fatal)
     return out
 
 
@@ -232,7 +296,7 @@ def summary(run: PartitionRun, number: int | None, known: int, known_cost: float
 def plan_partition(pdf: pd.DataFrame, job: PartJob) -> dict[str, Any]:
     """What the partition would send (nothing is sent): the counts an estimate is built from."""
     spec = job.spec(pdf.columns)
-    run = PartitionRun(spec, row_source(pdf, spec.template.fields), len(pdf), PartitionStore(job.hits))
+    run = PartitionRun(spec, row_source(pdf, spec.template.fields), len(pdf), PartitionStore(hits_of(job)))
     run._open_store()
     counts = [r.est_input_tokens for r in run._requests()]
     r = run.report

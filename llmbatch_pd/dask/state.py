@@ -208,6 +208,7 @@ class RunState:
             "stop_error": self.stop, "rows_per_s": rows_per_s,
             "answers_reported": len(self.answers), "answers_waiting": len(self.untaken),
             "partitions": len(self.holders),
+            "open_partitions": sum(1 for h in self.holders.values() if h.alive and h.open),
             "lost_workers": sum(1 for h in self.holders.values() if not h.alive),
             "rpm": limiter.requests.rate * 60 if limiter.requests.rate else None,
             "tpm": limiter.tokens.rate * 60 if limiter.tokens.rate else None,

@@ -129,6 +129,22 @@ def test_bad_input_is_refused_before_anything_is_sent(client, sim, llm, frame):
     assert sim.stats()["total"] == 0
 
 
+def test_pack_is_refused_not_silently_sent_row_by_row(client, sim, llm, frame):
+    """pack= is not honoured by the partitions (one request a row): refused before anything is
+    sent, for apply and estimate alike; pack=1 (one row a request) is the plain run."""
+    ddf = dd.from_pandas(frame, npartitions=2)
+    for pack in (10, "auto"):
+        with pytest.raises(InputError, match="pack="):
+            ddf.llm.apply(TEMPLATE, **llm, pack=pack)
+        with pytest.raises(InputError, match="pack="):
+            ddf.llm.estimate(TEMPLATE, **llm, pack=pack)
+    assert sim.stats()["total"] == 0
+    out = ddf.llm.apply(TEMPLATE, **llm, pack=1).compute()
+    assert out["llm_output"].notna().all()
+    # one request a row (no title repeats inside either partition, and duplicates are found per partition)
+    assert sim.stats()["total"] == len(frame)
+
+
 def test_a_bad_key_stops_every_partition_and_raises(client, sim, llm, frame):
     from llmbatch_pd import AuthenticationError
 
@@ -191,3 +207,134 @@ def test_series_embed(client, sim, llm, frame):
     vectors = out.compute()
     assert out.llm.wait(60).answered_rows == 45 and vectors.index.equals(frame.index)
     assert all(v is not None and len(v) > 0 for v in vectors)
+
+
+def _runs_on_scheduler(client) -> list[str]:
+    from llmbatch_pd.dask.coordinator import PLUGIN
+
+    return client.run_on_scheduler(lambda dask_scheduler: list(dask_scheduler.plugins[PLUGIN].runs))
+
+
+def test_a_result_dropped_before_it_is_computed_ends_its_driver_and_run(client, sim, llm, frame):
+    import gc
+
+    from llmbatch_pd.dask.driver import RUNS
+    from tests.conftest import wait_until
+
+    ddf = dd.from_pandas(frame, npartitions=2)
+    out = ddf.llm.apply(TEMPLATE, **llm)
+    run_id = out.llm.run_id
+    thread = RUNS[run_id]._thread
+    assert thread.is_alive() and run_id in _runs_on_scheduler(client)
+    del out
+    gc.collect()
+    wait_until(lambda: not thread.is_alive(), 10, "the driver thread of a dropped result to end")
+    assert run_id not in RUNS
+    assert run_id not in _runs_on_scheduler(client)
+    assert sim.stats()["total"] == 0
+
+
+def test_a_partition_that_raises_ends_the_run_and_wait_returns(client, sim, llm, frame):
+    """An ordinary error inside one partition (here its rows lack the template's column):
+    wait() returns the report with the error named, it does not wait for ever."""
+    ddf = dd.from_pandas(frame, npartitions=3)
+    broken = ddf.map_partitions(lambda p: p.drop(columns="title") if p.index[0] >= 1030 else p, meta=ddf._meta,
+                              enforce_metadata=False)
+    out = broken.llm.apply(TEMPLATE, **llm)
+    with pytest.raises(Exception, match="title"):
+        out.compute()
+    report = out.llm.wait(timeout=20)
+    assert any("raised" in w and "title" in w for w in report.warnings)
+    assert out.llm.run_id not in _runs_on_scheduler(client)
+
+
+def _take_handler(dask_scheduler=None):
+    dask_scheduler._llmbatch_take = dask_scheduler.handlers.pop("llmbatch_take")
+
+
+def _give_handler(dask_scheduler=None):
+    dask_scheduler.handlers["llmbatch_take"] = dask_scheduler._llmbatch_take
+
+
+def test_the_driver_rides_out_a_failed_read_of_the_coordinator(client, sim, llm, frame, private_cache):
+    """The scheduler briefly cannot hand over the answers (its handler is gone: a real failed
+    call): the driver warns, tries again, and still writes every paid answer to the cache."""
+    from llmbatch_pd.dask.driver import RUNS
+    from tests.conftest import wait_until
+
+    ddf = dd.from_pandas(frame, npartitions=3)
+    with pytest.warns(RuntimeWarning, match="trying again"):
+        out = ddf.llm.apply(TEMPLATE, **llm)
+        driver = RUNS[out.llm.run_id]
+        client.run_on_scheduler(_take_handler)
+        try:
+            wait_until(lambda: driver.poll_failures >= 1, 10, "the driver to fail a read")
+        finally:
+            client.run_on_scheduler(_give_handler)
+    out.compute()
+    report = out.llm.wait(60)
+    assert report.answered_rows == len(frame)
+    with sqlite3.connect(private_cache) as db:
+        stored = db.execute("SELECT COUNT(*) FROM answers").fetchone()[0]
+    assert stored == frame["title"].nunique()  # every distinct prompt paid is on disk
+
+
+def test_a_dask_run_is_in_the_journal_once_it_ends_with_its_rows_and_dollars(client, sim, llm, frame):
+    from llmbatch_pd.core import journal
+
+    journal.clear()
+    ddf = dd.from_pandas(frame, npartitions=3)
+    out = ddf.llm.apply(TEMPLATE, **llm)
+    vectors = ddf.llm.embed("{title}", **{**llm, "model": "openai/text-embedding-3-small"})
+    assert journal.entries() == []  # the checks on the empty _meta are no runs
+    out.compute()
+    out.llm.wait(60)
+    [entry] = journal.entries()
+    assert (entry.rows, entry.answered, entry.status) == (len(frame), len(frame), "done")
+    assert entry.dollars == pytest.approx(bill(sim.log), rel=1e-9)
+    assert journal.total_spend() == pytest.approx(bill(sim.log), rel=1e-9)
+    del vectors
+
+
+def test_an_embed_result_computed_after_its_run_ended_says_why(client, sim, llm, frame):
+    """Not a Series of None vectors: the run is over, its vectors are in the cache file."""
+    out = dd.from_pandas(frame, npartitions=2).llm.embed("{title}", **{**llm, "model": "openai/text-embedding-3-small"})
+    out.compute()
+    out.llm.wait(60)
+    sent = sim.stats()["total"]
+    with pytest.raises(InputError, match="has ended"):
+        out.compute()
+    assert sim.stats()["total"] == sent
+
+
+def test_the_cache_goes_to_the_cluster_once_not_inside_every_task(client, sim, llm, frame, private_cache):
+    """Finding 10: the model's cached answers were pickled into every partition task; they are
+    scattered once, and the graph carries only their key (and they still answer the rows)."""
+    import cloudpickle
+
+    ddf = dd.from_pandas(frame, npartitions=3)
+    first = ddf.llm.apply(TEMPLATE, **llm)
+    first.compute()
+    first.llm.wait(60)
+    sent = sim.stats()["total"]
+    again = ddf.llm.apply(TEMPLATE, **llm)
+    graph = cloudpickle.dumps(dict(again.__dask_graph__()))
+    assert expected_answer(frame["title"].iloc[0]).encode() not in graph
+    result = again.compute()
+    report = again.llm.wait(60)
+    assert sim.stats()["total"] == sent  # every row answered from the scattered cache
+    assert list(result["llm_output"]) == [expected_answer(t) for t in frame["title"]]
+    assert report.cached == len(frame) - report.duplicates
+
+
+def test_the_driver_ends_when_its_client_closes(client, sim, llm, frame):
+    from llmbatch_pd.dask.driver import RUNS
+    from tests.conftest import wait_until
+
+    with distributed.Client(client.cluster) as other:  # the default client while it is open
+        out = dd.from_pandas(frame, npartitions=2).llm.apply(TEMPLATE, **llm)
+        driver = RUNS[out.llm.run_id]
+        assert driver.client is other
+    wait_until(lambda: not driver._thread.is_alive(), 10, "the driver of a closed client to end")
+    with pytest.raises(RuntimeError, match="stopped|failed"):
+        out.llm.wait(1)
