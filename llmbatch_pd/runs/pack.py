@@ -32,7 +32,6 @@ from ..core.prompts import build_messages, request_key
 from ..core.reuse import truncation_note
 from ..core.types import Reply, Request
 from ..planning import estimate as plan
-from .base import INTERRUPTED
 from .chat import LOOKUP_CHUNK, Run
 from .packing import (
     AUTO_SAMPLE,
@@ -276,18 +275,19 @@ class PackedRun(Run):
             self._again = []
             self._close_unfinished(self._not_sent())
         except asyncio.CancelledError:
-            self.report.interrupted = True
-            self._close_unfinished(INTERRUPTED, walk=False)
+            self._close_interrupted()  # the rows of packs on the wire failed, the rest not sent
             raise
         finally:
             self._end()
 
     async def _transmit(self, requests: Iterable[Request]) -> None:
+        """Send ``requests``, each heard back through ``_heard`` (the accounting, the rate
+        series and the recent costs), remembered as on its way until then."""
         if self.batcher is not None:
-            await self.batcher.run(requests)
+            await self.batcher.run(self._handing(requests))
         else:
             assert self.engine is not None
-            await self.engine.run(requests, self._on_done)
+            await self.engine.run(self._handing(requests), self._heard)
 
     def _start(self, ledger, *, batch=None, engine=None) -> None:
         super()._start(ledger, batch=batch, engine={**(engine or {}), "check": None})
@@ -299,6 +299,11 @@ class PackedRun(Run):
     def rows_of(self, request: Request) -> list[int]:
         rows = self._packs.get(request.index)
         return [request.index] if rows is None else [r.request.index for r in rows]
+
+    def _units_of(self, index: int) -> list[int]:
+        """The rows a request on its way stands for (a pack: its rows)."""
+        rows = self._packs.get(index)
+        return [index] if rows is None else [r.request.index for r in rows]
 
     def _remember(self) -> None:
         """A packed run does not add to the template's history: its figures are per pack, the

@@ -1,0 +1,87 @@
+"""A packed run's accounting, projection and usage shares against the simulator over real
+HTTP: rows are counted from the simulator's request log and pack log (a pack of k rows on
+the wire stands for k rows), bills computed by hand from conftest's price table."""
+
+from __future__ import annotations
+
+import asyncio
+import threading
+
+import pandas as pd
+import pytest
+
+from llmbatch_pd.accessor import _spec
+from llmbatch_pd.runs.pack import make_run
+from llmbatch_pd.sim import Simulator
+
+from ..conftest import KEY, MODEL, bill, wait_until
+
+TEMPLATE = "Review {title} with {stars} stars"
+
+
+def _frame(n: int) -> pd.DataFrame:
+    return pd.DataFrame({"title": [f"item {i}" for i in range(n)], "stars": [i % 5 for i in range(n)]})
+
+
+def _adds_up(acc) -> bool:
+    return acc.rows == acc.answered + acc.failed_total + acc.skipped_total + acc.not_sent_total + acc.pending
+
+
+def _on_a_thread(run):
+    loop = asyncio.new_event_loop()
+    task = loop.create_task(run.execute())
+    thread = threading.Thread(target=lambda: loop.run_until_complete(asyncio.wait([task])))
+    thread.start()
+    return loop, task, thread
+
+
+def test_an_interrupted_packed_run_counts_rows_never_sent_as_not_sent():
+    """A kernel interrupt (the task cancelled) with 4 packs of 10 on the wire: their 40 rows
+    failed ("interrupted": sent, maybe billed), the answered pack's rows are answered, every
+    other row is "not sent"; the answered rows reach the rate series and the recent costs."""
+    df, k = _frame(200), 10
+    with Simulator(ttft_ms=1500, api_key=KEY) as sim:
+        spec, rows = _spec(df, TEMPLATE, model=MODEL, base_url=sim.base_url, api_key=KEY,
+                           concurrency=4, pack=k)
+        run = make_run(spec, rows, len(df))
+        loop, task, thread = _on_a_thread(run)
+        # the first pack goes alone; once it is answered a wave of 4 packs starts (1.5 s each)
+        wait_until(lambda: len(sim.log) == 1 and sim.stats()["in_flight"] == 4, 30, "the first wave")
+        loop.call_soon_threadsafe(task.cancel)
+        thread.join(30)
+        loop.close()
+        assert task.cancelled()
+        wait_until(lambda: sim.stats()["in_flight"] == 0, 30, "the simulator to finish")
+        log = sim.log
+    answered = sum(len(e["pack_ids_sent"]) for e in log if e["status"] == 200)
+    cut = [e for e in log if e["status"] is None]  # the simulator saw them, the client left
+    assert answered == k and len(cut) == 4
+    acc = run.report.accounting()
+    assert _adds_up(acc) and acc.pending == 0
+    assert acc.answered == answered
+    assert acc.failed == {"interrupted": k * len(cut)}
+    assert acc.not_sent == {"interrupted": len(df) - answered - k * len(cut)}
+    assert run.report.cut_requests == len(cut)
+    assert sum(rate for _, rate, _ in run.stats.rate_series()) == answered
+    assert list(run.stats.recent_costs) == [pytest.approx(bill(log))]
+
+
+def test_a_cancelled_packed_run_counts_packs_never_sent_as_not_sent():
+    """A Cancel mid-run: packs on the wire finish and are kept; rows never sent are "not
+    sent", none "failed"."""
+    df = _frame(2000)
+    with Simulator(ttft_ms=100, api_key=KEY) as sim:
+        job = df.llm.submit(TEMPLATE, model=MODEL, base_url=sim.base_url, api_key=KEY, progress=False,
+                            concurrency=4, pack=10, cache=False)
+        wait_until(lambda: len(sim.log) >= 8, 60, "8 packs answered by the simulator")
+        job.cancel()
+        out = job.result(timeout=30)
+        log = sim.log
+    report = out.attrs["llm_report"]
+    acc = report.accounting()
+    answered = sum(len(e["pack_ids_answered"]) for e in log if e["status"] == 200)
+    assert _adds_up(acc) and acc.pending == 0 and acc.failed_total == 0
+    assert acc.answered == answered
+    assert acc.not_sent_total == len(df) - answered  # (kind "stopped", as a per-row run's)
+    assert report.cost == pytest.approx(bill(log))
+
