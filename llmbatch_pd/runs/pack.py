@@ -28,6 +28,7 @@ from dataclasses import dataclass, replace
 from typing import Any
 
 from ..core import errors
+from ..core.accounting import PackedRows
 from ..core.prompts import build_messages, request_key
 from ..core.reuse import truncation_note
 from ..core.types import Reply, Request
@@ -83,6 +84,7 @@ class PackedRun(Run):
         self.sent_rows = 0  # rows answered by what this run sent (packs or their own requests)
         self._planned_packs = 0
         self._basis = ""
+        self.report.packed = PackedRows()  # the projection and the ETA count rows
 
     # building packs -----------------------------------------------------------------------
 
@@ -192,6 +194,7 @@ class PackedRun(Run):
             if isinstance(exc, errors.InvalidOutput | errors.MalformedResponse) and self.stop_error is None:
                 self._ask_again(rows)
             else:
+                self.report.packed.closed += len(rows)
                 for row in rows:
                     self._record(row.request.index, None, exc, self._with_followers(row.request.index))
             return
@@ -210,7 +213,7 @@ class PackedRun(Run):
         for (row, text), usage in zip(good, parts, strict=True):
             own = Reply(text=text, usage=usage, finish_reason="stop", model=reply.model, limit=limit)
             self.packed_rows += 1
-            self.sent_rows += 1
+            self._sent_answered()
             self._answered(row.request, own)
 
     def _on_single(self, request: Request, reply: Reply | None, exc: errors.ProviderError | None) -> None:
@@ -232,8 +235,25 @@ class PackedRun(Run):
                     invalid.message = f"{truncation_note(self._limit(request.max_output_tokens))}: {invalid.message}"
                 reply, exc = None, invalid
         if reply is not None and reply.text is not None:
-            self.sent_rows += 1
+            self._sent_answered()
+        else:
+            self.report.packed.closed += 1
         super()._on_done(request, reply, exc)
+
+    def _sent_answered(self) -> None:
+        """A row answered by a request this run sent."""
+        self.sent_rows += 1
+        self.report.packed.answered += 1
+        self.report.packed.closed += 1
+
+    def _heard(self, request: Request, reply: Reply | None, exc: errors.ProviderError | None) -> None:
+        """A request's outcome; an answered one's cost goes with the rows it answered (0: all
+        asked again), for the projection's cost per row."""
+        packed = self.report.packed
+        before = packed.answered
+        super()._heard(request, reply, exc)
+        if reply is not None and self.stats.recent_costs:
+            packed.note(self.stats.recent_costs[-1], packed.answered - before)
 
     def _answered(self, request: Request, reply: Reply) -> None:
         """A row answered by a pack: cached under its own key, shared with its duplicates."""

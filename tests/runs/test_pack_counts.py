@@ -14,7 +14,7 @@ from llmbatch_pd.accessor import _spec
 from llmbatch_pd.runs.pack import make_run
 from llmbatch_pd.sim import Simulator
 
-from ..conftest import KEY, MODEL, bill, wait_until
+from ..conftest import KEY, MODEL, bill, paused, wait_until
 
 TEMPLATE = "Review {title} with {stars} stars"
 
@@ -85,3 +85,30 @@ def test_a_cancelled_packed_run_counts_packs_never_sent_as_not_sent():
     assert acc.not_sent_total == len(df) - answered  # (kind "stopped", as a per-row run's)
     assert report.cost == pytest.approx(bill(log))
 
+
+
+@pytest.mark.parametrize("budget", [None, 1.0])
+def test_a_packed_runs_projection_at_mid_run_is_near_its_final_bill(budget):
+    """With and without an estimate made first (``budget=``): mid-run (the simulator held still with packs on the wire), the projected total is the
+    run's own bill within 15 %: cost per row (a pack's cost over its rows), rows left. The
+    look-ahead of rows walked but not yet sent does not make it grow."""
+    df = _frame(600)
+    with Simulator(ttft_ms=5, api_key=KEY) as sim:
+        job = df.llm.submit(TEMPLATE, model=MODEL, base_url=sim.base_url, api_key=KEY, progress=False,
+                            concurrency=4, pack=10, cache=False, budget=budget)
+        projections = []
+        for answered in (8, 24):
+            wait_until(lambda n=answered: len(sim.log) >= n, 60, f"{answered} packs answered")
+            with paused(sim):
+                report = job.report
+                wait_until(lambda r=report, n=answered: r.stats.done >= n, 30, "the answers to be heard")
+                assert (report.estimate is None) == (budget is None)
+                projections.append(report.projection())
+        out = job.result(timeout=60)
+        log = sim.log
+    assert out["llm_output"].notna().all()
+    final = bill(log)
+    assert len(log) == 60 and out.attrs["llm_report"].cost == pytest.approx(final)
+    for p in projections:
+        assert p.projected_total == pytest.approx(final, rel=0.15)
+        assert p.cost_per_row == pytest.approx(final / len(df), rel=0.15)
