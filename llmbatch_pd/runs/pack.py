@@ -14,7 +14,9 @@ any row's). Objects with ids that were not sent are ignored. Nothing becomes a s
 Answers are cached per row, under the key the row's own single request has (``Run._keyed``),
 so a re-run, packed or not, finds them. The ledger settles each pack on its real usage (the
 engine does it); the rows' shares of that usage (apportioned so they add up to it) go to the
-cache and the usage columns. In batch mode the packs are the batch lines (custom_id: the
+cache and the usage columns. An answer that was refused (a pack not in the packed shape, a
+row's answer that did not fit ``schema=``) was paid too: its usage is added to its rows' usage
+columns at the end (answered or not), so the columns add up to the bill. In batch mode the packs are the batch lines (custom_id: the
 pack's own key) and the rounds are further jobs.
 """
 
@@ -31,7 +33,7 @@ from ..core import errors
 from ..core.accounting import PackedRows
 from ..core.prompts import build_messages, request_key
 from ..core.reuse import truncation_note
-from ..core.types import Reply, Request
+from ..core.types import Reply, Request, Usage
 from ..planning import estimate as plan
 from .chat import LOOKUP_CHUNK, Run
 from .packing import (
@@ -85,6 +87,7 @@ class PackedRun(Run):
         self._planned_packs = 0
         self._basis = ""
         self.report.packed = PackedRows()  # the projection and the ETA count rows
+        self._carried: dict[int, Usage] = {}  # row -> usage of answers of it that were refused
 
     # building packs -----------------------------------------------------------------------
 
@@ -203,6 +206,8 @@ class PackedRun(Run):
         try:
             texts, _problems = unpack(self.packed, reply.text, len(rows))
         except errors.InvalidOutput:
+            self._carry(zip(rows, shares(reply.usage, [float(r.request.est_input_tokens) for r in rows],
+                                         [1.0] * len(rows)), strict=True))
             self._ask_again(rows)
             return
         good = [(row, text) for row, text in zip(rows, texts, strict=True) if text is not None]
@@ -229,8 +234,11 @@ class PackedRun(Run):
                 if (row is not None and not reply.truncated and tries < self.spec.schema_retries
                         and self.stop_error is None):
                     self._tries[request.index] = tries + 1
+                    self._carry([(row, reply.usage)])
                     self._again.append(row)
                     return
+                if row is not None:
+                    self._carry([(row, reply.usage)])
                 if reply.truncated:  # asked again, it would be cut again
                     invalid.message = f"{truncation_note(self._limit(request.max_output_tokens))}: {invalid.message}"
                 reply, exc = None, invalid
@@ -262,6 +270,21 @@ class PackedRun(Run):
         if self.keep_replies:
             self.replies[request.key] = reply
         self._record(request.index, reply, None, self._with_followers(request.index))
+
+    def _carry(self, paid: Iterable[tuple[_Row, Usage]]) -> None:
+        """Usage of an answer that was refused (a pack that was not the packed shape, a row
+        whose answer did not fit ``schema=``), kept for its rows' usage columns."""
+        for row, usage in paid:
+            i = row.request.index
+            self._carried[i] = usage if i not in self._carried else self._carried[i] + usage
+
+    def _settle_carried(self) -> None:
+        """Each row's usage columns count the refused answers paid for it too (answered or
+        not), so the columns add up to the bill."""
+        if self.keep_usage:
+            for i, usage in self._carried.items():
+                self.usages[i] = usage if self.usages[i] is None else self.usages[i] + usage
+        self._carried = {}
 
     def _with_followers(self, i: int) -> list[int]:
         return [i, *self._followers.pop(i, ())]
@@ -298,6 +321,7 @@ class PackedRun(Run):
             self._close_interrupted()  # the rows of packs on the wire failed, the rest not sent
             raise
         finally:
+            self._settle_carried()
             self._end()
 
     async def _transmit(self, requests: Iterable[Request]) -> None:

@@ -112,3 +112,20 @@ def test_a_packed_runs_projection_at_mid_run_is_near_its_final_bill(budget):
     for p in projections:
         assert p.projected_total == pytest.approx(final, rel=0.15)
         assert p.cost_per_row == pytest.approx(final / len(df), rel=0.15)
+
+
+def test_refused_packed_answers_are_in_the_rows_usage_columns():
+    """Packs the simulator breaks (JSON cut short, a field dropped) are paid and asked again:
+    their usage goes to their rows' usage columns, which add up to the bill by hand and to the
+    tokens the simulator billed."""
+    with Simulator(ttft_ms=5, api_key=KEY, seed=11, fault_invalid_json=0.4) as sim:
+        out = _frame(100).llm.apply(TEMPLATE, model=MODEL, base_url=sim.base_url, api_key=KEY, pack=10,
+                                    usage=True, progress=False, cache=False,
+                                    schema={"label": str, "score": float}, schema_retries=3)
+        log = sim.log
+        faults = sim.stats()["by_fault"].get("invalid_json", 0)
+    paid = [e for e in log if e["status"] == 200]
+    assert faults >= 3
+    assert out["llm_output_input_tokens"].sum() == sum(e["prompt_tokens"] for e in paid)
+    assert out["llm_output_output_tokens"].sum() == sum(e["completion_tokens"] for e in paid)
+    assert out["llm_output_cost"].sum() == pytest.approx(bill(log))
