@@ -5,6 +5,7 @@ the wire stands for k rows), bills computed by hand from conftest's price table.
 from __future__ import annotations
 
 import asyncio
+import re
 import threading
 
 import pandas as pd
@@ -129,3 +130,25 @@ def test_refused_packed_answers_are_in_the_rows_usage_columns():
     assert out["llm_output_input_tokens"].sum() == sum(e["prompt_tokens"] for e in paid)
     assert out["llm_output_output_tokens"].sum() == sum(e["completion_tokens"] for e in paid)
     assert out["llm_output_cost"].sum() == pytest.approx(bill(log))
+
+
+def test_estimate_with_a_packed_pilot_keeps_pilot_and_comparison_within_one_budget():
+    """``estimate(pilot=20, pack=10, budget=B)``: the packed pilot and its rows asked again one
+    by one share B (alone each would fit; together they would pass it), and what each way
+    spent shows in the estimate, equal to the bill by hand."""
+    words = ["great", "terrible", "loved it", "awful"]
+    df = pd.DataFrame({"review": [f"The lamp was {words[i % 4]}, order {i}" for i in range(60)]})
+    budget = 0.0018  # the packed pilot costs ~$0.0011, its 20 rows one by one ~$0.0013
+    with Simulator(ttft_ms=5, api_key=KEY) as sim:
+        est = df.llm.estimate("Summarise: {review}", pilot=20, pack=10, model=MODEL, base_url=sim.base_url,
+                              api_key=KEY, budget=budget, cache=False, max_tokens=40)
+        log = sim.log
+    packed = [e for e in log if "pack_ids_sent" in e]
+    single = [e for e in log if "pack_ids_sent" not in e]
+    assert len(packed) == 2 and 0 < len(single) < 20  # the budget stopped the comparison
+    assert bill(log) <= budget
+    basis = est.loc[MODEL, "output_basis"]
+    spent = re.search(r"the pilot spent \$([0-9.]+) packed and \$([0-9.]+) one by one", basis)
+    assert spent is not None, basis
+    assert float(spent[1]) == pytest.approx(bill(packed), rel=0.01)
+    assert float(spent[2]) == pytest.approx(bill(single), rel=0.01)
