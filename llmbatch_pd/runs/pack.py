@@ -353,6 +353,10 @@ class PackedRun(Run):
         """A packed run does not add to the template's history: its figures are per pack, the
         history's per request of one row."""
 
+    def _remember_endpoint(self) -> None:
+        """Nor to the endpoint's history (a pack's latency is k rows of answer, which would
+        time new templates' requests of one row)."""
+
     # planning -------------------------------------------------------------------------------
 
     def _planned(self) -> Iterator[Request]:

@@ -152,3 +152,24 @@ def test_estimate_with_a_packed_pilot_keeps_pilot_and_comparison_within_one_budg
     assert spent is not None, basis
     assert float(spent[1]) == pytest.approx(bill(packed), rel=0.01)
     assert float(spent[2]) == pytest.approx(bill(single), rel=0.01)
+
+
+def test_a_packed_run_leaves_the_endpoints_latency_history_alone(llm, sim):
+    """The endpoint's history times new templates' requests of one row: a packed run's packs
+    (k rows of answer each) stay out of it; a run of one row a request adds its requests."""
+    df = _frame(60)
+    spec, rows = _spec(df, TEMPLATE, pack=10, **{k: v for k, v in llm.items() if k != "progress"})
+    run = make_run(spec, rows, len(df))
+    asyncio.run(run.execute())
+    assert len(sim.log) == 6 and run.report.answered_rows == 60
+
+    def history():
+        run._open_store()
+        try:
+            return run._endpoint_history()
+        finally:
+            run._close_store()
+
+    assert history() is None
+    df.llm.apply("Other {title}", **llm)
+    assert history().requests == len(sim.log) - 6 == 60
