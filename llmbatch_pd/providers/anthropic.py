@@ -40,7 +40,6 @@ from datetime import UTC, datetime
 from typing import TYPE_CHECKING, Any
 
 from ..core import errors
-from ..core.schema import PACKED_NAME
 from ..core.types import BatchInfo, RateLimitInfo, Reply, Request, Usage
 from ..planning.tokens import counter_for
 from ..planning.ways import Offer
@@ -78,8 +77,11 @@ PACKED_ROWS = "\n\n<rows>\n"
 def _is_pack(params: dict[str, Any]) -> bool:
     """Whether a request's parameters ask for the packed answer (``core.schema.PackedSchema``:
     its forced tool by name, or its shape: one "rows" array of objects with an "id")."""
-    if any(isinstance(t, dict) and t.get("name") == PACKED_NAME for t in params.get("tools") or ()):
-        return True
+    tools = params.get("tools")
+    if tools:  # a schema's tool: core.schema (and pydantic) are loaded already
+        from ..core.schema import PACKED_NAME
+
+        return any(isinstance(t, dict) and t.get("name") == PACKED_NAME for t in tools)
     schema = ((params.get("output_config") or {}).get("format") or {}).get("schema") or {}
     props = schema.get("properties") or {}
     items = (props.get("rows") or {}).get("items") or {} if set(props) == {"rows"} else {}

@@ -222,3 +222,15 @@ def test_anthropic_cuts_at_the_rows_marker_only_in_a_pack(sim: Simulator) -> Non
         assert static["cache_control"] == {"type": "ephemeral"}
         assert static["text"].endswith("\n\nReview: <text>") and "<rows>" not in static["text"]
     assert sum(e.get("cached_tokens", 0) for e in sim.log[4:]) > 0
+
+
+@pytest.mark.parametrize("model", ["claude-3-5-haiku", "claude-sonnet-4-5"])  # a forced tool; output_config
+def test_a_pack_is_known_by_its_packed_answer_both_ways(model: str) -> None:
+    from llmbatch_pd.core.schema import OutputSchema, PackedSchema
+    from llmbatch_pd.providers.anthropic import AnthropicMessages, _is_pack
+
+    provider = AnthropicMessages(model, "http://127.0.0.1:9", None)
+    user = OutputSchema.from_user({"label": str})
+    assert _is_pack(provider.structured(PackedSchema())) and _is_pack(provider.structured(PackedSchema(user)))
+    assert not _is_pack(provider.structured(user)) and not _is_pack({})
+    assert not _is_pack(provider.structured(OutputSchema.from_user({"rows": list[str]})))
