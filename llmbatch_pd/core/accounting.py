@@ -13,6 +13,7 @@ interrupt took no time and are not work done.
 
 from __future__ import annotations
 
+from collections import deque
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -24,6 +25,30 @@ the run, a kernel interrupt, a Cancel button."""
 SKIPPED_KINDS = ("missing value", "too long")
 OTHER = "other"  # a failure whose reason was not recorded by kind (a cell that cannot be rendered ...)
 OVER_ESTIMATE = 1.5  # cost per row above this multiple of the estimate's: over_estimate
+
+
+RECENT_PACKS = 20  # the last requests of a packed run whose cost per row the projection uses
+
+
+@dataclass
+class PackedRows:
+    """A packed run (``pack=``) in rows: its requests carry several rows each, so its
+    projection and ETA count rows, and a pack's cost is spread over the rows it answered
+    (``RunReport.packed``; None for a run of one row a request)."""
+
+    answered: int = 0  # rows answered by the requests the run sent
+    closed: int = 0  # rows whose sent request came back with their outcome (answered or failed)
+    recent: deque = field(default_factory=lambda: deque(maxlen=RECENT_PACKS), repr=False)  # (cost, rows)
+
+    def note(self, cost: float, rows: int) -> None:
+        """A request came back answered: it cost ``cost`` and answered ``rows`` rows (0: its
+        answer was unusable and its rows are asked again; the cost still counts)."""
+        self.recent.append((cost, rows))
+
+    @property
+    def recent_per_row(self) -> float | None:
+        rows = sum(r for _, r in self.recent)
+        return sum(c for c, _ in self.recent) / rows if rows else None
 
 
 def not_sent_kind(kind: str | None) -> str:
@@ -82,7 +107,8 @@ class Accounting:
 class Projection:
     """Where the money is heading, from the cost of the rows answered so far.
 
-    ``cost_per_row``: dollars per answered request over the last ones (``stats.recent_cost``,
+    ``cost_per_row``: dollars per answered request (a packed run: per row, each pack's cost
+    spread over the rows it answered) over the last ones (``stats.recent_cost``,
     up to 20: answers can grow mid-run; a row that cost money, cached rows and duplicates cost
     nothing), ``average_per_row`` over the whole run so far; ``projected_total``: spent + that rate for every request still
     to send; ``expected_total``: the estimate's cost for the run's mode (None without one);
@@ -150,46 +176,73 @@ def accounting(report: Any) -> Accounting:
     )
 
 
+def _units(report: Any) -> tuple[int, float | None]:
+    """(units answered by what the run sent, recent cost per unit or None): a unit is a
+    request, or a row in a packed run (``PackedRows``)."""
+    packed = getattr(report, "packed", None)
+    if packed is not None:
+        return packed.answered, packed.recent_per_row
+    s = report.stats
+    return s.done, getattr(s, "recent_cost", None)
+
+
 def _requests_left(report: Any, estimate: Any, acc: Accounting) -> tuple[int, int]:
     """(requests still to send, requests finished): none left once the run stopped or ended.
     The request stream is walked as requests go out, so while the run goes the report has found
-    only part of them: the estimate's count (made by the same walk) stands for all."""
+    only part of them: the estimate's count (made by the same walk) stands for all. A packed
+    run counts rows: the rows to send (the estimate's rows less the cached, duplicated and
+    skipped ones) less the rows whose request came back; without an estimate, the rows with
+    no outcome yet."""
     s = report.stats
-    done = max(0, s.done + s.failed - (getattr(report, "unsent_requests", 0) or 0))
+    packed = getattr(report, "packed", None)
+    if packed is not None:
+        done = packed.closed
+    else:
+        done = max(0, s.done + s.failed - (getattr(report, "unsent_requests", 0) or 0))
     if s.stop_reason or acc.pending == 0:
         return 0, done
-    total = max(acc.requests_to_send, getattr(estimate, "to_send", 0) or 0)
+    if packed is not None:
+        if estimate is None:  # no plan: every row without an outcome yet is still to pay
+            return acc.pending, done
+        planned = (estimate.rows - estimate.duplicates - estimate.cached - estimate.skipped
+                   - estimate.too_long)
+        total = max(acc.requests_to_send, planned)
+    else:
+        total = max(acc.requests_to_send, getattr(estimate, "to_send", 0) or 0)
     return max(0, total - done), done
 
 
 def eta_s(report: Any, estimate: Any = None) -> float | None:
-    """Seconds left at the observed rate of answered requests (rows closed unsent and
-    failures that came back at once are no measure of speed); None before an answer."""
+    """Seconds left at the observed rate of answered requests (a packed run: rows; rows
+    closed unsent and failures that came back at once are no measure of speed); None before
+    an answer."""
     s = report.stats
-    if s.done <= 0 or s.started is None or s.elapsed <= 0:
+    answered, _ = _units(report)
+    if answered <= 0 or s.started is None or s.elapsed <= 0:
         return None
     left, _ = _requests_left(report, estimate_of(report, estimate), accounting(report))
-    return left / (s.done / s.elapsed)
+    return left / (answered / s.elapsed)
 
 
 def projection(report: Any, estimate: Any = None, budget: float | None = None) -> Projection | None:
     """The run's ``Projection``, or None before its first answered request (or without a
     cost: a model with no price whose provider reports none)."""
     s = report.stats
-    answered_requests = s.done
-    if answered_requests <= 0 or not s.cost:
+    answered, recent = _units(report)
+    if answered <= 0 or not s.cost:
         return None
     estimate = estimate_of(report, estimate)
     budget = budget_of(report, estimate, budget)
     acc = accounting(report)
-    average = s.cost / answered_requests
-    recent = getattr(s, "recent_cost", None)
+    average = s.cost / answered
     per_row = recent if recent else average  # the last answers' cost: answers may have grown
     left, _ = _requests_left(report, estimate, acc)
     projected = s.cost + per_row * left
     expected = expected_cost(estimate, mode_of(report, estimate))[1]
     to_send = getattr(estimate, "to_send", 0) or 0
-    expected_per_row = expected / to_send if expected is not None and to_send else None
+    if getattr(report, "packed", None) is not None and estimate is not None:  # rows, not packs
+        to_send = estimate.rows - estimate.duplicates - estimate.cached - estimate.skipped - estimate.too_long
+    expected_per_row = expected / to_send if expected is not None and to_send > 0 else None
     stops_at = None
     eta = eta_s(report, estimate)
     if budget is not None and left and projected > budget:

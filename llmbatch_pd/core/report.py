@@ -72,6 +72,7 @@ class RunReport:
     stop_kind: str | None = None  # the error kind of the run's stop, once it stopped
     unsent_requests: int = 0  # requests closed without being sent (the stop came first)
     cut_requests: int = 0  # requests on their way when the run was interrupted (never heard back)
+    packed: Any = None  # pack=: the run in rows (core.accounting.PackedRows), for the projection
     saved_by_cache: float = 0.0
     saved_by_dedup: float = 0.0
     saved_by_prompt_cache: float = 0.0  # dollars the provider's prompt cache took off the answers paid for

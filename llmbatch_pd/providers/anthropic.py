@@ -74,6 +74,20 @@ PACKED_ROWS = "\n\n<rows>\n"
 """Where a packed request's rows start (CONTRACTS C1): everything before is the same in every pack."""
 
 
+def _is_pack(params: dict[str, Any]) -> bool:
+    """Whether a request's parameters ask for the packed answer (``core.schema.PackedSchema``:
+    its forced tool by name, or its shape: one "rows" array of objects with an "id")."""
+    tools = params.get("tools")
+    if tools:  # a schema's tool: core.schema (and pydantic) are loaded already
+        from ..core.schema import PACKED_NAME
+
+        return any(isinstance(t, dict) and t.get("name") == PACKED_NAME for t in tools)
+    schema = ((params.get("output_config") or {}).get("format") or {}).get("schema") or {}
+    props = schema.get("properties") or {}
+    items = (props.get("rows") or {}).get("items") or {} if set(props) == {"rows"} else {}
+    return "id" in (items.get("properties") or {})
+
+
 class AnthropicMessages(Provider):
     name = "anthropic"
     key_env = "ANTHROPIC_API_KEY"
@@ -100,7 +114,7 @@ class AnthropicMessages(Provider):
 
     def _body(self, request: Request, ttl: str | None = None) -> dict[str, Any]:
         system, messages = split_system(request.messages)
-        messages = self._mark_cache(system, messages, ttl)
+        messages = self._mark_cache(system, messages, ttl, request.params)
         body: dict[str, Any] = {"model": self.model, "max_tokens": DEFAULT_MAX_TOKENS}
         if system is not None:
             body["system"] = system
@@ -117,16 +131,18 @@ class AnthropicMessages(Provider):
         return body
 
     def _mark_cache(self, system: System, messages: list[dict[str, Any]],
-                    ttl: str | None) -> list[dict[str, Any]]:
+                    ttl: str | None, params: dict[str, Any] | None = None) -> list[dict[str, Any]]:
         """``messages`` with the static start of the last user message split off into a
-        ``cache_control`` block, when system + that start reach the model's caching minimum."""
+        ``cache_control`` block, when system + that start reach the model's caching minimum.
+        A pack (``params`` ask for the packed answer) is cut where its rows start; any other
+        request after the template's prefix (a row's value may hold the rows marker's text)."""
         minimum = self.capabilities.cache_min_tokens
         if not minimum or not messages or messages[-1].get("role") != "user":
             return messages
         content = messages[-1].get("content")
         if not isinstance(content, str):
             return messages
-        cut = content.find(PACKED_ROWS)
+        cut = content.find(PACKED_ROWS) if _is_pack(params or {}) else -1
         if cut < 0:
             cut = len(self.prefix) if self.prefix and content.startswith(self.prefix) else 0
         static, rest = content[:cut], content[cut:]

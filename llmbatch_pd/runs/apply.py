@@ -11,6 +11,7 @@ from typing import Any
 
 from ..core import errors
 from ..core.budget import Ledger
+from ..core.numbers import money
 from ..core.report import RunReport
 from ..planning import estimate as plan
 from ..planning.batch_gate import BatchGate, Party
@@ -35,6 +36,7 @@ class ModelRun:
         self.pilot = Pilot(spec, read_rows, n, pilot) if pilot else None
         self.cancelled: str | None = None  # why cancel() was called
         self.agreement: Agreement | None = None  # estimate(pilot=N, pack=k): packed vs one by one
+        self.comparison: RunReport | None = None  # that comparison's run of the pilot's rows one by one
         self.run = make_run(spec, read_rows, n, find_repeats=True)
         self.run.keep_usage = usage
         # with a pilot, judge the budget on the pilot's figures (the ledger bounds the pilot).
@@ -62,26 +64,32 @@ class ModelRun:
         """``estimate(pilot=N)``: run the pilot now (blocking) and estimate from its figures;
         a pilot a fatal error stopped raises it."""
         assert self.pilot is not None
-        run_sync(self.pilot.execute(None, self.run))
+        ledger = Ledger(self.spec.budget, self.spec.cost)  # the pilot and the comparison share budget=
+        run_sync(self.pilot.execute(ledger, self.run))
         stop = self.pilot.stop_error
         if stop is not None and stop.fatal:
             raise stop.after_run(f"{name}: the pilot stopped, so nothing was estimated.",
                                  None, self.pilot.run.report)
         self.estimate = self._plan(self.pilot.measured)
         if isinstance(self.pilot.run, PackedRun):
-            self.agreement = self._compare_packing(self.pilot.run)
+            self.agreement = self._compare_packing(self.pilot.run, ledger)
             self.estimate.pack_agreement = self.agreement.rate
-            self.estimate.output_basis += "; " + self.agreement.summary()
+            assert self.comparison is not None
+            self.estimate.output_basis += (f"; {self.agreement.summary()}; the pilot spent "
+                                           f"{money(self.pilot.run.report.cost)} packed and "
+                                           f"{money(self.comparison.cost)} one by one")
         return self.estimate
 
-    def _compare_packing(self, packed: PackedRun) -> Agreement:
+    def _compare_packing(self, packed: PackedRun, ledger: Ledger) -> Agreement:
         """``estimate(pilot=N, pack=k)``: the pilot's rows asked again one by one (not from the
-        cache; their answers replace the packed ones there), and the two ways compared."""
+        cache; their answers replace the packed ones there), and the two ways compared; under
+        the pilot's ``ledger`` (one budget for both). Its report is ``self.comparison``."""
         assert self.pilot is not None
         chosen = self.pilot.positions
         spec = replace(self.spec, pack=None, refresh=True, prefill={}, repeats=None)
         single = Run(spec, lambda: self.read_rows(chosen), len(chosen))
-        run_sync(single.execute(None))
+        run_sync(single.execute(ledger))
+        self.comparison = single.report
         schema = self.spec.schema
 
         def values(answers: list[str | None]) -> list:
@@ -89,7 +97,10 @@ class ModelRun:
                 return answers
             return [None if a is None else _parsed(schema, a) for a in answers]
 
-        return agreement(values(packed.answers), values(single.answers), packed.stats.cost,
+        # a budget may stop the comparison part-way: the packed cost of as many rows as it answered
+        answered = [sum(a is not None for a in run.answers) for run in (packed, single)]
+        packed_cost = packed.stats.cost * min(1.0, answered[1] / answered[0]) if answered[0] else 0.0
+        return agreement(values(packed.answers), values(single.answers), packed_cost,
                          single.stats.cost, schema.fields if schema is not None else ())
 
     async def _execute(self, ledger: Ledger | None = None) -> None:

@@ -14,7 +14,9 @@ any row's). Objects with ids that were not sent are ignored. Nothing becomes a s
 Answers are cached per row, under the key the row's own single request has (``Run._keyed``),
 so a re-run, packed or not, finds them. The ledger settles each pack on its real usage (the
 engine does it); the rows' shares of that usage (apportioned so they add up to it) go to the
-cache and the usage columns. In batch mode the packs are the batch lines (custom_id: the
+cache and the usage columns. An answer that was refused (a pack not in the packed shape, a
+row's answer that did not fit ``schema=``) was paid too: its usage is added to its rows' usage
+columns at the end (answered or not), so the columns add up to the bill. In batch mode the packs are the batch lines (custom_id: the
 pack's own key) and the rounds are further jobs.
 """
 
@@ -28,11 +30,11 @@ from dataclasses import dataclass, replace
 from typing import Any
 
 from ..core import errors
+from ..core.accounting import PackedRows
 from ..core.prompts import build_messages, request_key
 from ..core.reuse import truncation_note
-from ..core.types import Reply, Request
+from ..core.types import Reply, Request, Usage
 from ..planning import estimate as plan
-from .base import INTERRUPTED
 from .chat import LOOKUP_CHUNK, Run
 from .packing import (
     AUTO_SAMPLE,
@@ -84,6 +86,8 @@ class PackedRun(Run):
         self.sent_rows = 0  # rows answered by what this run sent (packs or their own requests)
         self._planned_packs = 0
         self._basis = ""
+        self.report.packed = PackedRows()  # the projection and the ETA count rows
+        self._carried: dict[int, Usage] = {}  # row -> usage of answers of it that were refused
 
     # building packs -----------------------------------------------------------------------
 
@@ -193,6 +197,7 @@ class PackedRun(Run):
             if isinstance(exc, errors.InvalidOutput | errors.MalformedResponse) and self.stop_error is None:
                 self._ask_again(rows)
             else:
+                self.report.packed.closed += len(rows)
                 for row in rows:
                     self._record(row.request.index, None, exc, self._with_followers(row.request.index))
             return
@@ -201,6 +206,8 @@ class PackedRun(Run):
         try:
             texts, _problems = unpack(self.packed, reply.text, len(rows))
         except errors.InvalidOutput:
+            self._carry(zip(rows, shares(reply.usage, [float(r.request.est_input_tokens) for r in rows],
+                                         [1.0] * len(rows)), strict=True))
             self._ask_again(rows)
             return
         good = [(row, text) for row, text in zip(rows, texts, strict=True) if text is not None]
@@ -211,7 +218,7 @@ class PackedRun(Run):
         for (row, text), usage in zip(good, parts, strict=True):
             own = Reply(text=text, usage=usage, finish_reason="stop", model=reply.model, limit=limit)
             self.packed_rows += 1
-            self.sent_rows += 1
+            self._sent_answered()
             self._answered(row.request, own)
 
     def _on_single(self, request: Request, reply: Reply | None, exc: errors.ProviderError | None) -> None:
@@ -227,14 +234,34 @@ class PackedRun(Run):
                 if (row is not None and not reply.truncated and tries < self.spec.schema_retries
                         and self.stop_error is None):
                     self._tries[request.index] = tries + 1
+                    self._carry([(row, reply.usage)])
                     self._again.append(row)
                     return
+                if row is not None:
+                    self._carry([(row, reply.usage)])
                 if reply.truncated:  # asked again, it would be cut again
                     invalid.message = f"{truncation_note(self._limit(request.max_output_tokens))}: {invalid.message}"
                 reply, exc = None, invalid
         if reply is not None and reply.text is not None:
-            self.sent_rows += 1
+            self._sent_answered()
+        else:
+            self.report.packed.closed += 1
         super()._on_done(request, reply, exc)
+
+    def _sent_answered(self) -> None:
+        """A row answered by a request this run sent."""
+        self.sent_rows += 1
+        self.report.packed.answered += 1
+        self.report.packed.closed += 1
+
+    def _heard(self, request: Request, reply: Reply | None, exc: errors.ProviderError | None) -> None:
+        """A request's outcome; an answered one's cost goes with the rows it answered (0: all
+        asked again), for the projection's cost per row."""
+        packed = self.report.packed
+        before = packed.answered
+        super()._heard(request, reply, exc)
+        if reply is not None and self.stats.recent_costs:
+            packed.note(self.stats.recent_costs[-1], packed.answered - before)
 
     def _answered(self, request: Request, reply: Reply) -> None:
         """A row answered by a pack: cached under its own key, shared with its duplicates."""
@@ -243,6 +270,21 @@ class PackedRun(Run):
         if self.keep_replies:
             self.replies[request.key] = reply
         self._record(request.index, reply, None, self._with_followers(request.index))
+
+    def _carry(self, paid: Iterable[tuple[_Row, Usage]]) -> None:
+        """Usage of an answer that was refused (a pack that was not the packed shape, a row
+        whose answer did not fit ``schema=``), kept for its rows' usage columns."""
+        for row, usage in paid:
+            i = row.request.index
+            self._carried[i] = usage if i not in self._carried else self._carried[i] + usage
+
+    def _settle_carried(self) -> None:
+        """Each row's usage columns count the refused answers paid for it too (answered or
+        not), so the columns add up to the bill."""
+        if self.keep_usage:
+            for i, usage in self._carried.items():
+                self.usages[i] = usage if self.usages[i] is None else self.usages[i] + usage
+        self._carried = {}
 
     def _with_followers(self, i: int) -> list[int]:
         return [i, *self._followers.pop(i, ())]
@@ -276,18 +318,20 @@ class PackedRun(Run):
             self._again = []
             self._close_unfinished(self._not_sent())
         except asyncio.CancelledError:
-            self.report.interrupted = True
-            self._close_unfinished(INTERRUPTED, walk=False)
+            self._close_interrupted()  # the rows of packs on the wire failed, the rest not sent
             raise
         finally:
+            self._settle_carried()
             self._end()
 
     async def _transmit(self, requests: Iterable[Request]) -> None:
+        """Send ``requests``, each heard back through ``_heard`` (the accounting, the rate
+        series and the recent costs), remembered as on its way until then."""
         if self.batcher is not None:
-            await self.batcher.run(requests)
+            await self.batcher.run(self._handing(requests))
         else:
             assert self.engine is not None
-            await self.engine.run(requests, self._on_done)
+            await self.engine.run(self._handing(requests), self._heard)
 
     def _start(self, ledger, *, batch=None, engine=None) -> None:
         super()._start(ledger, batch=batch, engine={**(engine or {}), "check": None})
@@ -300,9 +344,18 @@ class PackedRun(Run):
         rows = self._packs.get(request.index)
         return [request.index] if rows is None else [r.request.index for r in rows]
 
+    def _units_of(self, index: int) -> list[int]:
+        """The rows a request on its way stands for (a pack: its rows)."""
+        rows = self._packs.get(index)
+        return [index] if rows is None else [r.request.index for r in rows]
+
     def _remember(self) -> None:
         """A packed run does not add to the template's history: its figures are per pack, the
         history's per request of one row."""
+
+    def _remember_endpoint(self) -> None:
+        """Nor to the endpoint's history (a pack's latency is k rows of answer, which would
+        time new templates' requests of one row)."""
 
     # planning -------------------------------------------------------------------------------
 

@@ -53,8 +53,9 @@ def unpack(packed: PackedSchema, text: str | None, k: int) -> tuple[list[str | N
     found: dict[str, list[Any]] = {}
     problems: list[str] = []
     for obj in items:
-        key = obj.get("id") if isinstance(obj, dict) else None
-        found.setdefault(key if isinstance(key, str) else f"(not a string: {key!r})", []).append(obj)
+        key = _sent_id(obj.get("id")) if isinstance(obj, dict) else None
+        found.setdefault(key or f"(not an id: {obj.get('id') if isinstance(obj, dict) else obj!r})",
+                         []).append(obj)
     wanted = {str(j) for j in range(1, k + 1)}
     unknown = [key for key in found if key not in wanted]
     if unknown:
@@ -72,6 +73,18 @@ def unpack(packed: PackedSchema, text: str | None, k: int) -> tuple[list[str | N
             problems.append(f"id {j}: {exc.message}")
             answers.append(None)
     return answers, problems
+
+
+def _sent_id(key: Any) -> str | None:
+    """An item's id as the pack sent it (``"3"``): a string, or a whole number a JSON-mode
+    model wrote without quotes (``3``, ``3.0``); anything else is no id."""
+    if isinstance(key, str):
+        return key
+    if isinstance(key, int) and not isinstance(key, bool):
+        return str(key)
+    if isinstance(key, float) and key.is_integer():
+        return str(int(key))
+    return None
 
 
 def apportion(total: int, weights: list[float]) -> list[int]:

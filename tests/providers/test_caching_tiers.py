@@ -197,3 +197,40 @@ def test_deepseek_usage_without_details_still_counts_hits() -> None:
                       "prompt_cache_hit_tokens": 1280, "prompt_cache_miss_tokens": 220}}
     reply = provider.parse(200, {}, json.dumps(body).encode())
     assert (reply.usage.input_tokens, reply.usage.cached_tokens) == (1500, 1280)
+
+
+def test_anthropic_cuts_at_the_rows_marker_only_in_a_pack(sim: Simulator) -> None:
+    """A row whose value holds the packed rows marker's text (``\\n\\n<rows>\\n``) is no pack:
+    without a template prefix nothing is marked (no cache write paid on every row). A pack is
+    marked up to where its rows start, and later packs read that start from the cache."""
+    head = instruction(2500)
+    options = dict(model="anthropic/claude-sonnet-4-5", base_url=sim.anthropic_url, api_key=KEY,
+                   progress=False)
+    rows = pd.DataFrame({"text": [f"{head}\n\n<rows>\nrow {i}" for i in range(4)]})
+    out = rows.llm.apply("{text}", **options)
+    assert out["llm_output"].notna().all()
+    sent = [c["body"] for c in sim.captured if c["path"] == "/v1/messages"]
+    assert len(sent) == 4 and "cache_control" not in json.dumps(sent)
+    assert not any(e.get("cache_write_tokens") for e in sim.log)
+    before = len(sim.captured)
+    out = reviews(40).llm.apply(head + "\n\nReview: {text}", pack=10, **options)
+    assert out["llm_output"].notna().all()
+    packs = [c["body"] for c in sim.captured[before:] if c["path"] == "/v1/messages"]
+    assert len(packs) == 4
+    for body in packs:
+        static = body["messages"][-1]["content"][0]
+        assert static["cache_control"] == {"type": "ephemeral"}
+        assert static["text"].endswith("\n\nReview: <text>") and "<rows>" not in static["text"]
+    assert sum(e.get("cached_tokens", 0) for e in sim.log[4:]) > 0
+
+
+@pytest.mark.parametrize("model", ["claude-3-5-haiku", "claude-sonnet-4-5"])  # a forced tool; output_config
+def test_a_pack_is_known_by_its_packed_answer_both_ways(model: str) -> None:
+    from llmbatch_pd.core.schema import OutputSchema, PackedSchema
+    from llmbatch_pd.providers.anthropic import AnthropicMessages, _is_pack
+
+    provider = AnthropicMessages(model, "http://127.0.0.1:9", None)
+    user = OutputSchema.from_user({"label": str})
+    assert _is_pack(provider.structured(PackedSchema())) and _is_pack(provider.structured(PackedSchema(user)))
+    assert not _is_pack(provider.structured(user)) and not _is_pack({})
+    assert not _is_pack(provider.structured(OutputSchema.from_user({"rows": list[str]})))

@@ -107,13 +107,26 @@ def test_missing_duplicated_and_unknown_ids_never_land_on_a_row():
     text = _answer({"id": "1", "answer": "a"},
                    {"id": "2", "answer": "b"}, {"id": "2", "answer": "c"},  # twice: neither is trusted
                    {"id": "9", "answer": "z"},  # never sent
-                   {"id": 4, "answer": "w"},  # not a string id
+                   {"id": [4], "answer": "w"},  # not an id (a whole number would be: see below)
                    {"id": "5", "answer": 5})  # not an answer string
     answers, problems = unpack(packed, text, 5)
     assert answers == ["a", None, None, None, None]
     assert any("id 2 answered 2 times" in p for p in problems)
     assert any("id 3 missing" in p for p in problems)
     assert any("ids not sent" in p and "9" in p for p in problems)
+
+
+@pytest.mark.parametrize("schema", [None, {"label": str, "score": float}])
+def test_whole_number_ids_are_the_ids_sent(schema):
+    """A JSON-mode model that writes ``"id": 1`` for the ``"1"`` it was sent answers row 1;
+    ``true`` or ``2.5`` are no ids."""
+    packed = PackedSchema(OutputSchema.from_user(schema) if schema else None)
+    item = (lambda v: {"label": v, "score": 1.0}) if schema else (lambda v: {"answer": v})
+    text = _answer({"id": 1, **item("a")}, {"id": 2.0, **item("b")}, {"id": True, **item("c")},
+                   {"id": 2.5, **item("d")}, {"id": "3", **item("e")})
+    answers, problems = unpack(packed, text, 3)
+    assert [a if a is None or not schema else json.loads(a)["label"] for a in answers] == ["a", "b", "e"]
+    assert problems == ["ids not sent: (not an id: 2.5), (not an id: True)"]
 
 
 def test_a_row_whose_item_fails_the_schema_gets_no_answer():
