@@ -65,7 +65,7 @@ class RunInterrupted(LLMBatchError, KeyboardInterrupt):
     def _render_traceback_(self) -> list[str]:
         """What IPython shows (it asks for this instead of the frames): the user stopped the
         run, so the message and where the finished rows are, not a walk through the library."""
-        return [f"\x1b[0;31mRunInterrupted\x1b[0m: {self}"]
+        return [f"RunInterrupted: {self}"]
 
 
 class ProviderError(LLMBatchError):
