@@ -155,7 +155,9 @@ class BaseRun:
 
     def _not_sent(self) -> errors.NotSent:
         """Why the rows left at the end were not sent."""
-        return errors.NotSent(self.stats.stop_reason or "the run ended first")
+        stop = self.stop_error  # a cancel or the budget says so; any other stop is "stopped"
+        kind = stop.kind if stop is not None and stop.kind in ("budget", "cancelled") else None
+        return errors.NotSent(self.stats.stop_reason or "the run ended first", kind=kind)
 
     def _warn(self, message: str) -> None:
         self.report.warnings.append(message)

@@ -270,7 +270,7 @@ class RunsTable:
                          f'<div style="overflow-x:auto;max-width:100%">'  # a long list scrolls, not spills
                          f'<table class="llmbatch-runs" style="{TABLE}"><thead><tr style="{TR}">{head}</tr>'
                          f"</thead><tbody>{body}</tbody></table></div>"
-                         f'<div style="margin-top:6px">{esc(self.footer())}</div>')
+                         f'<div style="margin-top:6px">{esc(self.footer())}</div>', wide=True)
 
 
 def column_matcher(shell: Any) -> Any:

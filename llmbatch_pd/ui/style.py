@@ -137,12 +137,13 @@ def warnings_html(warnings: list[str]) -> str:
     return f'<ul style="margin:6px 0 0 0;padding:0;color:{AMBER_TEXT}">{items}</ul>'
 
 
-def card_html(inner: str) -> str:
+def card_html(inner: str, *, wide: bool = False) -> str:
     """The card around a static block. Notebook frontends typeset ``$...$`` in HTML outputs as
     LaTeX (JupyterLab, nbconvert's MathJax), which would turn "$0.10 expected $0.25" into
     math: the ignore classes switch MathJax 2 and 3 off for the card, and each dollar sign sits
     in its own element so no two of them share a text run even where the classes are unknown."""
-    return (f'<div class="llmbatch-report tex2jax_ignore mathjax_ignore" style="{CARD}">'
+    style = CARD.replace("max-width:760px", "max-width:100%") if wide else CARD  # wide: a table
+    return (f'<div class="llmbatch-report tex2jax_ignore mathjax_ignore" style="{style}">'
             + _TEXT_RUN.sub(lambda m: m.group(0).replace("$", "<span>$</span>"), inner) + "</div>")
 
 

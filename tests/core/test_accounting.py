@@ -20,7 +20,7 @@ from llmbatch_pd.runs.chat import Run
 from llmbatch_pd.sim import Simulator
 from llmbatch_pd.ui.lines import summary_lines
 
-from ..conftest import KEY, MODEL, wait_until
+from ..conftest import KEY, MODEL, paused, wait_until
 
 
 def texts(n: int, prefix: str = "review") -> pd.DataFrame:
@@ -89,6 +89,23 @@ def test_budget_stop_explains_every_row(private_cache):
     assert acc.requests_to_send == 40  # all 40 prompts were to be sent
     assert figures(out.attrs["llm_report"])["Failed"] == "0"
     assert eta_s(out.attrs["llm_report"]) == 0  # stopped: nothing left, however many unsent
+
+
+def test_a_cancel_counts_the_rows_it_kept_from_being_sent_as_cancelled(private_cache):
+    """Cancel on a background job mid-run: the requests in flight finish and are kept, every
+    row the simulator never saw is "not sent: cancelled" (not "stopped", not failed)."""
+    with Simulator(ttft_ms=20, api_key=KEY) as sim:
+        job = texts(60).llm.submit("{t}", model=MODEL, base_url=sim.base_url, api_key=KEY,
+                                   progress=False, concurrency=2)
+        wait_until(lambda: len(sim.log) >= 6, 60, "six answers")
+        with paused(sim):  # nothing is answered while the cancel lands
+            job.cancel()
+        with pytest.warns(UserWarning):
+            out = job.result(timeout=60)
+        log = sim.log
+    acc = out.attrs["llm_report"].accounting()
+    assert adds_up(acc) and acc.answered == len(ok(log)) == len(log) and acc.failed_total == 0
+    assert acc.not_sent == {"cancelled": 60 - len(log)}
 
 
 def test_bad_key_answers_nothing_and_shows_no_throughput():
