@@ -79,19 +79,8 @@ class Template:
         ``render``."""
         out: dict[str, str] = {}
         for _literal, name, spec, conversion in self._parts:
-            if name is None or name in out:
-                continue
-            value = values[name]
-            if is_missing(value):
-                if missing == "skip":
-                    raise MissingValue(name)
-                value = ""
-            try:
-                out[name] = format_value(value, spec, conversion)
-            except TemplateError as exc:
-                raise CellError(name, value, spec, exc.__cause__ or exc) from None
-            except Exception as exc:
-                raise CellError(name, value, spec, exc) from None
+            if name is not None and name not in out:
+                out[name] = _field(values, name, spec, conversion, missing)
         return out
 
     def check_columns(self, columns: Sequence[Any]) -> None:
@@ -125,17 +114,7 @@ class Template:
             out.append(literal)
             if name is None:
                 continue
-            value = values[name]
-            if is_missing(value):
-                if missing == "skip":
-                    raise MissingValue(name)
-                value = ""
-            try:
-                out.append(format_value(value, spec, conversion))
-            except TemplateError as exc:
-                raise CellError(name, value, spec, exc.__cause__ or exc) from None
-            except Exception as exc:  # a value whose str() or repr() fails: its row alone
-                raise CellError(name, value, spec, exc) from None
+            out.append(_field(values, name, spec, conversion, missing))
         return "".join(out)
 
     def repeats(self, rows: Iterable[Mapping[str, Any]], n: int, missing: str = "skip") -> Any:
@@ -163,6 +142,23 @@ class Template:
         repeats = np.empty(n, dtype=bool)
         repeats[order] = flags
         return repeats
+
+
+def _field(values: Mapping[str, Any], name: str, spec: str, conversion: str | None,
+           missing: str) -> str:
+    """One field of a row as the prompt shows it. Raises MissingValue for an NA under
+    ``missing='skip'``, CellError when the value does not fit its format spec."""
+    value = values[name]
+    if is_missing(value):
+        if missing == "skip":
+            raise MissingValue(name)
+        value = ""
+    try:
+        return format_value(value, spec, conversion)
+    except TemplateError as exc:
+        raise CellError(name, value, spec, exc.__cause__ or exc) from None
+    except Exception as exc:  # a value whose str() or repr() fails: its row alone
+        raise CellError(name, value, spec, exc) from None
 
 
 class MissingValue(Exception):

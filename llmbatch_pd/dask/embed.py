@@ -24,7 +24,7 @@ from ..runs.embed import EmbedRun, input_key, key_prefix
 from ..runs.embed_spec import EmbedSpec, build_spec
 from ..store.db import Store
 from ..transport.loop_thread import run_sync
-from .partition import REPORT_EVERY, Ended, PartitionStore, hits_of, log_failure, topic
+from .partition import REPORT_EVERY, Ended, PartitionStore, ended_once, hits_of, topic
 
 
 def vector_record(vector: np.ndarray, tokens: int, model: str) -> dict[str, Any]:
@@ -122,15 +122,7 @@ class EmbedPartitionRun(EmbedRun):
 
 def embed_partition(pdf: pd.DataFrame, job: EmbedJob, partition_info: dict | None = None) -> pd.Series:
     """The partition's vectors, a Series of float32 arrays on its index (None where a row failed)."""
-    began = time.time()
-    number = (partition_info or {}).get("number")
-    try:
-        return _embed(pdf, job, number, began)
-    except Ended as ended:  # its end event is logged: the run-wide stop it raises
-        raise ended.error from None
-    except BaseException as exc:  # the driver waits for every partition's end: say this one ended
-        log_failure(job.run_id, number, began, exc)
-        raise
+    return ended_once(_embed, pdf, job, partition_info)
 
 
 def _embed(pdf: pd.DataFrame, job: EmbedJob, number: int | None, began: float) -> pd.Series:

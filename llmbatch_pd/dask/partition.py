@@ -196,13 +196,19 @@ def _known(run_id: str, keys: list[str]) -> dict[str, dict]:
 
 def apply_partition(pdf: pd.DataFrame, job: PartJob, partition_info: dict | None = None) -> pd.DataFrame:
     """The partition with the run's new columns (the pandas path's, same names and dtypes)."""
+    return ended_once(_apply, pdf, job, partition_info)
+
+
+def ended_once(work: Any, pdf: pd.DataFrame, job: Any, partition_info: dict | None) -> Any:
+    """``work(pdf, job, number, began)``, whose partition logs its end event exactly once: the
+    driver waits for every partition's end, so one that raises says so before it does."""
     began = time.time()
     number = (partition_info or {}).get("number")
     try:
-        return _apply(pdf, job, number, began)
+        return work(pdf, job, number, began)
     except Ended as ended:  # its end event is logged: the run-wide stop it raises
         raise ended.error from None
-    except BaseException as exc:  # the driver waits for every partition's end: say this one ended
+    except BaseException as exc:
         log_failure(job.run_id, number, began, exc)
         raise
 

@@ -213,11 +213,18 @@ class OpenAIChat(OpenAIBatches, Provider):
         """``prompt_cache_key``: a digest of the model, the system prompt and the template's
         prefix: the same for every request of a run, whatever its rows. None when the run has
         no static part (nothing shared to route to one cache)."""
-        system = [m.get("content") for m in messages if m.get("role") in ("system", "developer")]
+        system = tuple(m.get("content") for m in messages if m.get("role") in ("system", "developer"))
         if not system and not self.prefix.strip():
             return None
-        text = json.dumps([self.model, system, self.prefix], ensure_ascii=False, default=str)
-        return "llmbatch-" + hashlib.sha256(text.encode()).hexdigest()[:24]
+        known = self.__dict__.setdefault("_cache_keys", {})  # one digest a run, not one a request
+        plain = all(isinstance(c, str) for c in system)  # content blocks are not hashable
+        if plain and system in known:
+            return known[system]
+        text = json.dumps([self.model, list(system), self.prefix], ensure_ascii=False, default=str)
+        key = "llmbatch-" + hashlib.sha256(text.encode()).hexdigest()[:24]
+        if plain:
+            known[system] = key
+        return key
 
     def _batch_body(self, request: Request) -> dict[str, Any]:
         """A batch line runs on OpenAI's own Batch API (a server with ``/v1/batches`` is OpenAI
